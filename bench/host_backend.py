@@ -1,0 +1,114 @@
+"""``--device host``: the same protocol on this machine's CPU with LiteRT, labelled ``host``.
+
+Each repeat runs the virtual benchmark_model's code in-process on the CPU (no delegate), so its output goes
+through the same parser as a phone's. Thermal readings come from this machine's ``/sys/class/thermal``
+(status unknown).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from compress.io import atomic_write_text
+
+from bench.models import ModelSpec
+from bench.results import ModelResult, RepeatResult, RunConfig, Thermal, classify
+
+
+def host_thermal(root: str = "/sys/class/thermal") -> Thermal:
+    """Hottest readable thermal zone of this machine (m°C); status is unknown on a host."""
+    temps = []
+    for z in Path(root).glob("thermal_zone*/temp"):
+        try:
+            temps.append(int(z.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return Thermal(None, max(temps) if temps else None)
+
+
+def host_facts() -> dict[str, Any]:
+    """Facts about this machine: CPU model, logical cores, OS, LiteRT version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:
+        litert = "unknown"
+    return {"kind": "host", "serial": "host", "profile": "host", "model": platform.node(), "soc": cpu,
+            "cpu_cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+            "android": None, "gpu_renderer": None, "gpu_driver": None, "runtime": f"ai-edge-litert {litert} (CPU)"}
+
+
+class HostBackend:
+    """Runs the measuring protocol on the host CPU (LiteRT interpreter, ``cfg.threads`` threads)."""
+
+    virtual = False
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.cleaned = True
+
+    def facts(self) -> dict[str, Any]:
+        """See :func:`host_facts`."""
+        return host_facts()
+
+    def run(self, models: list[ModelSpec], cfg: RunConfig, logs_dir: Path,
+            on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
+        """Time every model on the CPU; returns one :class:`ModelResult` per model (``on_result`` after each)."""
+        from bench.virtual_device.benchmark_model import main as runner_main
+
+        results = []
+        t0 = time.perf_counter()
+        self.timings["runner_s"] = 0.0
+        for spec in models:
+            res = ModelResult(spec=spec)
+            log_text = [f"@@ model={spec.path} precision={spec.dtype} repeats={cfg.repeats} host"]
+            for k in range(1, cfg.repeats + 1):
+                before = host_thermal()
+                args = [f"--graph={spec.path}", "--use_gpu=false", f"--num_threads={cfg.threads}",
+                        f"--warmup_runs={cfg.warmup}", f"--num_runs={cfg.runs}", f"--min_secs={cfg.min_secs:g}",
+                        f"--max_secs={cfg.max_secs:g}", "--report_peak_memory_footprint=true", *cfg.runner_args]
+                buf = io.StringIO()
+                t = time.perf_counter()
+                env_faults = os.environ.pop("CORONETGAN_VDEV_FAULTS", None)
+                try:
+                    with contextlib.redirect_stdout(buf):
+                        rc = runner_main(args)
+                except Exception as e:  # a LiteRT failure is a row problem, not a crash of bench
+                    buf.write(f"ERROR: {type(e).__name__}: {e}\n")
+                    rc = 1
+                finally:
+                    if env_faults is not None:
+                        os.environ["CORONETGAN_VDEV_FAULTS"] = env_faults
+                wall = time.perf_counter() - t
+                self.timings["runner_s"] += wall
+                after = host_thermal()
+                out, problem, detail = classify(buf.getvalue(), rc)
+                res.repeats.append(RepeatResult(k, rc, before, after, out, problem, detail, wall))
+                log_text += [f"@@ repeat={k} thermal_before status=NA temp_mC={before.temp_mc or 'NA'}",
+                             buf.getvalue().rstrip(), f"@@ repeat={k} exit={rc}",
+                             f"@@ repeat={k} thermal_after status=NA temp_mC={after.temp_mc or 'NA'}"]
+                if k < cfg.repeats and cfg.cooldown_s > 0:
+                    time.sleep(cfg.cooldown_s)
+            log_text.append("@@ done")
+            local = logs_dir / f"host_{spec.label}_{spec.dtype}.log"
+            atomic_write_text(local, "\n".join(log_text) + "\n")
+            res.log_file = str(local)
+            results.append(res)
+            if on_result:
+                on_result(res)
+        self.timings["total_s"] = time.perf_counter() - t0
+        return results

@@ -1,0 +1,195 @@
+"""What to benchmark: model specs from ``--models`` arguments (manifests or .tflite paths with labels)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from compress.errors import InputError
+
+DTYPES = ("fp32", "fp16", "int8")
+_LABELLED = re.compile(r"^(?P<label>[A-Za-z0-9_.+-]+)(?::(?P<dtype>fp32|fp16|int8))?=(?P<path>.+)$")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """One .tflite file to time: ``label`` (e.g. ``pruned``), ``dtype`` (fp32/fp16/int8), ``path``.
+
+    ``macs`` is the generator's multiply-accumulate count per image (MACs, ``None`` when unknown);
+    ``size_bytes`` and ``sha256`` describe the file.
+    """
+
+    label: str
+    dtype: str
+    path: Path
+    macs: int | None = None
+    size_bytes: int = 0
+    sha256: str = ""
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        """``label:dtype``, unique within a run."""
+        return f"{self.label}:{self.dtype}"
+
+    @property
+    def size_mb(self) -> float:
+        """File size in MB (10^6 bytes)."""
+        return self.size_bytes / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = dataclasses.asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def guess_dtype(path: Path) -> str:
+    """dtype from the file name (``…fp16…``, ``…int8…``/``…_quant…``), else from the model's tensors.
+
+    A model with float16 tensors is fp16, one with int8/uint8 inputs or weights is int8, else fp32.
+    """
+    name = path.name.lower()
+    for d in DTYPES:
+        if d in name:
+            return d
+    if "float16" in name or "f16" in name:
+        return "fp16"
+    if "quant" in name or "q8" in name or "uint8" in name:
+        return "int8"
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        import numpy as np
+
+        details = Interpreter(model_path=str(path)).get_tensor_details()
+        types = {np.dtype(t["dtype"]) for t in details}
+        if np.dtype(np.float16) in types:
+            return "fp16"
+        if np.dtype(np.int8) in types or np.dtype(np.uint8) in types:
+            return "int8"
+    except Exception:
+        pass
+    return "fp32"
+
+
+def _label_from_stem(stem: str) -> str:
+    label = re.sub(r"[_.-]?(fp32|fp16|int8|float16|float32|quant)$", "", stem, flags=re.IGNORECASE)
+    return label or stem
+
+
+def _spec(label: str, dtype: str | None, path: Path, macs: int | None, source: str) -> ModelSpec:
+    if not path.is_file():
+        raise InputError(f"{source}: model file {path} not found")
+    if path.suffix.lower() != ".tflite":
+        raise InputError(f"{source}: {path} is not a .tflite file")
+    dtype = (dtype or guess_dtype(path)).lower()
+    if dtype in ("float32", "f32"):
+        dtype = "fp32"
+    if dtype in ("float16", "f16"):
+        dtype = "fp16"
+    if dtype in ("uint8", "q8", "quant", "full_int8", "int8_full", "dynamic_int8", "dynamic"):
+        dtype = "int8"
+    if dtype not in DTYPES:
+        raise InputError(f"{source}: dtype {dtype!r} for {path}; expected one of {', '.join(DTYPES)}")
+    return ModelSpec(label=label, dtype=dtype, path=path.resolve(), macs=macs, size_bytes=path.stat().st_size,
+                     sha256=sha256_file(path), source=source)
+
+
+def _int_or_none(v: Any) -> int | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def read_manifest(path: Path) -> list[ModelSpec]:
+    """Model specs from an export ``manifest.json`` (tolerant reader).
+
+    Accepted: ``{"model": label, "macs": N, "files": [{"path", "dtype", ...}]}``; ``files`` may also be a
+    ``{dtype: path}`` object, entries may carry their own ``label``/``model``/``macs``, and a top-level list
+    or ``{"models": [...]}`` of such objects is read entry by entry. Relative paths are relative to the
+    manifest's folder. Raises :class:`InputError` for unreadable manifests or ones that list no file.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"--models {path}: cannot read manifest JSON ({e})") from None
+    entries = data if isinstance(data, list) else data.get("models") if isinstance(data.get("models"), list) else [data]
+    specs: list[ModelSpec] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        label = str(entry.get("model") or entry.get("label") or entry.get("name") or _label_from_stem(path.parent.name))
+        macs = _int_or_none(entry.get("macs") or (entry.get("metrics") or {}).get("macs")
+                            if isinstance(entry.get("metrics"), dict) else entry.get("macs"))
+        files = entry.get("files") or entry.get("variants") or entry.get("tflite") or []
+        if isinstance(files, dict):
+            files = [{"dtype": k, "path": v} if isinstance(v, str) else {"dtype": k, **v} for k, v in files.items()]
+        for f in files:
+            if isinstance(f, str):
+                f = {"path": f}
+            if not isinstance(f, dict) or not f.get("path"):
+                continue
+            p = Path(f["path"])
+            if not p.is_absolute():
+                p = path.parent / p
+            if p.suffix.lower() != ".tflite":
+                continue  # manifests may also list .onnx files
+            specs.append(_spec(str(f.get("label") or f.get("model") or label), f.get("dtype"), p,
+                               _int_or_none(f.get("macs")) or macs, f"manifest {path}"))
+    if not specs:
+        raise InputError(f"--models {path}: the manifest lists no .tflite file (expected 'files': "
+                         "[{'path': ..., 'dtype': 'fp32|fp16|int8'}])")
+    return specs
+
+
+def parse_model_args(args: Iterable[str], macs: dict[str, int] | None = None) -> list[ModelSpec]:
+    """Turn ``--models`` arguments into specs.
+
+    Each argument is a manifest (``manifest.json`` or a folder holding one), ``label:dtype=path``,
+    ``label=path`` or a plain ``path.tflite`` (label from the file stem, dtype from the name or tensors).
+    ``macs`` maps labels to MACs and overrides manifest values. Raises :class:`InputError` for missing
+    files, unknown dtypes or duplicate ``label:dtype`` pairs.
+    """
+    specs: list[ModelSpec] = []
+    for arg in args:
+        m = _LABELLED.match(arg)
+        if m and not Path(arg).exists():
+            specs.append(_spec(m["label"], m["dtype"], Path(m["path"]), None, f"--models {arg}"))
+            continue
+        p = Path(arg)
+        if p.is_dir():
+            if not (p / "manifest.json").is_file():
+                raise InputError(f"--models {arg}: folder has no manifest.json")
+            specs.extend(read_manifest(p / "manifest.json"))
+        elif p.suffix.lower() == ".json":
+            if not p.is_file():
+                raise InputError(f"--models {arg}: manifest not found")
+            specs.extend(read_manifest(p))
+        else:
+            specs.append(_spec(_label_from_stem(p.stem), None, p, None, f"--models {arg}"))
+    if not specs:
+        raise InputError("--models: no model given")
+    seen: dict[str, ModelSpec] = {}
+    for s in specs:
+        if s.key in seen:
+            raise InputError(f"--models: two files for {s.key} ({seen[s.key].path} and {s.path}); "
+                             "give them different labels with label:dtype=path")
+        seen[s.key] = s
+        if macs and s.label in macs:
+            s.macs = macs[s.label]
+    return specs

@@ -1,0 +1,179 @@
+"""Result records shared by the adb and host backends, and the harness log parser."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from bench.models import ModelSpec
+from bench.parse import BenchmarkOutput, UnparseableOutput, is_load_failure, parse_benchmark_output
+
+# Android PowerManager thermal statuses (dumpsys thermalservice "Thermal Status: N").
+THERMAL_NAMES = {0: "none", 1: "light", 2: "moderate", 3: "severe", 4: "critical", 5: "emergency", 6: "shutdown"}
+THROTTLE_STATUS = 2  # MODERATE and above: the OS is throttling
+
+
+class BenchError(RuntimeError):
+    """A run could not go on (the message says why and what was kept)."""
+
+
+class DeviceLost(BenchError):
+    """The phone disconnected (or stopped answering) mid-run."""
+
+
+class RunnerError(BenchError):
+    """The runner is missing or not executable on the device."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The measuring protocol: warm-up runs, ``runs`` timed runs, ``repeats`` invocations with a cool-down.
+
+    ``cooldown_s``, ``min_secs``, ``max_secs`` and ``timeout_s`` are seconds; ``threads`` is benchmark_model's
+    ``--num_threads``; ``runner_args`` are extra benchmark_model flags.
+    """
+
+    warmup: int = 5
+    runs: int = 50
+    repeats: int = 3
+    cooldown_s: float = 5.0
+    min_secs: float = 0.0
+    max_secs: float = 150.0
+    threads: int = 4
+    gpu_backend: str = "cl"
+    use_gpu: bool = True
+    runner_args: list[str] = dataclasses.field(default_factory=list)
+    timeout_s: float = 1800.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Thermal:
+    """A thermal reading: Android thermal ``status`` (0-6, ``None`` if unknown), hottest zone in m°C."""
+
+    status: int | None = None
+    temp_mc: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Thermal":
+        """From the harness's ``status=S temp_mC=T`` (``NA`` for unknown)."""
+        st = re.search(r"status=(-?\d+)", text)
+        tm = re.search(r"temp_mC=(-?\d+)", text)
+        return cls(int(st.group(1)) if st else None, int(tm.group(1)) if tm else None)
+
+
+@dataclasses.dataclass
+class RepeatResult:
+    """One benchmark_model invocation: exit code, thermal before/after, parsed output or the reason none."""
+
+    index: int
+    exit_code: int | None
+    thermal_before: Thermal
+    thermal_after: Thermal
+    output: BenchmarkOutput | None = None
+    problem: str | None = None  # crashed | load-failed | unparseable | runner-error
+    detail: str = ""
+    wall_s: float | None = None  # the runner process's wall time (s) where the device could tell
+
+    @property
+    def ok(self) -> bool:
+        """True when the invocation exited 0 and printed timings."""
+        return self.output is not None and self.exit_code == 0 and self.problem is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (times in µs as printed, plus ``*_ms`` fields)."""
+        d = {"index": self.index, "exit_code": self.exit_code, "problem": self.problem, "detail": self.detail,
+             "wall_s": self.wall_s,
+             "thermal_before": dataclasses.asdict(self.thermal_before),
+             "thermal_after": dataclasses.asdict(self.thermal_after)}
+        if self.output is not None:
+            d["output"] = self.output.to_dict()
+        return d
+
+
+@dataclasses.dataclass
+class ModelResult:
+    """Everything measured for one model file on one device."""
+
+    spec: ModelSpec
+    repeats: list[RepeatResult] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    log_file: str | None = None
+    runner_sha256_device: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"model": self.spec.to_dict(), "error": self.error, "log_file": self.log_file,
+                "runner_sha256_device": self.runner_sha256_device,
+                "repeats": [r.to_dict() for r in self.repeats]}
+
+
+def classify(text: str, exit_code: int | None) -> tuple[BenchmarkOutput | None, str | None, str]:
+    """Parse one invocation's output; returns (parsed or None, problem or None, detail)."""
+    if exit_code is not None and exit_code >= 128:
+        sig = exit_code - 128
+        return None, "crashed", f"runner killed by signal {sig} (exit {exit_code})"
+    if is_load_failure(text):
+        errs = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
+        return None, "load-failed", "; ".join(errs[:3]) or "model failed to load"
+    try:
+        out = parse_benchmark_output(text)
+    except UnparseableOutput as e:
+        return None, "unparseable", str(e)
+    if exit_code not in (0, None):
+        return out, "runner-error", f"runner exited {exit_code}"
+    return out, None, ""
+
+
+def parse_harness_log(text: str, spec: ModelSpec) -> ModelResult:
+    """Split a ``run_models.sh`` log (``@@`` marker lines) into :class:`RepeatResult` records."""
+    res = ModelResult(spec=spec)
+    cur: dict[str, Any] | None = None
+    body: list[str] = []
+
+    def finish() -> None:
+        nonlocal cur, body
+        if cur is None:
+            return
+        text = "\n".join(body)
+        out, problem, detail = classify(text, cur.get("exit"))
+        if cur.get("exit") is None and problem is None:
+            problem, detail = "unparseable", "the repeat did not finish (no exit line)"
+            out = None
+        res.repeats.append(RepeatResult(cur["k"], cur.get("exit"), cur.get("before", Thermal()),
+                                        cur.get("after", Thermal()), out, problem, detail, cur.get("wall_s")))
+        cur, body = None, []
+
+    for line in text.splitlines():
+        if not line.startswith("@@ "):
+            if cur is not None:
+                body.append(line)
+            continue
+        m = re.match(r"@@ repeat=(\d+) (\S+)(.*)$", line)
+        if line.startswith("@@ model="):
+            m2 = re.search(r"runner_sha256=(\S+)", line)
+            if m2 and m2.group(1) != "NA":
+                res.runner_sha256_device = m2.group(1)
+        elif line.startswith("@@ error"):
+            finish()
+            res.error = line[len("@@ error"):].strip()
+        elif m:
+            k, what, rest = int(m.group(1)), m.group(2), m.group(3)
+            if what == "thermal_before":
+                finish()
+                cur = {"k": k, "before": Thermal.parse(rest)}
+            elif what.startswith("exit=") and cur is not None:
+                cur["exit"] = int(what.split("=", 1)[1])
+                t0, t1 = re.search(r"t_start_ns=(\d+)", rest), re.search(r"t_end_ns=(\d+)", rest)
+                if t0 and t1:
+                    cur["wall_s"] = (int(t1.group(1)) - int(t0.group(1))) / 1e9
+            elif what == "thermal_after" and cur is not None:
+                cur["after"] = Thermal.parse(rest)
+                finish()
+        elif line.startswith("@@ done"):
+            finish()
+    finish()
+    return res

@@ -1,0 +1,60 @@
+"""``python -m bench.virtual_device --profile sm8450 --port 5585 [--connect --adb-port 5037]``.
+
+Starts a virtual Android device on 127.0.0.1 and keeps it up until Ctrl-C. With ``--connect`` it also runs
+``adb connect`` on the adb server at ``--adb-port`` (starting it if needed) and waits for state "device".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.virtual_device.server import VirtualDevice  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    ap = argparse.ArgumentParser(prog="python -m bench.virtual_device", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="sm8450", help="device profile from bench/profiles.json")
+    ap.add_argument("--port", type=int, default=5585, help="TCP port on 127.0.0.1 (0 = any free port)")
+    ap.add_argument("--sandbox", help="folder for the device's files (default: a temp folder)")
+    ap.add_argument("--faults", default="", help="fault spec, e.g. 'throttle_after=2,gpu_unsupported=MIRROR_PAD'")
+    ap.add_argument("--connect", action="store_true", help="adb connect to it and wait for state 'device'")
+    ap.add_argument("--adb-port", type=int, default=5037, help="adb server port for --connect")
+    a = ap.parse_args(argv)
+    from compress.errors import InputError
+
+    try:
+        dev = VirtualDevice(a.profile, port=a.port, sandbox=a.sandbox, faults=a.faults).start()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"virtual device '{a.profile}' listening on {dev.serial} (sandbox {dev.sandbox})", flush=True)
+    if a.connect:
+        from bench.adb_backend import adb_connect
+
+        adb_connect(dev.serial, adb_port=a.adb_port)
+        print(f"connected: adb -P {a.adb_port} -s {dev.serial} shell getprop ro.product.model", flush=True)
+    import signal
+
+    def _term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Run configuration and presets of ``python -m compress``.
+
+Two presets per family:
+
+* ``paper`` (default): the paper's / reference implementations' settings (METHOD-NOTES; pix2pix and CycleGAN
+  reference code; paper 4.1): full-width generators at 256x256 (DCGAN 32x32), Adam 2e-4 beta1 0.5, 100
+  constant + 100 linearly decaying epochs, pix2pix batch 4 / lambda_L1 100, CycleGAN batch 1 / LSGAN /
+  cycle 10 / identity 0.5 / pool 50, DCGAN batch 64; the MACs check every 100 batches (DHP).
+* ``small``: narrower generators on smaller images with a short budget, so that a run on real data
+  finishes in minutes on 2 CPU cores. The latent vectors get a larger learning rate, 5e-3 (the proximal
+  step shrinks them by lambda * lr per step, so the search reaches the target in a few hundred steps
+  instead of thousands), and lambda = 1: Adam moves a parameter by at most about lr per step, so with
+  lambda >= 1 the soft threshold is never undone and the masks only ever shrink. With a latent lr close
+  to tau (5e-3) and lambda = 0.5 an entry at zero can climb back over tau in two steps and the MACs
+  reduction flickers by tens of points between checks (seen here on CycleGAN). At the paper's lr (2e-4,
+  25 times below tau) that cannot happen, so the paper preset keeps lambda = 0.5. Everything else is
+  the paper's recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from compress.errors import InputError
+
+FAMILIES = ("pix2pix", "cyclegan", "dcgan")
+PRESETS = ("paper", "small")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved as ``config.json`` in the run folder (see the CLI for each field)."""
+
+    model: str = "cyclegan"
+    preset: str = "paper"
+    dataset: str = "horse2zebra"
+    direction: str = "AtoB"
+    target: float = 0.75
+    tolerance: float = 0.02
+    image_size: int = 256
+    load_size: int = 286
+    generator: dict = field(default_factory=dict)       # generator constructor kwargs (ngf, n_blocks, ...)
+    discriminator: dict = field(default_factory=dict)   # discriminator constructor kwargs (ndf, ...)
+    compress_discriminator: bool = False
+    batch_size: int = 1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    latent_lr: float | None = None         # None: same as lr
+    regularization: float = 0.5            # lambda of eq. 5 (paper 4.1.2)
+    mask_threshold: float = 5e-3           # tau (DHP)
+    min_channels: int = 4                  # mask guard (DHP)
+    embedding_size: int = 8                # m of eq. 3
+    check_interval: int = 100              # batches between MACs checks (DHP)
+    search_steps: int = 0                  # search budget in steps (0: from search_epochs)
+    search_epochs: float = 100.0
+    converge_steps: int = 0                # converging budget in steps (0: from converge_epochs)
+    converge_epochs: float = 200.0
+    decay_fraction: float = 0.5            # last half of the converging stage decays linearly to 0
+    lambda_l1: float = 100.0               # pix2pix
+    lambda_cycle: float = 10.0             # cyclegan
+    lambda_identity: float = 0.5           # cyclegan (times lambda_cycle)
+    pool_size: int = 50                    # cyclegan image pool
+    nz: int = 100                          # dcgan
+    sample_interval: int = 500
+    checkpoint_interval: int = 500
+    log_interval: int = 10
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    skip_bad: bool = False
+    max_train_images: int = 0              # 0: all; else a seeded subset (budget runs)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"config has unknown keys {unknown}; expected keys of RunConfig")
+        return cls(**data)
+
+    def validate(self) -> "RunConfig":
+        """Raise InputError naming the flag when a value is out of range."""
+        if self.model not in FAMILIES:
+            raise InputError(f"--model {self.model!r}: expected one of {', '.join(FAMILIES)}")
+        if self.preset not in PRESETS:
+            raise InputError(f"--preset {self.preset!r}: expected one of {', '.join(PRESETS)}")
+        if not 0.0 <= self.target < 1.0:
+            raise InputError(f"--target {self.target}: expected the fraction of MACs to remove, in [0, 1) "
+                             "(0.75 = 75% removed)")
+        if not 0.0 < self.tolerance < 0.5:
+            raise InputError(f"--tolerance {self.tolerance}: expected a fraction in (0, 0.5), e.g. 0.02")
+        for name in ("batch_size", "check_interval", "image_size", "log_interval", "sample_interval",
+                     "checkpoint_interval", "min_channels", "embedding_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
+        for name in ("lr", "regularization", "mask_threshold"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 0")
+        return self
+
+
+_PAPER: dict[str, dict[str, Any]] = {
+    "pix2pix": dict(dataset="edges2shoes", image_size=256, load_size=286, batch_size=4,
+                    generator=dict(ngf=64, num_downs=8), discriminator=dict(ndf=64)),
+    "cyclegan": dict(dataset="horse2zebra", image_size=256, load_size=286, batch_size=1,
+                     generator=dict(ngf=64, n_blocks=9), discriminator=dict(ndf=64)),
+    "dcgan": dict(dataset="cifar10", image_size=32, load_size=32, batch_size=64, search_epochs=25.0,
+                  converge_epochs=50.0, generator=dict(ngf=64), discriminator=dict(ndf=64)),
+}
+_SMALL_COMMON = dict(check_interval=5, sample_interval=100, checkpoint_interval=100, log_interval=10,
+                     latent_lr=5e-3, regularization=1.0, search_epochs=0, converge_epochs=0)
+_SMALL: dict[str, dict[str, Any]] = {
+    "pix2pix": dict(dataset="edges2shoes", image_size=128, load_size=143, batch_size=4, search_steps=400,
+                    converge_steps=300, generator=dict(ngf=16, num_downs=7), discriminator=dict(ndf=16)),
+    "cyclegan": dict(dataset="horse2zebra", image_size=128, load_size=143, batch_size=1, search_steps=400,
+                     converge_steps=300, generator=dict(ngf=16, n_blocks=6), discriminator=dict(ndf=16)),
+    "dcgan": dict(dataset="cifar10", image_size=32, load_size=32, batch_size=64, search_steps=400,
+                  converge_steps=600, generator=dict(ngf=32), discriminator=dict(ndf=32)),
+}
+
+
+def preset(model: str, name: str) -> dict[str, Any]:
+    """Field values of a preset ("paper" or "small") for a family."""
+    if model not in FAMILIES:
+        raise InputError(f"--model {model!r}: expected one of {', '.join(FAMILIES)}")
+    if name == "paper":
+        return dict(_PAPER[model])
+    if name == "small":
+        return {**_SMALL_COMMON, **_SMALL[model]}
+    raise InputError(f"--preset {name!r}: expected one of {', '.join(PRESETS)}")

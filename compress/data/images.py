@@ -1,0 +1,101 @@
+"""Finding and decoding image files, with errors that name the file.
+
+Every image is fully decoded (``Image.load()``) and converted to 8-bit RGB. Truncated files raise:
+this module never sets ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` (PIL's default, ``False``, makes
+``load()`` raise ``OSError: image file is truncated``), so a half-written JPEG is never silently
+padded with grey.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from compress.errors import InputError
+
+LOGGER = logging.getLogger("coronetgan.data")
+
+#: Suffixes the pix2pix/CycleGAN reference code (``data/image_folder.py``) accepts, plus .webp/.tif.
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+
+_SKIP_HINT = "pass skip_bad=True to skip bad files"
+_WARNED_TRUNCATED = False
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when the file name ends with one of :data:`IMG_EXTENSIONS` (case-insensitive)."""
+    return str(path).lower().endswith(IMG_EXTENSIONS)
+
+
+def list_images(folder: str | os.PathLike, what: str = "image folder") -> list[Path]:
+    """Sorted image files under ``folder`` (recursive, like the reference ``make_dataset``).
+
+    Cheap: only names are checked, nothing is opened.
+
+    Raises:
+        InputError: ``folder`` does not exist, is not a folder, or holds no file with an image suffix
+            (the message names the folder, the expected suffixes and a few of the files found instead).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{what} {folder} does not exist (expected a folder of images)")
+    if not folder.is_dir():
+        raise InputError(f"{what} {folder} is not a folder (expected a folder of images)")
+    found, others = [], []
+    for dirpath, _dirs, files in os.walk(folder, followlinks=True):
+        for name in files:
+            (found if is_image_file(name) else others).append(Path(dirpath) / name)
+    if not found:
+        detail = "it is empty" if not others else (
+            f"it holds {len(others)} other file(s), e.g. {', '.join(p.name for p in sorted(others)[:3])}")
+        raise InputError(f"{what} {folder} has no image files ({detail}); expected files ending in "
+                         f"{', '.join(IMG_EXTENSIONS)}")
+    return sorted(found)
+
+
+def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: L/LA/1/P/PA/RGBA/CMYK/YCbCr via ``convert``; 16/32-bit int
+    grey is scaled from 0..65535; float images are rejected. RGBA drops alpha, as the reference does."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA").convert("RGB")  # palette transparency goes through RGBA (PIL advice)
+    if img.mode.startswith("I"):  # I;16, I;16B, I (16-bit PNG/TIFF grey)
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "F":
+        raise InputError(f"{path}: 32-bit float image (mode F) is not supported; expected an 8-bit "
+                         "RGB, grayscale, palette or RGBA image")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open ``path``, decode it completely and return an RGB ``PIL.Image`` (size W x H unchanged).
+
+    Grayscale (``L``), palette (``P``), RGBA and other 8-bit modes are converted to RGB.
+
+    Raises:
+        InputError: the file is missing, is not an image (e.g. text named ``.jpg``), is truncated or
+            otherwise undecodable; the message names the file and the cause.
+    """
+    path = Path(path)
+    global _WARNED_TRUNCATED
+    if ImageFile.LOAD_TRUNCATED_IMAGES and not _WARNED_TRUNCATED:  # flipped by other code: say so once
+        _WARNED_TRUNCATED = True
+        LOGGER.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set outside compress.data): "
+                       "truncated images may load silently")
+    try:
+        with Image.open(path) as img:
+            img.load()  # force the full decode: truncated data raises here, not later
+            rgb = _to_rgb(img, path)
+            return rgb.copy() if rgb is img else rgb  # a copy survives closing the file
+    except InputError:
+        raise
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found (expected an image file)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); expected a "
+                         f"complete image file ({_SKIP_HINT})") from exc

@@ -1,0 +1,17 @@
+"""Errors raised for bad user input.
+
+Every stage of the pipeline (data -> compress -> export -> quantize -> bench) raises
+:class:`InputError` when something a user gave us (a file, a folder, a flag, a value) is not
+what was expected. The message always names the offending file, flag or value and says what
+was expected instead. Command-line entry points catch it and print the message without a
+traceback (exit status 2), see :func:`compress.cli_errors`.
+"""
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the file, flag or value and what was expected."""
+
+
+class BudgetExhausted(RuntimeError):
+    """A search or training budget ran out before its goal was met (the message gives achieved vs goal)."""

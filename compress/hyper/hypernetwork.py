@@ -1,0 +1,65 @@
+"""The hypernetwork of CoroNetGAN (paper 3.1, eqs. 1-4), after DHP's ``conv_dhp`` (Li et al., ECCV 2020).
+
+For a convolution with n input channels, c output channels and a k x k kernel, with input latent vector
+z_in (n,) and output latent vector z_out (c,):
+
+    eq. 1-2  V = z_in z_out^T + B0                       (n, c)         latent matrix
+    eq. 3    S = V[..., None] * W1 + B1                   (n, c, m)      embedding, m = 8 by default
+    eq. 4    F = W2 . S + B2                              (n, c, k^2)    weights, W2 (n, c, k^2, m)
+
+F is reshaped to (n, c, k, k) and permuted to (c, n, k, k) for ``conv2d`` (kept as is for
+``conv_transpose2d``). Output channel j of the layer depends on the latent entries only through column j of V,
+so zeroing z_out[j] with the biases at their zero init removes exactly that channel's weights (and the same
+entry of the next layer's z_in removes exactly that input channel): the covariance the paper relies on.
+
+Initialisation follows DHP: B0, B1, B2 zeros; W1 ~ U(-sqrt(3), sqrt(3)); W2 ~ U(+-sqrt(3 / (m n k^2))) (a
+hyper-fan-in init that gives the generated weights unit-variance-per-fan-in like Kaiming-uniform).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+#: Embedding size m of the hypernetwork (paper 3.1 / DHP default).
+EMBEDDING_SIZE = 8
+
+
+class HyperConvWeights(nn.Module):
+    """Generates the weight of one Conv2d/ConvTranspose2d from its input and output latent vectors.
+
+    Args:
+        in_channels: n, input channels of the convolution.
+        out_channels: c, output channels.
+        kernel_size: (k_h, k_w).
+        transposed: True for ConvTranspose2d (weight layout (n, c, k_h, k_w)), else (c, n, k_h, k_w).
+        embedding_size: m (8).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], transposed: bool,
+                 embedding_size: int = EMBEDDING_SIZE):
+        super().__init__()
+        n, c, m = in_channels, out_channels, embedding_size
+        kk = kernel_size[0] * kernel_size[1]
+        self.kernel_size, self.transposed = tuple(kernel_size), transposed
+        self.B0 = nn.Parameter(torch.zeros(n, c))
+        self.W1 = nn.Parameter(torch.empty(n, c, m).uniform_(-math.sqrt(3), math.sqrt(3)))
+        self.B1 = nn.Parameter(torch.zeros(n, c, m))
+        bound = math.sqrt(3.0 / (m * n * kk))
+        self.W2 = nn.Parameter(torch.empty(n, c, kk, m).uniform_(-bound, bound))
+        self.B2 = nn.Parameter(torch.zeros(n, c, kk))
+
+    def forward(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
+        """z_in (n,), z_out (c,) -> conv weight (c, n, kh, kw), or (n, c, kh, kw) when transposed."""
+        v = torch.outer(z_in, z_out) + self.B0                      # eq. 1-2
+        s = v.unsqueeze(-1) * self.W1 + self.B1                     # eq. 3
+        f = torch.einsum("nckm,ncm->nck", self.W2, s) + self.B2     # eq. 4
+        f = f.reshape(*f.shape[:2], *self.kernel_size)
+        return f if self.transposed else f.transpose(0, 1)
+
+    def select(self, in_index: torch.Tensor, out_index: torch.Tensor) -> None:
+        """Keep only the given input/output channels of every hypernetwork tensor (materialisation)."""
+        for name in ("B0", "W1", "B1", "W2", "B2"):
+            t = getattr(self, name).data
+            setattr(self, name, nn.Parameter(t.index_select(0, in_index).index_select(1, out_index).clone()))

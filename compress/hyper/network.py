@@ -1,0 +1,130 @@
+"""A prunable network driven by a hypernetwork: latent vectors, generated weights, masks, MACs.
+
+:class:`HyperNetwork` wraps any :class:`compress.models.PrunableNetwork` (generator or discriminator of
+any of the three families): each latent vector of the network becomes a learnable parameter (N(0, 1)
+init, DHP), each prunable convolution gets a :class:`HyperConvWeights` that generates its weight from
+the latent vectors of its input and output (eqs. 1-4), and the forward pass runs the plain network with the
+generated weights (``torch.func.functional_call``). During the search the full generated weights are used
+(DHP); the masks only matter for the MACs estimate and for materialisation, and ``masked=True`` runs the
+network with the pruned channels' weights zeroed, which is what the materialised network computes.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from compress.hyper.hypernetwork import EMBEDDING_SIZE, HyperConvWeights
+from compress.hyper.proximal import MASK_THRESHOLD, MIN_CHANNELS, channel_mask
+from compress.macs import MacsModel
+from compress.models.base import INPUT, OUTPUT, PrunableNetwork
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class HyperNetwork(nn.Module):
+    """Hypernetwork-parameterised version of a prunable network.
+
+    Args:
+        network: the plain network; its conv weights are replaced by generated ones (they are frozen and
+            never used), its other parameters (biases, norm affine) stay ordinary trainable parameters.
+        input_shape: input shape used for the MACs model, e.g. (1, 3, 256, 256) or (1, 100, 1, 1).
+        embedding_size: m of eq. 3 (8).
+        threshold: tau of the masks (5e-3).
+        min_channels: the guard of the masks (4).
+
+    The ``input`` latent vector is a fixed vector of ones (it is the image or z, never pruned); the
+    ``output`` latent vector is learnable but excluded from the proximal step and the masks.
+    """
+
+    def __init__(self, network: PrunableNetwork, input_shape, embedding_size: int = EMBEDDING_SIZE,
+                 threshold: float = MASK_THRESHOLD, min_channels: int = MIN_CHANNELS):
+        super().__init__()
+        self.network = network
+        self.threshold, self.min_channels = threshold, min_channels
+        self.convs = network.prunable_convs()
+        modules = dict(network.named_modules())
+        ch = network.channels
+        self.register_buffer("z_input", torch.ones(ch[INPUT]))
+        self.latent_vectors = nn.ParameterDict(
+            {name: nn.Parameter(torch.randn(c)) for name, c in ch.items() if name != INPUT})
+        self.hyper = nn.ModuleDict()
+        for conv in self.convs:
+            layer = modules[conv.name]
+            layer.weight.requires_grad_(False)
+            layer.weight._frozen_conv_weight = True  # replaced by the generated weight; never trained
+            self.hyper[_key(conv.name)] = HyperConvWeights(
+                network.in_channels_of(conv), ch[conv.out_latent], layer.kernel_size,
+                transposed=isinstance(layer, nn.ConvTranspose2d), embedding_size=embedding_size)
+        self.macs_model = MacsModel(network, input_shape)
+        #: masks fixed once this network reached its target (the search keeps training, the masks stay)
+        self.frozen_masks: dict[str, torch.Tensor] | None = None
+
+    # --- latent vectors and masks -------------------------------------------------------------------
+    def latent(self, name: str) -> torch.Tensor:
+        """The latent vector of a latent name (the fixed ones vector for ``input``)."""
+        return self.z_input if name == INPUT else self.latent_vectors[name]
+
+    def prunable_latents(self) -> dict[str, nn.Parameter]:
+        """Latent vectors subject to the proximal step and the masks (all but input and output)."""
+        return {n: z for n, z in self.latent_vectors.items() if n != OUTPUT}
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Latent name -> boolean keep-mask (c,); input and output keep everything.
+
+        Once :attr:`frozen_masks` is set (the network reached its target), those masks are returned."""
+        if self.frozen_masks is not None:
+            return self.frozen_masks
+        out = {}
+        for name, count in self.network.channels.items():
+            if name in (INPUT, OUTPUT):
+                out[name] = torch.ones(count, dtype=torch.bool, device=self.z_input.device)
+            else:
+                out[name] = channel_mask(self.latent_vectors[name], self.threshold, self.min_channels)
+        return out
+
+    def kept_channels(self, masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, int]:
+        """Latent name -> number of channels the masks keep."""
+        masks = self.masks() if masks is None else masks
+        return {n: int(m.sum()) for n, m in masks.items()}
+
+    def macs(self, masks: Mapping[str, torch.Tensor] | None = None) -> int:
+        """MACs of the masked network (published convention, see :mod:`compress.macs`)."""
+        return self.macs_model(self.kept_channels(masks))
+
+    def macs_reduction(self, masks: Mapping[str, torch.Tensor] | None = None) -> float:
+        """Fraction of the unpruned network's MACs that the masks remove (0.75 = "CoroNetGAN(75%)")."""
+        return self.macs_model.reduction(self.kept_channels(masks))
+
+    # --- weights and forward -------------------------------------------------------------------------
+    def generated_weights(self, masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Module path ``<conv>.weight`` -> weight generated by eqs. 1-4; with ``masks`` the pruned input and
+        output channels are zeroed (the network then computes exactly what the materialised one does)."""
+        weights = {}
+        for conv in self.convs:
+            z_in = torch.cat([self.latent(n) for n in conv.in_latents])
+            w = self.hyper[_key(conv.name)](z_in, self.latent(conv.out_latent))
+            if masks is not None:
+                m_in = torch.cat([masks[n] for n in conv.in_latents]).to(w.dtype)
+                m_out = masks[conv.out_latent].to(w.dtype)
+                transposed = self.hyper[_key(conv.name)].transposed
+                m_rows, m_cols = (m_in, m_out) if transposed else (m_out, m_in)
+                w = w * m_rows.view(-1, 1, 1, 1) * m_cols.view(1, -1, 1, 1)
+            weights[f"{conv.name}.weight"] = w
+        return weights
+
+    def forward(self, x: torch.Tensor, masked: bool = False) -> torch.Tensor:
+        """Run the network with generated weights. x: the network's input, e.g. (N, 3, H, W) or (N, nz, 1, 1)."""
+        weights = self.generated_weights(self.masks() if masked else None)
+        return functional_call(self.network, weights, (x,), strict=False)
+
+    def search_parameters(self) -> list[nn.Parameter]:
+        """Parameters the search optimises: hypernetworks, latent vectors, and the network's own
+        non-conv-weight parameters (biases, norm affine)."""
+        frozen = {id(self.network.get_submodule(c.name).weight) for c in self.convs}
+        own = [p for p in self.network.parameters() if id(p) not in frozen]
+        return list(self.hyper.parameters()) + list(self.latent_vectors.parameters()) + own

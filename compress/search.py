@@ -1,0 +1,132 @@
+"""The search stage's control: proximal steps, MACs checks at a fixed interval, and the stop rule.
+
+Paper 3.2-3.3 / Algorithm 1 with DHP's ``terminate`` rule: every ``check_interval`` batches the MACs of the
+masked network are computed; a network whose achieved MACs reduction is within ``tolerance`` of the
+``target`` has its masks frozen, and the search ends when every compressed network (the generator, and the
+discriminator with G+D) is frozen.
+
+Overshoot guard (ours): the proximal step can push many latent entries under the threshold between two
+checks. The controller keeps a copy of the latent vectors at each check that was still short of the
+target; if a check finds the reduction past ``target + tolerance``, it restores that copy and checks after
+every batch from then on, so the target is approached one proximal step at a time. If even one step
+jumps past the window, the masks are frozen there and the status says "overshoot" with the figures.
+A budget that runs out first ends the search with status "budget_exhausted" and the achieved reduction.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from compress.hyper import HyperNetwork, proximal_step
+
+LOGGER = logging.getLogger("coronetgan.search")
+
+
+@dataclass
+class NetworkStatus:
+    """Search outcome of one compressed network."""
+
+    status: str = "searching"            # searching | reached | overshoot | budget_exhausted
+    reduction: float = 0.0               # achieved MACs reduction at the last check (fraction)
+    step: int = 0                        # step at which the masks were frozen
+    history: list = field(default_factory=list)   # (step, reduction) at every check
+
+
+class SearchController:
+    """Drives the proximal steps and the stop rule for a set of hypernetwork-driven networks.
+
+    Args:
+        networks: name -> HyperNetwork ("G", and "D" with G+D compression).
+        target: fraction of MACs to remove (0.75).
+        tolerance: accepted distance to the target (0.02, DHP's limit).
+        check_interval: batches between MACs checks (100 in DHP; the small preset uses 5).
+        regularization: lambda of eq. 5 (0.5).
+    """
+
+    def __init__(self, networks: dict[str, HyperNetwork], target: float, tolerance: float,
+                 check_interval: int, regularization: float):
+        self.networks = networks
+        self.target, self.tolerance = target, tolerance
+        self.interval = check_interval
+        self.regularization = regularization
+        self.status = {name: NetworkStatus() for name in networks}
+        self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
+
+    def proximal(self, name: str, lr: float) -> None:
+        """Eq. 5 on the latent vectors of ``name`` after its optimizer step (skipped once frozen)."""
+        if self.status[name].status == "searching":
+            proximal_step(self.networks[name].prunable_latents().values(), self.regularization, lr)
+
+    @property
+    def done(self) -> bool:
+        return all(s.status != "searching" for s in self.status.values())
+
+    def reductions(self) -> dict[str, float]:
+        """Current MACs reduction of every network (frozen masks for frozen ones)."""
+        return {name: net.macs_reduction() for name, net in self.networks.items()}
+
+    def maybe_check(self, step: int) -> bool:
+        """Check the MACs at the fixed interval (``step`` counts completed batches). Returns ``done``."""
+        if step % self.interval != 0:
+            return self.done
+        for name, net in self.networks.items():
+            st = self.status[name]
+            if st.status != "searching":
+                continue
+            r = net.macs_reduction()
+            st.reduction = r
+            st.history.append((step, r))
+            if abs(r - self.target) <= self.tolerance:
+                self._freeze(name, step, "reached")
+            elif r > self.target + self.tolerance:
+                if name in self._snapshots and self.interval > 1:
+                    LOGGER.info("%s: MACs reduction %.3f passed the target %.2f+-%.2f between checks; "
+                                "restoring the latent vectors of the last check and checking every batch",
+                                name, r, self.target, self.tolerance)
+                    self._restore(name)
+                    self.interval = 1
+                    st.reduction = net.macs_reduction()
+                else:
+                    self._freeze(name, step, "overshoot")
+                    LOGGER.warning("%s: one proximal step took the MACs reduction to %.3f, past the target "
+                                   "%.2f+-%.2f; masks frozen there", name, r, self.target, self.tolerance)
+            else:
+                self._snapshots[name] = {k: z.detach().clone() for k, z in net.prunable_latents().items()}
+        return self.done
+
+    def exhaust(self, step: int) -> None:
+        """The budget ran out: freeze every network still searching with status ``budget_exhausted``."""
+        for name, st in self.status.items():
+            if st.status == "searching":
+                st.reduction = self.networks[name].macs_reduction()
+                self._freeze(name, step, "budget_exhausted")
+                LOGGER.warning("%s: search budget exhausted at step %d: achieved MACs reduction %.3f, target "
+                               "%.2f +- %.2f", name, step, st.reduction, self.target, self.tolerance)
+
+    def _freeze(self, name: str, step: int, status: str) -> None:
+        net = self.networks[name]
+        net.frozen_masks = {k: m.clone() for k, m in net.masks().items()}
+        st = self.status[name]
+        st.status, st.step, st.reduction = status, step, net.macs_reduction()
+        LOGGER.info("%s: masks frozen at step %d (%s), MACs reduction %.4f", name, step, status, st.reduction)
+
+    def _restore(self, name: str) -> None:
+        with torch.no_grad():
+            for k, z in self.networks[name].prunable_latents().items():
+                z.copy_(self._snapshots[name][k])
+
+    # checkpointing --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"interval": self.interval,
+                "status": {n: vars(s) for n, s in self.status.items()},
+                "snapshots": self._snapshots,
+                "frozen": {n: net.frozen_masks for n, net in self.networks.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.interval = state["interval"]
+        self.status = {n: NetworkStatus(**s) for n, s in state["status"].items()}
+        self._snapshots = state["snapshots"]
+        for n, masks in state["frozen"].items():
+            self.networks[n].frozen_masks = masks

@@ -1,0 +1,436 @@
+"""One training loop for both CoroNetGAN stages and all three GAN families (Algorithm 1).
+
+Stage ``search``: the generator (and with G+D the discriminator) runs through its hypernetwork; after each
+optimizer step the latent vectors take the proximal step (eq. 5) and the :class:`SearchController` checks
+the MACs of the masks at a fixed interval until the target is reached within tolerance (or the budget runs
+out). The masks then materialise a plain pruned network (:func:`compress.hyper.materialize`).
+
+Stage ``converge``: ordinary GAN training of the pruned generator with fresh Adam optimizers
+(lr 2e-4, beta1 0.5), constant then linearly decaying to 0 (pix2pix/CycleGAN reference schedule).
+No teacher network.
+
+Checkpoints (``checkpoints/last.pt``) are written atomically at intervals and at every stage boundary and
+hold everything needed to continue (networks, hypernetworks, latent vectors, frozen masks, optimizers,
+image pools, RNG states, step and stage): ``--resume`` continues from them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from compress.artifacts import save_generator
+from compress.config import RunConfig
+from compress.errors import InputError
+from compress.hyper import HyperNetwork, materialize
+from compress.io import atomic_torch_save, atomic_write_json
+from compress.macs import count_macs, count_params
+from compress.models import generator_input_shape
+from compress.recipes import GANRecipe, make_recipe
+from compress.samples import save_grid
+from compress.search import SearchController
+
+LOGGER = logging.getLogger("coronetgan.trainer")
+CHECKPOINT = "checkpoints/last.pt"
+
+
+def progress(**kwargs) -> tqdm:
+    """A tqdm bar; redrawn at most every 2 s when stderr is not a terminal (CI logs stay readable)."""
+    import sys
+
+    return tqdm(mininterval=0.2 if sys.stderr.isatty() else 2.0, dynamic_ncols=True, **kwargs)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda when present, else cpu. Raises InputError for an unavailable device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def make_dataset(cfg: RunConfig, train: bool = True):
+    """The family's dataset from ``cfg.dataset`` (a name resolved in the mirror/data folder, or a path)."""
+    from compress.data import AlignedDataset, CIFAR10Dataset, UnalignedDataset, resolve_dataset
+
+    root = resolve_dataset(cfg.dataset)
+    phase = "train" if train else "test"
+    if cfg.model == "dcgan":
+        return CIFAR10Dataset(root, split=phase)
+    common = dict(direction=cfg.direction, load_size=cfg.load_size, crop_size=cfg.image_size,
+                  train=train, skip_bad=cfg.skip_bad)
+    if cfg.model == "pix2pix":
+        if not train and not any((Path(root) / p).exists() for p in ("test", "testA", "val")):
+            phase = "train"
+        if not train and (Path(root) / "val").exists() and not (Path(root) / "test").exists():
+            phase = "val"
+        return AlignedDataset(root, phase=phase, **common)
+    return UnalignedDataset(root, phase=phase, **common)
+
+
+def _to_device(batch, device):
+    if isinstance(batch, dict):
+        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return [v.to(device) if torch.is_tensor(v) else v for v in batch]
+    return batch.to(device)
+
+
+def _set_requires_grad(nets, flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            if p.requires_grad != flag and not getattr(p, "_frozen_conv_weight", False):
+                p.requires_grad_(flag)
+
+
+class Trainer:
+    """Runs (or resumes) a compress run in ``run_dir``.
+
+    Args:
+        cfg: validated run configuration.
+        run_dir: run folder (created).
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+    Raises:
+        InputError: ``resume`` without a checkpoint, or a run folder that holds another config.
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False):
+        self.cfg = cfg.validate()
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = pick_device(cfg.device)
+        self.resume = resume
+        ckpt = self.run_dir / CHECKPOINT
+        if resume and not ckpt.is_file():
+            raise InputError(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
+        if not resume and ckpt.is_file():
+            raise InputError(f"{self.run_dir} already holds a run ({ckpt}); pass --resume to continue it or "
+                             "choose another --run-dir")
+        self.recipe: GANRecipe = make_recipe(cfg)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.timings: dict[str, float] = {}
+
+    # --- data ----------------------------------------------------------------------------------------
+    def _loader(self):
+        ds = make_dataset(self.cfg, train=True)
+        if self.cfg.max_train_images and len(ds) > self.cfg.max_train_images:
+            idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.cfg.seed))
+            ds = Subset(ds, idx[: self.cfg.max_train_images].tolist())
+        if len(ds) == 0:
+            raise InputError(f"dataset {self.cfg.dataset!r} has no training items")
+        self.train_size = len(ds)
+        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=True, drop_last=len(ds) >= self.cfg.batch_size,
+                          num_workers=self.cfg.num_workers)
+
+    def _batches(self, loader):
+        while True:
+            for batch in loader:
+                yield _to_device(batch, self.device)
+
+    def _sample_batch(self):
+        try:
+            ds = make_dataset(self.cfg, train=False)
+        except InputError:
+            ds = make_dataset(self.cfg, train=True)
+        n = min(8 if self.cfg.model != "dcgan" else 16, len(ds))
+        items = [ds[i] for i in range(n)]
+        return _to_device(torch.utils.data.default_collate(items), self.device)
+
+    def steps_for(self, steps: int, epochs: float) -> int:
+        """A budget in steps: ``steps`` if given, else ``epochs`` passes over the training set."""
+        if steps > 0:
+            return steps
+        return max(1, int(math.ceil(epochs * self.train_size / self.cfg.batch_size)))
+
+    # --- networks ------------------------------------------------------------------------------------
+    def _build_search(self):
+        cfg, r = self.cfg, self.recipe
+        G_plain = r.make_generator()
+        self.G_input_shape = generator_input_shape(G_plain, cfg.image_size)
+        hyper_kw = dict(embedding_size=cfg.embedding_size, threshold=cfg.mask_threshold,
+                        min_channels=cfg.min_channels)
+        G = HyperNetwork(G_plain, self.G_input_shape, **hyper_kw).to(self.device)
+        D = r.make_discriminator()
+        if cfg.compress_discriminator:
+            d_shape = (1, D.channels["input"], cfg.image_size, cfg.image_size)
+            D = HyperNetwork(D, d_shape, **hyper_kw)
+        D = D.to(self.device)
+        extra = {k: v.to(self.device) for k, v in r.extra_networks().items()}
+        hyper = {"G": G, **({"D": D} if isinstance(D, HyperNetwork) else {})}
+        self.controller = SearchController(hyper, cfg.target, cfg.tolerance, cfg.check_interval,
+                                           cfg.regularization)
+        return G, D, extra
+
+    def _optimizers(self, G, D, extra, latent_lr: float | None):
+        cfg = self.cfg
+        betas = (cfg.beta1, 0.999)
+
+        def groups(net):
+            if isinstance(net, HyperNetwork):
+                latents = {id(p) for p in net.latent_vectors.parameters()}
+                rest = [p for p in net.search_parameters() if id(p) not in latents]
+                return [{"params": rest, "lr": cfg.lr, "name": "weights"},
+                        {"params": list(net.latent_vectors.parameters()), "lr": latent_lr or cfg.lr,
+                         "name": "latent"}]
+            return [{"params": [p for p in net.parameters() if p.requires_grad], "lr": cfg.lr, "name": "weights"}]
+
+        g_groups = groups(G) + [g for k, v in extra.items() if k.startswith("G") for g in groups(v)]
+        d_groups = groups(D) + [g for k, v in extra.items() if k.startswith("D") for g in groups(v)]
+        return torch.optim.Adam(g_groups, betas=betas), torch.optim.Adam(d_groups, betas=betas)
+
+    # --- one step (both stages, all families) ----------------------------------------------------------
+    def _step(self, batch, G, D, extra, opt_G, opt_D, searching: bool) -> dict:
+        r = self.recipe
+        d_nets = [D] + [v for k, v in extra.items() if k.startswith("D")]
+        fake = G(r.generator_input(batch))
+        extra = dict(extra)  # per-step context: the recipe may add tensors (CycleGAN's G_B(B))
+        if hasattr(r, "forward_extra"):
+            r.forward_extra(extra, batch)
+        _set_requires_grad(d_nets, True)
+        opt_D.zero_grad(set_to_none=True)
+        loss_D, logs = r.discriminator_loss(D, batch, fake, extra)
+        loss_D.backward()
+        opt_D.step()
+        if searching and "D" in self.controller.networks:
+            self.controller.proximal("D", self._group_lr(opt_D, "latent"))
+        _set_requires_grad(d_nets, False)
+        opt_G.zero_grad(set_to_none=True)
+        loss_G, logs_g = r.generator_loss(G, D, batch, fake, extra)
+        loss_G.backward()
+        opt_G.step()
+        _set_requires_grad(d_nets, True)
+        if searching:
+            self.controller.proximal("G", self._group_lr(opt_G, "latent"))
+        logs.update(logs_g)
+        return logs
+
+    @staticmethod
+    def _group_lr(opt, name: str) -> float:
+        return next(g["lr"] for g in opt.param_groups if g.get("name") == name)
+
+    # --- logging, samples, checkpoints ---------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    @torch.no_grad()
+    def _samples(self, stage: str, step: int, G_fn, nets) -> None:
+        modes = [n.training for n in nets]
+        for n in nets:
+            n.eval()
+        try:
+            rows = self.recipe.sample_rows(G_fn, self.sample_batch)
+            save_grid(rows, self.run_dir / "samples" / f"{stage}_{step:06d}.png")
+        finally:
+            for n, m in zip(nets, modes):
+                n.train(m)
+
+    def _save_checkpoint(self, state: dict) -> None:
+        state = {**state, "config": self.cfg.to_dict(), "recipe": self.recipe.state(),
+                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                         "python": random.getstate(),
+                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                 "timings": self.timings}
+        atomic_torch_save(state, self.run_dir / CHECKPOINT)
+
+    def _load_checkpoint(self) -> dict:
+        path = self.run_dir / CHECKPOINT
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:
+            raise InputError(f"{path} could not be read ({type(exc).__name__}: {exc}); the checkpoint is corrupt")
+        saved = RunConfig.from_dict(state["config"])
+        if saved.model != self.cfg.model:
+            raise InputError(f"--resume: {path} is a {saved.model} run, not {self.cfg.model}")
+        self.recipe.load_state(state.get("recipe", {}))
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.timings = state.get("timings", {})
+        return state
+
+    # --- the run -------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run both stages (resuming where the checkpoint left off). Returns the compression report."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
+        loader = self._loader()
+        batches = self._batches(loader)
+        self.sample_batch = self._sample_batch()
+        search_budget = self.steps_for(cfg.search_steps, cfg.search_epochs)
+        converge_budget = self.steps_for(cfg.converge_steps, cfg.converge_epochs)
+        LOGGER.info("run %s: %s on %s (%d training items), target %.2f +- %.2f, device %s, search budget %d "
+                    "steps, converging %d steps", self.run_dir, cfg.model, cfg.dataset, self.train_size,
+                    cfg.target, cfg.tolerance, self.device, search_budget, converge_budget)
+
+        G, D, extra = self._build_search()
+        self.original = {"params": count_params(G.network), "macs": G.macs_model.full_macs,
+                         "channels": dict(G.network.channels)}
+        state = self._load_checkpoint() if self.resume else {"stage": "search", "step": 0}
+        stage, step = state["stage"], state["step"]
+
+        if stage == "search":
+            opt_G, opt_D = self._optimizers(G, D, extra, cfg.latent_lr)
+            if self.resume:
+                G.load_state_dict(state["G"])
+                D.load_state_dict(state["D"])
+                for k, v in extra.items():
+                    v.load_state_dict(state["extra"][k])
+                opt_G.load_state_dict(state["opt_G"])
+                opt_D.load_state_dict(state["opt_D"])
+                self.controller.load_state_dict(state["controller"])
+                LOGGER.info("resumed the search at step %d", step)
+            step = self._search(G, D, extra, opt_G, opt_D, step, search_budget, batches)
+            G_pruned = materialize(G)
+            D_pruned = materialize(D) if isinstance(D, HyperNetwork) else D
+            self.search_summary = {
+                "steps": step,
+                "status": {n: vars(s) for n, s in self.controller.status.items()},
+                "seconds": self.timings.get("search", 0.0),
+            }
+            del G, D, opt_G, opt_D
+            stage, step = "converge", 0
+            state = None
+            opt_G, opt_D = self._optimizers(G_pruned, D_pruned, extra, None)
+            self._save_converge_checkpoint(G_pruned, D_pruned, extra, opt_G, opt_D, 0, converge_budget)
+        else:
+            G_pruned = type(G.network)(**state["G_config"]).to(self.device)
+            D_pruned = type(D.network if isinstance(D, HyperNetwork) else D)(**state["D_config"]).to(self.device)
+            G_pruned.load_state_dict(state["G"])
+            D_pruned.load_state_dict(state["D"])
+            for k, v in extra.items():
+                v.load_state_dict(state["extra"][k])
+            del G, D
+            opt_G, opt_D = self._optimizers(G_pruned, D_pruned, extra, None)
+            opt_G.load_state_dict(state["opt_G"])
+            opt_D.load_state_dict(state["opt_D"])
+            self.search_summary = state["search_summary"]
+            LOGGER.info("resumed the converging stage at step %d", step)
+
+        self._converge(G_pruned, D_pruned, extra, opt_G, opt_D, step, converge_budget, batches)
+        return self._finish(G_pruned, D_pruned)
+
+    def _search(self, G, D, extra, opt_G, opt_D, step, budget, batches) -> int:
+        cfg = self.cfg
+        nets = [G, D, *extra.values()]
+        t0 = time.perf_counter() - self.timings.get("search", 0.0)
+        bar = progress(total=budget, initial=step, desc=f"search {cfg.model} -> {cfg.target:.0%}", unit="it")
+        done = self.controller.done
+        while not done and step < budget:
+            logs = self._step(next(batches), G, D, extra, opt_G, opt_D, searching=True)
+            step += 1
+            done = self.controller.maybe_check(step)
+            red = self.controller.reductions()
+            bar.update(1)
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
+                             **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
+            if step % cfg.log_interval == 0 or done:
+                self._log({"stage": "search", "step": step, **logs,
+                           **{f"macs_reduction_{k}": v for k, v in red.items()},
+                           "seconds": time.perf_counter() - t0})
+            if step % cfg.sample_interval == 0:
+                self._samples("search", step, lambda x: G(x, masked=True), nets)
+            if step % cfg.checkpoint_interval == 0 and not done:
+                self.timings["search"] = time.perf_counter() - t0
+                self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
+        bar.close()
+        if not done:
+            self.controller.exhaust(step)
+        self.timings["search"] = time.perf_counter() - t0
+        self._samples("search", step, lambda x: G(x, masked=True), nets)
+        for name, st in self.controller.status.items():
+            msg = (f"search {name}: {st.status} at step {st.step}: MACs reduction {st.reduction:.4f} "
+                   f"(target {cfg.target:.2f} +- {cfg.tolerance:.2f})")
+            (LOGGER.info if st.status == "reached" else LOGGER.warning)(msg)
+        return step
+
+    def _save_search_checkpoint(self, G, D, extra, opt_G, opt_D, step):
+        self._save_checkpoint({"stage": "search", "step": step, "G": G.state_dict(), "D": D.state_dict(),
+                               "extra": {k: v.state_dict() for k, v in extra.items()},
+                               "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                               "controller": self.controller.state_dict()})
+
+    def _save_converge_checkpoint(self, G, D, extra, opt_G, opt_D, step, budget):
+        self._save_checkpoint({"stage": "converge", "step": step, "G": G.state_dict(), "D": D.state_dict(),
+                               "G_config": G.config(), "D_config": D.config(),
+                               "extra": {k: v.state_dict() for k, v in extra.items()},
+                               "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                               "search_summary": self.search_summary, "budget": budget})
+
+    def _lr_at(self, step: int, budget: int) -> float:
+        """Constant, then linear decay to 0 over the last ``decay_fraction`` of the budget (reference schedule)."""
+        decay_start = int(budget * (1 - self.cfg.decay_fraction))
+        if step < decay_start:
+            return self.cfg.lr
+        return self.cfg.lr * max(0.0, 1 - (step - decay_start) / max(1, budget - decay_start))
+
+    def _converge(self, G, D, extra, opt_G, opt_D, step, budget, batches) -> None:
+        cfg = self.cfg
+        nets = [G, D, *extra.values()]
+        t0 = time.perf_counter() - self.timings.get("converge", 0.0)
+        bar = progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it")
+        while step < budget:
+            lr = self._lr_at(step, budget)
+            for opt in (opt_G, opt_D):
+                for g in opt.param_groups:
+                    g["lr"] = lr
+            logs = self._step(next(batches), G, D, extra, opt_G, opt_D, searching=False)
+            step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+            if step % cfg.log_interval == 0 or step == budget:
+                self._log({"stage": "converge", "step": step, **logs, "lr": lr,
+                           "seconds": time.perf_counter() - t0})
+            if step % cfg.sample_interval == 0:
+                self._samples("converge", step, G, nets)
+            if step % cfg.checkpoint_interval == 0 and step < budget:
+                self.timings["converge"] = time.perf_counter() - t0
+                self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
+        bar.close()
+        self.timings["converge"] = time.perf_counter() - t0
+        self._samples("converge", step, G, nets)
+        self.converge_steps_done = step
+        self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
+
+    def _finish(self, G, D) -> dict:
+        from compress.report import compression_report, write_report
+
+        cfg = self.cfg
+        dataset = {"name": cfg.dataset, "direction": cfg.direction}
+        if cfg.model != "dcgan":
+            from compress.data import resolve_dataset
+
+            root = resolve_dataset(cfg.dataset)
+            dataset["root"] = str(root)
+            src = "A" if cfg.direction == "AtoB" else "B"
+            if (root / "trainA").is_dir():
+                dataset["source_dir"], dataset["test_dir"] = f"train{src}", f"test{src}"
+            else:  # side-by-side A|B files: export takes the source half
+                dataset["source_dir"] = "train"
+                dataset["test_dir"] = "val" if (root / "val").is_dir() else "test"
+                dataset["layout"] = "side_by_side"
+
+        G = G.cpu().eval()
+        save_generator(self.run_dir, G, cfg.image_size, dataset)
+        report = compression_report(cfg, self.original, G, self.search_summary, self.timings,
+                                    discriminator=D.cpu() if cfg.compress_discriminator else None)
+        write_report(self.run_dir, report)
+        LOGGER.info("wrote %s", self.run_dir / "compression_report.md")
+        return report

@@ -1,0 +1,145 @@
+"""Small *trained* generators of each family, written as compress run folders (tests and benchmarks).
+
+Random-weight GAN generators are not representative of quantization behaviour (their activations have no
+structure), so tests and ``export/benchmark.py`` train narrow generators briefly on real data of this
+project's mirror (``../shared/data``) and save them with :func:`compress.artifacts.save_generator`, exactly
+as a finished ``python -m compress`` run would:
+
+* pix2pix: U-Net (``ngf`` 8, ``num_downs`` 6) at 64 x 64 on edges2shoes_subset (side-by-side A|B files,
+  AtoB), L1 regression to the real photo B (the pix2pix reconstruction term without the GAN term).
+* cyclegan: ResNet generator (``ngf`` 8, 3 blocks, InstanceNorm) at 64 x 64 on horse2zebra ``trainA``.
+  horse2zebra is unpaired, so the generator regresses (L1) a fixed, non-linear colour/contrast mapping of
+  the input (:func:`_cyclegan_target`): a real image-to-image function with real input statistics.
+* dcgan: DCGAN (``ngf`` 16, nz 100) at 32 x 32 on the partial CIFAR-10 with the usual BCE GAN losses.
+
+``width`` (0 < width <= 1) multiplies every prunable channel count (``round(c * width)``, at least 1): width
+``sqrt(0.25) = 0.5`` is the stand-in for a 75%-MACs-pruned generator (MACs of a conv scale with
+C_in x C_out) used when no real compress run is available.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from compress.artifacts import save_generator
+from compress.models import FIXED_LATENTS, build_generator
+from export.inputs import _list_images, load_images
+
+DEFAULT_SPECS: dict[str, dict[str, Any]] = {
+    "pix2pix": {"generator": {"ngf": 8, "num_downs": 6}, "image_size": 64, "dataset": "edges2shoes_subset"},
+    "cyclegan": {"generator": {"ngf": 8, "n_blocks": 3}, "image_size": 64, "dataset": "horse2zebra"},
+    "dcgan": {"generator": {"ngf": 16, "nz": 100}, "image_size": 32, "dataset": "cifar10_partial"},
+}
+#: Width factor of the 75%-pruned stand-in (MACs ~ width**2 = 0.25 of the unpruned network).
+PRUNED_75_WIDTH = math.sqrt(0.25)
+
+
+def _cyclegan_target(x: torch.Tensor) -> torch.Tensor:
+    """A fixed non-linear colour mapping of an image in [-1, 1] (N, 3, H, W) -> [-1, 1]: luminance with
+    raised contrast, tinted and mixed back with the inverted red channel."""
+    gray = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    g = torch.tanh(2.0 * gray)
+    return torch.cat([0.8 * g, 0.6 * g - 0.3 * x[:, :1], 0.5 * g + 0.4 * x[:, 2:3]], 1).clamp(-1, 1)
+
+
+def _build(family: str, width: float, spec: dict) -> nn.Module:
+    gen = build_generator({"family": family, "generator": spec["generator"]})
+    if width != 1.0:
+        channels = {k: (v if k in FIXED_LATENTS else max(1, int(round(v * width))))
+                    for k, v in gen.channels.items()}
+        gen = build_generator({"family": family, "generator": {**spec["generator"], "channels": channels}})
+    return gen
+
+
+def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, steps: int = 300,
+                   width: float = 1.0, seed: int = 0, n_images: int = 64, lr: float = 2e-3) -> dict:
+    """Train a narrow generator of ``family`` briefly and write ``generator.pt`` + ``architecture.json``.
+
+    Args:
+        family: "pix2pix", "cyclegan" or "dcgan".
+        run_dir: folder to write (created).
+        data_root: the real-data mirror (holds horse2zebra/, edges2shoes_subset/, cifar10_partial/).
+        steps: optimizer steps (batch 8 for images, 64 for DCGAN).
+        width: channel multiplier (see module docstring).
+        seed: torch seed.
+        n_images: training images held in memory (image families).
+        lr: Adam learning rate.
+    Returns:
+        the architecture dict written.
+    """
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    spec = DEFAULT_SPECS[family]
+    data_root = Path(data_root)
+    gen = _build(family, width, spec)
+    size = spec["image_size"]
+    if family == "dcgan":
+        _train_dcgan(gen, data_root / "cifar10_partial" / "cifar10_partial.npz", steps, lr=2e-4)
+        dataset = {"name": "cifar10_partial", "direction": "AtoB"}
+    elif family == "pix2pix":
+        root = data_root / "edges2shoes_subset"
+        files = _list_images(root / "train", "training folder")[:n_images]
+        a = torch.from_numpy(load_images(files, (size, size), True, "AtoB"))
+        b = torch.from_numpy(load_images(files, (size, size), True, "BtoA"))
+        _train_l1(gen, a, b, steps, lr)
+        dataset = {"name": "edges2shoes_subset", "root": str(root), "source_dir": "train", "test_dir": "val",
+                   "layout": "side_by_side", "direction": "AtoB"}
+    else:
+        root = data_root / "horse2zebra"
+        files = _list_images(root / "trainA", "training folder")[-n_images:]  # calibration takes the first 100
+        a = torch.from_numpy(load_images(files, (size, size)))
+        _train_l1(gen, a, _cyclegan_target(a), steps, lr)
+        dataset = {"name": "horse2zebra", "root": str(root), "source_dir": "trainA", "test_dir": "testA",
+                   "direction": "AtoB"}
+    gen.eval()
+    return save_generator(run_dir, gen, size, dataset)
+
+
+def _train_l1(gen: nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, lr: float, batch: int = 8) -> None:
+    opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen.train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, a.shape[0], (batch,), generator=g)
+        x, y = a[idx], b[idx]
+        flip = torch.rand(()) < 0.5
+        if flip:
+            x, y = x.flip(3), y.flip(3)
+        loss = (gen(x) - y).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def _train_dcgan(gen: nn.Module, npz: Path, steps: int, lr: float, batch: int = 64) -> None:
+    from compress.models import DCGANDiscriminator
+
+    with np.load(npz) as data:
+        x = data["x_train"][:4096]
+    real_all = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    disc = DCGANDiscriminator(ndf=gen.ngf)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    gen.train()
+    disc.train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        real = real_all[torch.randint(0, real_all.shape[0], (batch,), generator=g)]
+        z = torch.randn(batch, gen.channels["input"], 1, 1, generator=g)
+        fake = gen(z)
+        loss_d = bce(disc(real), torch.ones(batch)) + bce(disc(fake.detach()), torch.zeros(batch))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = bce(disc(fake), torch.ones(batch))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()

@@ -1,0 +1,106 @@
+"""int8 TFLite from the onnx2tf SavedModel and a representative dataset of real source-domain inputs.
+
+The representative dataset is given **explicitly in the generator's own scaling**: images as NHWC float32 in
+[-1, 1] (``x / 127.5 - 1``, the compress data loaders' scaling), DCGAN noise as N(0, 1). No mean/std
+normalisation is applied on top (onnx2tf's own calibration would assume ImageNet mean/std: not used).
+
+Modes (``--int8-mode``):
+
+* ``naive``: the textbook full-integer recipe: ``TFLiteConverter`` with ``Optimize.DEFAULT``, the
+  representative dataset, ``supported_ops = [TFLITE_BUILTINS_INT8]``, every op int8, per-channel weights
+  (the converter's default). Measured here: GAN generators lose a lot (see docs/export.md).
+* ``robust`` (default): calibrate once, then quantize with ``tensorflow.lite.python.convert.mlir_quantize``
+  keeping in float the ops that int8 ruins in these generators (:data:`FLOAT_OPS`): the seven element-wise
+  ops of onnx2tf's InstanceNorm decomposition (MEAN, SQUARED_DIFFERENCE, ADD, RSQRT, SUB, MUL) and the
+  residual additions (ADD). Convolutions (CONV_2D, TRANSPOSE_CONV), padding, concatenation and activations
+  stay int8 with per-channel weights; QUANTIZE/DEQUANTIZE ops sit at the float islands. It is what
+  TensorFlow's QuantizationDebugger does with ``denylisted_ops``, without the debugger.
+
+``io_dtype`` ("int8", "uint8" or "float32") sets the model's input and output tensor type; integer I/O
+carries the scale/zero point in the tensor's quantization parameters (the input of [-1, 1] images has scale
+about 2/255).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+LOGGER = logging.getLogger("coronetgan.quantize")
+
+MODES = ("robust", "naive")
+IO_DTYPES = ("int8", "uint8", "float32")
+#: TFLite builtin ops kept in float by the robust mode (InstanceNorm decomposition by onnx2tf 1.29.24:
+#: MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL; plus the residual ADD). Source: METHOD-NOTES.md and
+#: the measurements in docs/export.md.
+FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _tf_dtype(name: str):
+    tf = _tf()
+    return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[name]
+
+
+def representative_dataset(calibration_nchw: np.ndarray, signature_input: str = "input"):
+    """A callable yielding one ``{signature_input: (1, H, W, C) float32}`` sample per calibration input.
+
+    ``calibration_nchw``: (N, C, H, W) float32 in the generator's input scaling ([-1, 1] images or N(0, 1)
+    noise), transposed here to NHWC, the layout of the SavedModel.
+    """
+    data = np.ascontiguousarray(calibration_nchw.transpose(0, 2, 3, 1)).astype(np.float32)
+
+    def gen() -> Iterable[dict]:
+        for x in data:
+            yield {signature_input: x[None]}
+
+    return gen
+
+
+def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarray, *, mode: str = "robust",
+                         io_dtype: str = "int8", float_ops: Iterable[str] = FLOAT_OPS,
+                         per_channel: bool = True) -> bytes:
+    """Quantize the SavedModel to int8 and return the .tflite bytes.
+
+    Args:
+        saved_model_dir: onnx2tf output folder (``saved_model.pb`` with signature ``serving_default``).
+        calibration_nchw: representative inputs (N >= 1, C, H, W) float32 in the generator's scaling.
+        mode: "robust" or "naive" (module docstring).
+        io_dtype: "int8", "uint8" or "float32" input/output tensors.
+        float_ops: TFLite op names kept in float in robust mode.
+        per_channel: per-channel weight scales (True, the default) or per-tensor.
+    Raises:
+        ValueError: unknown mode/io_dtype or an empty calibration set (the CLI checks these first and
+            raises InputError).
+    """
+    if mode not in MODES:
+        raise ValueError(f"int8 mode {mode!r}; expected one of {MODES}")
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"int8 I/O dtype {io_dtype!r}; expected one of {IO_DTYPES}")
+    if len(calibration_nchw) == 0:
+        raise ValueError("empty calibration set")
+    tf = _tf()
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative_dataset(calibration_nchw)
+    conv._experimental_disable_per_channel = not per_channel
+    if mode == "naive":
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = _tf_dtype(io_dtype)
+        conv.inference_output_type = _tf_dtype(io_dtype)
+        return conv.convert()
+    from tensorflow.lite.python import convert as tfl_convert
+
+    conv._experimental_calibrate_only = True
+    calibrated = conv.convert()
+    return tfl_convert.mlir_quantize(
+        calibrated, disable_per_channel=not per_channel, fully_quantize=True,
+        input_data_type=_tf_dtype(io_dtype), output_data_type=_tf_dtype(io_dtype),
+        denylisted_ops=list(float_ops), denylisted_nodes=[])

@@ -1,0 +1,153 @@
+"""benchmark_model output parsing (both forms), harness logs, profiles, model specs, table statistics."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import profiles, tables
+from bench.models import ModelSpec, parse_model_args, read_manifest
+from bench.parse import UnparseableOutput, is_load_failure, parse_benchmark_output
+from bench.results import parse_harness_log
+from compress.errors import InputError
+
+import bench_samples as S
+
+
+def test_newer_form_full_delegation():
+    out = parse_benchmark_output(S.NEWER_FULL)
+    assert out.form == "newer"
+    assert len(out.blocks) == 2
+    t = out.timed
+    assert (t.count, t.min, t.max, t.avg, t.std, t.median, t.p95) == (50, 8932, 9544, 9120.3, 110, 9090, 9400)
+    assert out.init_us == 512374 and out.init_ms == pytest.approx(512.374)
+    assert out.first_us == 28345 and out.warmup_avg_us == 9800.5 and out.inference_avg_us == 9120.3
+    assert out.init_session_ms == pytest.approx(512.374)
+    assert (out.mem_init_mb, out.mem_overall_mb, out.mem_peak_mb) == (120.5, 135.2, 140.3)
+    assert out.model_size_mb == pytest.approx(2.13421)
+    d = out.delegate
+    assert d.requested and d.coverage == "full" and d.name == "GPU"
+    assert (d.nodes_delegated, d.nodes_total, d.partitions, d.kernel) == (58, 58, 1, "TfLiteGpuDelegateV2")
+    assert d.describe() == "full 58/58"
+
+
+def test_newer_form_partial_delegation_is_reported():
+    out = parse_benchmark_output(S.NEWER_PARTIAL)
+    d = out.delegate
+    assert d.coverage == "partial"
+    assert (d.nodes_delegated, d.nodes_total, d.partitions) == (40, 58, 3)
+    assert d.unsupported_ops == ["MIRROR_PAD", "SQUARED_DIFFERENCE"]
+    assert d.describe() == "PARTIAL 40/58 (3 partitions)"
+    assert out.timed.median == 25010
+
+
+def test_older_form():
+    out = parse_benchmark_output(S.OLDER)
+    assert out.form == "older"
+    assert out.timed.count == 102 and out.timed.avg == 9780.42 and out.timed.median is None
+    assert out.init_session_ms == pytest.approx(402.2) and out.init_ms == pytest.approx(402.2)
+    assert (out.mem_init_mb, out.mem_overall_mb, out.mem_peak_mb) == (64.3, 71.9, None)
+    # older builds: "Replacing 58 node(s) ... yielding 1 partitions." + "Applied GPU delegate."
+    assert out.delegate.coverage == "full" and out.delegate.nodes_total is None
+    assert out.delegate.describe() == "full 58/?"
+
+
+def test_op_profiling_lines_do_not_replace_the_timed_block():
+    out = parse_benchmark_output(S.OP_PROFILING_TAIL)
+    assert len(out.blocks) == 1 and out.timed.avg == 9120.3
+
+
+def test_unparseable_and_load_failure():
+    with pytest.raises(UnparseableOutput):
+        parse_benchmark_output("Segmentation fault\n#$%^ garbage 0x1234\n")
+    with pytest.raises(UnparseableOutput, match="Failed to mmap"):
+        parse_benchmark_output(S.LOAD_FAIL)
+    assert is_load_failure(S.LOAD_FAIL) and not is_load_failure(S.NEWER_FULL)
+
+
+def _spec(tmp_path, label="pruned", dtype="fp32"):
+    p = tmp_path / f"{label}_{dtype}.tflite"
+    p.write_bytes(b"x" * 1000)
+    return ModelSpec(label=label, dtype=dtype, path=p, macs=123_000_000, size_bytes=1000, sha256="0" * 64)
+
+
+def _log(body: str, k: int, before: int, after: int, rc: int = 0) -> str:
+    return (f"@@ repeat={k} thermal_before status={before} temp_mC=40000\n@@ cmd=/x/benchmark_model --graph=m\n"
+            f"{body}@@ repeat={k} exit={rc} t_start_ns=1000000000 t_end_ns=3500000000\n"
+            f"@@ repeat={k} thermal_after status={after} temp_mC=52000\n")
+
+
+def test_harness_log_and_row_statistics(tmp_path):
+    text = ("@@ model=/d/m.tflite precision=fp32 repeats=3 runner_sha256=" + "a" * 64 + "\n"
+            + _log(S.NEWER_FULL, 1, 0, 0) + _log(S.NEWER_FULL.replace("median=9090", "median=9500"), 2, 0, 1)
+            + _log(S.NEWER_FULL.replace("median=9090", "median=9700"), 3, 1, 3) + "@@ done\n")
+    res = parse_harness_log(text, _spec(tmp_path))
+    assert res.runner_sha256_device == "a" * 64
+    assert [r.ok for r in res.repeats] == [True, True, True]
+    assert res.repeats[0].wall_s == pytest.approx(2.5)
+    row = tables.summarise(res, "sm8450", virtual=False, host=False)
+    assert row["median_ms"] == pytest.approx(9.5)           # median of 9.09, 9.5, 9.7
+    assert row["p90_ms"] == pytest.approx(9.66)              # 9.5 + 0.8 * (9.7 - 9.5)
+    assert row["mean_ms"] == pytest.approx(9.1203)
+    assert row["std_ms"] == pytest.approx(0.110)
+    assert row["min_ms"] == pytest.approx(8.932)
+    assert row["init_ms"] == pytest.approx(512.374)
+    assert row["delegate"] == "full 58/58"
+    assert "throttled" in row["flags"] and "THROTTLED" in row["thermal"] and row["thermal"].startswith("0→3")
+    assert row["status"] == "ok"
+
+
+def test_harness_log_problems(tmp_path):
+    text = (_log(S.NEWER_PARTIAL, 1, 0, 0) + _log("INFO: STARTING!\n", 2, 0, 0, rc=139)
+            + _log(S.LOAD_FAIL, 3, 0, 0, rc=1) + _log("#### nonsense\n", 4, 0, 0))
+    res = parse_harness_log(text, _spec(tmp_path))
+    assert [r.problem for r in res.repeats] == [None, "crashed", "load-failed", "unparseable"]
+    row = tables.summarise(res, "sm8450", virtual=True, host=False)
+    for flag in ("virtual", "partial-delegate", "crashed", "load-failed", "unparseable", "some-repeats-failed"):
+        assert flag in row["flags"]
+    assert row["delegate"].startswith("PARTIAL") and row["status"] == "ok"
+    md = tables.to_markdown({"device_label": "x", "device": {"kind": "virtual"}, "rows": [row], "runner": None,
+                             "config": {"warmup": 1, "runs": 2, "repeats": 4, "cooldown_s": 0, "use_gpu": True,
+                                        "gpu_backend": "cl", "threads": 1},
+                             "started": "now", "timings": {}, "reference": None})
+    assert "**partial-delegate**" in md and "VIRTUAL DEVICE" in md and "PARTIAL 40/58" in md
+
+
+def test_profiles_recognise_phones():
+    assert profiles.identify({"ro.soc.model": "SM8450", "ro.hardware": "qcom"}) == "sm8450"
+    assert profiles.identify({"ro.board.platform": "taro", "ro.hardware": "qcom"}) == "sm8450"
+    assert profiles.identify({"ro.soc.model": "MT6893Z/CZA", "ro.hardware": "mt6893"}) == "dimensity1200"
+    assert profiles.identify({"ro.board.platform": "mt6893"}) == "dimensity1200"
+    assert profiles.identify({"ro.hardware": "qcom"}) is None          # every Snapdragon says qcom
+    assert profiles.identify({"ro.soc.model": "SM8550", "ro.board.platform": "taro"}) is None
+    with pytest.raises(InputError, match="unknown device profile"):
+        profiles.get_profile("pixel9")
+    data = profiles.load_profiles()
+    for name in ("sm8450", "dimensity1200"):
+        p = data["profiles"][name]
+        assert p["gpu"] and p["soc"] and p["match"] and p["virtual"]["props"]
+
+
+def test_model_args_and_tolerant_manifest(tmp_path):
+    for n in ("g_fp32.tflite", "g_fp16.tflite", "g_int8.tflite", "other.tflite"):
+        (tmp_path / n).write_bytes(b"\0" * 64)
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "model": "pruned", "macs": 1.5e9,
+        "files": [{"path": "g_fp32.tflite", "dtype": "fp32"}, {"path": "g_fp16.tflite", "dtype": "float16"},
+                  {"path": "g_int8.tflite", "dtype": "int8", "sha256": "x"}, {"path": "g.onnx"}]}))
+    specs = read_manifest(tmp_path / "manifest.json")
+    assert [(s.label, s.dtype, s.macs) for s in specs] == [("pruned", d, 1_500_000_000) for d in ("fp32", "fp16", "int8")]
+    # dict form of files, folder argument, labelled paths, --macs override
+    (tmp_path / "m2").mkdir()
+    (tmp_path / "m2" / "manifest.json").write_text(json.dumps({"model": "base", "files": {"fp32": "../other.tflite"}}))
+    specs = parse_model_args([str(tmp_path / "m2"), f"unpruned:fp16={tmp_path / 'g_fp16.tflite'}",
+                              str(tmp_path / "g_int8.tflite")], macs={"base": 7})
+    assert [(s.label, s.dtype, s.macs) for s in specs] == [("base", "fp32", 7), ("unpruned", "fp16", None),
+                                                          ("g", "int8", None)]
+    with pytest.raises(InputError, match="not found"):
+        parse_model_args([str(tmp_path / "missing.tflite")])
+    with pytest.raises(InputError, match="two files for g:fp32"):
+        parse_model_args([f"g:fp32={tmp_path / 'g_fp32.tflite'}", f"g:fp32={tmp_path / 'other.tflite'}"])
+    (tmp_path / "bad.json").write_text("{\"files\": []}")
+    with pytest.raises(InputError, match="lists no .tflite"):
+        parse_model_args([str(tmp_path / "bad.json")])

@@ -1,0 +1,121 @@
+"""Short CoroNetGAN runs on real data: the target is reached within tolerance, artifacts are complete,
+and a killed run resumes from its checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.config import RunConfig
+from compress.errors import InputError
+from compress.models import load_generator
+from compress.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _mirror(shared_data, monkeypatch):
+    monkeypatch.setenv("CORONETGAN_DATA_MIRROR", str(shared_data))
+    monkeypatch.chdir(REPO)
+
+
+def tiny(model: str, **kw) -> RunConfig:
+    base = dict(
+        pix2pix=dict(dataset="facades", image_size=64, load_size=72, batch_size=2,
+                     generator=dict(ngf=8, num_downs=6), discriminator=dict(ndf=8)),
+        cyclegan=dict(dataset="horse2zebra", image_size=64, load_size=72, batch_size=1, max_train_images=40,
+                      generator=dict(ngf=8, n_blocks=2), discriminator=dict(ndf=8), pool_size=5),
+        dcgan=dict(dataset="cifar10", image_size=32, load_size=32, batch_size=16,
+                   generator=dict(ngf=16), discriminator=dict(ndf=16)),
+    )[model]
+    cfg = dict(model=model, preset="small", target=0.5, latent_lr=0.01, regularization=1.0, check_interval=5, search_steps=300,
+               converge_steps=6, sample_interval=1000, checkpoint_interval=1000, log_interval=5, device="cpu")
+    return RunConfig(**{**cfg, **base, **kw}).validate()
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cyclegan", "pix2pix"])
+def test_target_reached_within_tolerance_on_real_data(model, tmp_path):
+    report = Trainer(tiny(model), tmp_path / model).run()
+    assert report["target_reached"], report["search"]
+    assert abs(report["achieved_macs_reduction"] - 0.5) <= 0.02
+    assert report["pruned"]["macs"] < report["original"]["macs"]
+    run = tmp_path / model
+    for name in ("config.json", "metrics.jsonl", "generator.pt",
+                 "architecture.json", "compression_report.json", "compression_report.md"):
+        assert (run / name).is_file(), name
+    assert list((run / "samples").glob("*.png"))
+    state = torch.load(run / "generator.pt", weights_only=True)
+    g, arch = load_generator(run)
+    assert arch["family"] == model and set(state) == set(g.state_dict())
+    md = (run / "compression_report.md").read_text()
+    assert "reached" in md and "Channels kept per layer" in md
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in records} == {"search", "converge"}
+
+
+def test_budget_exhausted_is_reported_not_hidden(tmp_path):
+    report = Trainer(tiny("dcgan", target=0.9, search_steps=5), tmp_path / "r").run()
+    assert not report["target_reached"]
+    assert report["search"]["status"]["G"]["status"] == "budget_exhausted"
+    assert "NOT reached" in (tmp_path / "r" / "compression_report.md").read_text()
+
+
+def test_overshoot_between_checks_is_rolled_back(tmp_path):
+    # A coarse check interval with a fast proximal step jumps past the window; the controller restores the
+    # latent vectors of the last check and approaches the target one step at a time.
+    report = Trainer(tiny("dcgan", check_interval=40), tmp_path / "r").run()
+    hist = report["search"]["status"]["G"]["history"]
+    assert any(r > 0.52 for _, r in hist), hist              # it did overshoot at a coarse check
+    assert report["target_reached"] and abs(report["achieved_macs_reduction"] - 0.5) <= 0.02
+
+
+def test_resume_refuses_missing_checkpoint(tmp_path):
+    with pytest.raises(InputError, match="no checkpoint"):
+        Trainer(tiny("dcgan"), tmp_path / "none", resume=True)
+
+
+def test_resume_after_kill_continues_from_saved_state(tmp_path, shared_data):
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "compress", "--model", "dcgan", "--preset", "small", "--dataset", "cifar10",
+           "--target", "0.6", "--search-steps", "2000", "--converge-steps", "5", "--ngf", "16",
+           "--batch-size", "16", "--latent-lr", "0.002", "--checkpoint-interval", "5", "--device", "cpu",
+           "--run-dir", str(run)]
+    env = {**os.environ, "CORONETGAN_DATA_MIRROR": str(shared_data)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the kill"
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["stage"] == "search" and saved["step"] >= 5
+    z_saved = saved["G"]["latent_vectors.g0"].clone()
+    assert not (run / "generator.pt").exists()
+
+    # The resumed trainer starts from exactly the saved latent vectors and step.
+    from compress.cli import main
+    cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    t = Trainer(cfg, run, resume=True)
+    state = t._load_checkpoint()
+    assert torch.equal(state["G"]["latent_vectors.g0"], z_saved) and state["step"] == saved["step"]
+
+    rc = main(["--resume", "--run-dir", str(run), "--search-steps", "1"])
+    assert rc == 0
+    log = (run / "log.txt").read_text()
+    assert f"resumed the search at step {saved['step']}" in log
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["stage"] == "search"]
+    assert steps[-1] > saved["step"]
+    report = json.loads((run / "compression_report.json").read_text())
+    assert report["target_reached"] and abs(report["achieved_macs_reduction"] - 0.6) <= 0.02

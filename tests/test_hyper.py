@@ -1,0 +1,121 @@
+"""The hypernetwork (eqs. 1-4), the proximal step (eq. 5), masks, and materialisation equivalence."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.hyper import HyperConvWeights, HyperNetwork, channel_mask, materialize, proximal_step
+from compress.models import DCGANGenerator, ResnetGenerator, UNetGenerator, build_discriminator
+
+
+def test_hypernetwork_shapes_follow_eqs_1_to_4():
+    h = HyperConvWeights(5, 7, (3, 3), transposed=False, embedding_size=8)
+    assert h.W1.shape == (5, 7, 8) and h.W2.shape == (5, 7, 9, 8) and h.B2.shape == (5, 7, 9)
+    assert h(torch.randn(5), torch.randn(7)).shape == (7, 5, 3, 3)
+    t = HyperConvWeights(5, 7, (4, 4), transposed=True)
+    assert t(torch.randn(5), torch.randn(7)).shape == (5, 7, 4, 4)
+
+
+def test_hypernetwork_equals_explicit_formula():
+    torch.manual_seed(0)
+    h = HyperConvWeights(3, 4, (2, 2), transposed=False, embedding_size=2)
+    with torch.no_grad():
+        for p in h.parameters():
+            p.normal_()
+    z_in, z_out = torch.randn(3), torch.randn(4)
+    w = h(z_in, z_out)
+    for i in range(3):
+        for j in range(4):
+            v = z_in[i] * z_out[j] + h.B0[i, j]
+            s = v * h.W1[i, j] + h.B1[i, j]
+            f = h.W2[i, j] @ s + h.B2[i, j]
+            assert torch.allclose(w[j, i].flatten(), f, atol=1e-6)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_covariance_zeroing_latent_entry_removes_exactly_one_channel(transposed):
+    torch.manual_seed(0)
+    h = HyperConvWeights(6, 5, (3, 3), transposed=transposed)   # B0, B1, B2 at their zero init
+    z_in, z_out = torch.randn(6), torch.randn(5)
+    full = h(z_in, z_out)
+    out_dim, in_dim = (1, 0) if transposed else (0, 1)
+    z = z_out.clone()
+    z[2] = 0
+    w = h(z_in, z)
+    assert torch.all(w.select(out_dim, 2) == 0)
+    others = [j for j in range(5) if j != 2]
+    assert torch.equal(w.index_select(out_dim, torch.tensor(others)), full.index_select(out_dim, torch.tensor(others)))
+    z = z_in.clone()
+    z[4] = 0
+    w = h(z, z_out)
+    assert torch.all(w.select(in_dim, 4) == 0)
+    assert torch.count_nonzero(w) == full.numel() - full.numel() // 6
+
+
+def test_covariance_in_a_whole_generator():
+    torch.manual_seed(0)
+    hyper = HyperNetwork(ResnetGenerator(ngf=4, n_blocks=2), (1, 3, 32, 32))
+    with torch.no_grad():
+        hyper.latent_vectors["trunk"][1] = 0
+    w = hyper.generated_weights()
+    # every layer writing the shared trunk loses output channel 1; every layer reading it loses input channel 1
+    for name in ("down2", "blocks.0.conv2", "blocks.1.conv2"):
+        assert torch.all(w[f"{name}.weight"][1] == 0)
+    for name in ("blocks.0.conv1", "blocks.1.conv1"):
+        assert torch.all(w[f"{name}.weight"][:, 1] == 0)
+    assert torch.all(w["up1.weight"][1] == 0)   # ConvTranspose: (in, out, k, k)
+    assert torch.count_nonzero(w["stem.weight"]) == w["stem.weight"].numel()
+
+
+def test_proximal_operator_is_soft_threshold():
+    z = torch.tensor([-2.0, -0.05, 0.0, 0.03, 0.5])
+    proximal_step([z], regularization=0.5, lr=0.1)      # threshold 0.05
+    assert torch.allclose(z, torch.tensor([-1.95, 0.0, 0.0, 0.0, 0.45]))
+    # repeated steps reach exactly zero and stay there
+    for _ in range(100):
+        proximal_step([z], 0.5, 0.1)
+    assert torch.count_nonzero(z) == 0
+
+
+def test_mask_threshold_and_guard():
+    z = torch.tensor([1.0, 0.004, -0.2, 0.0, 0.006, -0.001])
+    assert channel_mask(z, 5e-3, min_channels=1).tolist() == [True, False, True, False, True, False]
+    dead = torch.tensor([0.0, 1e-4, -3e-4, 0.0, 2e-4])
+    m = channel_mask(dead, 5e-3, min_channels=2)
+    assert m.sum() == 2 and m.tolist() == [False, False, True, False, True]
+    assert channel_mask(torch.zeros(3), 5e-3, min_channels=4).sum() == 3
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: UNetGenerator(ngf=8, num_downs=6), (2, 3, 64, 64)),
+    (lambda: ResnetGenerator(ngf=8, n_blocks=3), (2, 3, 64, 64)),
+    (lambda: DCGANGenerator(ngf=16), (4, 100, 1, 1)),
+    (lambda: build_discriminator("cyclegan", ndf=8), (2, 3, 64, 64)),
+], ids=["pix2pix", "cyclegan", "dcgan", "patchgan"])
+def test_materialised_network_equals_masked_hypernetwork(make, shape):
+    torch.manual_seed(0)
+    net = make()
+    hyper = HyperNetwork(net, shape)
+    with torch.no_grad():
+        for p in hyper.hyper.parameters():          # trained-looking biases, not the zero init
+            p.add_(0.01 * torch.randn_like(p))
+        for z in hyper.prunable_latents().values():
+            z[torch.rand(z.shape) < 0.6] = 0.0
+        for m in net.modules():                       # non-trivial norm statistics and affine parameters
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+                m.weight.normal_()
+                m.bias.normal_()
+            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d) and m.bias is not None:
+                m.bias.normal_(0, 0.1)
+    hyper.eval()
+    x = torch.randn(shape)
+    pruned = materialize(hyper).eval()
+    assert sum(pruned.channels.values()) < sum(net.channels.values())
+    assert dict(pruned.channels) == hyper.kept_channels()
+    with torch.no_grad():
+        a, b = hyper(x, masked=True), pruned(x)
+    assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
+    # the pruned network's MACs are the masked estimate the search used
+    assert hyper.macs() == hyper.macs_model(pruned.channels)
