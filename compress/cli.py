@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images (counted in the log)")
     p.add_argument("--run-dir", type=Path, help="run folder (default runs/<model>-<target>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument("--baseline", choices=("unpruned", "uniform", "random"),
+                   help="train a baseline instead of searching (compress/baselines.py); with --reference-run "
+                        "it matches that CoroNetGAN run's MACs/channels, training budget and settings")
+    p.add_argument("--reference-run", type=Path, help="the finished CoroNetGAN run a baseline is compared with")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target was not reached")
     return p
 
@@ -96,8 +100,18 @@ def _key_values(items: list[str], flag: str) -> dict:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Preset values, overridden by the flags the user gave."""
-    model = args.model or "cyclegan"
-    values = {"model": model, "preset": args.preset or "paper", **preset(model, args.preset or "paper")}
+    if args.reference_run is not None:
+        ref_cfg = args.reference_run / "config.json"
+        if not ref_cfg.is_file():
+            raise InputError(f"--reference-run {args.reference_run}: {ref_cfg} not found; expected a CoroNetGAN run")
+        values = json.loads(ref_cfg.read_text())
+        values.update(reference_run=str(args.reference_run), converge_steps=0, search_steps=0)
+        model = values["model"]
+    else:
+        model = args.model or "cyclegan"
+        values = {"model": model, "preset": args.preset or "paper", **preset(model, args.preset or "paper")}
+    if args.baseline:
+        values["baseline"] = args.baseline
     for name in _FLAG_FIELDS:
         v = getattr(args, name, None)
         if v is not None:
@@ -126,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dir = args.run_dir
         else:
             cfg = config_from_args(args)
-            run_dir = args.run_dir or Path("runs") / f"{cfg.model}-{int(round(cfg.target * 100))}-{time.strftime('%Y%m%d-%H%M%S')}"
+            tag = cfg.baseline or str(int(round(cfg.target * 100)))
+            run_dir = args.run_dir or Path("runs") / f"{cfg.model}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
         setup_logging(run_dir)
         from compress.trainer import Trainer
 
@@ -135,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     status = report["search"]["status"]["G"]["status"]
+    if cfg.baseline:
+        print(f"{run_dir}: baseline {cfg.baseline}: MACs reduction {report['achieved_macs_reduction']:.1%}, "
+              f"params {report['pruned']['params'] / 1e6:.2f} M")
+        return 0
     print(f"{run_dir}: MACs reduction {report['achieved_macs_reduction']:.1%} "
           f"(target {cfg.target:.0%} +- {cfg.tolerance:.0%}: {status}); "
           f"params {report['original']['params'] / 1e6:.2f} M -> {report['pruned']['params'] / 1e6:.2f} M")

@@ -70,6 +70,8 @@ class RunConfig:
     device: str = "auto"
     skip_bad: bool = False
     max_train_images: int = 0              # 0: all; else a seeded subset (budget runs)
+    baseline: str = ""                     # "" (CoroNetGAN) or unpruned | uniform | random (compress/baselines.py)
+    reference_run: str = ""                # CoroNetGAN run a baseline matches (MACs, channels, budget)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

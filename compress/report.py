@@ -28,7 +28,7 @@ def machine_description() -> str:
 
 
 def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwork, search: dict,
-                       timings: dict, discriminator: PrunableNetwork | None = None) -> dict:
+                       timings: dict, converge_steps: int, discriminator: PrunableNetwork | None = None) -> dict:
     """Build the report dict. ``original`` = {"params", "macs", "channels"} of the unpruned generator."""
     shape = generator_input_shape(generator, cfg.image_size)
     macs = MacsModel(generator, shape).full_macs
@@ -48,8 +48,9 @@ def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwor
         "channels": {n: {"kept": generator.channels[n], "original": original["channels"][n]}
                      for n in original["channels"]},
         "layers": layers,
-        "budget": {"search_steps_used": search["steps"], "converge_steps": cfg.converge_steps or None,
+        "budget": {"search_steps_used": search["steps"], "converge_steps_done": converge_steps,
                    "batch_size": cfg.batch_size},
+        "baseline": cfg.baseline or None,
         "seconds": dict(timings),
         "machine": machine_description(),
         "macs_convention": MACS_CONVENTION,
@@ -66,6 +67,8 @@ def report_markdown(r: dict) -> str:
     st = r["search"]["status"]["G"]
     verdict = ("reached" if r["target_reached"] else
                f"**NOT reached** ({st['status'].replace('_', ' ')})")
+    if r.get("baseline"):
+        verdict = f"baseline **{r['baseline']}** (no search; compare with {r['search'].get('reference_run') or 'n/a'})"
     lines = [
         f"# Compression report: {r['model']} on {r['dataset']} ({r['preset']} preset)", "",
         f"- Target: {r['target_macs_reduction']:.0%} of MACs removed (+- {r['tolerance']:.0%}): {verdict}; "

@@ -286,7 +286,13 @@ class Trainer:
         state = self._load_checkpoint() if self.resume else {"stage": "search", "step": 0}
         stage, step = state["stage"], state["step"]
 
-        if stage == "search":
+        if stage == "search" and cfg.baseline:
+            G_pruned, converge_budget = self._baseline(G, converge_budget)
+            D_pruned = D
+            del G
+            opt_G, opt_D = self._optimizers(G_pruned, D_pruned, extra, None)
+            stage, step = "converge", 0
+        elif stage == "search":
             opt_G, opt_D = self._optimizers(G, D, extra, cfg.latent_lr)
             if self.resume:
                 G.load_state_dict(state["G"])
@@ -326,6 +332,26 @@ class Trainer:
 
         self._converge(G_pruned, D_pruned, extra, opt_G, opt_D, step, converge_budget, batches)
         return self._finish(G_pruned, D_pruned)
+
+    def _baseline(self, G: HyperNetwork, converge_budget: int):
+        """Build a baseline generator instead of searching; equal budget = the reference's search + converge."""
+        from compress.baselines import build_baseline, load_reference
+
+        cfg = self.cfg
+        reference = load_reference(cfg.reference_run) if cfg.reference_run else None
+        fresh = self.recipe.make_generator()
+        G_base = build_baseline(cfg.baseline, fresh, self.G_input_shape, reference, cfg.seed).to(self.device)
+        if reference is not None and not cfg.converge_steps:
+            converge_budget = reference["search"]["steps"] + reference["budget"]["converge_steps_done"]
+        elif reference is not None:
+            converge_budget = cfg.converge_steps
+        self.search_summary = {"steps": 0, "seconds": 0.0, "baseline": cfg.baseline,
+                               "reference_run": cfg.reference_run,
+                               "status": {"G": {"status": f"baseline:{cfg.baseline}", "reduction":
+                                                G.macs_model.reduction(G_base.channels), "step": 0, "history": []}}}
+        LOGGER.info("baseline %s: %s channels, MACs reduction %.4f, training %d steps", cfg.baseline,
+                    dict(G_base.channels), self.search_summary["status"]["G"]["reduction"], converge_budget)
+        return G_base, converge_budget
 
     def _search(self, G, D, extra, opt_G, opt_D, step, budget, batches) -> int:
         cfg = self.cfg
@@ -430,7 +456,7 @@ class Trainer:
         G = G.cpu().eval()
         save_generator(self.run_dir, G, cfg.image_size, dataset)
         report = compression_report(cfg, self.original, G, self.search_summary, self.timings,
-                                    discriminator=D.cpu() if cfg.compress_discriminator else None)
+                                    self.converge_steps_done, discriminator=D.cpu() if cfg.compress_discriminator else None)
         write_report(self.run_dir, report)
         LOGGER.info("wrote %s", self.run_dir / "compression_report.md")
         return report

@@ -29,14 +29,14 @@ def _mirror(shared_data, monkeypatch):
 
 def tiny(model: str, **kw) -> RunConfig:
     base = dict(
-        pix2pix=dict(dataset="facades", image_size=64, load_size=72, batch_size=2,
-                     generator=dict(ngf=8, num_downs=6), discriminator=dict(ndf=8)),
-        cyclegan=dict(dataset="horse2zebra", image_size=64, load_size=72, batch_size=1, max_train_images=40,
+        pix2pix=dict(dataset="facades", image_size=32, load_size=36, batch_size=2,
+                     generator=dict(ngf=8, num_downs=5), discriminator=dict(ndf=8)),
+        cyclegan=dict(dataset="horse2zebra", image_size=32, load_size=36, batch_size=1, max_train_images=40,
                       generator=dict(ngf=8, n_blocks=2), discriminator=dict(ndf=8), pool_size=5),
         dcgan=dict(dataset="cifar10", image_size=32, load_size=32, batch_size=16,
                    generator=dict(ngf=16), discriminator=dict(ndf=16)),
     )[model]
-    cfg = dict(model=model, preset="small", target=0.5, latent_lr=0.01, regularization=1.0, check_interval=5, search_steps=300,
+    cfg = dict(model=model, preset="small", target=0.5, latent_lr=0.02, regularization=1.0, check_interval=5, search_steps=300,
                converge_steps=6, sample_interval=1000, checkpoint_interval=1000, log_interval=5, device="cpu")
     return RunConfig(**{**cfg, **base, **kw}).validate()
 
@@ -68,13 +68,31 @@ def test_budget_exhausted_is_reported_not_hidden(tmp_path):
     assert "NOT reached" in (tmp_path / "r" / "compression_report.md").read_text()
 
 
-def test_overshoot_between_checks_is_rolled_back(tmp_path):
+def test_overshoot_between_checks_is_rolled_back():
     # A coarse check interval with a fast proximal step jumps past the window; the controller restores the
     # latent vectors of the last check and approaches the target one step at a time.
-    report = Trainer(tiny("dcgan", check_interval=40), tmp_path / "r").run()
-    hist = report["search"]["status"]["G"]["history"]
-    assert any(r > 0.52 for _, r in hist), hist              # it did overshoot at a coarse check
-    assert report["target_reached"] and abs(report["achieved_macs_reduction"] - 0.5) <= 0.02
+    from compress.hyper import HyperNetwork
+    from compress.models import DCGANGenerator
+    from compress.search import SearchController
+
+    torch.manual_seed(0)
+    hyper = HyperNetwork(DCGANGenerator(ngf=16), (1, 100, 1, 1))
+    ctl = SearchController({"G": hyper}, target=0.5, tolerance=0.02, check_interval=40, regularization=1.0)
+    step = 0
+    while not ctl.done and step < 1000:
+        ctl.proximal("G", lr=0.01)      # only the proximal step: |z| shrinks by 0.01 per step
+        step += 1
+        ctl.maybe_check(step)
+    hist = ctl.status["G"].history
+    assert any(r > 0.52 for _, r in hist), hist             # it did jump past the window at a coarse check
+    assert ctl.interval == 1
+    assert ctl.status["G"].status == "reached"
+    assert abs(hyper.macs_reduction() - 0.5) <= 0.02
+    # frozen masks no longer move, whatever the latent vectors do
+    before = hyper.kept_channels()
+    with torch.no_grad():
+        hyper.latent_vectors["g0"].zero_()
+    assert hyper.kept_channels() == before
 
 
 def test_resume_refuses_missing_checkpoint(tmp_path):
@@ -85,21 +103,20 @@ def test_resume_refuses_missing_checkpoint(tmp_path):
 def test_resume_after_kill_continues_from_saved_state(tmp_path, shared_data):
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "compress", "--model", "dcgan", "--preset", "small", "--dataset", "cifar10",
-           "--target", "0.6", "--search-steps", "2000", "--converge-steps", "5", "--ngf", "16",
-           "--batch-size", "16", "--latent-lr", "0.002", "--checkpoint-interval", "5", "--device", "cpu",
+           "--target", "0.5", "--search-steps", "2000", "--converge-steps", "5", "--ngf", "16",
+           "--batch-size", "16", "--latent-lr", "0.01", "--checkpoint-interval", "3", "--device", "cpu",
            "--run-dir", str(run)]
     env = {**os.environ, "CORONETGAN_DATA_MIRROR": str(shared_data)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = run / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists(), "no checkpoint was written before the kill"
     saved = torch.load(ckpt, weights_only=False)
-    assert saved["stage"] == "search" and saved["step"] >= 5
+    assert saved["stage"] == "search" and saved["step"] >= 3
     z_saved = saved["G"]["latent_vectors.g0"].clone()
     assert not (run / "generator.pt").exists()
 
@@ -118,4 +135,4 @@ def test_resume_after_kill_continues_from_saved_state(tmp_path, shared_data):
              if json.loads(l)["stage"] == "search"]
     assert steps[-1] > saved["step"]
     report = json.loads((run / "compression_report.json").read_text())
-    assert report["target_reached"] and abs(report["achieved_macs_reduction"] - 0.6) <= 0.02
+    assert report["target_reached"] and abs(report["achieved_macs_reduction"] - 0.5) <= 0.02
