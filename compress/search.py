@@ -88,10 +88,22 @@ class SearchController:
                     self._restore(name)
                     self.interval = 1
                     st.reduction = net.macs_reduction()
+                elif name in self._snapshots:
+                    LOGGER.info("%s: one proximal step took the MACs reduction to %.3f, past the target "
+                                "%.2f+-%.2f; restoring the previous step and removing the channels of smallest "
+                                "|z| one at a time", name, r, self.target, self.tolerance)
+                    self._restore(name)
+                    self._greedy_finish(name)
+                    r = net.macs_reduction()
+                    ok = abs(r - self.target) <= self.tolerance
+                    self._freeze(name, step, "reached" if ok else "overshoot")
+                    if not ok:
+                        LOGGER.warning("%s: no channel-by-channel step lands within the window: MACs reduction "
+                                       "%.3f for target %.2f+-%.2f", name, r, self.target, self.tolerance)
                 else:
                     self._freeze(name, step, "overshoot")
-                    LOGGER.warning("%s: one proximal step took the MACs reduction to %.3f, past the target "
-                                   "%.2f+-%.2f; masks frozen there", name, r, self.target, self.tolerance)
+                    LOGGER.warning("%s: MACs reduction %.3f passed the target %.2f+-%.2f before any check "
+                                   "below it; masks frozen there", name, r, self.target, self.tolerance)
             else:
                 self._snapshots[name] = {k: z.detach().clone() for k, z in net.prunable_latents().items()}
         return self.done
@@ -111,6 +123,28 @@ class SearchController:
         st = self.status[name]
         st.status, st.step, st.reduction = status, step, net.macs_reduction()
         LOGGER.info("%s: masks frozen at step %d (%s), MACs reduction %.4f", name, step, status, st.reduction)
+
+    @torch.no_grad()
+    def _greedy_finish(self, name: str) -> None:
+        """Zero, one at a time, the kept latent entry of smallest |z| (respecting the per-layer guard) until
+        the MACs reduction enters the window; keep whichever state is closest to the target."""
+        net = self.networks[name]
+        latents = net.prunable_latents()
+        best = (abs(net.macs_reduction() - self.target), {k: z.clone() for k, z in latents.items()})
+        while net.macs_reduction() < self.target - self.tolerance:
+            masks = net.masks()
+            candidates = [(z.abs()[j].item(), k, j) for k, z in latents.items()
+                          if int(masks[k].sum()) > net.min_channels
+                          for j in torch.nonzero(masks[k]).flatten().tolist()]
+            if not candidates:
+                break
+            _, k, j = min(candidates)
+            latents[k][j] = 0.0
+            gap = abs(net.macs_reduction() - self.target)
+            if gap < best[0]:
+                best = (gap, {kk: z.clone() for kk, z in latents.items()})
+        for k, z in latents.items():
+            z.copy_(best[1][k])
 
     def _restore(self, name: str) -> None:
         with torch.no_grad():

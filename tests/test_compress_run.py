@@ -136,3 +136,12 @@ def test_resume_after_kill_continues_from_saved_state(tmp_path, shared_data):
     assert steps[-1] > saved["step"]
     report = json.loads((run / "compression_report.json").read_text())
     assert report["target_reached"] and abs(report["achieved_macs_reduction"] - 0.5) <= 0.02
+
+
+def test_generator_and_discriminator_compression(tmp_path):
+    # Paper Table 2 "G+D": the discriminator gets its own hypernetwork and reaches the same target.
+    report = Trainer(tiny("dcgan", compress_discriminator=True), tmp_path / "gd").run()
+    d = report["discriminator"]
+    assert report["target_reached"] and d["status"] == "reached"
+    assert abs(d["achieved_macs_reduction"] - 0.5) <= 0.02
+    assert "G+D" in (tmp_path / "gd" / "compression_report.md").read_text()

@@ -1,0 +1,20 @@
+"""Project-level guarantees: every module imports on the CPU stack, and nothing pulls in torchvision."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_no_module_imports_torchvision():
+    modules = sorted({".".join(p.relative_to(REPO).with_suffix("").parts)
+                      for pkg in ("compress", "export", "quantize", "bench")
+                      for p in (REPO / pkg).rglob("*.py") if p.name not in ("__main__.py", "run_adb.py")})
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}:\n    importlib.import_module(m)\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'torchvision']\n"
+            "print(len(sys.modules)); assert not bad, bad\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
