@@ -62,3 +62,14 @@ def atomic_torch_save(obj: Any, dest: str | os.PathLike) -> Path:
     with atomic_path(dest) as tmp:
         torch.save(obj, tmp)
     return Path(dest)
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -64,7 +64,7 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
         family: "pix2pix", "cyclegan" or "dcgan".
         run_dir: folder to write (created).
         data_root: the real-data mirror (holds horse2zebra/, edges2shoes_subset/, cifar10_partial/).
-        steps: optimizer steps (batch 8 for images, 64 for DCGAN).
+        steps: optimizer steps (batch 8 for images, 32 for DCGAN).
         width: channel multiplier (see module docstring).
         seed: torch seed.
         n_images: training images held in memory (image families).
@@ -80,7 +80,7 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
     size = spec["image_size"]
     if family == "dcgan":
         _train_dcgan(gen, data_root / "cifar10_partial" / "cifar10_partial.npz", steps, lr=2e-4)
-        dataset = {"name": "cifar10_partial", "direction": "AtoB"}
+        dataset = {"name": "cifar10_partial", "root": str(data_root / "cifar10_partial")}
     elif family == "pix2pix":
         root = data_root / "edges2shoes_subset"
         files = _list_images(root / "train", "training folder")[:n_images]
@@ -118,7 +118,7 @@ def _train_l1(gen: nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, lr: 
         sched.step()
 
 
-def _train_dcgan(gen: nn.Module, npz: Path, steps: int, lr: float, batch: int = 64) -> None:
+def _train_dcgan(gen: nn.Module, npz: Path, steps: int, lr: float, batch: int = 32) -> None:
     from compress.models import DCGANDiscriminator
 
     with np.load(npz) as data:

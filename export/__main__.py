@@ -1,0 +1,122 @@
+"""``python -m export RUN_DIR --dtype fp32|fp16|int8|all`` (or ``--latest runs/``): see export/pipeline.py.
+
+Exit status: 0 exported (or skipped: unchanged), 1 a quality gate was missed (figures printed; nothing
+installed unless ``--accept-gate-failure``) or a converter failed, 2 bad input (InputError, printed without
+a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from compress.errors import InputError
+from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
+
+
+def latest_run(runs_root: str | Path) -> Path:
+    """The most recently modified folder under ``runs_root`` (searched recursively, depth <= 3) that holds
+    ``generator.pt`` and ``architecture.json``. Raises InputError when there is none."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        raise InputError(f"--latest {root}: not a folder; expected the runs/ folder of `python -m compress`")
+    found = [p.parent for pattern in ("generator.pt", "*/generator.pt", "*/*/generator.pt")
+             for p in root.glob(pattern) if (p.parent / "architecture.json").is_file()]
+    if not found:
+        raise InputError(f"--latest {root}: no finished compress run (a folder with generator.pt and "
+                         "architecture.json) under it")
+    return max(found, key=lambda d: (d / "generator.pt").stat().st_mtime)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", nargs="?", help="compress run folder (generator.pt + architecture.json)")
+    p.add_argument("--latest", metavar="RUNS", help="export the newest finished run under this folder instead")
+    p.add_argument("--dtype", default="all", help="fp32, fp16, int8 or all (default all)")
+    p.add_argument("--out", help="output folder (default RUN_DIR/export)")
+    p.add_argument("--accept-gate-failure", action="store_true",
+                   help="install the files even when a quality gate is missed (recorded in the manifest)")
+    p.add_argument("--force", action="store_true", help="re-export even when nothing changed")
+    p.add_argument("--calibration-dir", help="folder of source-domain images for int8 calibration "
+                                             "(default: the run's dataset source folder)")
+    p.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_COUNT,
+                   help=f"representative inputs for int8 (default {DEFAULT_CALIBRATION_COUNT})")
+    p.add_argument("--heldout-count", type=int, default=DEFAULT_HELDOUT_COUNT,
+                   help=f"held-out inputs for the parity gates (default {DEFAULT_HELDOUT_COUNT})")
+    p.add_argument("--int8-io", default="int8", choices=("int8", "uint8", "float32"),
+                   help="input/output tensor type of the int8 model (default int8)")
+    p.add_argument("--int8-mode", default="robust", choices=("robust", "naive"),
+                   help="robust (default): InstanceNorm/residual element-wise ops in float, the rest int8; "
+                        "naive: every op int8")
+    p.add_argument("--fid", type=int, default=0, metavar="N",
+                   help="also compute the FID change of int8 on N held-out inputs (slow; default off)")
+    p.add_argument("--threads", type=int, default=2, help="LiteRT threads for the parity runs (default 2)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _fmt(x) -> str:
+    if isinstance(x, str):
+        return x
+    return "inf" if math.isinf(x) else f"{x:.2f}"
+
+
+def print_figures(files: list[dict], stream=sys.stdout) -> None:
+    print(f"{'file':28s} {'PSNR dB':>9s} {'gate dB':>8s} {'max|diff|':>10s} {'bytes':>10s} {'GPU ready':>9s}",
+          file=stream)
+    for e in files:
+        psnr = _fmt(e["psnr_db"]) if "psnr_db" in e else "-"
+        gate = f"{e['gate_db']:.0f}" if "gate_db" in e else "-"
+        gpu = str(e["gpu_delegate"]["gpu_ready"]) if "gpu_delegate" in e else "-"
+        size = str(e.get("size_bytes", "-"))
+        print(f"{e['path']:28s} {psnr:>9s} {gate:>8s} {e['max_abs_diff']:>10.3g} {size:>10s} {gpu:>9s}",
+              file=stream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from export.onnx_export import ExportError
+    from export.pipeline import GateFailure, export_run
+
+    try:
+        if (args.run_dir is None) == (args.latest is None):
+            raise InputError("give exactly one of RUN_DIR or --latest RUNS")
+        run_dir = Path(args.run_dir) if args.run_dir else latest_run(args.latest)
+        if run_dir.is_dir():
+            handler = logging.FileHandler(run_dir / "log.txt")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger("coronetgan").addHandler(handler)
+            logging.getLogger("coronetgan").setLevel(logging.INFO)
+        manifest = export_run(run_dir, args.dtype, out_dir=args.out, accept_gate_failure=args.accept_gate_failure,
+                              force=args.force, calibration_dir=args.calibration_dir,
+                              calibration_count=args.calibration_count, heldout_count=args.heldout_count,
+                              int8_io=args.int8_io, int8_mode=args.int8_mode, fid_count=args.fid,
+                              threads=args.threads)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GateFailure as exc:
+        print_figures(exc.figures, sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else run_dir / "export"
+    if manifest.get("skipped"):
+        print(f"{out / 'manifest.json'}: unchanged run, export skipped (--force re-exports)")
+    print_figures(manifest["files"])
+    if manifest.get("gate_failures"):
+        print("gate failures accepted: " + "; ".join(manifest["gate_failures"]))
+    print(f"wrote {out / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
