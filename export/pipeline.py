@@ -242,6 +242,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
 def _export_in(staging: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,
                wanted: list[str], int8_io: str, int8_mode: str, threads: int, fid_count: int) -> dict:
     from export.gpu_check import gpu_delegate_check
+    from export.gpu_compat import unfuse_transpose_conv_activations
     from export.tflite_convert import run_onnx2tf, sample_data_from_inputs
 
     timings: dict[str, float] = {}
@@ -282,6 +283,7 @@ def _export_in(staging: Path, generator, arch: dict, shape: tuple, sets, referen
     for dtype, (path, conv_s, detail) in products.items():
         final = staging / FILE_NAMES[dtype]
         os.replace(path, final)
+        detail = {**detail, "unfused_transpose_conv_activations": unfuse_transpose_conv_activations(final)}
         out = run_tflite(final, sets.heldout, threads)
         fig = parity(reference, out)
         io = io_details(final)

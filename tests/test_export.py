@@ -85,11 +85,31 @@ def test_gpu_delegate_report(exported, family):
         assert bool(too_new) == any("TRANSPOSE_CONV" in p for p in gpu["version_problems"])
         if too_new:
             assert not gpu["gpu_ready"]
-        if family != "dcgan" and e["dtype"] in ("fp32", "fp16"):
+        if e["dtype"] in ("fp32", "fp16"):
             assert gpu["gpu_ready"], gpu
-    if family == "dcgan":  # measured: onnx2tf 1.29.24 fuses ConvTranspose+ReLU into TRANSPOSE_CONV v4
-        fp32 = {e["dtype"]: e for e in exported[family]["files"]}["fp32"]["gpu_delegate"]
-        assert fp32["transpose_conv_versions"] and not fp32["gpu_ready"]
+    if family == "dcgan":  # onnx2tf 1.29.24 fuses ConvTranspose+ReLU (TRANSPOSE_CONV v4); export unfuses it
+        fp32 = {e["dtype"]: e for e in exported[family]["files"]}["fp32"]
+        assert fp32["unfused_transpose_conv_activations"] >= 1
+        assert fp32["gpu_delegate"]["transpose_conv_versions"] == [3]
+
+
+def test_transpose_conv_v4_is_detected(exported, trained_runs, tmp_path):
+    """The version check itself: a file whose TRANSPOSE_CONV claims version 4 is not GPU-ready."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
+                                             _convert_model_from_object_to_bytearray)
+
+    from export.gpu_check import gpu_delegate_check
+
+    src = trained_runs["dcgan"] / "export" / "generator_fp32.tflite"
+    model = _convert_model_from_bytearray_to_object(bytearray(src.read_bytes()))
+    for oc in model.operatorCodes:
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.TRANSPOSE_CONV:
+            oc.version = 4
+    bad = tmp_path / "v4.tflite"
+    bad.write_bytes(bytes(_convert_model_from_object_to_bytearray(model)))
+    gpu = gpu_delegate_check(bad)
+    assert not gpu["gpu_ready"] and any("TRANSPOSE_CONV" in p for p in gpu["version_problems"])
 
 
 def test_int8_input_scaling_is_minus_one_to_one(exported):
