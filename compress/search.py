@@ -3,7 +3,9 @@
 Paper 3.2-3.3 / Algorithm 1 with DHP's ``terminate`` rule: every ``check_interval`` batches the MACs of the
 masked network are computed; a network whose achieved MACs reduction is within ``tolerance`` of the
 ``target`` has its masks frozen, and the search ends when every compressed network (the generator, and the
-discriminator with G+D) is frozen.
+discriminator with G+D) is frozen. Centring (ours): a check that lands inside the window but short of the
+target switches to a check every batch and freezes at the first batch that reaches the target, or at the
+last batch inside the window if the next one would leave it, so a 95% target ends near 95%, not near 93%.
 
 Overshoot guard (ours): the proximal step can push many latent entries under the threshold between two
 checks. The controller keeps a copy of the latent vectors at each check that was still short of the
@@ -53,6 +55,7 @@ class SearchController:
         self.regularization = regularization
         self.status = {name: NetworkStatus() for name in networks}
         self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
+        self._in_window: set[str] = set()
 
     def proximal(self, name: str, lr: float) -> None:
         """Eq. 5 on the latent vectors of ``name`` after its optimizer step (skipped once frozen)."""
@@ -78,10 +81,19 @@ class SearchController:
             r = net.macs_reduction()
             st.reduction = r
             st.history.append((step, r))
-            if abs(r - self.target) <= self.tolerance:
+            if self.target <= r <= self.target + self.tolerance:
                 self._freeze(name, step, "reached")
+            elif self.target - self.tolerance <= r < self.target:
+                # Inside the window but short of the target: keep this state and go on one batch at a time,
+                # so the search stops as close to the target as the proximal steps allow.
+                self._snapshots[name] = {k: z.detach().clone() for k, z in net.prunable_latents().items()}
+                self._in_window.add(name)
+                self.interval = 1
             elif r > self.target + self.tolerance:
-                if name in self._snapshots and self.interval > 1:
+                if name in self._in_window:
+                    self._restore(name)        # the previous batch was inside the window: stop there
+                    self._freeze(name, step, "reached")
+                elif name in self._snapshots and self.interval > 1:
                     LOGGER.info("%s: MACs reduction %.3f passed the target %.2f+-%.2f between checks; "
                                 "restoring the latent vectors of the last check and checking every batch",
                                 name, r, self.target, self.tolerance)
@@ -113,6 +125,9 @@ class SearchController:
         for name, st in self.status.items():
             if st.status == "searching":
                 st.reduction = self.networks[name].macs_reduction()
+                if abs(st.reduction - self.target) <= self.tolerance:
+                    self._freeze(name, step, "reached")
+                    continue
                 self._freeze(name, step, "budget_exhausted")
                 LOGGER.warning("%s: search budget exhausted at step %d: achieved MACs reduction %.3f, target "
                                "%.2f +- %.2f", name, step, st.reduction, self.target, self.tolerance)
@@ -127,11 +142,11 @@ class SearchController:
     @torch.no_grad()
     def _greedy_finish(self, name: str) -> None:
         """Zero, one at a time, the kept latent entry of smallest |z| (respecting the per-layer guard) until
-        the MACs reduction enters the window; keep whichever state is closest to the target."""
+        the MACs reduction reaches the target; keep whichever state is closest to the target."""
         net = self.networks[name]
         latents = net.prunable_latents()
         best = (abs(net.macs_reduction() - self.target), {k: z.clone() for k, z in latents.items()})
-        while net.macs_reduction() < self.target - self.tolerance:
+        while net.macs_reduction() < self.target:
             masks = net.masks()
             candidates = [(z.abs()[j].item(), k, j) for k, z in latents.items()
                           if int(masks[k].sum()) > net.min_channels
@@ -153,13 +168,14 @@ class SearchController:
 
     # checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"interval": self.interval,
+        return {"interval": self.interval, "in_window": sorted(self._in_window),
                 "status": {n: vars(s) for n, s in self.status.items()},
                 "snapshots": self._snapshots,
                 "frozen": {n: net.frozen_masks for n, net in self.networks.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.interval = state["interval"]
+        self._in_window = set(state.get("in_window", []))
         self.status = {n: NetworkStatus(**s) for n, s in state["status"].items()}
         self._snapshots = state["snapshots"]
         for n, masks in state["frozen"].items():

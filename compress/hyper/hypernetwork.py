@@ -26,6 +26,38 @@ import torch.nn as nn
 EMBEDDING_SIZE = 8
 
 
+class _Eq4(torch.autograd.Function):
+    """Eq. 4, F = W2 . S + B2, as one batched matrix-vector product per (input, output) channel pair, with a
+    hand-written backward.
+
+    Same values and gradients as ``torch.einsum("nckm,ncm->nck", W2, S) + B2``; the backward is about twice
+    as fast on the CPU (``python -m compress.benchmarks step-cost``): autograd's einsum backward runs two
+    batched GEMMs with a unit dimension, here dF/dW2 is one broadcast product (the one tensor of W2's size
+    that the backward must write) and dF/dS one batched (1 x k^2) @ (k^2 x m) product.
+    """
+
+    @staticmethod
+    def forward(ctx, W2: torch.Tensor, S: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
+        n, c, kk, m = W2.shape
+        ctx.save_for_backward(W2, S)
+        # (n c, k^2, m) @ (n c, m, 1) + B2  ->  (n, c, k^2)
+        return torch.baddbmm(B2.reshape(n * c, kk, 1), W2.reshape(n * c, kk, m), S.reshape(n * c, m, 1)).reshape(n, c, kk)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_f: torch.Tensor):
+        W2, S = ctx.saved_tensors
+        n, c, kk, m = W2.shape
+        grad_w2 = grad_s = grad_b2 = None
+        if ctx.needs_input_grad[0]:
+            grad_w2 = grad_f.unsqueeze(-1) * S.unsqueeze(2)                           # (n, c, k^2, m)
+        if ctx.needs_input_grad[1]:
+            grad_s = torch.bmm(grad_f.reshape(n * c, 1, kk), W2.reshape(n * c, kk, m)).reshape(n, c, m)
+        if ctx.needs_input_grad[2]:
+            grad_b2 = grad_f
+        return grad_w2, grad_s, grad_b2
+
+
 class HyperConvWeights(nn.Module):
     """Generates the weight of one Conv2d/ConvTranspose2d from its input and output latent vectors.
 
@@ -52,9 +84,9 @@ class HyperConvWeights(nn.Module):
 
     def forward(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
         """z_in (n,), z_out (c,) -> conv weight (c, n, kh, kw), or (n, c, kh, kw) when transposed."""
-        v = torch.outer(z_in, z_out) + self.B0                      # eq. 1-2
-        s = v.unsqueeze(-1) * self.W1 + self.B1                     # eq. 3
-        f = torch.einsum("nckm,ncm->nck", self.W2, s) + self.B2     # eq. 4
+        v = torch.outer(z_in, z_out) + self.B0                      # eq. 1-2: V = z_in z_out^T + B0
+        s = torch.addcmul(self.B1, v.unsqueeze(-1), self.W1)        # eq. 3:   S = V * W1 + B1
+        f = _Eq4.apply(self.W2, s, self.B2)                         # eq. 4:   F = W2 . S + B2 (einsum nckm,ncm->nck)
         f = f.reshape(*f.shape[:2], *self.kernel_size)
         return f if self.transposed else f.transpose(0, 1)
 
