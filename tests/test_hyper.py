@@ -84,6 +84,8 @@ def test_mask_threshold_and_guard():
     m = channel_mask(dead, 5e-3, min_channels=2)
     assert m.sum() == 2 and m.tolist() == [False, False, True, False, True]
     assert channel_mask(torch.zeros(3), 5e-3, min_channels=4).sum() == 3
+    # a latent vector driven entirely to zero keeps exactly the guard's count, not everything
+    assert channel_mask(torch.zeros(16), 5e-3, min_channels=4).sum() == 4
 
 
 @pytest.mark.parametrize("make,shape", [

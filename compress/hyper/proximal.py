@@ -8,8 +8,8 @@ the latent vectors take the proximal step of the L1 penalty lambda * ||z||_1, i.
 with lr the current learning rate of the latent vectors and lambda the regularisation factor
 (0.5 in the paper, 4.1.2). Entries driven to (near) zero mark channels to remove.
 
-Mask (DHP): keep channel j when |z_j| >= min(tau, the k-th largest |z|), tau = 5e-3, k = a minimum channel
-count (DHP: 4) so that no layer dies.
+Mask (DHP): keep channel j when |z_j| >= tau (5e-3); when fewer than k entries pass (k = a minimum channel
+count, DHP: 4), keep the k largest instead, so that no layer dies.
 """
 from __future__ import annotations
 
@@ -42,10 +42,15 @@ def proximal_step(latent_vectors: Iterable[torch.Tensor], regularization: float,
 def channel_mask(z: torch.Tensor, threshold: float = MASK_THRESHOLD, min_channels: int = MIN_CHANNELS) -> torch.Tensor:
     """Boolean mask (c,) of the channels a latent vector keeps.
 
-    Keeps |z_j| >= min(threshold, k-th largest |z|) with k = min(min_channels, c): every entry above the
-    threshold, and never fewer than ``min_channels`` entries (the guard keeps the largest ones).
+    Keeps every entry with |z_j| >= threshold; if fewer than k = min(min_channels, c) pass, exactly the k
+    largest (the guard), also when the whole vector is zero.
     """
     mag = z.detach().abs()
+    keep = mag >= threshold
     k = min(max(min_channels, 1), mag.numel())
-    kth = torch.topk(mag, k).values[-1]
-    return mag >= torch.minimum(torch.as_tensor(threshold, dtype=mag.dtype), kth)
+    if int(keep.sum()) < k:
+        # The guard keeps exactly the k largest entries. (A threshold of min(tau, k-th largest) would keep
+        # *every* entry of a layer whose latent vector the proximal step has driven entirely to zero.)
+        keep = torch.zeros_like(keep)
+        keep[torch.topk(mag, k).indices] = True
+    return keep
