@@ -1,12 +1,35 @@
-# CoroNetGAN: data -> compress -> export -> quantize -> bench
-# `make all` sets up and runs the main job; `make test` runs the tests.
+# CoroNetGAN: data -> compress -> evaluate -> export/quantize -> bench -> release
+# `make all` sets up and runs the main job; `make test` runs the tests. See docs/pipeline.md.
+#
+#   make pipeline                 every stage on RUN (default runs/main); unchanged stages are skipped
+#   make compress                 CycleGAN on horse2zebra, 75% of MACs removed, PRESET (auto: paper on CUDA, else small)
+#   make evaluate [RUN=dir]       FID/KID of the run (latest finished run under runs/ when RUN is not given)
+#   make export DTYPE=fp32|fp16|int8|all [RUN=dir]
+#   make bench [DEVICE=sm8450]    the attached phone if any, else the host CPU and the virtual device
+#   make release [RUN=dir]        release/<run name>/index.md and everything it links to
 SHELL := /bin/bash
 PY ?= .venv/bin/python
 export CORONETGAN_DATA_MIRROR ?= $(abspath ../shared/data)
 RUN ?=
 DTYPE ?= all
+DEVICE ?= sm8450
+PRESET ?= auto
+MODEL ?= cyclegan
+DATASET ?= horse2zebra
+TARGET ?= 0.75
+RELEASE ?= release
+SERIAL ?=
+# extra flags for bench.pipeline, e.g. PIPELINE_ARGS="--phone never --bench-arg=--runs=20"
+PIPELINE_ARGS ?=
 
-.PHONY: all setup test test-fast pipeline compress export bench clean-venv macs
+# The pipeline's run folder is fixed (runs/main) so that a rerun finds and skips its finished stages.
+PIPELINE_RUN := $(or $(RUN),runs/main)
+# Single stages after compress work on RUN, else on the newest finished run under runs/.
+STAGE_RUN := $(if $(RUN),--run-dir $(RUN),--latest runs)
+PIPE = $(PY) -m bench.pipeline --model $(MODEL) --dataset $(DATASET) --target $(TARGET) --preset $(PRESET) \
+	--dtype $(DTYPE) --device $(DEVICE) --release-dir $(RELEASE) $(if $(SERIAL),--serial $(SERIAL)) $(PIPELINE_ARGS)
+
+.PHONY: all setup test test-fast test-slow pipeline data compress evaluate export bench release clean-venv macs
 
 all: setup pipeline
 
@@ -18,17 +41,41 @@ setup: .venv/.installed
 	.venv/bin/pip install --quiet -e .
 	touch $@
 
-# The whole suite; cases marked `slow` run in their small form (see tests/README.md).
+# The whole suite; cases marked `slow` run in their small form (see tests/README.md), the small pipeline included.
 test: setup
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# Only the slow cases (their small forms), e.g. the end-to-end pipeline of tests/test_pipeline.py.
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
 macs: setup
 	$(PY) -m compress.macs
 
-compress: setup
-	$(PY) -m compress --model cyclegan --dataset horse2zebra --target 0.75 --preset small
+# Each target runs one stage; its skip-if-unchanged logic lives in bench/pipeline.py (and in the stages).
+pipeline: setup
+	$(PIPE) all --run-dir $(PIPELINE_RUN)
 
-pipeline: compress
+data: setup
+	$(PIPE) data --run-dir $(PIPELINE_RUN)
+
+compress: setup
+	$(PIPE) compress --run-dir $(PIPELINE_RUN)
+
+evaluate: setup
+	$(PIPE) evaluate $(STAGE_RUN)
+
+export: setup
+	$(PIPE) export $(STAGE_RUN)
+
+bench: setup
+	$(PIPE) bench $(STAGE_RUN)
+
+release: setup
+	$(PIPE) release $(STAGE_RUN)
+
+clean-venv:
+	rm -rf .venv

@@ -22,7 +22,8 @@ from compress.errors import InputError
 from compress.io import atomic_write_bytes
 
 from bench import profiles as prof
-from bench.models import ModelSpec, sha256_file
+from bench.models import ModelSpec
+from compress.io import sha256_file
 from bench.results import BenchError, DeviceLost, ModelResult, RunConfig, RunnerError, parse_harness_log
 
 log = logging.getLogger(__name__)

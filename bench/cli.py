@@ -24,7 +24,8 @@ from typing import Any
 from compress.errors import InputError
 
 from bench import tables
-from bench.models import parse_model_args, sha256_file
+from bench.models import parse_model_args
+from compress.io import sha256_file
 from bench.profiles import HOST, profile_names
 from bench.results import BenchError, ModelResult, RunConfig
 
@@ -120,16 +121,19 @@ def run(argv: list[str] | None = None) -> int:
             from bench.profiles import get_profile
 
             get_profile(a.device)  # validates the name
-            c = ab.client(a.adb_host, a.adb_port)
             if a.virtual:
-                from bench.virtual_device import VirtualDevice
+                # a private adb server on a free port (never the user's server on 5037) and a virtual device
+                from bench.virtual_session import VirtualSession
 
-                vdev = VirtualDevice(a.device).start()
-                ab.adb_connect(vdev.serial, adb_client=c)
+                vdev = VirtualSession(a.device).start()
+                c = vdev.server.client()
                 a.serial = a.serial or vdev.serial
-                log.info("virtual device %s started on %s", a.device, vdev.serial)
-            elif a.connect:
-                ab.adb_connect(a.connect, adb_client=c)
+                log.info("virtual device %s started on %s (private adb server on port %d)", a.device, vdev.serial,
+                         vdev.port)
+            else:
+                c = ab.client(a.adb_host, a.adb_port)
+                if a.connect:
+                    ab.adb_connect(a.connect, adb_client=c)
             dev, props, prof_name = ab.select_device(c, a.device, a.serial)
             runner = ab.resolve_runner(a.runner, props, out_dir)
             backend = ab.AdbBackend(c, dev, props, runner, prof_name)
@@ -182,13 +186,7 @@ def run(argv: list[str] | None = None) -> int:
         return status
     finally:
         if vdev is not None:
-            try:
-                from bench import adb_backend as ab
-
-                ab.client(a.adb_host, a.adb_port, start=False).disconnect(vdev.serial)
-            except Exception:
-                pass
-            vdev.stop()
+            vdev.stop()   # disconnects, stops the virtual device and the private adb server
         logging.getLogger().removeHandler(fh)
         fh.close()
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from compress.errors import InputError
+from compress.io import sha256_file
 
 DTYPES = ("fp32", "fp16", "int8")
 _LABELLED = re.compile(r"^(?P<label>[A-Za-z0-9_.+-]+)(?::(?P<dtype>fp32|fp16|int8))?=(?P<path>.+)$")
@@ -45,15 +45,6 @@ class ModelSpec:
         d = dataclasses.asdict(self)
         d["path"] = str(self.path)
         return d
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def guess_dtype(path: Path) -> str:

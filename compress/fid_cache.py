@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from compress.io import atomic_path
+from compress.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,6 @@ def default_cache_dir() -> Path:
     """``$CORONETGAN_FID_CACHE`` when set, else ``~/.cache/coronetgan/fid``."""
     env = os.environ.get("CORONETGAN_FID_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "coronetgan" / "fid"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def folder_fingerprint(folder: Path, files: Iterable[Path]) -> list[list[Any]]:

@@ -26,7 +26,6 @@ when a converter fails; :class:`GateFailure` when a quality gate is missed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from compress.io import atomic_write_json
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT, resolve_input_sets
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
 from export.parity import GATES_DB, io_details, parity, run_tflite
+from compress.io import sha256_file
 
 LOGGER = logging.getLogger("coronetgan.export")
 
@@ -63,14 +63,6 @@ class GateFailure(RuntimeError):
         super().__init__(message)
         self.figures = figures
         self.failures = failures
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_dtypes(spec: str | Sequence[str]) -> list[str]:

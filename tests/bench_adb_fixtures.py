@@ -1,52 +1,13 @@
 """Helpers for the bench tests: a private adb server (own port and HOME) and a raw adb wire client."""
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import struct
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from bench.adb_backend import adb_binary
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivateAdbServer:
-    """``adb -P PORT start-server`` with HOME in a temp folder; :meth:`stop` kills it."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.home = tempfile.mkdtemp(prefix="coronetgan-adbhome-")
-        self.env = {**os.environ, "HOME": self.home, "ANDROID_ADB_SERVER_PORT": str(self.port),
-                    "ADB_MDNS": "0", "ADB_MDNS_AUTO_CONNECT": "0"}
-
-    def adb(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        """Run the real adb client against this server."""
-        return subprocess.run([adb_binary(), "-P", str(self.port), *args], env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
-
-    def start(self) -> "PrivateAdbServer":
-        r = self.adb("start-server", timeout=60)
-        assert r.returncode == 0, r.stderr
-        return self
-
-    def stop(self) -> None:
-        self.adb("kill-server")
-        shutil.rmtree(self.home, ignore_errors=True)
-
-    def client(self):
-        import adbutils
-
-        return adbutils.AdbClient(host="127.0.0.1", port=self.port)
+# The private adb server and free-port logic live in bench (the pipeline uses them too).
+from bench.virtual_session import PrivateAdbServer, VirtualSession, free_port  # noqa: F401  (re-exported)
 
 
 class RawHost:

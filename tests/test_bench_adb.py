@@ -7,6 +7,7 @@ sandbox folder. The .tflite files are tiny conv models made with TensorFlow (tes
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from bench import cli
 from bench.adb_backend import adb_connect
-from bench.models import sha256_file
+from compress.io import sha256_file
 from bench.virtual_device import VirtualDevice
 
 import bench_models
@@ -290,3 +291,16 @@ def test_script_form_and_host_backend(tiny_models, tmp_path):
                         str(m["pruned"]["fp32"]), "--out", str(tmp_path / "x")], cwd=tmp_path, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "unknown device profile" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_script_virtual_flag_uses_a_private_adb_server(tiny_models, tmp_path):
+    """`--virtual` starts its own adb server on a free port and a virtual device; rows are marked virtual."""
+    out = tmp_path / "virtual"
+    env = {**os.environ, "HOME": str(tmp_path), "ANDROID_ADB_SERVER_PORT": "1"}  # 5037 is never touched
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "run_adb.py"), "--device", "sm8450", "--virtual",
+                        "--models", f"pruned:fp32={tiny_models['pruned']['fp32']}", "--out", str(out), *FAST],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = report(out)
+    assert "VIRTUAL" in rep["device_label"] and all("virtual" in row["flags"] for row in rep["rows"])
+    assert "private adb server" in (out / "log.txt").read_text()

@@ -16,7 +16,8 @@ import torch
 
 from compress.errors import InputError
 from export.__main__ import latest_run, main as export_main
-from export.pipeline import GateFailure, export_run, sha256_file
+from compress.io import sha256_file
+from export.pipeline import GateFailure, export_run
 from export.tiny import train_tiny_run
 
 FAMILIES = ("pix2pix", "cyclegan", "dcgan")

@@ -1,0 +1,532 @@
+"""Build the release folder of a run: one readable index page and every detail it links to.
+
+``python -m bench.release RUN_DIR [--out release/]`` (the pipeline's last stage, ``make release``) writes
+``release/<run name>/``::
+
+    index.md                     one page: what was compressed, target vs achieved MACs, params, FID/KID,
+                                 latency tables inline, delegate coverage, warnings, machines, stage times
+    compression_report.{md,json} from the compress stage
+    config.json                  the compress run's config
+    evaluation.json, evaluation_grid.png   from the evaluate stage (when present)
+    export_manifest.json         the export manifest (sha256, parity PSNR, gates, GPU readiness per file)
+    latency/<target>/latency.{md,csv,json,png}   bench output per target (phone, or host and virtual device)
+    samples/*.png                the last search and converging sample grids of the run
+    training.png                 MACs reduction and losses over the training steps (from metrics.jsonl)
+    pipeline.json                the pipeline record (stage status, wall times, load, machine)
+
+The folder is built in a temporary sibling (``.<name>.tmp-*``, files written with :mod:`compress.io`) and then
+renamed into place; an older release of the same run is moved aside first and removed after the rename, so a
+reader sees the old folder or the new one, never a half-written one. Always rebuilt (cheap).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from compress.errors import InputError
+from compress.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+DTYPE_ORDER = {"onnx": 0, "fp32": 1, "fp16": 2, "int8": 3}
+
+
+# --------------------------------------------------------------------------------------------------------
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _copy(src: Path, dest: Path) -> bool:
+    if not src.is_file():
+        return False
+    atomic_write_bytes(dest, src.read_bytes())
+    return True
+
+
+@contextlib.contextmanager
+def atomic_folder(dest: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``dest``; on success it replaces ``dest`` (rename), on error
+    it is removed and ``dest`` is left as it was."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _f(x: Any, nd: int = 2, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return f"{x:.{nd}f}{unit}"
+
+
+def _macs(v: Any) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:.3f} {unit}"
+    return f"{v:.0f}"
+
+
+def _find(obj: Any, *names: str) -> Any:
+    """First value under one of ``names`` in a (nested) dict, breadth-first; None if absent."""
+    queue = [obj]
+    while queue:
+        cur = queue.pop(0)
+        if isinstance(cur, dict):
+            for n in names:
+                if n in cur and cur[n] is not None:
+                    return cur[n]
+            queue.extend(v for v in cur.values() if isinstance(v, (dict, list)))
+        elif isinstance(cur, list):
+            queue.extend(v for v in cur if isinstance(v, (dict, list)))
+    return None
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, dict):
+        x = _find(x, "mean", "value", "fid")
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------
+def evaluation_summary(ev: dict | None) -> dict[str, Any]:
+    """FID/KID figures from ``evaluation.json`` of ``python -m compress.evaluate`` (``fid``, ``kid_mean``,
+    ``kid_std``, ``n_fake``, ``n_real``, ``real_label``, ``protocol``, ``machine``); other layouts are read
+    tolerantly (``fid``/``kid`` at any depth)."""
+    if not ev:
+        return {}
+    out: dict[str, Any] = {"fid": _num(_find(ev, "fid", "FID"))}
+    kid = _find(ev, "kid_mean", "kid", "KID")
+    if isinstance(kid, dict):
+        out["kid"], out["kid_std"] = _num(_find(kid, "mean", "value")), _num(_find(kid, "std"))
+    else:
+        out["kid"], out["kid_std"] = _num(kid), _num(_find(ev, "kid_std"))
+    for key, names in (("images", ("n_fake", "num_images", "n_images")), ("n_real", ("n_real",))):
+        v = _find(ev, *names)
+        if isinstance(v, (int, float)):
+            out[key] = int(v)
+    ref = _find(ev, "real_set", "real_label", "reference")
+    if isinstance(ref, str):
+        out["reference"] = ref
+    out["protocol"] = ev.get("protocol")
+    out["machine"] = _find(ev, "machine")
+    return out
+
+
+def _training_plot(metrics: Path, dest: Path, target: float | None = None) -> bool:
+    """MACs reduction and generator losses over the steps, from ``metrics.jsonl``."""
+    if not metrics.is_file():
+        return False
+    recs = []
+    for line in metrics.read_text().splitlines():
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    if not recs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    search = [r for r in recs if r.get("stage") == "search"]
+    offset = max((r["step"] for r in search), default=0)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    mk = sorted({k for r in search for k in r if k.startswith("macs_reduction_")})
+    for k in mk:
+        a1.plot([r["step"] for r in search if k in r], [100 * r[k] for r in search if k in r], label=k[15:])
+    if target is not None:
+        a1.axhline(100 * target, color="gray", ls="--", lw=1, label=f"target {target:.0%}")
+    a1.set_xlabel("search step")
+    a1.set_ylabel("MACs removed (%)")
+    a1.set_title("search: masked MACs reduction")
+    if mk:
+        a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    skip = {"step", "stage", "seconds", "lr"}
+    keys = [k for k in dict.fromkeys(k for r in recs for k in r) if k not in skip and not k.startswith("macs_")
+            and all(isinstance(r.get(k, 0.0), (int, float)) for r in recs)]
+    for k in keys[:8]:
+        xs = [r["step"] + (offset if r.get("stage") == "converge" else 0) for r in recs if k in r]
+        a2.plot(xs, [r[k] for r in recs if k in r], label=k, lw=1)
+    if offset:
+        a2.axvline(offset, color="gray", ls="--", lw=1)
+    a2.set_xlabel("step (search, then converging after the dashed line)")
+    a2.set_title("losses")
+    a2.legend(fontsize=7, ncol=2)
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    from compress.io import atomic_path
+
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
+def _samples(run: Path) -> list[Path]:
+    """The last sample grid of each stage (search, converge) of the run."""
+    out = []
+    for stage in ("search", "converge"):
+        files = sorted((run / "samples").glob(f"{stage}_*.png"))
+        if files:
+            out.append(files[-1])
+    return out
+
+
+def _bench_targets(run: Path) -> list[tuple[str, Path, dict]]:
+    """(name, folder, latency.json) per bench target, phone first, then host, then virtual."""
+    found = []
+    for d in sorted((run / "bench").glob("*")) if (run / "bench").is_dir() else []:
+        lat = _json(d / "latency.json")
+        if isinstance(lat, dict) and "rows" in lat:
+            found.append((d.name, d, lat))
+    kind_rank = {"phone": 0, "host": 1, "virtual": 2}
+
+    def kind(lat: dict) -> str:
+        k = (lat.get("device") or {}).get("kind")
+        return k if k in ("host", "virtual") else "phone"
+
+    return sorted(found, key=lambda t: (kind_rank[kind(t[2])], t[0]))
+
+
+def _target_kind(lat: dict) -> str:
+    k = (lat.get("device") or {}).get("kind")
+    return k if k in ("host", "virtual") else "phone"
+
+
+# --------------------------------------------------------------------------------------------------------
+def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = "release",
+                  name: str | None = None) -> Path:
+    """Build ``release_root/<name or run folder name>/`` from a finished run (module docstring).
+
+    Raises InputError when ``run_dir`` holds no finished compress run (compression_report.json).
+    """
+    run = Path(run_dir)
+    report = _json(run / "compression_report.json")
+    if not isinstance(report, dict):
+        raise InputError(f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
+    dest = Path(release_root) / (name or run.resolve().name)
+    with atomic_folder(dest) as tmp:
+        _fill(run, report, tmp)
+    return dest
+
+
+def _fill(run: Path, report: dict, out: Path) -> None:
+    files: dict[str, str] = {}
+    for src, dst in (("compression_report.md", "compression_report.md"),
+                     ("compression_report.json", "compression_report.json"), ("config.json", "config.json"),
+                     ("evaluation.json", "evaluation.json"), ("evaluation_grid.png", "evaluation_grid.png"),
+                     ("export/manifest.json", "export_manifest.json"), ("pipeline.json", "pipeline.json")):
+        if _copy(run / src, out / dst):
+            files[dst] = dst
+    samples = []
+    for p in _samples(run):
+        _copy(p, out / "samples" / p.name)
+        samples.append(f"samples/{p.name}")
+    if _training_plot(run / "metrics.jsonl", out / "training.png", report.get("target_macs_reduction")):
+        files["training.png"] = "training.png"
+    targets = []
+    for tname, folder, lat in _bench_targets(run):
+        for ext in ("md", "csv", "json", "png"):
+            if _copy(folder / f"latency.{ext}", out / "latency" / tname / f"latency.{ext}") and ext == "png":
+                files[f"latency/{tname}/latency.png"] = "chart"
+        targets.append((tname, lat))
+    config = _json(run / "config.json") or {}
+    manifest = _json(run / "export" / "manifest.json")
+    ev = _json(run / "evaluation.json")
+    record = _json(run / "pipeline.json") or {}
+    text = index_markdown(run, report, config, manifest, ev, targets, record, samples, files)
+    atomic_write_text(out / "index.md", text)
+    atomic_write_json(out / "release.json", {
+        "run_dir": str(run.resolve()), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": sorted(files),
+        "samples": samples, "latency_targets": [t for t, _ in targets],
+        "warnings": collect_warnings(report, config, manifest, ev, targets, record)})
+
+
+# --------------------------------------------------------------------------------------------------------
+def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict | None,
+                     targets: list[tuple[str, dict]], record: dict) -> list[str]:
+    """Everything a release manager must not miss, one line each."""
+    w: list[str] = []
+    st = ((report.get("search") or {}).get("status") or {}).get("G") or {}
+    if not report.get("target_reached"):
+        w.append(f"MACs target NOT reached: search status `{st.get('status', '?')}` "
+                 f"(achieved {report.get('achieved_macs_reduction', 0):.1%}, target "
+                 f"{report.get('target_macs_reduction', 0):.0%} ± {report.get('tolerance', 0):.0%}).")
+    if st.get("status") == "budget_exhausted":
+        w.append("The search budget was exhausted before the masks reached the target.")
+    if report.get("preset") == "small":
+        w.append("Small preset (short budget, narrow generator, small images): a pipeline demonstration, not the "
+                 "paper's quality; FID is not comparable with published figures.")
+    if manifest is None:
+        w.append("No export manifest: the model was not exported.")
+    else:
+        for g in manifest.get("gate_failures") or []:
+            w.append(f"Export quality gate missed (accepted): {g}.")
+        for e in manifest.get("files", []):
+            gd = e.get("gpu_delegate") or {}
+            if gd and not gd.get("gpu_ready", True):
+                w.append(f"{e['path']} is not GPU-delegate ready: {gd.get('reason') or gd.get('version_problems')}.")
+    if ev is None:
+        w.append("No evaluation.json: FID/KID not measured (evaluate stage not run or unavailable).")
+    if not targets:
+        w.append("No latency measurements (bench stage not run).")
+    elif all(_target_kind(lat) != "phone" for _, lat in targets):
+        w.append("No phone was attached: latency figures are from the host CPU and the VIRTUAL device (host CPU "
+                 "behind a simulated phone); they are NOT phone figures.")
+    for tname, lat in targets:
+        if lat.get("aborted"):
+            w.append(f"Bench on {tname} aborted: {lat['aborted']}.")
+        elif not lat.get("complete"):
+            w.append(f"Bench on {tname} is incomplete.")
+        for r in lat.get("rows", []):
+            bad = [f for f in r.get("flags", []) if f not in ("virtual", "host")]
+            if bad:
+                w.append(f"{tname}: {r['model']} {r['dtype']} flagged {', '.join(bad)}"
+                         + (f" ({r['problem']})" if r.get("problem") else "") + ".")
+    for stage, res in (record.get("stages") or {}).items():
+        if res.get("status") in ("failed", "unavailable"):
+            w.append(f"Pipeline stage `{stage}` {res['status']}: {res.get('detail', '')}")
+    return w
+
+
+def _what(report: dict, config: dict) -> str:
+    g = config.get("generator") or {}
+    arch = {"cyclegan": "CycleGAN ResNet generator", "pix2pix": "Pix2Pix U-Net generator",
+            "dcgan": "DCGAN generator"}.get(report.get("model"), report.get("model", "?"))
+    gtext = ", ".join(f"{k} {v}" for k, v in g.items())
+    shape = report.get("input_shape") or []
+    size = f"{shape[-2]}×{shape[-1]}" if len(shape) == 4 else "?"
+    ds = str(report.get("dataset"))
+    ds = Path(ds).name if "/" in ds else ds
+    return (f"{arch} ({gtext}) on **{ds}** ({config.get('direction', '')}), {size} input, "
+            f"`{report.get('preset')}` preset")
+
+
+def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None, ev: dict | None,
+                   targets: list[tuple[str, dict]], record: dict, samples: list[str],
+                   files: dict[str, str]) -> str:
+    """The release index page (module docstring)."""
+    o, p = report.get("original", {}), report.get("pruned", {})
+    st = ((report.get("search") or {}).get("status") or {}).get("G") or {}
+    evs = evaluation_summary(ev)
+    L = [f"# Release: {run.resolve().name}", "",
+         f"Compressed {_what(report, config)} with CoroNetGAN to remove "
+         f"**{report.get('target_macs_reduction', 0):.0%}** of the generator's MACs. Built "
+         f"{time.strftime('%Y-%m-%d %H:%M %Z')} from `{run}`.", ""]
+    warnings = collect_warnings(report, config, manifest, ev, targets, record)
+    L += ["## Warnings", ""] + ([f"- ⚠ {x}" for x in warnings] or ["- none"]) + [""]
+
+    # --- summary table
+    reached = "reached" if report.get("target_reached") else f"**NOT reached** ({st.get('status', '?')})"
+    L += ["## Summary", "", "| | original | compressed | |", "|---|---|---|---|",
+          f"| MACs | {_macs(o.get('macs'))} | {_macs(p.get('macs'))} | **{report.get('achieved_macs_reduction', 0):.1%}"
+          f"** removed; target {report.get('target_macs_reduction', 0):.0%} ± {report.get('tolerance', 0):.0%}: "
+          f"{reached} |",
+          f"| params | {o.get('params', 0) / 1e6:.3f} M | {p.get('params', 0) / 1e6:.3f} M | "
+          f"{p.get('params', 0) / max(1, o.get('params', 1)):.3f}× |"]
+    if evs:
+        kid = (f"{evs['kid']:.4f}" + (f" ± {evs['kid_std']:.4f}" if evs.get("kid_std") is not None else "")
+               if evs.get("kid") is not None else "-")
+        extra = f"{evs['images']} generated images" if evs.get("images") else ""
+        if evs.get("n_real") or evs.get("reference"):
+            extra += f" vs {evs.get('n_real', '')} real ({evs.get('reference', '')})"
+        L.append(f"| FID / KID | | {_f(evs.get('fid'))} / {kid} | {extra} ([evaluation.json](evaluation.json)) |")
+    else:
+        L.append("| FID / KID | | not measured | |")
+    b = report.get("budget") or {}
+    secs = report.get("seconds") or {}
+    L += [f"| budget | | | search {b.get('search_steps_used', '?')} steps ({secs.get('search', 0):.0f} s), "
+          f"converging {b.get('converge_steps_done', '?')} steps ({secs.get('converge', 0):.0f} s), batch "
+          f"{b.get('batch_size', '?')} |", ""]
+    L += [f"MACs convention: {report.get('macs_convention', '-')}"]
+    if evs.get("protocol"):
+        L += ["", f"FID protocol: {evs['protocol']}. FID is biased upwards for small image counts: compare "
+              "figures only at the same counts."]
+    L.append("")
+
+    # --- export
+    if manifest:
+        L += ["## Exported files", "",
+              "| file | dtype | size MB | PSNR vs PyTorch dB | gate dB | GPU-delegate ready |", "|---|---|---|---|---|---|"]
+        for e in sorted(manifest.get("files", []), key=lambda e: DTYPE_ORDER.get(e.get("dtype"), 9)):
+            gd = e.get("gpu_delegate") or {}
+            ready = "-" if not gd else ("yes" if gd.get("gpu_ready") else "**no**")
+            psnr = e.get("psnr_db")
+            L.append(f"| {e['path']} | {e.get('dtype')} | {e.get('size_bytes', 0) / 1e6:.3f} | "
+                     f"{_f(psnr if not isinstance(psnr, str) else psnr)} | {_f(e.get('gate_db'), 0)} | {ready} |")
+        L += ["", f"Gates: {'passed' if manifest.get('gates_passed') else '**missed** (accepted, see warnings)'}. "
+              f"Converters: {', '.join(f'{k} {v}' for k, v in (manifest.get('converter_versions') or {}).items() if v)}. "
+              "Details: [export_manifest.json](export_manifest.json).", ""]
+
+    # --- latency
+    L += ["## Latency", ""]
+    if not targets:
+        L += ["Not measured.", ""]
+    for tname, lat in targets:
+        kind = _target_kind(lat)
+        label = lat.get("device_label", tname)
+        note = {"phone": "**phone figures**",
+                "host": "**host CPU figures** (LiteRT, no GPU delegate) - not phone figures",
+                "virtual": "**VIRTUAL device** (host CPU behind a simulated phone, simulated delegate lines) - "
+                           "not phone figures"}[kind]
+        c = lat.get("config") or {}
+        L += [f"### {label}", "", f"{note}. Protocol: {c.get('warmup')} warm-up + {c.get('runs')} timed runs × "
+              f"{c.get('repeats')} repeats, {c.get('threads')} threads"
+              + (f", GPU delegate ({c.get('gpu_backend')})" if c.get("use_gpu") and kind != "host" else ", CPU")
+              + f". Full table: [latency/{tname}/latency.md](latency/{tname}/latency.md) "
+              f"([csv](latency/{tname}/latency.csv), [json](latency/{tname}/latency.json)).", "",
+              "| model | dtype | median ms | p90 ms | mean ms | init ms | size MB | delegate | flags |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for r in lat.get("rows", []):
+            L.append(f"| {r['model']} | {r['dtype']} | {_f(r.get('median_ms'))} | {_f(r.get('p90_ms'))} | "
+                     f"{_f(r.get('mean_ms'))} | {_f(r.get('init_ms'), 1)} | {_f(r.get('size_mb'), 3)} | "
+                     f"{r.get('delegate', '-')} | {', '.join(r.get('flags', [])) or '-'} |")
+        if lat.get("aborted"):
+            L.append(f"\n**Aborted:** {lat['aborted']}")
+        if files.get(f"latency/{tname}/latency.png"):
+            L += ["", f"![latency on {tname}](latency/{tname}/latency.png)"]
+        L.append("")
+
+    # --- delegate coverage
+    L += ["## GPU-delegate coverage", "",
+          "| file | static check (export) | measured delegate (bench) |", "|---|---|---|"]
+    measured: dict[str, list[str]] = {}
+    for tname, lat in targets:
+        for r in lat.get("rows", []):
+            if _target_kind(lat) != "host":
+                measured.setdefault(r["dtype"], []).append(f"{tname}: {r.get('delegate')}")
+    for e in sorted((manifest or {}).get("files", []), key=lambda e: DTYPE_ORDER.get(e.get("dtype"), 9)):
+        if e.get("dtype") == "onnx":
+            continue
+        gd = e.get("gpu_delegate") or {}
+        static = "-" if not gd else ("ready" if gd.get("gpu_ready") else f"NOT ready ({gd.get('reason', '')})")
+        if gd.get("transpose_conv_versions"):
+            static += f"; TRANSPOSE_CONV v{','.join(map(str, gd['transpose_conv_versions']))}"
+        L.append(f"| {e['path']} | {static} | {'; '.join(measured.get(e.get('dtype'), [])) or '-'} |")
+    L += ["", "Measured coverage on the virtual device is simulated (its runner reports delegate lines from the "
+              "op table); only a phone row shows real coverage.", ""]
+
+    # --- images
+    L += ["## Images", ""]
+    if files.get("evaluation_grid.png"):
+        L += ["Evaluation grid (inputs / outputs of the compressed generator):", "",
+              "![evaluation grid](evaluation_grid.png)", ""]
+    for s in samples:
+        L += [f"Training sample `{Path(s).name}` (input / output rows):", "", f"![{Path(s).stem}]({s})", ""]
+    if files.get("training.png"):
+        L += ["Training curves:", "", "![training](training.png)", ""]
+
+    # --- machines
+    L += ["## Machines behind each figure", "", "| figures | machine |", "|---|---|",
+          f"| compression (search, converging), params/MACs | {report.get('machine', '-')} |"]
+    if evs:
+        L.append(f"| FID / KID | {evs.get('machine') or (record.get('machine') and _mtext(record['machine'])) or '-'} |")
+    if manifest:
+        L.append(f"| export, parity PSNR | {_mtext(record.get('machine')) if record.get('machine') else '-'} |")
+    for tname, lat in targets:
+        d = lat.get("device") or {}
+        text = lat.get("device_label", tname)
+        if d.get("soc"):
+            text += f"; SoC {d['soc']}"
+        if d.get("runtime"):
+            text += f"; {d['runtime']}"
+        if d.get("gpu_renderer"):
+            text += f"; GPU {d['gpu_renderer']}"
+        L.append(f"| latency ({tname}) | {text} |")
+    L.append("")
+
+    # --- stages
+    stages, ran = record.get("stages") or {}, record.get("last_ran") or {}
+    if stages:
+        from bench.pipeline import STAGES
+
+        L += ["## Pipeline stages", "",
+              "Last run of each stage, and the last run that did the work (a skipped stage reuses its output).", "",
+              "| stage | last run | wall s | last real run: wall s | finished | load avg (1 min) before → after |",
+              "|---|---|---|---|---|---|"]
+        for sname in STAGES:
+            r, w = stages.get(sname), ran.get(sname)
+            if not r:
+                continue
+            ref = w or r
+            la = (f"{ref['load_before'][0]:.2f} → {ref['load_after'][0]:.2f}"
+                  if ref.get("load_before") and ref.get("load_after") else "-")
+            L.append(f"| {sname} | {r.get('status')} | {_f(r.get('wall_s'), 1)} | "
+                     f"{_f(w.get('wall_s'), 1) if w else '-'} | {(w or {}).get('finished', '-')} | {la} |")
+        fails = [f"- `{n}`: {str(stages[n].get('detail', ''))}" for n in STAGES
+                 if n in stages and stages[n].get("status") in ("failed", "unavailable")]
+        L += [""] + fails + ([""] if fails else [])
+        if record.get("machine"):
+            L += [f"Pipeline machine: {_mtext(record['machine'])}.", ""]
+
+    # --- files
+    L += ["## Files", ""]
+    desc = {"compression_report.md": "compression report (channels kept per layer)",
+            "compression_report.json": "compression report, machine-readable", "config.json": "compress config",
+            "evaluation.json": "FID/KID and evaluation settings", "evaluation_grid.png": "evaluation images",
+            "export_manifest.json": "export manifest (sha256, PSNR, gates, GPU check)",
+            "pipeline.json": "pipeline record (stage status, wall times)", "training.png": "training curves"}
+    L += [f"- [{f}]({f}): {desc.get(f, '')}" for f in sorted(files) if not f.startswith("latency/")]
+    L += [f"- [latency/{t}/](latency/{t}/latency.md): latency tables and chart ({_target_kind(lat)})"
+          for t, lat in targets]
+    L += [f"- [{s}]({s})" for s in samples]
+    L.append("")
+    return "\n".join(L)
+
+
+def _mtext(m: Any) -> str:
+    from bench.pipeline import machine_text
+
+    return machine_text(m) if isinstance(m, dict) else str(m)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.release", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", help="finished run folder (compression_report.json; export/, bench/ when present)")
+    ap.add_argument("--out", default="release", help="release root folder [release]")
+    ap.add_argument("--name", help="release folder name [the run folder's name]")
+    a = ap.parse_args(argv)
+    try:
+        dest = build_release(a.run_dir, a.out, a.name)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {dest / 'index.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

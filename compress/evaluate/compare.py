@@ -1,0 +1,157 @@
+"""``python -m compress.evaluate.compare RUN_DIR... --out docs/tables/x.md``: one results table over run folders.
+
+Each RUN_DIR must hold ``evaluation.json`` (``python -m compress.evaluate``) and ``compression_report.json``
+(``python -m compress``). Columns: method, MACs (G), params (M), MACs reduction (against the unpruned
+generator of the same architecture), FID, KID ± std, training wall time (search + converging stage, seconds
+as measured by the trainer), training steps (search + converge, batch size), machine. Rows: the unpruned
+baseline first, then per target CoroNetGAN, uniform width, random pruning. ``--paper METHOD=FID`` adds the
+paper's figure beside a row whose method label starts with METHOD.
+
+Example::
+
+    python -m compress.evaluate.compare runs/eval/dcgan-*/ --out docs/tables/dcgan.md \
+        --paper "unpruned=45.8" --paper "CoroNetGAN 50%=56.3" --paper "random pruning (50%)=68.8"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from compress.errors import InputError
+from compress.io import atomic_write_text
+
+BASELINE_LABELS = {"unpruned": "unpruned", "uniform": "uniform width", "random": "random pruning"}
+_ORDER = {"unpruned": 0, None: 1, "uniform": 2, "random": 3}
+
+
+def _read(path: Path, hint: str) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path} is missing; {hint}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc})") from None
+
+
+def load_row(run_dir: str | Path) -> dict:
+    """One table row (a dict of raw values) from a run folder.
+
+    Raises:
+        InputError: ``evaluation.json`` or ``compression_report.json`` missing / invalid (named).
+    """
+    run_dir = Path(run_dir)
+    ev = _read(run_dir / "evaluation.json", f"run `python -m compress.evaluate {run_dir}` first")
+    rep = _read(run_dir / "compression_report.json", "expected a run folder finished by `python -m compress`")
+    baseline = rep.get("baseline") or None
+    target = rep.get("target_macs_reduction")
+    if baseline in ("uniform", "random"):
+        ref = rep.get("search", {}).get("reference_run")
+        ref_rep = Path(ref) / "compression_report.json" if ref else None
+        if ref_rep is not None and ref_rep.is_file():
+            target = json.loads(ref_rep.read_text()).get("target_macs_reduction", target)
+    if baseline is None:
+        method = f"CoroNetGAN {target:.0%}"
+    elif baseline == "unpruned":
+        method = "unpruned"
+    else:
+        method = f"{BASELINE_LABELS.get(baseline, baseline)} ({target:.0%})"
+    seconds = rep.get("seconds", {})
+    budget = rep.get("budget", {})
+    search_steps = budget.get("search_steps_used", 0) or 0
+    converge_steps = budget.get("converge_steps_done", 0) or 0
+    return {
+        "run": str(run_dir), "method": method, "baseline": baseline,
+        "target": target if baseline != "unpruned" else 0.0,
+        "macs": ev["macs"], "params": ev["params"],
+        "macs_reduction": 1 - ev["macs"] / rep["original"]["macs"],
+        "fid": ev["fid"], "kid_mean": ev["kid_mean"], "kid_std": ev["kid_std"],
+        "n_fake": ev["n_fake"], "n_real": ev["n_real"], "real_set": ev.get("real_set"),
+        "train_seconds": float(seconds.get("search", 0.0)) + float(seconds.get("converge", 0.0)),
+        "search_steps": search_steps, "converge_steps": converge_steps,
+        "batch_size": budget.get("batch_size"), "machine": rep.get("machine", ""),
+        "target_reached": rep.get("target_reached"),
+    }
+
+
+def _sort_key(row: dict):
+    return (row["baseline"] != "unpruned", row["target"] or 0.0, _ORDER.get(row["baseline"], 9), row["run"])
+
+
+def parse_paper(items: Sequence[str]) -> dict[str, str]:
+    """``["CoroNetGAN 50%=56.3", ...]`` -> {"CoroNetGAN 50%": "56.3"}. Raises InputError on a missing ``=``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.rpartition("=")
+        if not sep or not key:
+            raise InputError(f"--paper {item!r}: expected METHOD=FID, e.g. --paper 'CoroNetGAN 50%=56.3'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def render_table(rows: list[dict], paper: dict[str, str] | None = None, title: str | None = None) -> str:
+    """Markdown table of :func:`load_row` rows (sorted), plus a line stating N and the real set."""
+    paper = paper or {}
+    rows = sorted(rows, key=_sort_key)
+    head = ["method", "MACs (G)", "params (M)", "MACs reduction", "FID", "KID ± std"]
+    if paper:
+        head.append("paper FID")
+    head += ["train wall (s)", "steps (search + converge) × batch", "run"]
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"] + ("" if r["target_reached"] in (None, True) or r["baseline"] else " (target NOT reached)"),
+                 f"{r['macs'] / 1e9:.4f}", f"{r['params'] / 1e6:.3f}", f"{r['macs_reduction']:.1%}",
+                 f"{r['fid']:.2f}", f"{r['kid_mean']:.4f} ± {r['kid_std']:.4f}"]
+        if paper:
+            cells.append(next((v for k, v in paper.items() if r["method"].startswith(k)), ""))
+        cells += [f"{r['train_seconds']:.0f}", f"{r['search_steps']} + {r['converge_steps']} × {r['batch_size']}",
+                  f"`{Path(r['run']).name}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        ns = sorted({(r["n_fake"], r["n_real"], r["real_set"]) for r in rows})
+        machines = sorted({r["machine"] for r in rows})
+        lines += ["", "FID/KID: " + "; ".join(f"{a} generated vs {b} real ({s}) images" for a, b, s in ns)
+                  + ". Machine: " + "; ".join(machines) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m compress.evaluate.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, help="write the Markdown table here (atomically); default: print it")
+    p.add_argument("--title", help="a heading above the table")
+    p.add_argument("--paper", action="append", default=[], metavar="METHOD=FID",
+                   help="the paper's FID for rows whose method starts with METHOD (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; 0, or 2 with ``error: ...`` on bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        rows = [load_row(d) for d in args.run_dirs]
+        paper = parse_paper(args.paper)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(sorted(rows, key=_sort_key), indent=2))
+        return 0
+    text = render_table(rows, paper, args.title)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
