@@ -11,7 +11,7 @@
 #             search reaches the target in ~50 steps), $DCGAN_CONVERGE (default 200) converging steps; every
 #             baseline trains search + converge steps of its reference run (compress/baselines.py).
 #   CycleGAN: small preset (ResNet-6, ngf 16, batch 1) at $H2Z_SIZE px (default 64), latent lr 0.02,
-#             $H2Z_CONVERGE (default 800) converging steps.
+#             $H2Z_CONVERGE (default 150) converging steps.
 # Environment: CORONETGAN_DATA_MIRROR (default ../shared/data), PY (default .venv/bin/python),
 #   OUT (default runs/eval), DCGAN_N (samples per DCGAN evaluation, default 500), DCGAN_75 (0: skip the 75% rows),
 #   EVAL_AFTER_TRAIN (1: evaluate each run right after training it, default),
@@ -24,7 +24,7 @@ PY="${PY:-.venv/bin/python}"
 OUT="${OUT:-runs/eval}"
 DCGAN_N="${DCGAN_N:-500}"
 DCGAN_REAL="${DCGAN_REAL:-train}"
-H2Z_CONVERGE="${H2Z_CONVERGE:-800}"
+H2Z_CONVERGE="${H2Z_CONVERGE:-150}"
 H2Z_SIZE="${H2Z_SIZE:-64}"
 H2Z_REAL="${H2Z_REAL:-train+test}"
 DCGAN_NGF="${DCGAN_NGF:-16}"
