@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 from compress.errors import InputError
 from compress.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from bench.tables import format_macs
 
 DTYPE_ORDER = {"onnx": 0, "fp32": 1, "fp16": 2, "int8": 3}
 
@@ -84,13 +85,7 @@ def _f(x: Any, nd: int = 2, unit: str = "") -> str:
 
 
 def _macs(v: Any) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if v >= div:
-            return f"{v / div:.3f} {unit}"
-    return f"{v:.0f}"
+    return format_macs(v, 3)
 
 
 def _find(obj: Any, *names: str) -> Any:

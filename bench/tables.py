@@ -142,14 +142,18 @@ def _fmt(v: Any, nd: int = 2) -> str:
     return str(v)
 
 
-def _macs(v: Any) -> str:
+def format_macs(v: Any, digits: int = 2) -> str:
+    """MACs with a G/M/k unit (``-`` for None), e.g. 1.94e8 -> ``194.00 M``."""
     if v is None:
         return "-"
     v = float(v)
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if v >= div:
-            return f"{v / div:.2f} {unit}"
+            return f"{v / div:.{digits}f} {unit}"
     return f"{v:.0f}"
+
+
+_macs = format_macs
 
 
 def to_markdown(report: dict[str, Any]) -> str:

@@ -30,7 +30,6 @@ An evaluation is skipped when ``evaluation.json`` exists, the SHA-256 of ``gener
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -48,6 +47,7 @@ from compress import fid as fidlib
 from compress.errors import InputError
 from compress.io import atomic_write_json, atomic_write_text
 from compress.macs import count_macs, count_params
+from compress.io import sha256_file
 
 LOGGER = logging.getLogger("coronetgan.evaluate")
 
@@ -124,15 +124,6 @@ class RunFiles:
     architecture: Path
     config: dict = field(default_factory=dict)
     report: dict | None = None
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_run_dir(run_dir: str | Path) -> RunFiles:
