@@ -4,7 +4,7 @@ Every stage of the pipeline (data -> compress -> export -> quantize -> bench) ra
 :class:`InputError` when something a user gave us (a file, a folder, a flag, a value) is not
 what was expected. The message always names the offending file, flag or value and says what
 was expected instead. Command-line entry points catch it and print the message without a
-traceback (exit status 2), see :func:`compress.cli_errors`.
+traceback (exit status 2).
 """
 from __future__ import annotations
 
