@@ -21,19 +21,16 @@ reader sees the old folder or the new one, never a half-written one. Always rebu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from compress.errors import InputError
-from compress.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from bench.tables import format_macs
 
 DTYPE_ORDER = {"onnx": 0, "fp32": 1, "fp16": 2, "int8": 3}
@@ -54,24 +51,7 @@ def _copy(src: Path, dest: Path) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def atomic_folder(dest: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``dest``; on success it replaces ``dest`` (rename), on error
-    it is removed and ``dest`` is left as it was."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+atomic_folder = atomic_dir
 
 
 def _f(x: Any, nd: int = 2, unit: str = "") -> str:

@@ -14,6 +14,7 @@ Losses follow the reference implementations (METHOD-NOTES):
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from typing import Callable
 
 import torch
@@ -71,7 +72,7 @@ class ImagePool:
         self.images = list(images)
 
 
-class GANRecipe:
+class GANRecipe(ABC):
     """Base recipe. Subclasses define ``family``, the data, the networks and the two losses."""
 
     family = ""
@@ -93,20 +94,23 @@ class GANRecipe:
         return {}
 
     # data ---------------------------------------------------------------------------------------------
+    @abstractmethod
     def generator_input(self, batch) -> torch.Tensor:
-        raise NotImplementedError
+        """The generator's input for a batch: the source images (N, 3, H, W), or z (N, nz, 1, 1) for DCGAN."""
 
     # losses -------------------------------------------------------------------------------------------
+    @abstractmethod
     def discriminator_loss(self, D: nn.Module, batch, fake: torch.Tensor, extra: dict) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+        """(loss, logged floats) of the discriminator step; ``fake`` is the generator output of the step."""
 
+    @abstractmethod
     def generator_loss(self, G: GeneratorFn, D: nn.Module, batch, fake: torch.Tensor,
                        extra: dict) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+        """(loss, logged floats) of the generator step; ``G`` is the generator being compressed."""
 
+    @abstractmethod
     def sample_rows(self, G: GeneratorFn, batch) -> list[torch.Tensor]:
         """Rows of a sample grid, each (N, 3, H, W) in [-1, 1]: input, output (and target when paired)."""
-        raise NotImplementedError
 
     def state(self) -> dict:
         return {}

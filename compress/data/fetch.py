@@ -20,6 +20,7 @@ from compress.data.checksums import (MANIFEST, file_digest, folder_files, read_s
 from compress.data.download import CONNECT_TIMEOUT, download_file, extract_archive
 from compress.data.mirror import SUMS, copy_verified, find_in_mirror, mirror_sums
 from compress.errors import InputError
+from compress.io import replace_dir
 
 LOGGER = logging.getLogger("coronetgan.data")
 ENV_MIRROR = "CORONETGAN_DATA_MIRROR"
@@ -43,14 +44,7 @@ def _staging(dest: Path, name: str):
 
 def _commit(tmp: Path, final: Path) -> Path:
     """Rename ``tmp`` to ``final``; an older ``final`` (failed verification / --force) is moved aside first."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    return replace_dir(tmp, final)
 
 
 def _check_existing(final: Path, force: bool) -> bool:

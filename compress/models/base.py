@@ -13,6 +13,7 @@ is the same class built with smaller counts: this is what ``architecture.json`` 
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -44,7 +45,7 @@ class PrunableConv:
     norm: str | None = None
 
 
-class PrunableNetwork(nn.Module):
+class PrunableNetwork(nn.Module, metaclass=ABCMeta):
     """Base class of the generators and discriminators that CoroNetGAN can prune.
 
     Subclasses set ``family`` and ``role`` ("generator"/"discriminator"), store their constructor
@@ -63,13 +64,13 @@ class PrunableNetwork(nn.Module):
         cfg["channels"] = dict(self.channels)
         return cfg
 
+    @abstractmethod
     def default_channels(self) -> dict[str, int]:
         """Latent name -> channel count of the unpruned network (``input``/``output`` included)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prunable_convs(self) -> list[PrunableConv]:
         """The convolutions of the network in forward order, with their latent wiring."""
-        raise NotImplementedError
 
     def _resolve_channels(self, channels: Mapping[str, int] | None) -> dict[str, int]:
         """Merge user channel counts into the defaults, rejecting unknown names and bad counts.
