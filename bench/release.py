@@ -51,9 +51,6 @@ def _copy(src: Path, dest: Path) -> bool:
     return True
 
 
-atomic_folder = atomic_dir
-
-
 def _f(x: Any, nd: int = 2, unit: str = "") -> str:
     if x is None:
         return "-"
@@ -212,7 +209,7 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
     if not isinstance(report, dict):
         raise InputError(f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
     dest = Path(release_root) / (name or run.resolve().name)
-    with atomic_folder(dest) as tmp:
+    with atomic_dir(dest) as tmp:
         _fill(run, report, tmp)
     return dest
 

@@ -153,7 +153,6 @@ def format_macs(v: Any, digits: int = 2) -> str:
     return f"{v:.0f}"
 
 
-_macs = format_macs
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -192,7 +191,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([
             row["model"], row["dtype"], _fmt(row["median_ms"]), _fmt(row["p90_ms"]), _fmt(row["mean_ms"]),
             _fmt(row["std_ms"]), _fmt(row["min_ms"]), _fmt(row["init_ms"], 1), _fmt(row["size_mb"], 3),
-            _macs(row["macs"]), row["delegate"], row["thermal"],
+            format_macs(row["macs"]), row["delegate"], row["thermal"],
             f"{row['speedup']:.2f}×" if row.get("speedup") else "-",
             ", ".join(f"**{x}**" if x not in ("virtual", "host") else x for x in row["flags"]) or "-",
         ]) + " |")
