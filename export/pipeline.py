@@ -132,7 +132,7 @@ def _same_source(old: dict | None, source: dict, options: dict) -> bool:
 
 
 def _check_options(int8_io: str, int8_mode: str, calibration_count: int, heldout_count: int,
-                   calibration_dir: str | os.PathLike | None) -> None:
+                   calibration_dir: str | os.PathLike | None, fid_count: int = 0) -> None:
     from quantize.int8 import IO_DTYPES, MODES
 
     if int8_io not in IO_DTYPES:
@@ -143,6 +143,8 @@ def _check_options(int8_io: str, int8_mode: str, calibration_count: int, heldout
         raise InputError(f"--calibration-count {calibration_count}; expected >= 1 (default 100)")
     if heldout_count < 1:
         raise InputError(f"--heldout-count {heldout_count}; expected >= 1")
+    if fid_count != 0 and fid_count < 2:
+        raise InputError(f"--fid {fid_count}; expected 0 (off) or a number of images >= 2")
     if calibration_dir is not None and not Path(calibration_dir).is_dir():
         raise InputError(f"--calibration-dir {calibration_dir} does not exist or is not a folder; expected a "
                          "folder of source-domain images")
@@ -168,8 +170,9 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
         heldout_count: held-out inputs for the parity gates (default 8).
         int8_io: "int8", "uint8" or "float32" I/O of the int8 model.
         int8_mode: "robust" (default) or "naive" (see :mod:`quantize.int8`).
-        fid_count: when > 0, also compute the FID of fp32 and int8 outputs on up to this many held-out inputs
-            against real target-domain images (slow on CPU: ~0.1 s per image); 0 skips it.
+        fid_count: when > 0 and int8 is exported, also the FID change of int8: FID/KID of the PyTorch fp32
+            and the int8 outputs on up to this many test inputs (DCGAN: this many samples) against the real
+            images of ``python -m compress.evaluate``'s protocol (slow on CPU: ~0.1 s per image); 0 skips it.
         threads: LiteRT threads for the parity runs.
     Raises:
         InputError, ExportError, GateFailure (module docstring).
@@ -179,11 +182,11 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
 
     run_dir = Path(run_dir)
     wanted = parse_dtypes(dtypes)
-    _check_options(int8_io, int8_mode, calibration_count, heldout_count, calibration_dir)
+    _check_options(int8_io, int8_mode, calibration_count, heldout_count, calibration_dir, fid_count)
     generator, arch = load_generator(run_dir)  # InputError: missing folder/files, corrupt, mismatch
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     source = _source_info(run_dir)
-    options = {"heldout_count": heldout_count, "int8_io": int8_io, "int8_mode": int8_mode,
+    options = {"heldout_count": heldout_count, "int8_io": int8_io, "int8_mode": int8_mode, "fid_count": fid_count,
                "calibration_count": calibration_count,
                "calibration_dir": str(Path(calibration_dir).resolve()) if calibration_dir else None}
     old = _load_manifest(out_dir)
@@ -202,8 +205,8 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
-        manifest = _export_in(staging, generator, arch, shape, sets, reference, wanted, int8_io, int8_mode,
-                              threads, fid_count)
+        manifest = _export_in(staging, run_dir, generator, arch, shape, sets, reference, wanted, int8_io,
+                              int8_mode, threads, fid_count)
         manifest.update({
             "manifest_version": MANIFEST_VERSION,
             "model": f"{arch['family']}:{run_dir.resolve().name}",
@@ -231,7 +234,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _export_in(staging: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,
+def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,
                wanted: list[str], int8_io: str, int8_mode: str, threads: int, fid_count: int) -> dict:
     from export.gpu_check import gpu_delegate_check
     from export.gpu_compat import unfuse_transpose_conv_activations
@@ -286,7 +289,7 @@ def _export_in(staging: Path, generator, arch: dict, shape: tuple, sets, referen
                  "conversion_s": conv_s, "input": io["input"], "output": io["output"],
                  "gpu_delegate": gpu_delegate_check(final), **detail}
         if dtype == "int8" and fid_count > 0:
-            entry["fid"] = _fid_change(arch, sets, generator, final, fid_count, threads)
+            entry["fid"] = _fid_change(run_dir, arch, generator, final, fid_count, threads)
         files.append(entry)
         LOGGER.info("%s: PSNR %.2f dB, max abs diff %.3g", FILE_NAMES[dtype], fig["psnr_db"], fig["max_abs_diff"])
     for entry in files:
@@ -343,56 +346,39 @@ def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, sou
     atomic_write_json(out_dir / MANIFEST, manifest)
 
 
-def _fid_change(arch: dict, sets, generator, int8_path: Path, count: int, threads: int) -> dict:
-    """FID of fp32 (PyTorch) and int8 outputs against real target-domain images; see export_run."""
+def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: int, threads: int) -> dict:
+    """FID and KID of the PyTorch fp32 outputs and of the int8 TFLite outputs, on the same inputs, against the
+    same real images: the protocol of ``python -m compress.evaluate`` (:func:`compress.evaluate.core.evaluation_data`,
+    family default real set, cached reference statistics), with at most ``count`` inputs (DCGAN: ``count``
+    samples, z seed 0). The FID change of int8 is ``fid_int8 - fid_fp32``; both use the same N, so the
+    small-sample bias of FID cancels in the difference.
+
+    FID is a figure, not a gate: when the dataset is missing, the reason is recorded under ``skipped``.
+    """
+    from compress import fid as fidlib
+    from compress.evaluate.core import EvalSettings, check_run_dir, evaluation_data, generate
+
+    t0 = time.perf_counter()
     try:
-        from compress.fid import fid_between
-    except ImportError as exc:  # pragma: no cover
-        return {"skipped": f"compress.fid unavailable ({exc})"}
-    try:
-        target = _fid_reference(arch)
-        if target is None:
-            return {"skipped": "no target-domain reference for this dataset"}
-        inputs = _fid_inputs(arch, sets, count)
-        with torch.no_grad():
-            ref = generator(torch.from_numpy(inputs))
-        q = torch.from_numpy(run_tflite(int8_path, inputs, threads)).clamp(-1, 1)
-        f32 = fid_between(ref.clamp(-1, 1), target, fid_method="fast", progress=False)["fid"]
-        f8 = fid_between(q, target, fid_method="fast", progress=False)["fid"]
-        return {"fid_fp32": f32, "fid_int8": f8, "delta": f8 - f32, "n": int(len(inputs)),
-                "reference": "real target-domain images", "note": "small-sample FID: compare deltas only"}
-    except Exception as exc:  # FID is a figure, not a gate: record why it is missing
-        return {"skipped": f"{type(exc).__name__}: {exc}"}
+        files = check_run_dir(run_dir)
+        settings = EvalSettings(num_samples=count).resolved(arch["family"])
+        data = evaluation_data(arch, files.config, settings)
+    except InputError as exc:
+        return {"skipped": str(exc)}
+    inputs = data.inputs.numpy().astype(np.float32)
+    fp32 = generate(generator, data.inputs, progress=False)
+    int8 = torch.from_numpy(run_tflite(int8_path, inputs, threads))
+    real = fidlib.reference_statistics(data.real, name=data.real_label, progress=False)
+    out = {"n_fake": int(len(inputs)), "n_real": int(len(real.features)), "protocol": data.description,
+           "real_set": settings.real_set, "metric": "pool3 FID (fast) and unbiased KID, as compress.evaluate"}
+    for name, images in (("fp32", fp32), ("int8", int8)):
+        feats = fidlib.features_from_tensor(images.clamp(-1, 1), progress=False)
+        kid_mean, kid_std = fidlib.kid_from_features(feats, real.features)
+        out[f"fid_{name}"] = fidlib.fid_from_features(feats, real.features, method="fast")
+        out[f"kid_{name}"] = [kid_mean, kid_std]
+    out["fid_delta"] = out["fid_int8"] - out["fid_fp32"]
+    out["seconds"] = time.perf_counter() - t0
+    LOGGER.info("FID of int8 vs fp32 outputs (%d inputs): %.2f -> %.2f (%+.2f)", out["n_fake"], out["fid_fp32"],
+                out["fid_int8"], out["fid_delta"])
+    return out
 
-
-def _fid_inputs(arch: dict, sets, count: int) -> np.ndarray:
-    from export.inputs import HELDOUT_SEED, noise_inputs
-
-    if arch["family"] == "dcgan":
-        return noise_inputs(count, int(arch["input_shape"][1]), HELDOUT_SEED)
-    return resolve_input_sets(arch, heldout_count=count, need_calibration=False).heldout
-
-
-def _fid_reference(arch: dict):
-    from export.inputs import _list_images, load_images
-
-    ds = arch.get("dataset") or {}
-    if arch["family"] == "dcgan":
-        root = ds.get("root")
-        npz = Path(root) / "cifar10_partial.npz" if root else None
-        if npz is None or not npz.is_file():
-            return None
-        with np.load(npz) as data:
-            x = data["x_test"]
-        return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    root = Path(ds.get("root", ""))
-    size = tuple(int(s) for s in arch["input_shape"][2:])
-    test = ds.get("test_dir")
-    if ds.get("layout") == "side_by_side" and test:
-        other = "BtoA" if ds.get("direction", "AtoB") == "AtoB" else "AtoB"
-        return torch.from_numpy(load_images(_list_images(root / test, "FID reference"), size, True, other))
-    if test and test.endswith(("A", "B")):
-        twin = root / (test[:-1] + ("B" if test.endswith("A") else "A"))
-        if twin.is_dir():
-            return torch.from_numpy(load_images(_list_images(twin, "FID reference"), size))
-    return None

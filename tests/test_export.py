@@ -266,3 +266,55 @@ def test_naive_int8_option_and_uint8_io(exported, trained_runs, tmp_path):
     assert entry["int8_mode"] == "naive" and entry["float_ops"] == []
     assert entry["input"]["dtype"] == "uint8" and entry["output"]["dtype"] == "uint8"
     assert _psnr(robust) > _psnr(entry), (robust["psnr_db"], entry["psnr_db"])
+
+
+def test_fid_change_of_int8(trained_runs, tmp_path, monkeypatch, capsys):
+    """--fid N: FID/KID of the fp32 and int8 outputs against compress.evaluate's real set, on the same inputs.
+
+    The fp32 figure must be exactly what ``python -m compress.evaluate`` reports for the same N (same protocol),
+    and the int8 figure is measured on the int8 file's own outputs (not on the fp32 ones)."""
+    from compress.evaluate.core import EvalSettings, evaluate_run
+
+    monkeypatch.setenv("CORONETGAN_FID_CACHE", str(tmp_path / "fidcache"))
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs["pix2pix"], run, ignore=shutil.ignore_patterns("export"))
+    assert export_main([str(run), "--dtype", "int8", "--fid", "8", "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "FID change of int8 (8 outputs vs 8 real" in printed and "-> int8" in printed
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    fid = {e["dtype"]: e for e in manifest["files"]}["int8"]["fid"]
+    # pix2pix protocol: the real B images paired with the same 8 inputs (val split of the subset)
+    assert fid["n_fake"] == 8 and fid["n_real"] == 8 and "val A images" in fid["protocol"]
+    for key in ("fid_fp32", "fid_int8"):
+        assert math.isfinite(fid[key]) and fid[key] > 0
+    assert fid["fid_delta"] == pytest.approx(fid["fid_int8"] - fid["fid_fp32"])
+    assert fid["fid_int8"] != fid["fid_fp32"]  # the int8 outputs differ from fp32 (PSNR ~35-50 dB, not inf)
+    ev = evaluate_run(run, EvalSettings(num_samples=8), progress=False)
+    assert ev["fid"] == pytest.approx(fid["fid_fp32"], rel=1e-6)
+    assert manifest["options"]["fid_count"] == 8
+
+
+def test_fid_option_rejects_one_image(trained_runs, capsys):
+    assert export_main([str(trained_runs["dcgan"]), "--fid", "1"]) == 2
+    assert "--fid 1; expected 0 (off) or a number of images >= 2" in capsys.readouterr().err
+
+
+def test_benchmark_pair_of_runs(trained_runs, tmp_path, capsys):
+    """export.benchmark on two given run folders: all dtypes + naive int8 per model, host LiteRT latency
+    (median of >= 20 runs), the ratios against the unpruned row, and the source of each row in the table."""
+    from export.benchmark import main as bench_main
+
+    run = trained_runs["dcgan"]
+    md = tmp_path / "table.md"
+    assert bench_main(["--out", str(tmp_path / "b"), "--families", "dcgan", "--runs", "20",
+                       "--pair", f"dcgan:{run}:{run}", "--md", str(md)]) == 0
+    rows = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    assert [(r["model"], r["dtype"]) for r in rows] == [
+        (m, d) for m in ("unpruned", "pruned75") for d in ("fp32", "fp16", "int8", "int8 naive")]
+    for r in rows:
+        assert r["source"] == str(run) and r["latency"]["runs"] == 20 and r["latency"]["median_ms"] > 0
+    table = md.read_text()
+    assert f"- dcgan pruned75: `{run}`" in table and "| 1.00 |" in table
+    assert not (run / "export_naive").exists()  # the run folders are only read
+    assert bench_main(["--out", str(tmp_path / "c"), "--pair", f"dcgan:{tmp_path / 'nope'}:{run}"]) == 2
+    assert "nope/generator.pt is missing" in capsys.readouterr().err

@@ -121,3 +121,34 @@ def test_materialised_network_equals_masked_hypernetwork(make, shape):
     assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
     # the pruned network's MACs are the masked estimate the search used
     assert hyper.macs() == hyper.macs_model(pruned.channels)
+
+
+def test_output_layer_normalises_its_input_vector():
+    """The output layer uses z_in / rms(z_in) in eq. 1; zeroed entries still remove their input channels."""
+    torch.manual_seed(0)
+    h = HyperConvWeights(6, 3, (3, 3), transposed=False, normalize_input=True)
+    z_in, z_out = torch.randn(6), torch.ones(3)
+    w = h(z_in, z_out)
+    assert torch.allclose(h(0.1 * z_in, z_out), w, atol=1e-6)          # scale-free in z_in
+    z_in[2] = 0
+    assert torch.all(h(z_in, z_out)[:, 2] == 0)
+    assert torch.all(h(torch.zeros(6), z_out) == 0)                     # an all-zero vector stays zero
+
+
+@pytest.mark.parametrize("make", [lambda: DCGANGenerator(ngf=8), lambda: ResnetGenerator(ngf=8, n_blocks=2)])
+def test_proximal_shrinkage_keeps_image_contrast(make):
+    """Regression (session 2): eq. 5 shrinks every latent entry, the kept ones too; the generated image's
+    contrast must not shrink with them (it did: DCGAN outputs of std 0.02 after a 50% search), and the fixed
+    output vector gives every colour channel the same scale at initialisation."""
+    torch.manual_seed(0)
+    net = make()
+    x = torch.randn(16, 100, 1, 1) if isinstance(net, DCGANGenerator) else torch.rand(2, 3, 64, 64) * 2 - 1
+    hyper = HyperNetwork(net, (1, *x.shape[1:]))
+    assert "output" not in hyper.latent_vectors and torch.equal(hyper.latent("output"), torch.ones(3))
+    with torch.no_grad():
+        before = hyper(x).std(dim=(0, 2, 3))
+        proximal_step(hyper.prunable_latents().values(), regularization=1.0, lr=0.5)
+        assert hyper.macs_reduction() > 0.3
+        after = hyper(x, masked=True).std(dim=(0, 2, 3))
+    assert before.min() > 0.1 and before.max() < 3 * before.min(), before
+    assert after.min() > 0.5 * before.min(), (before, after)

@@ -6,33 +6,34 @@
 #   bash compress/evaluate/experiments.sh tables     # docs/tables/*.md from the evaluation.json files
 #   bash compress/evaluate/experiments.sh all        # the three in order
 #
-# Budgets (chosen to fit about an hour of a shared 2-core CPU, far below the paper's 200 epochs):
-#   DCGAN:    small preset (batch 64) narrowed to ngf = ndf = $DCGAN_NGF (default 16), latent lr 0.02 (the
-#             search reaches the target in ~50 steps), $DCGAN_CONVERGE (default 200) converging steps; every
-#             baseline trains search + converge steps of its reference run (compress/baselines.py).
+# Budgets (chosen to fit about an hour of the 2-core CPU, far below the paper's 200 epochs):
+#   DCGAN:    small preset (batch 64) at the paper's width ngf = ndf = $DCGAN_NGF (default 64), latent lr 0.02
+#             (the search reaches the target in ~30-100 steps), $DCGAN_CONVERGE (default 1600 = 20 epochs of
+#             the 5,085-image partial copy) converging steps; every baseline trains search + converge steps of
+#             its reference run (compress/baselines.py).
 #   CycleGAN: small preset (ResNet-6, ngf 16, batch 1) at $H2Z_SIZE px (default 64), latent lr 0.02,
-#             $H2Z_CONVERGE (default 150) converging steps.
+#             $H2Z_CONVERGE (default 1000, 0.75 epoch of the 1,334 zebras) converging steps; 50% and 75%.
 # Environment: CORONETGAN_DATA_MIRROR (default ../shared/data), PY (default .venv/bin/python),
-#   OUT (default runs/eval), DCGAN_N (samples per DCGAN evaluation, default 500), DCGAN_75 (0: skip the 75% rows),
+#   OUT (default runs/eval), DCGAN_N (samples per DCGAN evaluation, default 1000), DCGAN_75 (0: skip the 75% rows),
 #   EVAL_AFTER_TRAIN (1: evaluate each run right after training it, default),
-#   DCGAN_REAL (real CIFAR split, default train), DCGAN_MAX_REAL (the first N real images, default 1000; empty: all 5,085),
-#   H2Z_REAL (train+test or testB), H2Z_50 (1: also the 50% CycleGAN rows).
+#   DCGAN_REAL (real CIFAR split, default train), DCGAN_MAX_REAL (the first N real images; default empty: all 5,085),
+#   H2Z_REAL (train+test or testB), H2Z_50 (0: skip the 50% CycleGAN rows).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CORONETGAN_DATA_MIRROR="${CORONETGAN_DATA_MIRROR:-$(cd .. && pwd)/shared/data}"
 PY="${PY:-.venv/bin/python}"
 OUT="${OUT:-runs/eval}"
-DCGAN_N="${DCGAN_N:-500}"
+DCGAN_N="${DCGAN_N:-1000}"
 DCGAN_REAL="${DCGAN_REAL:-train}"
-H2Z_CONVERGE="${H2Z_CONVERGE:-150}"
+H2Z_CONVERGE="${H2Z_CONVERGE:-1000}"
 H2Z_SIZE="${H2Z_SIZE:-64}"
 H2Z_REAL="${H2Z_REAL:-train+test}"
-DCGAN_NGF="${DCGAN_NGF:-16}"
-DCGAN_CONVERGE="${DCGAN_CONVERGE:-200}"
-DCGAN_MAX_REAL="${DCGAN_MAX_REAL:-1000}"
+DCGAN_NGF="${DCGAN_NGF:-64}"
+DCGAN_CONVERGE="${DCGAN_CONVERGE:-1600}"
+DCGAN_MAX_REAL="${DCGAN_MAX_REAL:-}"
 DCGAN_75="${DCGAN_75:-1}"
 EVAL_AFTER_TRAIN="${EVAL_AFTER_TRAIN:-1}"
-H2Z_50="${H2Z_50:-0}"
+H2Z_50="${H2Z_50:-1}"
 mkdir -p "$OUT"
 
 run() {  # run NAME ARGS...: train once (skipped when the run already finished), then evaluate it

@@ -45,8 +45,13 @@ class HyperNetwork(nn.Module):
         threshold: tau of the masks (5e-3).
         min_channels: the guard of the masks (4).
 
-    The ``input`` latent vector is a fixed vector of ones (it is the image or z, never pruned); the
-    ``output`` latent vector is learnable but excluded from the proximal step and the masks.
+    The ``input`` and ``output`` latent vectors are fixed vectors of ones: neither is pruned (the proximal
+    step and the masks skip them, as in DHP), the input is the image or z, and the output the image's colour
+    channels (or the discriminator's logit). A learnable N(0, 1) output vector would only multiply each
+    output channel's generated weights by a random factor that nothing after the last layer normalises
+    (measured on a DCGAN generator, seed 0: per-channel output std 0.33 / 0.11 / 0.02 at initialisation,
+    i.e. one colour channel nearly constant, against 0.29 / 0.35 / 0.28 with ones); the hypernetwork's own
+    parameters (W1, W2, biases) still give every output channel its own weights.
     """
 
     def __init__(self, network: PrunableNetwork, input_shape, embedding_size: int = EMBEDDING_SIZE,
@@ -58,8 +63,9 @@ class HyperNetwork(nn.Module):
         modules = dict(network.named_modules())
         ch = network.channels
         self.register_buffer("z_input", torch.ones(ch[INPUT]))
+        self.register_buffer("z_output", torch.ones(ch[OUTPUT]))
         self.latent_vectors = nn.ParameterDict(
-            {name: nn.Parameter(torch.randn(c)) for name, c in ch.items() if name != INPUT})
+            {name: nn.Parameter(torch.randn(c)) for name, c in ch.items() if name not in (INPUT, OUTPUT)})
         self.hyper = nn.ModuleDict()
         for conv in self.convs:
             layer = modules[conv.name]
@@ -67,7 +73,8 @@ class HyperNetwork(nn.Module):
             layer.weight._frozen_conv_weight = True  # replaced by the generated weight; never trained
             self.hyper[_key(conv.name)] = HyperConvWeights(
                 network.in_channels_of(conv), ch[conv.out_latent], layer.kernel_size,
-                transposed=isinstance(layer, nn.ConvTranspose2d), embedding_size=embedding_size)
+                transposed=isinstance(layer, nn.ConvTranspose2d), embedding_size=embedding_size,
+                normalize_input=conv.out_latent == OUTPUT)
         self.macs_model = MacsModel(network, input_shape)
         #: masks fixed once this network reached its target (the search keeps training, the masks stay)
         self.frozen_masks: dict[str, torch.Tensor] | None = None
@@ -77,12 +84,14 @@ class HyperNetwork(nn.Module):
 
     # --- latent vectors and masks -------------------------------------------------------------------
     def latent(self, name: str) -> torch.Tensor:
-        """The latent vector of a latent name (the fixed ones vector for ``input``)."""
-        return self.z_input if name == INPUT else self.latent_vectors[name]
+        """The latent vector of a latent name (the fixed ones vectors for ``input`` and ``output``)."""
+        if name == INPUT:
+            return self.z_input
+        return self.z_output if name == OUTPUT else self.latent_vectors[name]
 
     def prunable_latents(self) -> dict[str, nn.Parameter]:
         """Latent vectors subject to the proximal step and the masks (all but input and output)."""
-        return {n: z for n, z in self.latent_vectors.items() if n != OUTPUT}
+        return dict(self.latent_vectors.items())
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Latent name -> boolean keep-mask (c,); input and output keep everything.
@@ -115,7 +124,8 @@ class HyperNetwork(nn.Module):
     def _weights_key(self) -> tuple:
         """What the generated weights depend on: every hypernetwork parameter and latent vector (identity,
         storage, version counter, requires_grad), the grad mode."""
-        tensors = [*self.hyper.parameters(), *self.latent_vectors.values(), self.z_input]
+        tensors = [*self.hyper.parameters(), *self.latent_vectors.values(), self.z_input,
+                   self.z_output]
         return (torch.is_grad_enabled(),
                 *((id(t), t.data_ptr(), t._version, t.requires_grad, t.dtype) for t in tensors))
 
