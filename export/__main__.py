@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-mode", default="robust", choices=("robust", "naive"),
                    help="robust (default): InstanceNorm/residual element-wise ops in float, the rest int8; "
                         "naive: every op int8")
+    p.add_argument("--extra-float-ops", default="", metavar="OPS",
+                   help="comma list of TFLite ops also kept in float in robust int8, e.g. "
+                        "TRANSPOSE_CONV,STRIDED_SLICE (see docs/export.md)")
     p.add_argument("--fid", type=int, default=0, metavar="N",
                    help="also measure the FID change of int8: FID/KID of the fp32 (PyTorch) and int8 outputs "
                         "on N test inputs (DCGAN: N samples) against compress.evaluate's real set (slow: "
@@ -107,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               force=args.force, calibration_dir=args.calibration_dir,
                               calibration_count=args.calibration_count, heldout_count=args.heldout_count,
                               int8_io=args.int8_io, int8_mode=args.int8_mode, fid_count=args.fid,
+                              extra_float_ops=[o.strip() for o in args.extra_float_ops.split(",") if o.strip()],
                               threads=args.threads)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -132,7 +132,8 @@ def _same_source(old: dict | None, source: dict, options: dict) -> bool:
 
 
 def _check_options(int8_io: str, int8_mode: str, calibration_count: int, heldout_count: int,
-                   calibration_dir: str | os.PathLike | None, fid_count: int = 0) -> None:
+                   calibration_dir: str | os.PathLike | None, fid_count: int = 0,
+                   extra_float_ops: Sequence[str] = ()) -> None:
     from quantize.int8 import IO_DTYPES, MODES
 
     if int8_io not in IO_DTYPES:
@@ -143,6 +144,12 @@ def _check_options(int8_io: str, int8_mode: str, calibration_count: int, heldout
         raise InputError(f"--calibration-count {calibration_count}; expected >= 1 (default 100)")
     if heldout_count < 1:
         raise InputError(f"--heldout-count {heldout_count}; expected >= 1")
+    for op in extra_float_ops:
+        if not op or not op.replace("_", "").isalnum() or op != op.upper():
+            raise InputError(f"--extra-float-ops: {op!r} is not a TFLite builtin op name; expected upper-case names "
+                             "such as TRANSPOSE_CONV,STRIDED_SLICE")
+    if extra_float_ops and int8_mode != "robust":
+        raise InputError("--extra-float-ops applies to --int8-mode robust only (naive quantizes every op)")
     if fid_count != 0 and fid_count < 2:
         raise InputError(f"--fid {fid_count}; expected 0 (off) or a number of images >= 2")
     if calibration_dir is not None and not Path(calibration_dir).is_dir():
@@ -155,6 +162,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
                calibration_dir: str | os.PathLike | None = None,
                calibration_count: int = DEFAULT_CALIBRATION_COUNT, heldout_count: int = DEFAULT_HELDOUT_COUNT,
                int8_io: str = "int8", int8_mode: str = "robust", fid_count: int = 0,
+               extra_float_ops: Sequence[str] = (),
                threads: int = 2) -> dict:
     """Export the pruned generator of ``run_dir`` (module docstring). Returns the manifest dict (with
     ``"skipped": True`` when nothing had to be done).
@@ -170,6 +178,8 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
         heldout_count: held-out inputs for the parity gates (default 8).
         int8_io: "int8", "uint8" or "float32" I/O of the int8 model.
         int8_mode: "robust" (default) or "naive" (see :mod:`quantize.int8`).
+        extra_float_ops: TFLite op names kept in float in addition to :data:`quantize.int8.FLOAT_OPS` (robust
+            mode), e.g. ``("TRANSPOSE_CONV", "STRIDED_SLICE")`` (docs/export.md, Benchmarks).
         fid_count: when > 0 and int8 is exported, also the FID change of int8: FID/KID of the PyTorch fp32
             and the int8 outputs on up to this many test inputs (DCGAN: this many samples) against the real
             images of ``python -m compress.evaluate``'s protocol (slow on CPU: ~0.1 s per image); 0 skips it.
@@ -182,11 +192,13 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
 
     run_dir = Path(run_dir)
     wanted = parse_dtypes(dtypes)
-    _check_options(int8_io, int8_mode, calibration_count, heldout_count, calibration_dir, fid_count)
+    extra_float_ops = tuple(extra_float_ops)
+    _check_options(int8_io, int8_mode, calibration_count, heldout_count, calibration_dir, fid_count, extra_float_ops)
     generator, arch = load_generator(run_dir)  # InputError: missing folder/files, corrupt, mismatch
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     source = _source_info(run_dir)
     options = {"heldout_count": heldout_count, "int8_io": int8_io, "int8_mode": int8_mode, "fid_count": fid_count,
+               "extra_float_ops": list(extra_float_ops),
                "calibration_count": calibration_count,
                "calibration_dir": str(Path(calibration_dir).resolve()) if calibration_dir else None}
     old = _load_manifest(out_dir)
@@ -206,7 +218,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
         manifest = _export_in(staging, run_dir, generator, arch, shape, sets, reference, wanted, int8_io,
-                              int8_mode, threads, fid_count)
+                              int8_mode, threads, fid_count, extra_float_ops)
         manifest.update({
             "manifest_version": MANIFEST_VERSION,
             "model": f"{arch['family']}:{run_dir.resolve().name}",
@@ -235,7 +247,8 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
 
 
 def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,
-               wanted: list[str], int8_io: str, int8_mode: str, threads: int, fid_count: int) -> dict:
+               wanted: list[str], int8_io: str, int8_mode: str, threads: int, fid_count: int,
+               extra_float_ops: tuple = ()) -> dict:
     from export.gpu_check import gpu_delegate_check
     from export.gpu_compat import unfuse_transpose_conv_activations
     from export.tflite_convert import run_onnx2tf, sample_data_from_inputs
@@ -264,11 +277,13 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         from quantize.int8 import FLOAT_OPS, quantize_saved_model
 
         t0 = time.perf_counter()
-        data = quantize_saved_model(converted["saved_model"], sets.calibration, mode=int8_mode, io_dtype=int8_io)
+        float_ops = tuple(FLOAT_OPS) + tuple(o for o in extra_float_ops if o not in FLOAT_OPS)
+        data = quantize_saved_model(converted["saved_model"], sets.calibration, mode=int8_mode, io_dtype=int8_io,
+                                    float_ops=float_ops)
         p = staging / "int8.tflite"
         p.write_bytes(data)
         detail = {"precision": "int8", "int8_mode": int8_mode, "int8_io": int8_io, "weights": "per-channel int8",
-                  "float_ops": list(FLOAT_OPS) if int8_mode == "robust" else [],
+                  "float_ops": list(float_ops) if int8_mode == "robust" else [],
                   "calibration_count": int(len(sets.calibration)),
                   "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, "
                                          "x / 127.5 - 1; N(0,1) noise for dcgan), no mean/std"}

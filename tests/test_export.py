@@ -318,3 +318,15 @@ def test_benchmark_pair_of_runs(trained_runs, tmp_path, capsys):
     assert not (run / "export_naive").exists()  # the run folders are only read
     assert bench_main(["--out", str(tmp_path / "c"), "--pair", f"dcgan:{tmp_path / 'nope'}:{run}"]) == 2
     assert "nope/generator.pt is missing" in capsys.readouterr().err
+
+
+def test_extra_float_ops(trained_runs, tmp_path, capsys):
+    """--extra-float-ops adds TFLite ops to robust int8's float deny-list (recorded in the manifest)."""
+    out = tmp_path / "x"
+    assert export_main([str(trained_runs["cyclegan"]), "--dtype", "int8", "--out", str(out),
+                        "--extra-float-ops", "TRANSPOSE_CONV,STRIDED_SLICE"]) == 0
+    entry = {e["dtype"]: e for e in json.loads((out / "manifest.json").read_text())["files"]}["int8"]
+    assert {"TRANSPOSE_CONV", "STRIDED_SLICE", "MEAN"} <= set(entry["float_ops"]) and _psnr(entry) >= 30
+    assert export_main([str(trained_runs["cyclegan"]), "--extra-float-ops", "conv;rm"]) == 2
+    assert "is not a TFLite builtin op name" in capsys.readouterr().err
+    assert export_main([str(trained_runs["cyclegan"]), "--int8-mode", "naive", "--extra-float-ops", "TANH"]) == 2
