@@ -387,10 +387,9 @@ def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: in
     out = {"n_fake": int(len(inputs)), "n_real": int(len(real.features)), "protocol": data.description,
            "real_set": settings.real_set, "metric": "pool3 FID (fast) and unbiased KID, as compress.evaluate"}
     for name, images in (("fp32", fp32), ("int8", int8)):
-        feats = fidlib.features_from_tensor(images.clamp(-1, 1), progress=False)
-        kid_mean, kid_std = fidlib.kid_from_features(feats, real.features)
-        out[f"fid_{name}"] = fidlib.fid_from_features(feats, real.features, method="fast")
-        out[f"kid_{name}"] = [kid_mean, kid_std]
+        res = fidlib.fid_between(images.clamp(-1, 1), real, kid=True, fid_method="fast", progress=False)
+        out[f"fid_{name}"] = res["fid"]
+        out[f"kid_{name}"] = [res["kid_mean"], res["kid_std"]]
     out["fid_delta"] = out["fid_int8"] - out["fid_fp32"]
     out["seconds"] = time.perf_counter() - t0
     LOGGER.info("FID of int8 vs fp32 outputs (%d inputs): %.2f -> %.2f (%+.2f)", out["n_fake"], out["fid_fp32"],
