@@ -15,6 +15,7 @@ from typing import Sequence
 
 from compress.errors import InputError
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
+from quantize.sensitivity import DEFAULT_TARGET_DB
 
 
 def latest_run(runs_root: str | Path) -> Path:
@@ -50,8 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", default="int8", choices=("int8", "uint8", "float32"),
                    help="input/output tensor type of the int8 model (default int8)")
     p.add_argument("--int8-mode", default="robust", choices=("robust", "naive"),
-                   help="robust (default): InstanceNorm/residual element-wise ops in float, the rest int8; "
-                        "naive: every op int8")
+                   help="robust (default): InstanceNorm/residual element-wise ops in float, plus the "
+                        "convolutions feeding an InstanceNorm that int8 hurts most (see --int8-target-db), the "
+                        "rest int8; naive: every op int8")
+    p.add_argument("--int8-target-db", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
+                   help="robust int8: keep InstanceNorm-feeding convolutions in float, most sensitive first, "
+                        f"until int8 matches float to DB on calibration inputs (default {DEFAULT_TARGET_DB:g}; "
+                        "0 = off)")
     p.add_argument("--extra-float-ops", default="", metavar="OPS",
                    help="comma list of TFLite ops also kept in float in robust int8, e.g. "
                         "TRANSPOSE_CONV,STRIDED_SLICE (see docs/export.md)")
@@ -82,6 +88,14 @@ def print_figures(files: list[dict], stream=None) -> None:
         size = str(e.get("size_bytes", "-"))
         print(f"{e['path']:28s} {psnr:>9s} {gate:>8s} {e['max_abs_diff']:>10.3g} {size:>10s} {gpu:>9s}",
               file=stream)
+        sel = e.get("float_selection") or {}
+        if sel.get("candidates"):
+            traj = sel["trajectory"]
+            span = (f"; validation PSNR {_fmt(traj[0]['validation_psnr_db'])} -> "
+                    f"{_fmt(traj[-1]['validation_psnr_db'])} dB (target {sel['target_db']:g})" if traj else
+                    " (selection off)")
+            print(f"  robust int8: {sel['float_convolutions']} of {len(sel['candidates'])} InstanceNorm-feeding "
+                  f"convolutions kept in float{span}", file=stream)
         fid = e.get("fid")
         if fid and "fid_delta" in fid:
             print(f"  FID change of int8 ({fid['n_fake']} outputs vs {fid['n_real']} real, {fid['real_set']}): "
@@ -111,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               calibration_count=args.calibration_count, heldout_count=args.heldout_count,
                               int8_io=args.int8_io, int8_mode=args.int8_mode, fid_count=args.fid,
                               extra_float_ops=[o.strip() for o in args.extra_float_ops.split(",") if o.strip()],
+                              int8_target_db=args.int8_target_db,
                               threads=args.threads)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

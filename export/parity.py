@@ -24,11 +24,14 @@ def psnr_db(ref: np.ndarray, out: np.ndarray, peak_to_peak: float = PEAK_TO_PEAK
     return math.inf if mse == 0.0 else 10.0 * math.log10(peak_to_peak ** 2 / mse)
 
 
-def make_interpreter(path: str | Path, num_threads: int = 2):
-    """A LiteRT (``ai_edge_litert``) interpreter with tensors allocated."""
+def make_interpreter(path: str | Path | bytes, num_threads: int = 2):
+    """A LiteRT (``ai_edge_litert``) interpreter with tensors allocated, from a .tflite path or its bytes."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=num_threads)
+    if isinstance(path, bytes):
+        it = Interpreter(model_content=path, num_threads=num_threads)
+    else:
+        it = Interpreter(model_path=str(path), num_threads=num_threads)
     it.allocate_tensors()
     return it
 
@@ -49,8 +52,8 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def run_tflite(path: str | Path, inputs_nchw: np.ndarray, num_threads: int = 2) -> np.ndarray:
-    """Run the model on each input (N, C, H, W) float32 and return (N, C, H, W) float32 outputs.
+def run_tflite(path: str | Path | bytes, inputs_nchw: np.ndarray, num_threads: int = 2) -> np.ndarray:
+    """Run the model (path or .tflite bytes) on each input (N, C, H, W) float32 and return (N, C, H, W) float32 outputs.
 
     Inputs are transposed to NHWC (the layout of every exported .tflite) and quantized with the input
     tensor's scale/zero point when the model has integer I/O; outputs are dequantized likewise.

@@ -45,6 +45,7 @@ from compress.io import atomic_write_json
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT, resolve_input_sets
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
 from export.parity import GATES_DB, io_details, parity, run_tflite
+from quantize.sensitivity import DEFAULT_TARGET_DB
 from compress.io import sha256_file
 
 LOGGER = logging.getLogger("coronetgan.export")
@@ -133,7 +134,7 @@ def _same_source(old: dict | None, source: dict, options: dict) -> bool:
 
 def _check_options(int8_io: str, int8_mode: str, calibration_count: int, heldout_count: int,
                    calibration_dir: str | os.PathLike | None, fid_count: int = 0,
-                   extra_float_ops: Sequence[str] = ()) -> None:
+                   extra_float_ops: Sequence[str] = (), int8_target_db: float = 0.0) -> None:
     from quantize.int8 import IO_DTYPES, MODES
 
     if int8_io not in IO_DTYPES:
@@ -148,6 +149,9 @@ def _check_options(int8_io: str, int8_mode: str, calibration_count: int, heldout
         if not op or not op.replace("_", "").isalnum() or op != op.upper():
             raise InputError(f"--extra-float-ops: {op!r} is not a TFLite builtin op name; expected upper-case names "
                              "such as TRANSPOSE_CONV,STRIDED_SLICE")
+    if not (math.isfinite(int8_target_db) and 0.0 <= int8_target_db <= 100.0):
+        raise InputError(f"--int8-target-db {int8_target_db}; expected dB in [0, 100] (0 turns the float selection "
+                         "of robust int8 off; default 35)")
     if extra_float_ops and int8_mode != "robust":
         raise InputError("--extra-float-ops applies to --int8-mode robust only (naive quantizes every op)")
     if fid_count != 0 and fid_count < 2:
@@ -162,7 +166,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
                calibration_dir: str | os.PathLike | None = None,
                calibration_count: int = DEFAULT_CALIBRATION_COUNT, heldout_count: int = DEFAULT_HELDOUT_COUNT,
                int8_io: str = "int8", int8_mode: str = "robust", fid_count: int = 0,
-               extra_float_ops: Sequence[str] = (),
+               extra_float_ops: Sequence[str] = (), int8_target_db: float = DEFAULT_TARGET_DB,
                threads: int = 2) -> dict:
     """Export the pruned generator of ``run_dir`` (module docstring). Returns the manifest dict (with
     ``"skipped": True`` when nothing had to be done).
@@ -180,6 +184,8 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
         int8_mode: "robust" (default) or "naive" (see :mod:`quantize.int8`).
         extra_float_ops: TFLite op names kept in float in addition to :data:`quantize.int8.FLOAT_OPS` (robust
             mode), e.g. ``("TRANSPOSE_CONV", "STRIDED_SLICE")`` (docs/export.md, Benchmarks).
+        int8_target_db: robust mode: validation PSNR (dB) up to which the convolutions feeding an InstanceNorm
+            are kept in float, most sensitive first (:mod:`quantize.sensitivity`); 0 turns that off.
         fid_count: when > 0 and int8 is exported, also the FID change of int8: FID/KID of the PyTorch fp32
             and the int8 outputs on up to this many test inputs (DCGAN: this many samples) against the real
             images of ``python -m compress.evaluate``'s protocol (slow on CPU: ~0.1 s per image); 0 skips it.
@@ -193,12 +199,13 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
     run_dir = Path(run_dir)
     wanted = parse_dtypes(dtypes)
     extra_float_ops = tuple(extra_float_ops)
-    _check_options(int8_io, int8_mode, calibration_count, heldout_count, calibration_dir, fid_count, extra_float_ops)
+    _check_options(int8_io, int8_mode, calibration_count, heldout_count, calibration_dir, fid_count, extra_float_ops,
+                   int8_target_db)
     generator, arch = load_generator(run_dir)  # InputError: missing folder/files, corrupt, mismatch
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     source = _source_info(run_dir)
     options = {"heldout_count": heldout_count, "int8_io": int8_io, "int8_mode": int8_mode, "fid_count": fid_count,
-               "extra_float_ops": list(extra_float_ops),
+               "extra_float_ops": list(extra_float_ops), "int8_target_db": float(int8_target_db),
                "calibration_count": calibration_count,
                "calibration_dir": str(Path(calibration_dir).resolve()) if calibration_dir else None}
     old = _load_manifest(out_dir)
@@ -218,7 +225,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
         manifest = _export_in(staging, run_dir, generator, arch, shape, sets, reference, wanted, int8_io,
-                              int8_mode, threads, fid_count, extra_float_ops)
+                              int8_mode, threads, fid_count, extra_float_ops, int8_target_db)
         manifest.update({
             "manifest_version": MANIFEST_VERSION,
             "model": f"{arch['family']}:{run_dir.resolve().name}",
@@ -248,7 +255,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
 
 def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,
                wanted: list[str], int8_io: str, int8_mode: str, threads: int, fid_count: int,
-               extra_float_ops: tuple = ()) -> dict:
+               extra_float_ops: tuple = (), int8_target_db: float = DEFAULT_TARGET_DB) -> dict:
     from export.gpu_check import gpu_delegate_check
     from export.gpu_compat import unfuse_transpose_conv_activations
     from export.tflite_convert import run_onnx2tf, sample_data_from_inputs
@@ -278,12 +285,13 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
 
         t0 = time.perf_counter()
         float_ops = tuple(FLOAT_OPS) + tuple(o for o in extra_float_ops if o not in FLOAT_OPS)
-        data = quantize_saved_model(converted["saved_model"], sets.calibration, mode=int8_mode, io_dtype=int8_io,
-                                    float_ops=float_ops)
+        result = quantize_saved_model(converted["saved_model"], sets.calibration, mode=int8_mode, io_dtype=int8_io,
+                                      float_ops=float_ops, target_db=int8_target_db)
         p = staging / "int8.tflite"
-        p.write_bytes(data)
+        p.write_bytes(result.content)
         detail = {"precision": "int8", "int8_mode": int8_mode, "int8_io": int8_io, "weights": "per-channel int8",
                   "float_ops": list(float_ops) if int8_mode == "robust" else [],
+                  "float_nodes": result.float_nodes, "float_selection": result.selection,
                   "calibration_count": int(len(sets.calibration)),
                   "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, "
                                          "x / 127.5 - 1; N(0,1) noise for dcgan), no mean/std"}

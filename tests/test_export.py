@@ -268,6 +268,39 @@ def test_naive_int8_option_and_uint8_io(exported, trained_runs, tmp_path):
     assert _psnr(robust) > _psnr(entry), (robust["psnr_db"], entry["psnr_db"])
 
 
+def test_robust_int8_keeps_norm_sensitive_convolution_in_float(trained_runs, tmp_path, capsys):
+    """The failure of the CoroNetGAN-75% CycleGAN generator (docs/export.md), made on purpose: one quiet output
+    channel of the last upsampling convolution and one offset channel, both undone by the InstanceNorm that
+    follows, so the float generator is fine but the int8 tensor between the two has a step far above the
+    quiet channel's spread. The float selection must name that TRANSPOSE_CONV as most sensitive, keep it (and
+    its crop) in float and pass the int8 gate; with the selection off the same export falls well below it."""
+    run = tmp_path / "quiet"
+    shutil.copytree(trained_runs["cyclegan"], run, ignore=shutil.ignore_patterns("export*"))
+    state = torch.load(run / "generator.pt", weights_only=True)
+    state["up2.weight"][:, 0] *= 0.03  # ConvTranspose2d weight: (in, out, k, k)
+    state["up2.bias"][0] *= 0.03
+    state["up2.bias"][1] += 8.0
+    torch.save(state, run / "generator.pt")
+    width = int(state["up2.weight"].shape[1])
+
+    assert export_main([str(run), "--dtype", "int8", "--out", str(tmp_path / "on")]) == 0
+    assert "kept in float" in capsys.readouterr().out
+    on = {e["dtype"]: e for e in json.loads((tmp_path / "on" / "manifest.json").read_text())["files"]}["int8"]
+    off = export_run(run, "int8", out_dir=tmp_path / "off", int8_target_db=0, accept_gate_failure=True)
+    off = {e["dtype"]: e for e in off["files"]}["int8"]
+
+    sel = on["float_selection"]
+    top = sel["candidates"][0]
+    assert top["op"] == "TRANSPOSE_CONV" and top["shape"][-1] == width and top["sensitivity"] > 2
+    assert all(c["sensitivity"] < top["sensitivity"] for c in sel["candidates"][1:])
+    assert set(top["nodes"]) <= set(on["float_nodes"]) and sel["float_convolutions"] >= 1
+    assert sel["trajectory"][-1]["validation_psnr_db"] >= sel["target_db"] == 35.0
+    assert _psnr(on) >= 30 and _psnr(on) > _psnr(off) + 5, (on["psnr_db"], off["psnr_db"])
+    assert off["float_nodes"] == [] and off["float_selection"]["trajectory"] == []
+    assert export_main([str(run), "--int8-target-db", "-1"]) == 2
+    assert "--int8-target-db -1.0; expected dB in [0, 100]" in capsys.readouterr().err
+
+
 def test_fid_change_of_int8(trained_runs, tmp_path, monkeypatch, capsys):
     """--fid N: FID/KID of the fp32 and int8 outputs against compress.evaluate's real set, on the same inputs.
 
