@@ -6,6 +6,9 @@ masked network are computed; a network whose achieved MACs reduction is within `
 discriminator with G+D) is frozen. Centring (ours): a check that lands inside the window but short of the
 target switches to a check every batch and freezes at the first batch that reaches the target, or at the
 last batch inside the window if the next one would leave it, so a 95% target ends near 95%, not near 93%.
+From above likewise: a coarse check that lands past the target (inside the window) after a check that was
+short of it restores the latent vectors of that earlier check and goes on one batch at a time, so the masks
+freeze at the first batch that reaches the target, not up to ``tolerance`` past it.
 
 Overshoot guard (ours): the proximal step can push many latent entries under the threshold between two
 checks. The controller keeps a copy of the latent vectors at each check that was still short of the
@@ -82,6 +85,13 @@ class SearchController:
             st.reduction = r
             st.history.append((step, r))
             if self.target <= r <= self.target + self.tolerance:
+                if self.interval > 1 and name in self._snapshots and r > self.target:
+                    LOGGER.info("%s: MACs reduction %.3f passed the target %.2f between checks; restoring the "
+                                "latent vectors of the last check and checking every batch", name, r, self.target)
+                    self._restore(name)
+                    self.interval = 1
+                    st.reduction = net.macs_reduction()
+                    continue
                 self._freeze(name, step, "reached")
             elif self.target - self.tolerance <= r < self.target:
                 # Inside the window but short of the target: keep this state and go on one batch at a time,
@@ -117,7 +127,9 @@ class SearchController:
                     LOGGER.warning("%s: MACs reduction %.3f passed the target %.2f+-%.2f before any check "
                                    "below it; masks frozen there", name, r, self.target, self.tolerance)
             else:
+                # short of the window (latent entries can also grow back, so a network may leave it again)
                 self._snapshots[name] = {k: z.detach().clone() for k, z in net.prunable_latents().items()}
+                self._in_window.discard(name)
         return self.done
 
     def exhaust(self, step: int) -> None:

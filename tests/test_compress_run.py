@@ -101,6 +101,46 @@ def test_overshoot_between_checks_is_rolled_back():
     assert hyper.kept_channels() == before
 
 
+def test_search_freezes_at_the_first_batch_that_reaches_the_target():
+    """Centring from above: with only proximal steps acting, the MACs reduction after each batch is a fixed
+    trajectory. A coarse check that lands inside the window but past the target must not freeze there: the
+    controller goes back to its last check and freezes at the first batch whose reduction reaches the target."""
+    from compress.hyper import HyperNetwork
+    from compress.models import DCGANGenerator
+    from compress.search import SearchController
+
+    def network():
+        torch.manual_seed(0)
+        return HyperNetwork(DCGANGenerator(ngf=16), (1, 100, 1, 1))
+
+    target, tol, lr = 0.5, 0.03, 0.002  # this trajectory steps 0.489 -> 0.504 -> 0.527: a window of 0.03 holds both
+    ref, trajectory = network(), []
+    ref_ctl = SearchController({"G": ref}, target=target, tolerance=1.0, check_interval=10 ** 9, regularization=1.0)
+    while not trajectory or trajectory[-1] < target + 2 * tol:
+        ref_ctl.proximal("G", lr=lr)
+        trajectory.append(ref.macs_reduction())
+    first = next(i for i, r in enumerate(trajectory) if r >= target)
+    def coarse_path(n: int) -> bool:
+        """Checks every n batches: the last one short of the window, then one past the first batch at the target
+        but inside the window."""
+        checks = [trajectory[k - 1] for k in range(n, len(trajectory) + 1, n)]
+        i = next((i for i, r in enumerate(checks) if r >= target - tol), None)
+        return i is not None and i > 0 and trajectory[first] < checks[i] <= target + tol
+
+    interval = next(n for n in range(2, 200) if coarse_path(n))
+    hyper = network()
+    ctl = SearchController({"G": hyper}, target=target, tolerance=tol, check_interval=interval, regularization=1.0)
+    step = 0
+    while not ctl.done and step < 5000:
+        ctl.proximal("G", lr=lr)
+        step += 1
+        ctl.maybe_check(step)
+    st = ctl.status["G"]
+    assert st.status == "reached" and ctl.interval == 1
+    assert any(r > trajectory[first] for _, r in st.history), (st.history, trajectory[first])
+    assert st.reduction == pytest.approx(trajectory[first], abs=1e-9), (st.reduction, trajectory[first], interval)
+
+
 def test_resume_refuses_missing_checkpoint(tmp_path):
     with pytest.raises(InputError, match="no checkpoint"):
         Trainer(tiny("dcgan"), tmp_path / "none", resume=True)
