@@ -8,7 +8,9 @@ target switches to a check every batch and freezes at the first batch that reach
 last batch inside the window if the next one would leave it, so a 95% target ends near 95%, not near 93%.
 From above likewise: a coarse check that lands past the target (inside the window) after a check that was
 short of it restores the latent vectors of that earlier check and goes on one batch at a time, so the masks
-freeze at the first batch that reaches the target, not up to ``tolerance`` past it.
+freeze at the first batch that reaches the target, not up to ``tolerance`` past it. When that one batch jumps
+past the target (one proximal step can zero several entries), the channels of smallest |z| are removed one at
+a time from the previous batch's state instead, whichever lands closer to the target.
 
 Overshoot guard (ours): the proximal step can push many latent entries under the threshold between two
 checks. The controller keeps a copy of the latent vectors at each check that was still short of the
@@ -92,6 +94,8 @@ class SearchController:
                     self.interval = 1
                     st.reduction = net.macs_reduction()
                     continue
+                if self.interval == 1 and name in self._snapshots and r > self.target:
+                    self._closest_finish(name, r)
                 self._freeze(name, step, "reached")
             elif self.target - self.tolerance <= r < self.target:
                 # Inside the window but short of the target: keep this state and go on one batch at a time,
@@ -172,6 +176,19 @@ class SearchController:
                 best = (gap, {kk: z.clone() for kk, z in latents.items()})
         for k, z in latents.items():
             z.copy_(best[1][k])
+
+    @torch.no_grad()
+    def _closest_finish(self, name: str, r: float) -> None:
+        """One batch stepped from short of the target to ``r`` past it (one proximal step can zero several
+        entries): from the previous batch's latent vectors, remove channels of smallest |z| one at a time
+        (:meth:`_greedy_finish`) and keep that state if it lands closer to the target than ``r``."""
+        latents = self.networks[name].prunable_latents()
+        current = {k: z.clone() for k, z in latents.items()}
+        self._restore(name)
+        self._greedy_finish(name)
+        if abs(self.networks[name].macs_reduction() - self.target) >= abs(r - self.target):
+            for k, z in latents.items():
+                z.copy_(current[k])
 
     def _restore(self, name: str) -> None:
         with torch.no_grad():

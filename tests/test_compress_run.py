@@ -104,7 +104,8 @@ def test_overshoot_between_checks_is_rolled_back():
 def test_search_freezes_at_the_first_batch_that_reaches_the_target():
     """Centring from above: with only proximal steps acting, the MACs reduction after each batch is a fixed
     trajectory. A coarse check that lands inside the window but past the target must not freeze there: the
-    controller goes back to its last check and freezes at the first batch whose reduction reaches the target."""
+    controller goes back to its last check and freezes at the first batch whose reduction reaches the target
+    (or, when that batch jumped past the target, at the closer state of removing channels one at a time)."""
     from compress.hyper import HyperNetwork
     from compress.models import DCGANGenerator
     from compress.search import SearchController
@@ -138,7 +139,9 @@ def test_search_freezes_at_the_first_batch_that_reaches_the_target():
     st = ctl.status["G"]
     assert st.status == "reached" and ctl.interval == 1
     assert any(r > trajectory[first] for _, r in st.history), (st.history, trajectory[first])
-    assert st.reduction == pytest.approx(trajectory[first], abs=1e-9), (st.reduction, trajectory[first], interval)
+    # the first batch at the target, or closer still by removing channels of smallest |z| from the batch before
+    assert abs(st.reduction - target) <= abs(trajectory[first] - target) + 1e-9, (st.reduction, trajectory[first])
+    assert abs(st.reduction - target) <= tol
 
 
 def test_resume_refuses_missing_checkpoint(tmp_path):
