@@ -87,14 +87,15 @@ class SearchController:
             st.reduction = r
             st.history.append((step, r))
             if self.target <= r <= self.target + self.tolerance:
-                if self.interval > 1 and name in self._snapshots and r > self.target:
-                    LOGGER.info("%s: MACs reduction %.3f passed the target %.2f between checks; restoring the "
-                                "latent vectors of the last check and checking every batch", name, r, self.target)
-                    self._restore(name)
-                    self.interval = 1
-                    st.reduction = net.macs_reduction()
-                    continue
-                if self.interval == 1 and name in self._snapshots and r > self.target:
+                if r > self.target and name in self._snapshots:   # stepped past the target since the snapshot
+                    if self.interval > 1:
+                        LOGGER.info("%s: MACs reduction %.3f passed the target %.2f between checks; restoring "
+                                    "the latent vectors of the last check and checking every batch",
+                                    name, r, self.target)
+                        self._restore(name)
+                        self.interval = 1
+                        st.reduction = net.macs_reduction()
+                        continue
                     self._closest_finish(name, r)
                 self._freeze(name, step, "reached")
             elif self.target - self.tolerance <= r < self.target:

@@ -45,12 +45,12 @@ _WARN = re.compile(r"GPU COMPATIBILITY WARNING:?\s*(.*)")
 _OP = re.compile(r"^\s*Op#(\d+)\s+([A-Z0-9_]+)\(")
 
 
-def op_table(path: str | Path) -> list[dict]:
-    """Builtin operators of the model: [{"op": name, "version": int, "count": uses}], sorted by name."""
+def operator_codes(model) -> list[tuple[str, int]]:
+    """(op name, version) of each entry of a flatbuffer model's operator-code table (``schema.Model``), in table
+    order: builtin names as in ``BuiltinOperator`` (the larger of the current and deprecated code fields),
+    custom ops as ``CUSTOM:<name>``."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    buf = Path(path).read_bytes()
-    model = schema.Model.GetRootAsModel(buf, 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = []
     for i in range(model.OperatorCodesLength()):
@@ -60,6 +60,15 @@ def op_table(path: str | Path) -> list[dict]:
         if name == "CUSTOM":
             name = f"CUSTOM:{oc.CustomCode().decode() if oc.CustomCode() else '?'}"
         codes.append((name, int(oc.Version())))
+    return codes
+
+
+def op_table(path: str | Path) -> list[dict]:
+    """Builtin operators of the model: [{"op": name, "version": int, "count": uses}], sorted by name."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    codes = operator_codes(model)
     counts: dict[int, int] = {}
     for s in range(model.SubgraphsLength()):
         sg = model.Subgraphs(s)

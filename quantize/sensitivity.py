@@ -72,12 +72,10 @@ class NormInput:
 def _graph(model_content: bytes):
     from tensorflow.lite.python import schema_py_generated as schema
 
+    from export.gpu_check import operator_codes
+
     model = schema.Model.GetRootAsModel(model_content, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?"))
+    codes = [name for name, _ in operator_codes(model)]
     sg = model.Subgraphs(0)
     ops = []
     for o in range(sg.OperatorsLength()):
@@ -197,8 +195,7 @@ def select_float_nodes(calibrated: bytes, inputs_nchw: np.ndarray, quantize: Cal
         LOGGER.info("int8 float selection: %d convolution(s) in float -> validation PSNR %.2f dB", k, db)
         if db > best[0]:
             best = (db, k)
-        if db >= target_db:
-            best = (db, k)
+        if db >= target_db:  # first k to reach the target (the best so far: no earlier k reached it)
             break
     k = best[1]
     report["float_convolutions"] = k
