@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from compress.step import gan_step
+
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
 
@@ -215,11 +217,11 @@ class _Timers:
 class _StepBench:
     """One family's two variants, search and plain, with their own networks, optimizers and recipe.
 
-    The search variant does what ``Trainer._search`` does per step: ``Trainer._step(searching=True)``
+    The search variant does what ``Trainer._search`` does per step: :func:`compress.step.gan_step` with the controller
     (generator through the hypernetwork, discriminator, both Adam steps, proximal step), the controller's
     interval check and the per-step ``reductions()`` (masks + MACs) for the progress bar. Logging,
     samples and checkpoints (every 10/100/100 steps) are left out. The plain variant is
-    ``Trainer._step(searching=False)`` with the unpruned plain generator: ordinary GAN training.
+    ``gan_step`` without a controller, with the unpruned plain generator: ordinary GAN training.
     Both use the same fixed batch (one real batch from the dataset), so data loading is not timed.
     """
 
@@ -241,27 +243,27 @@ class _StepBench:
         self.batch = torch.utils.data.default_collate(items)
         # search variant
         tr = self.search_tr
-        self.G, self.D, self.extra = tr._build_search()
-        self.opt_G, self.opt_D = tr._optimizers(self.G, self.D, self.extra, cfg.latent_lr)
+        self.G, self.D, self.extra = tr.build_search_networks()
+        self.opt_G, self.opt_D = tr.build_optimizers(self.G, self.D, self.extra, cfg.latent_lr)
         self.step_count = 0
         # plain variant: same generator class at full width, its own D and extra networks
         tr = self.plain_tr
         self.Gp = tr.recipe.make_generator()
         self.Dp = tr.recipe.make_discriminator()
         self.extra_p = tr.recipe.extra_networks()
-        self.opt_Gp, self.opt_Dp = tr._optimizers(self.Gp, self.Dp, self.extra_p, None)
+        self.opt_Gp, self.opt_Dp = tr.build_optimizers(self.Gp, self.Dp, self.extra_p, None)
 
     def search_step(self, fused: bool = False) -> None:
         tr = self.search_tr
         opt_G, opt_D = (self._fused("search") if fused else (self.opt_G, self.opt_D))
-        tr._step(self.batch, self.G, self.D, self.extra, opt_G, opt_D, searching=True)
+        gan_step(tr.recipe, self.batch, self.G, self.D, self.extra, opt_G, opt_D, controller=tr.controller)
         self.step_count += 1
         tr.controller.maybe_check(self.step_count)
         tr.controller.reductions()
 
     def plain_step(self, fused: bool = False) -> None:
         opt_G, opt_D = (self._fused("plain") if fused else (self.opt_Gp, self.opt_Dp))
-        self.plain_tr._step(self.batch, self.Gp, self.Dp, self.extra_p, opt_G, opt_D, searching=False)
+        gan_step(self.plain_tr.recipe, self.batch, self.Gp, self.Dp, self.extra_p, opt_G, opt_D)
 
     def _fused(self, variant: str):
         """Copies of a variant's two optimizers with ``fused=True`` (same groups, own state): what the step
@@ -290,12 +292,10 @@ class _StepBench:
                 "adam_state_G_search": adam_elems(self.opt_G), "adam_state_G_plain": adam_elems(self.opt_Gp)}
 
     def breakdown(self, steps: int) -> dict:
-        """Mean seconds per search step spent in each phase (manual timers around a replica of
-        ``Trainer._step`` + the controller calls), plus isolated measurements of the hypernetwork's
+        """Mean seconds per search step spent in each phase (timers inside :func:`compress.step.gan_step` and
+        around the forward passes and the controller calls), plus isolated measurements of the hypernetwork's
         weight generation forward and forward+backward, and of Adam on the hypernetwork parameters."""
         import torch
-
-        from compress.trainer import _set_requires_grad
 
         tm = _Timers()
         tr, r = self.search_tr, self.search_tr.recipe
@@ -320,31 +320,9 @@ class _StepBench:
         Dt = _Timed(D, "D forward")
         extra = {k: _Timed(v, "D forward" if k.startswith("D") else "other G forward (CycleGAN G_B)")
                  for k, v in self.extra.items()}
-        d_nets = [D] + [v for k, v in self.extra.items() if k.startswith("D")]
         try:
             for _ in range(steps):
-                batch = self.batch
-                fake = Gt(r.generator_input(batch))
-                ex = dict(extra)
-                if hasattr(r, "forward_extra"):
-                    r.forward_extra(ex, batch)
-                _set_requires_grad(d_nets, True)
-                self.opt_D.zero_grad(set_to_none=True)
-                loss_D, _ = r.discriminator_loss(Dt, batch, fake, ex)
-                with tm("D backward"):
-                    loss_D.backward()
-                with tm("D Adam step"):
-                    self.opt_D.step()
-                _set_requires_grad(d_nets, False)
-                self.opt_G.zero_grad(set_to_none=True)
-                loss_G, _ = r.generator_loss(Gt, Dt, batch, fake, ex)
-                with tm("G backward (through D, generator convs, hypernetwork)"):
-                    loss_G.backward()
-                with tm("G Adam step (hypernetwork + latents + G_B)"):
-                    self.opt_G.step()
-                _set_requires_grad(d_nets, True)
-                with tm("proximal step (eq. 5)"):
-                    tr.controller.proximal("G", tr._group_lr(self.opt_G, "latent"))
+                gan_step(r, self.batch, Gt, Dt, extra, self.opt_G, self.opt_D, controller=tr.controller, timer=tm)
                 self.step_count += 1
                 with tm("masks + MACs check"):
                     tr.controller.maybe_check(self.step_count)
@@ -570,21 +548,22 @@ def memory_worker(variant: str, steps: int, family: str, preset_name: str, overr
         ds = make_dataset(cfg, train=True)
         batch = torch.utils.data.default_collate([ds[i] for i in range(cfg.batch_size)])
         if variant == "search":
-            G, D, extra = tr._build_search()
-            opt_G, opt_D = tr._optimizers(G, D, extra, cfg.latent_lr)
+            G, D, extra = tr.build_search_networks()
+            opt_G, opt_D = tr.build_optimizers(G, D, extra, cfg.latent_lr)
             g_trainable = sum(p.numel() for p in G.search_parameters())
             hyper = sum(p.numel() for p in G.hyper.parameters())
             gen = sum(p.numel() for p in G.network.parameters())
         else:
             G, D, extra = tr.recipe.make_generator(), tr.recipe.make_discriminator(), tr.recipe.extra_networks()
-            opt_G, opt_D = tr._optimizers(G, D, extra, None)
+            opt_G, opt_D = tr.build_optimizers(G, D, extra, None)
             g_trainable = gen = sum(p.numel() for p in G.parameters())
             hyper = 0
         rss_built = _rss_mib()
         times = []
         for i in range(steps):
             t0 = time.perf_counter()
-            tr._step(batch, G, D, extra, opt_G, opt_D, searching=variant == "search")
+            gan_step(tr.recipe, batch, G, D, extra, opt_G, opt_D,
+                     controller=tr.controller if variant == "search" else None)
             if variant == "search":
                 tr.controller.maybe_check(i + 1)
                 tr.controller.reductions()

@@ -1,26 +1,22 @@
 """The search stage's control: proximal steps, MACs checks at a fixed interval, and the stop rule.
 
-Paper 3.2-3.3 / Algorithm 1 with DHP's ``terminate`` rule: every ``check_interval`` batches the MACs of the
-masked network are computed; a network whose achieved MACs reduction is within ``tolerance`` of the
-``target`` has its masks frozen, and the search ends when every compressed network (the generator, and the
-discriminator with G+D) is frozen. Centring (ours): a check that lands inside the window but short of the
-target switches to a check every batch and freezes at the first batch that reaches the target, or at the
-last batch inside the window if the next one would leave it, so a 95% target ends near 95%, not near 93%.
-From above likewise: a coarse check that lands past the target (inside the window) after a check that was
-short of it restores the latent vectors of that earlier check and goes on one batch at a time, so the masks
-freeze at the first batch that reaches the target, not up to ``tolerance`` past it. When that one batch jumps
-past the target (one proximal step can zero several entries), the channels of smallest |z| are removed one at
-a time from the previous batch's state instead, whichever lands closer to the target.
+Paper 3.2-3.3 / Algorithm 1. Two rules decide when the masks freeze, each a named function:
 
-Overshoot guard (ours): the proximal step can push many latent entries under the threshold between two
-checks. The controller keeps a copy of the latent vectors at each check that was still short of the
-target; if a check finds the reduction past ``target + tolerance``, it restores that copy and checks after
-every batch from then on, so the target is approached one proximal step at a time. If even one step
-jumps past the window, the masks are frozen there and the status says "overshoot" with the figures.
-A budget that runs out first ends the search with status "budget_exhausted" and the achieved reduction.
+* :func:`dhp_terminate` (DHP's ``terminate``, ofsoundof/dhp): every ``check_interval`` batches the MACs of the
+  masked network are computed, and the search may stop once the achieved reduction is within ``tolerance``
+  of the ``target`` (DHP's ``limit``, 0.02).
+* :func:`centring_decision` (ours): inside that window, move the stop as close to the target as the proximal
+  steps allow -- check every batch, freeze at the first batch that reaches the target, and when a check
+  lands past the target, go back to the last check short of it and approach again (batch by batch, or
+  channel by channel when one proximal step jumps past).
+
+The search ends when every compressed network (the generator, and the discriminator with G+D) is frozen.
+A budget that runs out first ends the search with status ``budget_exhausted`` and the achieved reduction;
+a network whose first check is already past the window freezes there with status ``overshoot``.
 """
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass, field
 
@@ -41,6 +37,59 @@ class NetworkStatus:
     history: list = field(default_factory=list)   # (step, reduction) at every check
 
 
+def dhp_terminate(reduction: float, target: float, tolerance: float) -> bool:
+    """DHP's stop rule (``terminate`` in ofsoundof/dhp): the pruned network's MACs are at most
+    ``(1 - target) + tolerance`` of the original, i.e. ``reduction >= target - tolerance``.
+
+    Args:
+        reduction: achieved MACs reduction of the masked network (fraction in [0, 1]).
+        target: MACs reduction asked for (fraction, e.g. 0.75).
+        tolerance: DHP's ``limit`` (0.02 in all of DHP's scripts).
+    """
+    return reduction >= target - tolerance
+
+
+class Decision(enum.Enum):
+    """What the centring does with one MACs check (see :func:`centring_decision`)."""
+
+    CONTINUE = "continue"              # short of the window: keep searching at the current interval
+    APPROACH = "approach"              # inside the window, short of the target: go on one batch at a time
+    FREEZE = "freeze"                  # on target: freeze the masks here
+    CLOSEST_FINISH = "closest_finish"  # one batch stepped past the target: finish channel by channel if closer
+    REFINE = "refine"                  # a coarse check passed the target: restore the last check, go batch by batch
+    STOP_BEFORE = "stop_before"        # left the window from inside it: restore the previous batch and freeze
+    GREEDY_FINISH = "greedy_finish"    # one batch jumped past the window: restore, remove channels one at a time
+    OVERSHOOT = "overshoot"            # past the window with no earlier state to return to: freeze, flagged
+
+
+def centring_decision(reduction: float, target: float, tolerance: float, *, has_snapshot: bool,
+                      in_window: bool, batch_by_batch: bool) -> Decision:
+    """The centring of the stop inside DHP's window (ours; the paper and DHP stop anywhere in the window).
+
+    Args:
+        reduction: achieved MACs reduction at this check (fraction).
+        target, tolerance: as in :func:`dhp_terminate`.
+        has_snapshot: the latent vectors of an earlier check short of the target are kept.
+        in_window: the previous check was inside the window, short of the target.
+        batch_by_batch: checks already run after every batch (interval 1).
+    Returns:
+        The :class:`Decision` for this check. Before the window (:func:`dhp_terminate` false) it is CONTINUE.
+    """
+    if not dhp_terminate(reduction, target, tolerance):
+        return Decision.CONTINUE
+    if reduction < target:
+        return Decision.APPROACH
+    if reduction <= target + tolerance:
+        if reduction > target and has_snapshot:
+            return Decision.CLOSEST_FINISH if batch_by_batch else Decision.REFINE
+        return Decision.FREEZE
+    if in_window:
+        return Decision.STOP_BEFORE
+    if has_snapshot:
+        return Decision.GREEDY_FINISH if batch_by_batch else Decision.REFINE
+    return Decision.OVERSHOOT
+
+
 class SearchController:
     """Drives the proximal steps and the stop rule for a set of hypernetwork-driven networks.
 
@@ -49,7 +98,7 @@ class SearchController:
         target: fraction of MACs to remove (0.75).
         tolerance: accepted distance to the target (0.02, DHP's limit).
         check_interval: batches between MACs checks (100 in DHP; the small preset uses 5).
-        regularization: lambda of eq. 5 (0.5).
+        regularization: lambda of eq. 5 (0.5, paper 4.1).
     """
 
     def __init__(self, networks: dict[str, HyperNetwork], target: float, tolerance: float,
@@ -76,7 +125,9 @@ class SearchController:
         return {name: net.macs_reduction() for name, net in self.networks.items()}
 
     def maybe_check(self, step: int) -> bool:
-        """Check the MACs at the fixed interval (``step`` counts completed batches). Returns ``done``."""
+        """Check the MACs at the fixed interval (``step`` counts completed batches) and apply the stop rule
+        (:func:`dhp_terminate`, then :func:`centring_decision`) to every network still searching.
+        Returns ``done``."""
         if step % self.interval != 0:
             return self.done
         for name, net in self.networks.items():
@@ -86,56 +137,51 @@ class SearchController:
             r = net.macs_reduction()
             st.reduction = r
             st.history.append((step, r))
-            if self.target <= r <= self.target + self.tolerance:
-                if r > self.target and name in self._snapshots:   # stepped past the target since the snapshot
-                    if self.interval > 1:
-                        LOGGER.info("%s: MACs reduction %.3f passed the target %.2f between checks; restoring "
-                                    "the latent vectors of the last check and checking every batch",
-                                    name, r, self.target)
-                        self._restore(name)
-                        self.interval = 1
-                        st.reduction = net.macs_reduction()
-                        continue
-                    self._closest_finish(name, r)
-                self._freeze(name, step, "reached")
-            elif self.target - self.tolerance <= r < self.target:
-                # Inside the window but short of the target: keep this state and go on one batch at a time,
-                # so the search stops as close to the target as the proximal steps allow.
-                self._snapshots[name] = {k: z.detach().clone() for k, z in net.prunable_latents().items()}
-                self._in_window.add(name)
-                self.interval = 1
-            elif r > self.target + self.tolerance:
-                if name in self._in_window:
-                    self._restore(name)        # the previous batch was inside the window: stop there
-                    self._freeze(name, step, "reached")
-                elif name in self._snapshots and self.interval > 1:
-                    LOGGER.info("%s: MACs reduction %.3f passed the target %.2f+-%.2f between checks; "
-                                "restoring the latent vectors of the last check and checking every batch",
-                                name, r, self.target, self.tolerance)
-                    self._restore(name)
-                    self.interval = 1
-                    st.reduction = net.macs_reduction()
-                elif name in self._snapshots:
-                    LOGGER.info("%s: one proximal step took the MACs reduction to %.3f, past the target "
-                                "%.2f+-%.2f; restoring the previous step and removing the channels of smallest "
-                                "|z| one at a time", name, r, self.target, self.tolerance)
-                    self._restore(name)
-                    self._greedy_finish(name)
-                    r = net.macs_reduction()
-                    ok = abs(r - self.target) <= self.tolerance
-                    self._freeze(name, step, "reached" if ok else "overshoot")
-                    if not ok:
-                        LOGGER.warning("%s: no channel-by-channel step lands within the window: MACs reduction "
-                                       "%.3f for target %.2f+-%.2f", name, r, self.target, self.tolerance)
-                else:
-                    self._freeze(name, step, "overshoot")
-                    LOGGER.warning("%s: MACs reduction %.3f passed the target %.2f+-%.2f before any check "
-                                   "below it; masks frozen there", name, r, self.target, self.tolerance)
-            else:
-                # short of the window (latent entries can also grow back, so a network may leave it again)
-                self._snapshots[name] = {k: z.detach().clone() for k, z in net.prunable_latents().items()}
-                self._in_window.discard(name)
+            decision = centring_decision(r, self.target, self.tolerance, has_snapshot=name in self._snapshots,
+                                         in_window=name in self._in_window, batch_by_batch=self.interval == 1)
+            self._apply(name, step, r, decision)
         return self.done
+
+    def _apply(self, name: str, step: int, r: float, decision: Decision) -> None:
+        net, st = self.networks[name], self.status[name]
+        if decision is Decision.CONTINUE:
+            # short of the window (latent entries can also grow back, so a network may leave it again)
+            self._snapshot(name)
+            self._in_window.discard(name)
+        elif decision is Decision.APPROACH:
+            self._snapshot(name)
+            self._in_window.add(name)
+            self.interval = 1
+        elif decision is Decision.FREEZE:
+            self._freeze(name, step, "reached")
+        elif decision is Decision.CLOSEST_FINISH:
+            self._closest_finish(name, r)
+            self._freeze(name, step, "reached")
+        elif decision is Decision.REFINE:
+            LOGGER.info("%s: MACs reduction %.3f passed the target %.2f between checks; restoring the latent "
+                        "vectors of the last check and checking every batch", name, r, self.target)
+            self._restore(name)
+            self.interval = 1
+            st.reduction = net.macs_reduction()
+        elif decision is Decision.STOP_BEFORE:
+            self._restore(name)        # the previous batch was inside the window: stop there
+            self._freeze(name, step, "reached")
+        elif decision is Decision.GREEDY_FINISH:
+            LOGGER.info("%s: one proximal step took the MACs reduction to %.3f, past the target %.2f+-%.2f; "
+                        "restoring the previous step and removing the channels of smallest |z| one at a time",
+                        name, r, self.target, self.tolerance)
+            self._restore(name)
+            self._greedy_finish(name)
+            r = net.macs_reduction()
+            ok = abs(r - self.target) <= self.tolerance
+            self._freeze(name, step, "reached" if ok else "overshoot")
+            if not ok:
+                LOGGER.warning("%s: no channel-by-channel step lands within the window: MACs reduction %.3f for "
+                               "target %.2f+-%.2f", name, r, self.target, self.tolerance)
+        else:  # Decision.OVERSHOOT
+            self._freeze(name, step, "overshoot")
+            LOGGER.warning("%s: MACs reduction %.3f passed the target %.2f+-%.2f before any check below it; "
+                           "masks frozen there", name, r, self.target, self.tolerance)
 
     def exhaust(self, step: int) -> None:
         """The budget ran out: freeze every network still searching with status ``budget_exhausted``."""
@@ -148,6 +194,9 @@ class SearchController:
                 self._freeze(name, step, "budget_exhausted")
                 LOGGER.warning("%s: search budget exhausted at step %d: achieved MACs reduction %.3f, target "
                                "%.2f +- %.2f", name, step, st.reduction, self.target, self.tolerance)
+
+    def _snapshot(self, name: str) -> None:
+        self._snapshots[name] = {k: z.detach().clone() for k, z in self.networks[name].prunable_latents().items()}
 
     def _freeze(self, name: str, step: int, status: str) -> None:
         net = self.networks[name]

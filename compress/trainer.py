@@ -21,11 +21,9 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -34,11 +32,12 @@ from compress.config import RunConfig
 from compress.errors import InputError
 from compress.hyper import HyperNetwork, materialize
 from compress.io import atomic_torch_save, atomic_write_json
-from compress.macs import count_macs, count_params
+from compress.macs import count_params
 from compress.models import generator_input_shape
 from compress.recipes import GANRecipe, make_recipe
 from compress.samples import save_grid
 from compress.search import SearchController
+from compress.step import gan_step
 
 LOGGER = logging.getLogger("coronetgan.trainer")
 CHECKPOINT = "checkpoints/last.pt"
@@ -85,13 +84,6 @@ def _to_device(batch, device):
     if isinstance(batch, (list, tuple)):
         return [v.to(device) if torch.is_tensor(v) else v for v in batch]
     return batch.to(device)
-
-
-def _set_requires_grad(nets, flag: bool) -> None:
-    for net in nets:
-        for p in net.parameters():
-            if p.requires_grad != flag and not getattr(p, "_frozen_conv_weight", False):
-                p.requires_grad_(flag)
 
 
 class Trainer:
@@ -154,7 +146,10 @@ class Trainer:
         return max(1, int(math.ceil(epochs * self.train_size / self.cfg.batch_size)))
 
     # --- networks ------------------------------------------------------------------------------------
-    def _build_search(self):
+    def build_search_networks(self):
+        """The search's networks: (G, D, extra). G is the generator under its hypernetwork (eqs. 1-4), D the
+        discriminator (under its own hypernetwork with G+D compression), extra the networks trained alongside;
+        also sets ``self.controller`` (the search's :class:`SearchController`)."""
         cfg, r = self.cfg, self.recipe
         G_plain = r.make_generator()
         self.G_input_shape = generator_input_shape(G_plain, cfg.image_size)
@@ -172,7 +167,9 @@ class Trainer:
                                            cfg.regularization)
         return G, D, extra
 
-    def _optimizers(self, G, D, extra, latent_lr: float | None):
+    def build_optimizers(self, G, D, extra, latent_lr: float | None):
+        """Adam (lr ``cfg.lr``, betas (beta1, 0.999), fused on CPU/CUDA) for the generator side and the
+        discriminator side; hypernetwork-driven networks get a second group ``"latent"`` at ``latent_lr``."""
         cfg = self.cfg
         betas = (cfg.beta1, 0.999)
 
@@ -192,36 +189,6 @@ class Trainer:
         fused = self.device.type in ("cpu", "cuda")
         return (torch.optim.Adam(g_groups, betas=betas, fused=fused),
                 torch.optim.Adam(d_groups, betas=betas, fused=fused))
-
-    # --- one step (both stages, all families) ----------------------------------------------------------
-    def _step(self, batch, G, D, extra, opt_G, opt_D, searching: bool) -> dict:
-        r = self.recipe
-        d_nets = [D] + [v for k, v in extra.items() if k.startswith("D")]
-        fake = G(r.generator_input(batch))
-        extra = dict(extra)  # per-step context: the recipe may add tensors (CycleGAN's G_B(B))
-        if hasattr(r, "forward_extra"):
-            r.forward_extra(extra, batch)
-        _set_requires_grad(d_nets, True)
-        opt_D.zero_grad(set_to_none=True)
-        loss_D, logs = r.discriminator_loss(D, batch, fake, extra)
-        loss_D.backward()
-        opt_D.step()
-        if searching and "D" in self.controller.networks:
-            self.controller.proximal("D", self._group_lr(opt_D, "latent"))
-        _set_requires_grad(d_nets, False)
-        opt_G.zero_grad(set_to_none=True)
-        loss_G, logs_g = r.generator_loss(G, D, batch, fake, extra)
-        loss_G.backward()
-        opt_G.step()
-        _set_requires_grad(d_nets, True)
-        if searching:
-            self.controller.proximal("G", self._group_lr(opt_G, "latent"))
-        logs.update(logs_g)
-        return logs
-
-    @staticmethod
-    def _group_lr(opt, name: str) -> float:
-        return next(g["lr"] for g in opt.param_groups if g.get("name") == name)
 
     # --- logging, samples, checkpoints ---------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -284,7 +251,7 @@ class Trainer:
                     "steps, converging %d steps", self.run_dir, cfg.model, cfg.dataset, self.train_size,
                     cfg.target, cfg.tolerance, self.device, search_budget, converge_budget)
 
-        G, D, extra = self._build_search()
+        G, D, extra = self.build_search_networks()
         self.original = {"params": count_params(G.network), "macs": G.macs_model.full_macs,
                          "channels": dict(G.network.channels)}
         state = self._load_checkpoint() if self.resume else {"stage": "search", "step": 0}
@@ -294,10 +261,10 @@ class Trainer:
             G_pruned, converge_budget = self._baseline(G, converge_budget)
             D_pruned = D
             del G
-            opt_G, opt_D = self._optimizers(G_pruned, D_pruned, extra, None)
+            opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
             stage, step = "converge", 0
         elif stage == "search":
-            opt_G, opt_D = self._optimizers(G, D, extra, cfg.latent_lr)
+            opt_G, opt_D = self.build_optimizers(G, D, extra, cfg.latent_lr)
             if self.resume:
                 G.load_state_dict(state["G"])
                 D.load_state_dict(state["D"])
@@ -318,7 +285,7 @@ class Trainer:
             del G, D, opt_G, opt_D
             stage, step = "converge", 0
             state = None
-            opt_G, opt_D = self._optimizers(G_pruned, D_pruned, extra, None)
+            opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
             self._save_converge_checkpoint(G_pruned, D_pruned, extra, opt_G, opt_D, 0, converge_budget)
         else:
             G_pruned = type(G.network)(**state["G_config"]).to(self.device)
@@ -328,7 +295,7 @@ class Trainer:
             for k, v in extra.items():
                 v.load_state_dict(state["extra"][k])
             del G, D
-            opt_G, opt_D = self._optimizers(G_pruned, D_pruned, extra, None)
+            opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
             opt_G.load_state_dict(state["opt_G"])
             opt_D.load_state_dict(state["opt_D"])
             self.search_summary = state["search_summary"]
@@ -364,7 +331,7 @@ class Trainer:
         bar = progress(total=budget, initial=step, desc=f"search {cfg.model} -> {cfg.target:.0%}", unit="it")
         done = self.controller.done
         while not done and step < budget:
-            logs = self._step(next(batches), G, D, extra, opt_G, opt_D, searching=True)
+            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller)
             step += 1
             done = self.controller.maybe_check(step)
             red = self.controller.reductions()
@@ -421,7 +388,7 @@ class Trainer:
             for opt in (opt_G, opt_D):
                 for g in opt.param_groups:
                     g["lr"] = lr
-            logs = self._step(next(batches), G, D, extra, opt_G, opt_D, searching=False)
+            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D)
             step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
