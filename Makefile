@@ -41,16 +41,18 @@ setup: .venv/.installed
 	.venv/bin/pip install --quiet -e .
 	touch $@
 
-# The whole suite; cases marked `slow` run in their small form (see tests/README.md), the small pipeline included.
+# The whole suite (CI): every tier, `slow` and `real_data` cases in their small form, the small pipeline on real
+# images included; prints the 15 slowest tests. Tiers: tests/README.md.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
+# The edit loop: unit tests on synthetic inputs only (no data mirror, no training beyond a few steps).
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not real_data" --durations=10
 
-# Only the slow cases (their small forms), e.g. the end-to-end pipeline of tests/test_pipeline.py.
+# Only the slow and real-data cases (their small forms), e.g. the end-to-end pipeline of tests/test_pipeline.py.
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m "slow or real_data" --durations=15
 
 macs: setup
 	$(PY) -m compress.macs

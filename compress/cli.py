@@ -9,33 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from compress.api import run_compression
 from compress.config import FAMILIES, PRESETS, RunConfig, preset
 from compress.errors import InputError
-
-LOGGER = logging.getLogger("coronetgan")
-
-
-def setup_logging(run_dir: Path) -> None:
-    """Log to ``run_dir/log.txt`` (appending, so resumed runs keep their history) and to stderr."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger("coronetgan")
-    root.setLevel(logging.INFO)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fh = logging.FileHandler(run_dir / "log.txt")
-    fh.setFormatter(fmt)
-    sh = logging.StreamHandler(sys.stderr)
-    sh.setFormatter(fmt)
-    root.addHandler(fh)
-    root.addHandler(sh)
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m compress", description=__doc__,
@@ -142,10 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = config_from_args(args)
             tag = cfg.baseline or str(int(round(cfg.target * 100)))
             run_dir = args.run_dir or Path("runs") / f"{cfg.model}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
-        setup_logging(run_dir)
-        from compress.trainer import Trainer
-
-        report = Trainer(cfg, run_dir, resume=args.resume).run()
+        report = run_compression(cfg, run_dir, resume=args.resume)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,3 +22,11 @@ def shared_data() -> Path:
         pytest.fail(f"real-data mirror not found at {root}: set CORONETGAN_DATA_MIRROR to the folder "
                     "holding horse2zebra/, edges2shoes_subset/, facades_tiny/ and cifar10_partial/")
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that reads the real-image mirror ``real_data`` (directly or through a fixture), so that
+    ``make test-fast`` (``-m "not slow and not real_data"``) runs on synthetic inputs only."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)

@@ -1,0 +1,71 @@
+"""The Python entry point of the compress stage: one call runs the search and the converging stage.
+
+``python -m compress`` (compress/cli.py) and :func:`compress_model` share :func:`run_compression`.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from compress.config import RunConfig, preset
+
+LOGGER = logging.getLogger("coronetgan")
+
+
+def setup_logging(run_dir: Path) -> None:
+    """Log to ``run_dir/log.txt`` (appending, so resumed runs keep their history) and to stderr."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("coronetgan")
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fh = logging.FileHandler(run_dir / "log.txt")
+    fh.setFormatter(fmt)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(fmt)
+    root.addHandler(fh)
+    root.addHandler(sh)
+
+
+def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) both CoroNetGAN stages for ``cfg`` in ``run_dir``, logging to ``run_dir/log.txt``.
+
+    Returns:
+        The compression report (``run_dir/compression_report.json``): MACs and params before/after, the
+        achieved MACs reduction (fraction), the search status, wall times (s).
+    Raises:
+        compress.errors.InputError: invalid configuration, data or run folder.
+    """
+    from compress.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    setup_logging(run_dir)
+    return Trainer(cfg, run_dir, resume=resume).run()
+
+
+def compress_model(model: str, target: float, run_dir: str | Path, *, dataset: str | None = None,
+                   preset_name: str = "small", resume: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Compress the generator of a GAN family to ``target`` (fraction of MACs removed) and train it.
+
+    Args:
+        model: the family, ``pix2pix``, ``cyclegan`` or ``dcgan``.
+        target: fraction of the generator's MACs to remove, e.g. 0.75 (paper 4.1).
+        run_dir: run folder (``generator.pt``, ``architecture.json``, reports, checkpoints).
+        dataset: dataset name or folder (default: the family's preset dataset).
+        preset_name: ``small`` (minutes on a CPU) or ``paper`` (the paper's settings).
+        resume: continue an interrupted run in ``run_dir``.
+        **overrides: any :class:`~compress.config.RunConfig` field, e.g. ``search_steps=100``,
+            ``generator={"ngf": 8}``.
+    Returns:
+        The compression report (see :func:`run_compression`).
+    Raises:
+        compress.errors.InputError: unknown family/preset/field or an out-of-range value.
+    """
+    values: dict[str, Any] = {"model": model, "preset": preset_name, **preset(model, preset_name),
+                              "target": target, **overrides}
+    if dataset is not None:
+        values["dataset"] = dataset
+    return run_compression(RunConfig.from_dict(values).validate(), run_dir, resume=resume)
