@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compress.hyper import HyperNetwork, proximal_step
+from compress.hyper import HyperNetwork
 
 LOGGER = logging.getLogger("coronetgan.search")
 
@@ -114,7 +114,7 @@ class SearchController:
     def proximal(self, name: str, lr: float) -> None:
         """Eq. 5 on the latent vectors of ``name`` after its optimizer step (skipped once frozen)."""
         if self.status[name].status == "searching":
-            proximal_step(self.networks[name].prunable_latents().values(), self.regularization, lr)
+            self.networks[name].proximal_step(self.regularization, lr)
 
     @property
     def done(self) -> bool:
@@ -211,11 +211,12 @@ class SearchController:
         the MACs reduction reaches the target; keep whichever state is closest to the target."""
         net = self.networks[name]
         latents = net.prunable_latents()
+        floors = net.floors()
         best = (abs(net.macs_reduction() - self.target), {k: z.clone() for k, z in latents.items()})
         while net.macs_reduction() < self.target:
             masks = net.masks()
             candidates = [(z.abs()[j].item(), k, j) for k, z in latents.items()
-                          if int(masks[k].sum()) > net.min_channels
+                          if int(masks[k].sum()) > floors[k]
                           for j in torch.nonzero(masks[k]).flatten().tolist()]
             if not candidates:
                 break

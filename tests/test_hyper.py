@@ -152,3 +152,72 @@ def test_proximal_shrinkage_keeps_image_contrast(make):
         after = hyper(x, masked=True).std(dim=(0, 2, 3))
     assert before.min() > 0.1 and before.max() < 3 * before.min(), before
     assert after.min() > 0.5 * before.min(), (before, after)
+
+
+def test_proximal_floor_keeps_the_largest_entries_and_skips_a_vector_at_its_floor():
+    """DHP's skip rule and our per-step floor: no vector falls under its floor, whatever the shrinkage."""
+    z = torch.tensor([0.30, -0.02, 0.10, 0.004, -0.50, 0.06])
+    proximal_step([z], regularization=1.0, lr=1.0, threshold=5e-3, floors=[2])   # would zero everything
+    assert z.tolist() == pytest.approx([5e-3, 0.0, 0.0, 0.0, -5e-3, 0.0])          # the two largest stop at tau
+    at_floor = z.clone()
+    proximal_step([z], regularization=1.0, lr=1.0, threshold=5e-3, floors=[2])
+    assert torch.equal(z, at_floor)                                               # skipped, as in DHP
+    assert channel_mask(z, 5e-3, min_channels=2).tolist() == [True, False, False, False, True, False]
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: UNetGenerator(ngf=8, num_downs=6), (1, 3, 64, 64)),
+    (lambda: ResnetGenerator(ngf=8, n_blocks=3), (1, 3, 64, 64)),
+    (lambda: DCGANGenerator(ngf=16), (1, 100, 1, 1)),
+], ids=["pix2pix", "cyclegan", "dcgan"])
+def test_no_latent_vector_collapses_under_heavy_shrinkage(make, shape):
+    torch.manual_seed(0)
+    hyper = HyperNetwork(make(), shape, min_channels=4, min_channel_fraction=0.1)
+    for _ in range(50):
+        hyper.proximal_step(regularization=1.0, lr=0.5)
+    floors, masks = hyper.floors(), hyper.masks()
+    for name, z in hyper.prunable_latents().items():
+        assert int((z.abs() >= hyper.threshold).sum()) == floors[name], name
+        assert int(masks[name].sum()) == floors[name] and floors[name] >= 4
+        assert floors[name] >= 0.1 * z.numel()
+
+
+def test_search_forward_is_the_materialised_network():
+    """The search's forward pass (the default, masks applied) computes what the materialised network does,
+    also with trained-looking hypernetwork biases that give zeroed latent entries non-zero weights."""
+    torch.manual_seed(0)
+    hyper = HyperNetwork(ResnetGenerator(ngf=8, n_blocks=2), (1, 3, 32, 32))
+    with torch.no_grad():
+        for p in hyper.hyper.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for z in hyper.prunable_latents().values():
+            z[:3] = 0.0
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    hyper.eval()
+    pruned = materialize(hyper).eval()
+    with torch.no_grad():
+        assert torch.allclose(hyper(x), pruned(x), atol=1e-5, rtol=0)
+        assert not torch.allclose(hyper(x, masked=False), pruned(x), atol=1e-3)   # DHP's unmasked forward differs
+    from compress.hyper.materialize import materialization_gap_db
+
+    gap = materialization_gap_db(hyper, pruned, x)
+    assert gap is None or gap > 80
+
+
+def test_batchnorm_statistics_after_materialisation_match_a_recomputation():
+    from compress.hyper.batchnorm import batchnorm_layers, recompute_batchnorm_statistics
+
+    torch.manual_seed(0)
+    hyper = HyperNetwork(UNetGenerator(ngf=8, num_downs=5), (1, 3, 32, 32))
+    with torch.no_grad():
+        for z in hyper.prunable_latents().values():
+            z[: z.numel() // 2] = 0.0
+    batches = [torch.rand(4, 3, 32, 32) * 2 - 1 for _ in range(3)]
+    assert recompute_batchnorm_statistics(hyper.network, hyper, batches) == 3
+    pruned = materialize(hyper)
+    reference = materialize(hyper)
+    recompute_batchnorm_statistics(reference, reference, batches)
+    for a, b in zip(batchnorm_layers(pruned), batchnorm_layers(reference)):
+        assert torch.allclose(a.running_mean, b.running_mean, atol=1e-5)
+        assert torch.allclose(a.running_var, b.running_var, atol=1e-4)
+        assert int(a.num_batches_tracked) == 3

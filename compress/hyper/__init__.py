@@ -2,8 +2,8 @@
 from compress.hyper.hypernetwork import EMBEDDING_SIZE, HyperConvWeights
 from compress.hyper.materialize import materialize
 from compress.hyper.network import HyperNetwork
-from compress.hyper.proximal import (MASK_THRESHOLD, MIN_CHANNELS, REGULARIZATION, channel_mask,
+from compress.hyper.proximal import (MASK_THRESHOLD, MIN_CHANNELS, REGULARIZATION, channel_floor, channel_mask,
                                      proximal_step)
 
 __all__ = ["EMBEDDING_SIZE", "HyperConvWeights", "HyperNetwork", "materialize", "MASK_THRESHOLD",
-           "MIN_CHANNELS", "REGULARIZATION", "channel_mask", "proximal_step"]
+           "MIN_CHANNELS", "REGULARIZATION", "channel_floor", "channel_mask", "proximal_step"]

@@ -8,6 +8,8 @@ converging stage trains the plain network with fresh optimizers.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -60,3 +62,29 @@ def materialize(hyper: HyperNetwork) -> PrunableNetwork:
             pruned_state[key].copy_(t)
     pruned.train(net.training)
     return pruned
+
+
+@torch.no_grad()
+def materialization_gap_db(hyper: HyperNetwork, pruned: PrunableNetwork, inputs: torch.Tensor) -> float | None:
+    """PSNR (dB) between the search network's output (masked, as searched) and the materialised network's output
+    on ``inputs``, both in eval mode; images in [-1, 1], so the peak-to-peak range is 2 and
+    PSNR = 10 log10(4 / MSE).
+
+    Args:
+        hyper: the search network just before materialisation.
+        pruned: :func:`materialize` of it.
+        inputs: generator inputs, e.g. real test images (N, 3, H, W) in [-1, 1] or z (N, nz, 1, 1).
+    Returns:
+        The PSNR in dB, or None when the outputs are bit-identical (infinite PSNR).
+    """
+    modes = (hyper.training, pruned.training)
+    hyper.eval()
+    pruned.eval()
+    try:
+        searched = hyper(inputs, masked=True).double()
+        plain = pruned(inputs).double()
+    finally:
+        hyper.train(modes[0])
+        pruned.train(modes[1])
+    mse = float(torch.mean((searched - plain) ** 2))
+    return None if mse == 0.0 else 10.0 * math.log10(4.0 / mse)

@@ -4,17 +4,24 @@
 any of the three families): each latent vector of the network becomes a learnable parameter (N(0, 1)
 init, DHP), each prunable convolution gets a :class:`HyperConvWeights` that generates its weight from
 the latent vectors of its input and output (eqs. 1-4), and the forward pass runs the plain network with the
-generated weights (``torch.func.functional_call``). During the search the full generated weights are used
-(DHP); the masks only matter for the MACs estimate and for materialisation, and ``masked=True`` runs the
-network with the pruned channels' weights zeroed, which is what the materialised network computes.
+generated weights (``torch.func.functional_call``).
+
+The searched network is the pruned network: every forward pass multiplies the generated weights by the current
+masks (input and output channels), so a channel whose latent entry is under tau contributes nothing, exactly as
+after materialisation. DHP's own search runs the full generated weights and applies the masks only at the end;
+but the hypernetwork's biases B0, B1, B2 learn, so a latent entry at zero still generates non-zero weights
+(F = W2 (B0 W1 + B1) + B2), the network comes to rely on them, and pruning at the stop then removes part of what
+was trained (DHP's ``dhp_base.py`` lists masking the forward pass as one of its three designs; we take it).
+The masks are a step function of |z|, so a masked entry gets no gradient from the loss and only eq. 5 moves it
+(plus what Adam's momentum still carries); the kept entries learn as before.
 
 Speed (``compress.benchmarks step-cost``): the generated weights depend only on the hypernetwork parameters
 and the latent vectors, so within one training step (one autograd graph) they are generated once and
 reused by every call of the network (CycleGAN calls G_A three times per step: G(A), identity G(B) and the
 cycle G(G_B(B))). The cache is keyed on the version counters, storage and ``requires_grad`` flags of those
-parameters (any optimizer update, proximal step, ``load_state_dict`` or freezing invalidates it) and is
-dropped as soon as a backward pass goes through the weights; it is only used with grad enabled and without
-masks. The gradients are the same as with separate generations (autograd sums the uses).
+parameters and on the masks (any optimizer update, proximal step, ``load_state_dict``, freezing or mask change
+invalidates it) and is dropped as soon as a backward pass goes through the weights; it is only used with grad
+enabled. The gradients are the same as with separate generations (autograd sums the uses).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from compress.hyper.hypernetwork import EMBEDDING_SIZE, HyperConvWeights
-from compress.hyper.proximal import MASK_THRESHOLD, MIN_CHANNELS, channel_mask
+from compress.hyper.proximal import MASK_THRESHOLD, MIN_CHANNELS, channel_floor, channel_mask, proximal_step
 from compress.macs import MacsModel
 from compress.models.base import INPUT, OUTPUT, PrunableNetwork
 
@@ -43,7 +50,9 @@ class HyperNetwork(nn.Module):
         input_shape: input shape used for the MACs model, e.g. (1, 3, 256, 256) or (1, 100, 1, 1).
         embedding_size: m of eq. 3 (8).
         threshold: tau of the masks (5e-3).
-        min_channels: the guard of the masks (4).
+        min_channels: the floor of every latent vector in channels (4, DHP).
+        min_channel_fraction: the floor as a fraction of each vector's channels (0: none; DHP's
+            ``remain_percentage``); the floor is the larger of the two.
 
     The ``input`` and ``output`` latent vectors are fixed vectors of ones: neither is pruned (the proximal
     step and the masks skip them, as in DHP), the input is the image or z, and the output the image's colour
@@ -55,10 +64,12 @@ class HyperNetwork(nn.Module):
     """
 
     def __init__(self, network: PrunableNetwork, input_shape, embedding_size: int = EMBEDDING_SIZE,
-                 threshold: float = MASK_THRESHOLD, min_channels: int = MIN_CHANNELS):
+                 threshold: float = MASK_THRESHOLD, min_channels: int = MIN_CHANNELS,
+                 min_channel_fraction: float = 0.0):
         super().__init__()
         self.network = network
         self.threshold, self.min_channels = threshold, min_channels
+        self.min_channel_fraction = min_channel_fraction
         self.convs = network.prunable_convs()
         modules = dict(network.named_modules())
         ch = network.channels
@@ -80,6 +91,8 @@ class HyperNetwork(nn.Module):
         self.frozen_masks: dict[str, torch.Tensor] | None = None
         #: reuse the generated weights between calls within one autograd graph (see the module docstring)
         self.reuse_weights = True
+        #: run every forward pass with the masks applied (the searched network is the pruned one)
+        self.apply_masks = True
         self._weights_cache: tuple[tuple, dict[str, torch.Tensor]] | None = None
 
     # --- latent vectors and masks -------------------------------------------------------------------
@@ -93,6 +106,18 @@ class HyperNetwork(nn.Module):
         """Latent vectors subject to the proximal step and the masks (all but input and output)."""
         return dict(self.latent_vectors.items())
 
+    def floors(self) -> dict[str, int]:
+        """Latent name -> the channels it keeps at least (:func:`~compress.hyper.proximal.channel_floor`)."""
+        return {name: channel_floor(z.numel(), self.min_channels, self.min_channel_fraction)
+                for name, z in self.latent_vectors.items()}
+
+    def proximal_step(self, regularization: float, lr: float) -> None:
+        """Eq. 5 on every prunable latent vector, each kept at or above its floor (DHP's skip rule)."""
+        floors = self.floors()
+        names = list(self.latent_vectors.keys())
+        proximal_step([self.latent_vectors[n] for n in names], regularization, lr, self.threshold,
+                      [floors[n] for n in names])
+
     def masks(self) -> dict[str, torch.Tensor]:
         """Latent name -> boolean keep-mask (c,); input and output keep everything.
 
@@ -100,11 +125,12 @@ class HyperNetwork(nn.Module):
         if self.frozen_masks is not None:
             return self.frozen_masks
         out = {}
+        floors = self.floors()
         for name, count in self.network.channels.items():
             if name in (INPUT, OUTPUT):
                 out[name] = torch.ones(count, dtype=torch.bool, device=self.z_input.device)
             else:
-                out[name] = channel_mask(self.latent_vectors[name], self.threshold, self.min_channels)
+                out[name] = channel_mask(self.latent_vectors[name], self.threshold, floors[name])
         return out
 
     def kept_channels(self, masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, int]:
@@ -121,12 +147,13 @@ class HyperNetwork(nn.Module):
         return self.macs_model.reduction(self.kept_channels(masks))
 
     # --- weights and forward -------------------------------------------------------------------------
-    def _weights_key(self) -> tuple:
+    def _weights_key(self, masks: Mapping[str, torch.Tensor] | None) -> tuple:
         """What the generated weights depend on: every hypernetwork parameter and latent vector (identity,
-        storage, version counter, requires_grad), the grad mode."""
+        storage, version counter, requires_grad), the grad mode, and the masks applied."""
         tensors = [*self.hyper.parameters(), *self.latent_vectors.values(), self.z_input,
                    self.z_output]
-        return (torch.is_grad_enabled(),
+        mask_key = None if masks is None else tuple((n, m.cpu().numpy().tobytes()) for n, m in sorted(masks.items()))
+        return (torch.is_grad_enabled(), mask_key,
                 *((id(t), t.data_ptr(), t._version, t.requires_grad, t.dtype) for t in tensors))
 
     def _drop_weights_cache(self, _grad=None):
@@ -137,11 +164,11 @@ class HyperNetwork(nn.Module):
         """Module path ``<conv>.weight`` -> weight generated by eqs. 1-4; with ``masks`` the pruned input and
         output channels are zeroed (the network then computes exactly what the materialised one does).
 
-        Without masks and with grad enabled, a second call before any parameter change or backward pass
+        With grad enabled, a second call with the same masks before any parameter change or backward pass
         returns the same tensors (one generation per step; see the module docstring)."""
-        cacheable = masks is None and self.reuse_weights and torch.is_grad_enabled()
+        cacheable = self.reuse_weights and torch.is_grad_enabled()
         if cacheable:
-            key = self._weights_key()
+            key = self._weights_key(masks)
             if self._weights_cache is not None and self._weights_cache[0] == key:
                 return dict(self._weights_cache[1])
         else:
@@ -169,8 +196,12 @@ class HyperNetwork(nn.Module):
             weights[f"{conv.name}.weight"] = w
         return weights
 
-    def forward(self, x: torch.Tensor, masked: bool = False) -> torch.Tensor:
-        """Run the network with generated weights. x: the network's input, e.g. (N, 3, H, W) or (N, nz, 1, 1)."""
+    def forward(self, x: torch.Tensor, masked: bool | None = None) -> torch.Tensor:
+        """Run the network with generated weights. x: the network's input, e.g. (N, 3, H, W) or (N, nz, 1, 1).
+
+        ``masked``: apply the masks (default :attr:`apply_masks`, True: what the materialised network computes);
+        False runs the full generated weights (DHP's search forward)."""
+        masked = self.apply_masks if masked is None else masked
         weights = self.generated_weights(self.masks() if masked else None)
         return functional_call(self.network, weights, (x,), strict=False)
 

@@ -8,11 +8,19 @@ the latent vectors take the proximal step of the L1 penalty lambda * ||z||_1, i.
 with lr the current learning rate of the latent vectors and lambda the regularisation factor
 (0.5 in the paper, 4.1.2). Entries driven to (near) zero mark channels to remove.
 
-Mask (DHP): keep channel j when |z_j| >= tau (5e-3); when fewer than k entries pass (k = a minimum channel
-count, DHP: 4), keep the k largest instead, so that no layer dies.
+Floor (DHP's ``proximal_operator`` and ``remain_channels``): every latent vector keeps at least a floor of
+channels, ``max(min_channels, ceil(min_fraction * c))`` (DHP: 4 channels, or a fraction ``remain_percentage``).
+DHP skips the soft threshold of a vector once no more than its floor of entries stand at or above tau; we do
+the same, and when one step would take a vector from above its floor to below it (one step can push several
+entries under tau at once), its floor largest entries (by |z| before the step) stop at tau instead of going
+under it. No latent vector ever collapses to zeros, so the guard below never has to choose among ties.
+
+Mask (DHP): keep channel j when |z_j| >= tau (5e-3); when fewer than k entries pass (k = the floor), keep the
+k largest instead (a fallback only: the floor of the proximal step keeps k entries at or above tau).
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -25,18 +33,38 @@ MASK_THRESHOLD = 5e-3
 MIN_CHANNELS = 4
 
 
+def channel_floor(channels: int, min_channels: int = MIN_CHANNELS, min_fraction: float = 0.0) -> int:
+    """Channels a latent vector of ``channels`` entries keeps at least: max(min_channels, ceil(min_fraction *
+    channels)), at most ``channels`` (DHP ``remain_channels``: 4, or ``int(c * remain_percentage)``)."""
+    return min(channels, max(min_channels, math.ceil(min_fraction * channels - 1e-9), 1))
+
+
 @torch.no_grad()
-def proximal_step(latent_vectors: Iterable[torch.Tensor], regularization: float, lr: float) -> None:
+def proximal_step(latent_vectors: Iterable[torch.Tensor], regularization: float, lr: float,
+                  threshold: float = 0.0, floors: Iterable[int] | None = None) -> None:
     """Soft-threshold every latent vector in place: z <- sign(z) * max(|z| - regularization * lr, 0) (eq. 5).
 
     Args:
         latent_vectors: 1-D tensors (c,) updated in place.
         regularization: lambda (>= 0).
         lr: current learning rate of the latent vectors (> 0).
+        threshold: tau of the masks; with ``floors``, the level the floor's entries never go under.
+        floors: per vector, the channels it keeps at least (:func:`channel_floor`); None: no floor (plain eq. 5).
+            A vector with no more than its floor of entries at or above ``threshold`` is skipped (DHP); one that
+            would fall below its floor keeps its floor largest entries at ``threshold`` or above.
     """
     shrink = regularization * lr
-    for z in latent_vectors:
-        z.copy_(torch.sign(z) * torch.clamp(z.abs() - shrink, min=0.0))
+    vectors = list(latent_vectors)
+    floor_list = list(floors) if floors is not None else [0] * len(vectors)
+    for z, floor in zip(vectors, floor_list):
+        mag = z.abs()
+        if floor and int((mag >= threshold).sum()) <= floor:
+            continue                                   # DHP: the vector is at its floor already
+        new = torch.clamp(mag - shrink, min=0.0)
+        if floor and int((new >= threshold).sum()) < floor:
+            order = torch.sort(mag, descending=True, stable=True).indices[:floor]
+            new[order] = torch.clamp(new[order], min=threshold)
+        z.copy_(torch.sign(z) * new)
 
 
 def channel_mask(z: torch.Tensor, threshold: float = MASK_THRESHOLD, min_channels: int = MIN_CHANNELS) -> torch.Tensor:
