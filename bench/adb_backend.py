@@ -12,19 +12,15 @@ import os
 import re
 import secrets
 import shlex
-import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.errors import InputError
-from compress.io import atomic_write_bytes
-
 from bench import profiles as prof
 from bench.models import ModelSpec
-from compress.io import sha256_file
-from bench.results import BenchError, DeviceLost, ModelResult, RunConfig, RunnerError, parse_harness_log
+from bench.results import BenchError, BenchSettings, DeviceLost, ModelResult, RunnerError, parse_harness_log
+from compress.errors import InputError
+from compress.io import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -39,51 +35,6 @@ def _adb_errors() -> tuple[type[BaseException], ...]:
     import adbutils
 
     return (adbutils.AdbError, adbutils.AdbTimeout, OSError, ConnectionError, EOFError)
-
-
-def adb_binary() -> str:
-    """The adb executable: ``$ADB`` if set, else the one bundled with adbutils."""
-    import adbutils
-
-    return os.environ.get("ADB") or adbutils.adb_path()
-
-
-def start_server(port: int = 5037, env: dict[str, str] | None = None) -> None:
-    """Start an adb server on ``port`` unless one answers there. Raises :class:`BenchError` on failure."""
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        if s.connect_ex(("127.0.0.1", port)) == 0:
-            return
-    r = subprocess.run([adb_binary(), "-P", str(port), "start-server"], env=env, capture_output=True, text=True,
-                       timeout=60)
-    if r.returncode != 0:
-        raise BenchError(f"could not start the adb server on port {port}: {r.stderr.strip()}")
-
-
-def client(host: str = "127.0.0.1", port: int = 5037, start: bool = True):
-    """An ``adbutils.AdbClient`` for the adb server at host:port (started first if local and ``start``)."""
-    import adbutils
-
-    if start and host in ("127.0.0.1", "localhost"):
-        start_server(port)
-    return adbutils.AdbClient(host=host, port=port)
-
-
-def adb_connect(serial: str, adb_port: int = 5037, timeout: float = 20.0, adb_client=None):
-    """``adb connect serial`` and wait until the server reports it in state ``device``.
-
-    ``adb connect`` returns before the handshake, so this polls. Returns the client. Raises
-    :class:`BenchError` when the device is not ready within ``timeout`` s.
-    """
-    c = adb_client or client(port=adb_port)
-    c.connect(serial, timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for d in c.list():
-            if d.serial == serial and d.state == "device":
-                return c
-        time.sleep(0.05)
-    raise BenchError(f"adb connect {serial}: the device did not reach state 'device' in {timeout:g} s")
 
 
 def parse_getprop(text: str) -> dict[str, str]:
@@ -255,7 +206,7 @@ class AdbBackend:
             raise self._lost(e, f"push of {Path(local).name}") from None
 
     # -- the run ---------------------------------------------------------------------------------
-    def run(self, models: list[ModelSpec], cfg: RunConfig, logs_dir: Path,
+    def run(self, models: list[ModelSpec], cfg: BenchSettings, logs_dir: Path,
             on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
         """Time every model; returns one :class:`ModelResult` per model in order.
 
@@ -303,7 +254,7 @@ class AdbBackend:
             self.timings["total_s"] = time.perf_counter() - t0
         return results
 
-    def _run_one(self, spec: ModelSpec, remote_model: str, remote_runner: str, cfg: RunConfig,
+    def _run_one(self, spec: ModelSpec, remote_model: str, remote_runner: str, cfg: BenchSettings,
                  logs_dir: Path) -> ModelResult:
         args = ["sh", f"{self.run_dir}/run_models.sh", "--runner", remote_runner, "--outdir", f"{self.run_dir}/out",
                 "--precision", spec.dtype, "--backend", cfg.gpu_backend, "--warmup", str(cfg.warmup),

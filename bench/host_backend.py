@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.io import atomic_write_text
-
 from bench.models import ModelSpec
-from bench.results import ModelResult, RepeatResult, RunConfig, Thermal, classify
+from bench.results import BenchSettings, ModelResult, RepeatResult, Thermal, classify
+from compress.io import atomic_write_text
+from compress.machine import describe_machine
 
 
 def host_thermal(root: str = "/sys/class/thermal") -> Thermal:
@@ -32,23 +31,17 @@ def host_thermal(root: str = "/sys/class/thermal") -> Thermal:
 
 
 def host_facts() -> dict[str, Any]:
-    """Facts about this machine: CPU model, logical cores, OS, LiteRT version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """Facts about this machine (:func:`compress.machine.describe_machine`) in the device-facts layout of the
+    latency tables: host name, CPU model, logical cores, OS, LiteRT version."""
+    m = describe_machine(gpu=False)  # the CPU rows never use a GPU; torch's import would only slow bench down
     try:
         from importlib.metadata import version
 
         litert = version("ai-edge-litert")
     except Exception:
         litert = "unknown"
-    return {"kind": "host", "serial": "host", "profile": "host", "model": platform.node(), "soc": cpu,
-            "cpu_cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
+    return {"kind": "host", "serial": "host", "profile": "host", "model": m["host"], "soc": m["cpu"],
+            "cpu_cores": m["cores"], "os": m["system"],
             "android": None, "gpu_renderer": None, "gpu_driver": None, "runtime": f"ai-edge-litert {litert} (CPU)"}
 
 
@@ -65,7 +58,7 @@ class HostBackend:
         """See :func:`host_facts`."""
         return host_facts()
 
-    def run(self, models: list[ModelSpec], cfg: RunConfig, logs_dir: Path,
+    def run(self, models: list[ModelSpec], cfg: BenchSettings, logs_dir: Path,
             on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
         """Time every model on the CPU; returns one :class:`ModelResult` per model (``on_result`` after each)."""
         from bench.virtual_device.benchmark_model import main as runner_main

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.stats import percentile
+
 __all__ = ["load_interpreter", "random_inputs", "time_invokes", "block_stats", "op_names", "format_stats"]
 
 
@@ -66,15 +68,6 @@ def time_invokes(interp, min_runs: int, min_secs: float = 0.0, max_secs: float =
     return times
 
 
-def _pct(sorted_vals: list[float], q: float) -> float:
-    """Linear-interpolated percentile ``q`` ∈ [0, 100] of an ascending list."""
-    if not sorted_vals:
-        return math.nan
-    k = (len(sorted_vals) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
-
-
 def block_stats(times_us: list[float]) -> dict[str, float]:
     """benchmark_model's statistics of one block (µs): count, first, curr, min, max, avg, std, p5, median, p95."""
     s = sorted(times_us)
@@ -82,7 +75,7 @@ def block_stats(times_us: list[float]) -> dict[str, float]:
     avg = sum(times_us) / n
     std = math.sqrt(sum((t - avg) ** 2 for t in times_us) / n)
     return {"count": n, "first": times_us[0], "curr": times_us[-1], "min": s[0], "max": s[-1], "avg": avg,
-            "std": std, "p5": _pct(s, 5), "median": _pct(s, 50), "p95": _pct(s, 95)}
+            "std": std, "p5": percentile(s, 5), "median": percentile(s, 50), "p95": percentile(s, 95)}
 
 
 def format_stats(st: dict[str, float], newer: bool = True) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,57 +27,48 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.virtual_session import VirtualSession  # noqa: E402
+from compress.errors import InputError  # noqa: E402
 from compress.io import atomic_write_json  # noqa: E402
+from compress.machine import describe_machine, machine_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(models: list[str], trials: int = 3, profile: str = "sm8450", extra: list[str] | None = None,
             keep: str | None = None) -> dict:
-    """Run the trials; returns ``{"trials": [...], "median": {...}, "machine": ..., "command": [...]}`` (s)."""
-    from bench.adb_backend import adb_binary, adb_connect
-    from bench.virtual_device import VirtualDevice
+    """Run the trials; returns ``{"trials": [...], "median": {...}, "machine": ..., "command": [...]}`` (s).
 
-    home = tempfile.mkdtemp(prefix="coronetgan-adbhome-")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HOME": home}
-    subprocess.run([adb_binary(), "-P", str(port), "start-server"], env=env, check=True, capture_output=True)
-    dev = VirtualDevice(profile).start()
+    Raises :class:`RuntimeError` when a trial's bench command fails, :class:`bench.results.BenchError` when the
+    private adb server or the virtual device cannot be started.
+    """
     out_root = Path(keep or tempfile.mkdtemp(prefix="coronetgan-overhead-"))
     rows = []
     try:
-        import adbutils
-
-        adb_connect(dev.serial, adb_client=adbutils.AdbClient(host="127.0.0.1", port=port))
-        for i in range(trials):
-            out = out_root / f"trial{i}"
-            cmd = [sys.executable, str(REPO / "bench" / "run_adb.py"), "--device", profile, "--serial", dev.serial,
-                   "--adb-port", str(port), "--models", *models, "--out", str(out), *(extra or [])]
-            t = time.perf_counter()
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            wall = time.perf_counter() - t
-            if r.returncode != 0:
-                raise RuntimeError(f"bench failed ({r.returncode}): {r.stderr[-2000:]}")
-            rep = json.loads((out / "latency.json").read_text())
-            tm = rep["timings"]
-            rows.append({"wall_s": wall, "runner_s": tm["runner_wall_s"], "cooldown_s": tm["cooldown_s"],
-                         "overhead_s": wall - tm["runner_wall_s"] - tm["cooldown_s"],
-                         "in_process_overhead_s": tm["overhead_s"], "setup_s": tm.get("setup_s"),
-                         "cleanup_s": tm.get("cleanup_s"), "rows": len(rep["rows"]),
-                         "runner_invocations": sum(len(x["repeats"]) for x in rep["results"])})
+        with VirtualSession(profile) as vs:
+            for i in range(trials):
+                out = out_root / f"trial{i}"
+                cmd = [sys.executable, str(REPO / "bench" / "run_adb.py"), "--device", profile, "--serial",
+                       vs.serial, "--adb-port", str(vs.port), "--models", *models, "--out", str(out), *(extra or [])]
+                t = time.perf_counter()
+                r = subprocess.run(cmd, env=vs.server.env, capture_output=True, text=True)
+                wall = time.perf_counter() - t
+                if r.returncode != 0:
+                    raise RuntimeError(f"bench failed ({r.returncode}): {r.stderr[-2000:]}")
+                rep = json.loads((out / "latency.json").read_text())
+                tm = rep["timings"]
+                rows.append({"wall_s": wall, "runner_s": tm["runner_wall_s"], "cooldown_s": tm["cooldown_s"],
+                             "overhead_s": wall - tm["runner_wall_s"] - tm["cooldown_s"],
+                             "in_process_overhead_s": tm["overhead_s"], "setup_s": tm.get("setup_s"),
+                             "cleanup_s": tm.get("cleanup_s"), "rows": len(rep["rows"]),
+                             "runner_invocations": sum(len(x["repeats"]) for x in rep["results"])})
     finally:
-        subprocess.run([adb_binary(), "-P", str(port), "kill-server"], env=env, capture_output=True)
-        dev.stop()
-        shutil.rmtree(home, ignore_errors=True)
         if keep is None:
             shutil.rmtree(out_root, ignore_errors=True)
     med = {k: statistics.median(r[k] for r in rows if r[k] is not None) for k in rows[0] if rows[0][k] is not None}
-    return {"trials": rows, "median": med, "profile": profile, "machine": f"{os.cpu_count()}-core host CPU, "
-            "virtual device (runner = LiteRT on the host CPU)", "command": cmd[:1] + ["bench/run_adb.py"] + cmd[2:]}
+    machine = f"{machine_text(describe_machine(gpu=False))}, virtual device (runner = LiteRT on the host CPU)"
+    return {"trials": rows, "median": med, "profile": profile, "machine": machine,
+            "command": cmd[:1] + ["bench/run_adb.py"] + cmd[2:]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the figures to this JSON file")
     ap.add_argument("--bench-arg", action="append", default=[], help="extra run_adb.py argument (= form)")
     a = ap.parse_args(argv)
-    res = measure(a.models, a.trials, a.profile, a.bench_arg)
+    try:
+        res = measure(a.models, a.trials, a.profile, a.bench_arg)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for i, r in enumerate(res["trials"]):
         print(f"trial {i}: wall {r['wall_s']:.2f} s, runner {r['runner_s']:.2f} s, overhead {r['overhead_s']:.2f} s "
               f"({r['runner_invocations']} runner invocations, {r['rows']} rows)")

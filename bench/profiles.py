@@ -33,17 +33,30 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Any]:
 
 def get_profile(name: str, path: str | Path | None = None) -> dict[str, Any]:
     """The profile called ``name`` (with its ``key`` added). Raises :class:`InputError` for unknown names."""
-    data = load_profiles(path)
-    prof = data["profiles"].get(name)
+    prof = load_profiles(path)["profiles"].get(name)
     if prof is None:
-        known = ", ".join(sorted(data["profiles"])) + f", {HOST}"
-        raise InputError(f"--device {name!r}: unknown device profile; expected one of {known}")
+        raise _unknown_device(name, path)
     return {"key": name, **prof}
 
 
 def profile_names(path: str | Path | None = None) -> list[str]:
     """Names of the profiles in the data file (``host`` excluded)."""
     return sorted(load_profiles(path)["profiles"])
+
+
+def check_device(name: str, path: str | Path | None = None) -> str:
+    """``name`` when it is a valid ``--device`` value: a profile of the data file or ``host``.
+
+    Raises :class:`InputError` naming ``--device``, the value and the valid choices otherwise.
+    """
+    if name != HOST and name not in load_profiles(path)["profiles"]:
+        raise _unknown_device(name, path)
+    return name
+
+
+def _unknown_device(name: str, path: str | Path | None) -> InputError:
+    choices = ", ".join(profile_names(path) + [HOST])
+    return InputError(f"--device {name!r}: unknown device profile; expected one of {choices}")
 
 
 def matches(profile: Mapping[str, Any], props: Mapping[str, str],

@@ -1,4 +1,4 @@
-"""Result records shared by the adb and host backends, and the harness log parser."""
+"""Result records shared by the adb and host backends, the measuring settings, and the harness log parser."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,10 +7,12 @@ from typing import Any
 
 from bench.models import ModelSpec
 from bench.parse import BenchmarkOutput, UnparseableOutput, is_load_failure, parse_benchmark_output
+from compress.errors import InputError
 
 # Android PowerManager thermal statuses (dumpsys thermalservice "Thermal Status: N").
 THERMAL_NAMES = {0: "none", 1: "light", 2: "moderate", 3: "severe", 4: "critical", 5: "emergency", 6: "shutdown"}
 THROTTLE_STATUS = 2  # MODERATE and above: the OS is throttling
+GPU_BACKENDS = ("cl", "gl")  # benchmark_model --gpu_backend: OpenCL or OpenGL ES
 
 
 class BenchError(RuntimeError):
@@ -26,11 +28,12 @@ class RunnerError(BenchError):
 
 
 @dataclasses.dataclass
-class RunConfig:
+class BenchSettings:
     """The measuring protocol: warm-up runs, ``runs`` timed runs, ``repeats`` invocations with a cool-down.
 
     ``cooldown_s``, ``min_secs``, ``max_secs`` and ``timeout_s`` are seconds; ``threads`` is benchmark_model's
-    ``--num_threads``; ``runner_args`` are extra benchmark_model flags.
+    ``--num_threads``; ``gpu_backend`` ``cl`` or ``gl`` and ``use_gpu`` choose the GPU delegate (phones);
+    ``runner_args`` are extra benchmark_model flags (``--name=value``).
     """
 
     warmup: int = 5
@@ -44,6 +47,33 @@ class RunConfig:
     use_gpu: bool = True
     runner_args: list[str] = dataclasses.field(default_factory=list)
     timeout_s: float = 1800.0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "BenchSettings":
+        """Settings from keyword options (the field names), checked with :meth:`check`.
+
+        Raises :class:`InputError` for an unknown option or a value :meth:`check` refuses.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise InputError(f"bench setting {unknown[0]!r}: unknown; expected one of {', '.join(names)}")
+        return cls(**options).check()
+
+    def check(self) -> "BenchSettings":
+        """Returns ``self`` when every value is usable; raises :class:`InputError` naming the bench CLI flag."""
+        for flag, v, least in (("--warmup", self.warmup, 0), ("--runs", self.runs, 1),
+                               ("--repeats", self.repeats, 1), ("--threads", self.threads, 1)):
+            if v < least:
+                raise InputError(f"{flag} {v}: expected a positive integer")
+        if self.cooldown_s < 0 or self.timeout_s <= 0:
+            raise InputError("--cooldown must be ≥ 0 and --timeout > 0 seconds")
+        if self.gpu_backend not in GPU_BACKENDS:
+            raise InputError(f"--gpu-backend {self.gpu_backend!r}: expected one of {', '.join(GPU_BACKENDS)}")
+        bad = [x for x in self.runner_args if not x.startswith("--") or " " in x]
+        if bad:
+            raise InputError(f"--runner-arg {bad[0]!r}: expected one benchmark_model flag like --name=value")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

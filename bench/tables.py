@@ -20,16 +20,10 @@ from typing import Any, Iterable
 from compress.io import atomic_path, atomic_write_json, atomic_write_text
 
 from bench.results import THERMAL_NAMES, THROTTLE_STATUS, ModelResult
+from bench.stats import percentile
 
 COLUMNS = ["model", "dtype", "device", "median_ms", "p90_ms", "mean_ms", "std_ms", "min_ms", "init_ms",
            "size_mb", "macs", "delegate", "thermal", "repeats_ok", "speedup", "flags", "status"]
-
-
-def _pct(vals: list[float], q: float) -> float:
-    s = sorted(vals)
-    k = (len(s) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def _thermal_text(res: ModelResult) -> tuple[str, bool, int | None]:
@@ -102,7 +96,7 @@ def summarise(res: ModelResult, device_label: str, virtual: bool, host: bool) ->
         inits = [r.output.init_ms for r in good if r.output.init_ms is not None]
         row.update(mean_ms=mean / 1000.0, std_ms=math.sqrt(var) / 1000.0,
                    min_ms=min(b.min if b.min is not None else b.avg for b in blocks) / 1000.0,
-                   median_ms=statistics.median(per_repeat), p90_ms=_pct(per_repeat, 90),
+                   median_ms=statistics.median(per_repeat), p90_ms=percentile(sorted(per_repeat), 90),
                    init_ms=statistics.median(inits) if inits else None, timed_inferences=n)
     if len(good) < len(res.repeats):
         if good:
@@ -151,8 +145,6 @@ def format_macs(v: Any, digits: int = 2) -> str:
         if v >= div:
             return f"{v / div:.{digits}f} {unit}"
     return f"{v:.0f}"
-
-
 
 
 def to_markdown(report: dict[str, Any]) -> str:

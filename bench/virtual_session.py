@@ -1,6 +1,6 @@
 """A private adb server (own port and HOME) and a virtual device connected to it, on 127.0.0.1 only.
 
-Used by the bench tests (``tests/bench_adb_fixtures.py``) and by the pipeline (``bench/pipeline.py``) when no
+Used by the bench tests (``tests/bench_adb_fixtures.py``) and by the pipeline (:mod:`bench.pipeline.stages`) when no
 phone is attached: nothing touches the default adb server on port 5037 or the user's ``~/.android``.
 
     with VirtualSession("sm8450") as vs:
@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from typing import Any
 
-from bench.adb_backend import adb_binary, adb_connect
+from bench.adb_server import adb_binary, adb_connect
 from bench.results import BenchError
 
 

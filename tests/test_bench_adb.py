@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import cli
-from bench.adb_backend import adb_connect
+from bench.adb_server import adb_connect
 from compress.io import sha256_file
 from bench.virtual_device import VirtualDevice
 
@@ -291,6 +291,19 @@ def test_script_form_and_host_backend(tiny_models, tmp_path):
                         str(m["pruned"]["fp32"]), "--out", str(tmp_path / "x")], cwd=tmp_path, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "unknown device profile" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_models_api_on_the_host(tiny_models, tmp_path):
+    """`from bench import bench_models`: the CLI's run as a function; settings are BenchSettings' fields."""
+    from bench import bench_models
+
+    out = tmp_path / "api"
+    rep = bench_models(tiny_models["unpruned"]["fp32"].parent, out=out, warmup=1, runs=5, repeats=1, cooldown_s=0,
+                       threads=1, runner_args=["--warmup_min_secs=0"])
+    assert rep == report(out) and rep["complete"] and rep["argv"] is None
+    assert {r["dtype"] for r in rep["rows"]} == {"fp32", "fp16", "int8"}
+    assert all(r["status"] == "ok" and r["flags"] == ["host"] and r["median_ms"] > 0 for r in rep["rows"])
+    assert rep["config"]["runs"] == 5 and rep["device"]["kind"] == "host"
 
 
 def test_script_virtual_flag_uses_a_private_adb_server(tiny_models, tmp_path):

@@ -151,3 +151,43 @@ def test_model_args_and_tolerant_manifest(tmp_path):
     (tmp_path / "bad.json").write_text("{\"files\": []}")
     with pytest.raises(InputError, match="lists no .tflite"):
         parse_model_args([str(tmp_path / "bad.json")])
+
+
+def test_unknown_device_is_a_clear_input_error(tmp_path, capsys):
+    """--device takes a profile of bench/profiles.json or host; anything else: exit 2, no output folder."""
+    from bench import cli
+    from bench.pipeline import cli as pipeline_cli
+
+    assert profiles.check_device("host") == "host" and profiles.check_device("sm8450") == "sm8450"
+    with pytest.raises(InputError, match=r"--device 'nokia3310'.*dimensity1200, sm8450, host"):
+        profiles.check_device("nokia3310")
+    model = tmp_path / "m_fp32.tflite"
+    model.write_bytes(b"not read")
+    out = tmp_path / "out"
+    assert cli.main(["--device", "nokia3310", "--models", str(model), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--device 'nokia3310'" in err and "sm8450" in err and "host" in err and "Traceback" not in err
+    assert not out.exists()
+    assert pipeline_cli.main(["--device", "nokia3310", "--run-dir", str(tmp_path), "bench"]) == 2
+    assert "--device 'nokia3310'" in capsys.readouterr().err
+
+
+def test_bench_settings_are_checked():
+    from bench.results import BenchSettings
+
+    assert BenchSettings.from_options({"runs": 5, "cooldown_s": 0}).runs == 5
+    with pytest.raises(InputError, match="bench setting 'cooldown'"):
+        BenchSettings.from_options({"cooldown": 0})
+    with pytest.raises(InputError, match="--runs 0"):
+        BenchSettings.from_options({"runs": 0})
+    with pytest.raises(InputError, match="--gpu-backend 'vulkan'"):
+        BenchSettings.from_options({"gpu_backend": "vulkan"})
+
+
+def test_machine_description_and_text():
+    from compress.machine import describe_machine, machine_text
+
+    m = describe_machine(gpu=False)
+    assert {"host", "cpu", "cores", "system", "python"} <= set(m) and "gpu" not in m
+    assert machine_text({"cpu": "EPYC", "cores": 2, "memory_gb": 23.5, "host": "vm"}) == "EPYC, 2 cores, 23.5 GB RAM (vm)"
+    assert machine_text("recorded text") == "recorded text" and machine_text(None) == "unknown machine"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import pipeline as pl
-from bench.release import build_release, collect_warnings
+from bench.pipeline.release import build_release, collect_warnings
 from bench.virtual_session import VirtualSession
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,12 +149,12 @@ def test_phone_detection_ignores_virtual_devices():
 
 
 def test_phone_detection_without_adb_server_means_no_phone(monkeypatch):
-    from bench import adb_backend
+    from bench import adb_server
 
     def boom(*a, **k):
         raise OSError("no adb here")
 
-    monkeypatch.setattr(adb_backend, "client", boom)
+    monkeypatch.setattr(adb_server, "client", boom)
     assert pl.detect_phone("sm8450") is None
 
 

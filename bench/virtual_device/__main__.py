@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"virtual device '{a.profile}' listening on {dev.serial} (sandbox {dev.sandbox})", flush=True)
     if a.connect:
-        from bench.adb_backend import adb_connect
+        from bench.adb_server import adb_connect
 
         adb_connect(dev.serial, adb_port=a.adb_port)
         print(f"connected: adb -P {a.adb_port} -s {dev.serial} shell getprop ro.product.model", flush=True)

@@ -26,7 +26,6 @@ import os
 import posixpath
 import shutil
 import socket
-import stat
 import struct
 import subprocess
 import tempfile

@@ -1,6 +1,6 @@
 """Build the release folder of a run: one readable index page and every detail it links to.
 
-``python -m bench.release RUN_DIR [--out release/]`` (the pipeline's last stage, ``make release``) writes
+``python -m bench.pipeline.release RUN_DIR [--out release/]`` (the pipeline's last stage, ``make release``) writes
 ``release/<run name>/``::
 
     index.md                     one page: what was compressed, target vs achieved MACs, params, FID/KID,
@@ -29,21 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.pipeline.record import RECORD, STAGES, load_json
+from bench.tables import format_macs
 from compress.errors import InputError
 from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
-from bench.tables import format_macs
+from compress.machine import machine_text
 
 DTYPE_ORDER = {"onnx": 0, "fp32": 1, "fp16": 2, "int8": 3}
 
 
 # --------------------------------------------------------------------------------------------------------
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _copy(src: Path, dest: Path) -> bool:
     if not src.is_file():
         return False
@@ -180,19 +175,15 @@ def _bench_targets(run: Path) -> list[tuple[str, Path, dict]]:
     """(name, folder, latency.json) per bench target, phone first, then host, then virtual."""
     found = []
     for d in sorted((run / "bench").glob("*")) if (run / "bench").is_dir() else []:
-        lat = _json(d / "latency.json")
+        lat = load_json(d / "latency.json")
         if isinstance(lat, dict) and "rows" in lat:
             found.append((d.name, d, lat))
     kind_rank = {"phone": 0, "host": 1, "virtual": 2}
-
-    def kind(lat: dict) -> str:
-        k = (lat.get("device") or {}).get("kind")
-        return k if k in ("host", "virtual") else "phone"
-
-    return sorted(found, key=lambda t: (kind_rank[kind(t[2])], t[0]))
+    return sorted(found, key=lambda t: (kind_rank[_target_kind(t[2])], t[0]))
 
 
 def _target_kind(lat: dict) -> str:
+    """``phone``, ``host`` or ``virtual``: what kind of machine a bench target's ``latency.json`` is from."""
     k = (lat.get("device") or {}).get("kind")
     return k if k in ("host", "virtual") else "phone"
 
@@ -205,7 +196,7 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
     Raises InputError when ``run_dir`` holds no finished compress run (compression_report.json).
     """
     run = Path(run_dir)
-    report = _json(run / "compression_report.json")
+    report = load_json(run / "compression_report.json")
     if not isinstance(report, dict):
         raise InputError(f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
     dest = Path(release_root) / (name or run.resolve().name)
@@ -234,10 +225,10 @@ def _fill(run: Path, report: dict, out: Path) -> None:
             if _copy(folder / f"latency.{ext}", out / "latency" / tname / f"latency.{ext}") and ext == "png":
                 files[f"latency/{tname}/latency.png"] = "chart"
         targets.append((tname, lat))
-    config = _json(run / "config.json") or {}
-    manifest = _json(run / "export" / "manifest.json")
-    ev = _json(run / "evaluation.json")
-    record = _json(run / "pipeline.json") or {}
+    config = load_json(run / "config.json") or {}
+    manifest = load_json(run / "export" / "manifest.json")
+    ev = load_json(run / "evaluation.json")
+    record = load_json(run / RECORD) or {}
     text = index_markdown(run, report, config, manifest, ev, targets, record, samples, files)
     atomic_write_text(out / "index.md", text)
     atomic_write_json(out / "release.json", {
@@ -423,10 +414,11 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
     # --- machines
     L += ["## Machines behind each figure", "", "| figures | machine |", "|---|---|",
           f"| compression (search, converging), params/MACs | {report.get('machine', '-')} |"]
+    pipeline_machine = machine_text(record["machine"]) if record.get("machine") else None
     if evs:
-        L.append(f"| FID / KID | {evs.get('machine') or (record.get('machine') and _mtext(record['machine'])) or '-'} |")
+        L.append(f"| FID / KID | {evs.get('machine') or pipeline_machine or '-'} |")
     if manifest:
-        L.append(f"| export, parity PSNR | {_mtext(record.get('machine')) if record.get('machine') else '-'} |")
+        L.append(f"| export, parity PSNR | {pipeline_machine or '-'} |")
     for tname, lat in targets:
         d = lat.get("device") or {}
         text = lat.get("device_label", tname)
@@ -442,8 +434,6 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
     # --- stages
     stages, ran = record.get("stages") or {}, record.get("last_ran") or {}
     if stages:
-        from bench.pipeline import STAGES
-
         L += ["## Pipeline stages", "",
               "Last run of each stage, and the last run that did the work (a skipped stage reuses its output).", "",
               "| stage | last run | wall s | last real run: wall s | finished | load avg (1 min) before → after |",
@@ -460,8 +450,8 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
         fails = [f"- `{n}`: {str(stages[n].get('detail', ''))}" for n in STAGES
                  if n in stages and stages[n].get("status") in ("failed", "unavailable")]
         L += [""] + fails + ([""] if fails else [])
-        if record.get("machine"):
-            L += [f"Pipeline machine: {_mtext(record['machine'])}.", ""]
+        if pipeline_machine:
+            L += [f"Pipeline machine: {pipeline_machine}.", ""]
 
     # --- files
     L += ["## Files", ""]
@@ -478,14 +468,9 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
     return "\n".join(L)
 
 
-def _mtext(m: Any) -> str:
-    from bench.pipeline import machine_text
-
-    return machine_text(m) if isinstance(m, dict) else str(m)
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.release", description=__doc__,
+    """``python -m bench.pipeline.release RUN_DIR``: build the release; bad input is printed, exit 2."""
+    ap = argparse.ArgumentParser(prog="python -m bench.pipeline.release", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", help="finished run folder (compression_report.json; export/, bench/ when present)")
     ap.add_argument("--out", default="release", help="release root folder [release]")

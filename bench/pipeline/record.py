@@ -1,0 +1,103 @@
+"""The pipeline's record of its stages (``RUN/pipeline.json``) and the checks that let a stage be skipped.
+
+``RUN/pipeline.json`` holds ``stages`` (the last run of each stage: status ran/skipped/failed/unavailable,
+``wall_s`` seconds, ``detail``, ``load_before``/``load_after`` 1/5/15-minute load averages, ``finished``),
+``last_ran`` (the last run of each stage that did the work, so that its figures survive later skipped reruns),
+``history`` (every run, in order), ``machine`` (:func:`compress.machine.describe_machine`), ``pipeline`` (the
+run's settings) and ``updated``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from compress.errors import InputError
+from compress.io import atomic_write_json
+from compress.machine import describe_machine, machine_text
+
+STAGES = ("data", "compress", "evaluate", "export", "bench", "release")
+RECORD = "pipeline.json"
+#: beside a bench target's tables: what they were measured from (manifest, models, settings, device)
+STAMP = "pipeline_stamp.json"
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or ``None`` when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def mtime(path: Path) -> int | None:
+    """Modification time of ``path`` in ns, or ``None`` when it does not exist."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def status_by_mtime(path: Path, before: int | None) -> str:
+    """``skipped`` when ``path`` existed before a stage's command (mtime ``before``, ns) and that command left
+    it untouched (the command's own skip-if-unchanged), else ``ran``."""
+    return "skipped" if before is not None and mtime(path) == before else "ran"
+
+
+def bench_is_current(out: Path, stamp: dict[str, Any]) -> bool:
+    """Whether the bench tables in ``out`` were measured from ``stamp`` (same manifest and model sha256s, same
+    settings, same device) and are complete, so the bench stage can skip that target."""
+    lat = load_json(out / "latency.json") or {}
+    return load_json(out / STAMP) == stamp and bool(lat.get("complete"))
+
+
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load averages (runnable processes), rounded; ``None`` where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def record_stage(run_dir: Path, stage: str, result: dict[str, Any], pipeline: dict[str, Any]) -> None:
+    """Add one stage run (``result``: status, detail, wall_s, finished, load_before/after) to
+    ``run_dir/pipeline.json`` (module docstring), with this machine and the run's settings ``pipeline``."""
+    path = run_dir / RECORD
+    rec = load_json(path) or {}
+    rec.setdefault("stages", {})[stage] = result
+    if result.get("status") == "ran":  # the figures of the last real run survive later skipped reruns
+        rec.setdefault("last_ran", {})[stage] = result
+    rec.setdefault("history", []).append({"stage": stage, **{k: result.get(k) for k in
+                                          ("status", "wall_s", "finished", "load_before", "load_after")}})
+    rec["machine"] = describe_machine()
+    rec["pipeline"] = pipeline
+    rec["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, rec)
+
+
+def timings_markdown(run_dir: Path) -> str:
+    """Markdown table of the last real run of each stage (``last_ran`` of ``RUN/pipeline.json``): wall time (s),
+    when it finished, load averages before and after. Raises :class:`InputError` when the run has no record."""
+    rec = load_json(Path(run_dir) / RECORD)
+    if not rec:
+        raise InputError(f"{run_dir}: no {RECORD}; run the pipeline on it first")
+    ran, last = rec.get("last_ran") or {}, rec.get("stages") or {}
+    lines = [f"Run folder `{run_dir}`, machine: {machine_text(rec.get('machine'))}.", "",
+             "| stage | wall time | finished | load avg (1/5/15 min) before | after | last run |",
+             "|---|---|---|---|---|---|"]
+    total = 0.0
+    for s in STAGES:
+        r = ran.get(s)
+        if r is None and s not in last:
+            continue
+        w = r["wall_s"] if r else None
+        total += w or 0.0
+        fmt = (lambda la: "/".join(f"{x:.1f}" for x in la) if la else "-")
+        wall = "-" if w is None else (f"{w:.0f} s" if w < 120 else f"{w:.0f} s ({w / 60:.1f} min)")
+        lines.append(f"| {s} | {wall} | {(r or {}).get('finished', '-')} | {fmt((r or {}).get('load_before'))} | "
+                     f"{fmt((r or {}).get('load_after'))} | {last.get(s, {}).get('status', '-')} |")
+    lines.append(f"| **total** | **{total:.0f} s ({total / 60:.1f} min)** | | | | |")
+    return "\n".join(lines) + "\n"

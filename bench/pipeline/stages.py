@@ -1,0 +1,301 @@
+"""The pipeline's stages and their runner: each stage is the project's own command on the previous stage's output.
+
+:class:`Pipeline` runs the stages of a :class:`PipelineConfig` in order (``data`` -> ``compress`` -> ``evaluate`` ->
+``export`` -> ``bench`` -> ``release``; the table of commands and skip rules is in :mod:`bench.pipeline.cli`),
+each as a subprocess so that it can also be run alone by hand, and records every run with
+:func:`bench.pipeline.record.record_stage`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bench.pipeline.phone import DEFAULT_ADB_PORT, detect_phone
+from bench.pipeline.record import (STAGES, STAMP, bench_is_current, load_json, loadavg, mtime, record_stage,
+                                   status_by_mtime)
+from bench.profiles import HOST
+from bench.results import BenchError
+from bench.virtual_session import VirtualSession
+from compress.errors import InputError
+from compress.io import atomic_write_json, sha256_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Host and virtual-device runs share this machine's few cores: 2 threads, no cool-down (no phone to cool).
+NO_PHONE_BENCH_ARGS = ["--threads", "2", "--cooldown", "0"]
+
+
+@dataclass
+class PipelineConfig:
+    """Everything the pipeline needs; the CLI flags map one to one (see :func:`bench.pipeline.cli.build_parser`)."""
+
+    run_dir: Path = Path("runs/main")
+    model: str = "cyclegan"
+    dataset: str = "horse2zebra"
+    target: float = 0.75
+    preset: str = "auto"                    # auto: paper when CUDA is available, else small
+    data_dir: Path = Path("data")
+    compress_args: list[str] = field(default_factory=list)
+    evaluate_args: list[str] = field(default_factory=list)
+    dtype: str = "all"
+    export_args: list[str] = field(default_factory=list)
+    strict_gates: bool = False              # False: --accept-gate-failure, the release lists the misses
+    device: str = "sm8450"                  # phone profile; "host" = host CPU only
+    phone: str = "auto"                     # auto: bench on the phone if attached; never: host + virtual
+    serial: str | None = None
+    bench_args: list[str] = field(default_factory=list)
+    release_dir: Path = Path("release")
+    python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.data_dir = Path(self.data_dir)
+        self.release_dir = Path(self.release_dir)
+
+
+def resolve_preset(preset: str) -> str:
+    """``auto`` -> ``paper`` when a CUDA GPU is present, else ``small``; other values pass through."""
+    if preset != "auto":
+        return preset
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "small"
+
+
+class StageFailed(RuntimeError):
+    """A stage's command failed; the message says which and how."""
+
+
+class Pipeline:
+    """Runs the stages of :class:`PipelineConfig` and records them in ``RUN/pipeline.json``."""
+
+    def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.echo = echo or (lambda s: print(s, flush=True))
+        self.preset = resolve_preset(cfg.preset)
+        self.env = dict(os.environ)
+        # bench/, compress/... importable by the subprocesses even without the editable install
+        self.env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [self.env.get("PYTHONPATH")] if p])
+
+    # -- record -------------------------------------------------------------------------------------
+    def _record(self, stage: str, result: dict[str, Any]) -> None:
+        record_stage(self.cfg.run_dir, stage, result, {
+            "run_dir": str(self.cfg.run_dir), "model": self.cfg.model, "dataset": self.cfg.dataset,
+            "target": self.cfg.target, "preset": self.preset, "device": self.cfg.device, "dtype": self.cfg.dtype})
+
+    def _sh(self, cmd: list[str]) -> int:
+        self.echo("+ " + " ".join(cmd))
+        return subprocess.run(cmd, env=self.env).returncode
+
+    # -- stages ---------------------------------------------------------------------------------------
+    def stage_data(self) -> dict[str, Any]:
+        """Fetch the dataset (mirror or official source) into ``data_dir``; fetch skips a verified copy."""
+        if Path(self.cfg.dataset).expanduser().exists():
+            return {"status": "skipped", "detail": f"--dataset is a folder ({self.cfg.dataset}): nothing to fetch"}
+        from compress.data.catalog import find_spec
+
+        spec = find_spec(self.cfg.dataset)
+        if spec is None:
+            raise InputError(f"--dataset {self.cfg.dataset!r}: not a known dataset name nor an existing folder")
+        dest = self.cfg.data_dir
+        present = (dest / spec.name).is_dir() or any((dest / f).is_dir() for f in spec.folders)
+        rc = self._sh([self.cfg.python, "-m", "compress.data", "fetch", spec.name, "--dest", str(dest)])
+        if rc != 0:
+            raise StageFailed(f"data: `python -m compress.data fetch {spec.name}` exited {rc}")
+        return {"status": "skipped" if present else "ran",
+                "detail": f"{spec.name} in {dest}" + (" (verified copy already there)" if present else "")}
+
+    def _dataset_arg(self) -> str:
+        """The --dataset of compress: the name when data_dir is ./data (compress looks there first), else the
+        fetched folder (or the given path)."""
+        ds = self.cfg.dataset
+        if Path(ds).expanduser().exists():
+            return str(Path(ds).expanduser().resolve())
+        if self.cfg.data_dir.resolve() == (Path.cwd() / "data").resolve():
+            return ds
+        from compress.data.catalog import find_spec
+
+        spec = find_spec(ds)
+        if spec is not None:
+            for name in [spec.name, *spec.folders]:
+                if (self.cfg.data_dir / name).is_dir():
+                    return str((self.cfg.data_dir / name).resolve())
+        return ds
+
+    def compress_argv(self) -> list[str]:
+        return ["--model", self.cfg.model, "--dataset", self._dataset_arg(), "--target", str(self.cfg.target),
+                "--preset", self.preset, *self.cfg.compress_args]
+
+    def expected_config(self) -> dict[str, Any]:
+        """The config.json that ``python -m compress`` writes for :meth:`compress_argv`."""
+        from compress.cli import build_parser, config_from_args
+
+        return config_from_args(build_parser().parse_args(self.compress_argv())).to_dict()
+
+    def stage_compress(self) -> dict[str, Any]:
+        run = self.cfg.run_dir
+        want = self.expected_config()
+        have = load_json(run / "config.json")
+        finished = all((run / n).is_file() for n in ("generator.pt", "architecture.json", "compression_report.json"))
+        started = (run / "checkpoints" / "last.pt").is_file()
+        if (finished or started) and have is not None and have != want:
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            raise InputError(f"{run} holds a compress run with another config (differs in {', '.join(diff)}); "
+                             "choose another RUN / --run-dir or remove that folder")
+        if finished and have == want:
+            return {"status": "skipped", "detail": f"{run}/generator.pt is finished for this config"}
+        base = [self.cfg.python, "-m", "compress"]
+        cmd = base + (["--resume", "--run-dir", str(run)] if started else [*self.compress_argv(), "--run-dir", str(run)])
+        rc = self._sh(cmd)
+        if rc != 0:
+            raise StageFailed(f"compress exited {rc} (log: {run / 'log.txt'})")
+        return {"status": "ran", "detail": "resumed from checkpoints/last.pt" if started else "new run"}
+
+    def _need_run(self, stage: str) -> None:
+        if not (self.cfg.run_dir / "generator.pt").is_file():
+            raise StageFailed(f"{stage}: {self.cfg.run_dir} has no finished compress run (generator.pt); "
+                              "run the compress stage first")
+
+    def stage_evaluate(self) -> dict[str, Any]:
+        self._need_run("evaluate")
+        if importlib.util.find_spec("compress.evaluate") is None:
+            return {"status": "unavailable", "detail": "compress.evaluate is not installed in this checkout; "
+                    "no FID in the release"}
+        out = self.cfg.run_dir / "evaluation.json"
+        before = mtime(out)
+        rc = self._sh([self.cfg.python, "-m", "compress.evaluate", str(self.cfg.run_dir), *self.cfg.evaluate_args])
+        if rc != 0:
+            raise StageFailed(f"evaluate: `python -m compress.evaluate {self.cfg.run_dir}` exited {rc}")
+        if not out.is_file():
+            raise StageFailed(f"evaluate exited 0 but wrote no {out}")
+        return {"status": status_by_mtime(out, before), "detail": str(out)}
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.cfg.run_dir / "export" / "manifest.json"
+
+    def stage_export(self) -> dict[str, Any]:
+        self._need_run("export")
+        before = mtime(self.manifest_path)
+        cmd = [self.cfg.python, "-m", "export", str(self.cfg.run_dir), "--dtype", self.cfg.dtype]
+        if not self.cfg.strict_gates:
+            cmd.append("--accept-gate-failure")
+        rc = self._sh(cmd + self.cfg.export_args)
+        if rc != 0:
+            raise StageFailed(f"export exited {rc} ({'a quality gate was missed' if rc == 1 else 'bad input'}; "
+                              "figures above)")
+        man = load_json(self.manifest_path) or {}
+        detail = "gates passed" if man.get("gates_passed") else "GATES MISSED (accepted): " + "; ".join(
+            man.get("gate_failures") or [])
+        return {"status": status_by_mtime(self.manifest_path, before), "detail": detail}
+
+    # -- bench ----------------------------------------------------------------------------------------
+    def bench_targets(self) -> list[dict[str, Any]]:
+        """Where to bench: ``[{"kind": "phone", "serial"}]`` when a matching phone is attached, else host and
+        virtual (just host for ``--device host``)."""
+        if self.cfg.device == HOST:
+            return [{"kind": "host", "name": "host"}]
+        if self.cfg.phone != "never":
+            serial = detect_phone(self.cfg.device, self.cfg.serial)
+            if serial:
+                return [{"kind": "phone", "name": self.cfg.device, "serial": serial}]
+            if self.cfg.phone == "require":
+                raise StageFailed(f"bench: no attached phone matches --device {self.cfg.device}")
+        return [{"kind": "host", "name": "host"}, {"kind": "virtual", "name": f"{self.cfg.device}-virtual"}]
+
+    def bench_settings(self, target: dict[str, Any]) -> list[str]:
+        base = [] if target["kind"] == "phone" else list(NO_PHONE_BENCH_ARGS)
+        return base + list(self.cfg.bench_args)
+
+    def stage_bench(self) -> dict[str, Any]:
+        man_path = self.manifest_path
+        man = load_json(man_path)
+        if not man or not man.get("files"):
+            raise StageFailed(f"bench: no export manifest at {man_path}; run the export stage first")
+        root = man_path.parent
+        models = {e["path"]: e.get("sha256") for e in man["files"] if str(e["path"]).endswith(".tflite")}
+        for p in list(models):
+            if not (root / p).is_file() or sha256_file(root / p) != models[p]:
+                raise StageFailed(f"bench: {root / p} is missing or differs from its manifest entry; re-export")
+        targets = self.bench_targets()
+        results, worst = [], 0
+        for t in targets:
+            out = self.cfg.run_dir / "bench" / t["name"]
+            settings = self.bench_settings(t)
+            stamp = {"manifest_sha256": sha256_file(man_path), "models": models, "settings": settings,
+                     "device": self.cfg.device, "kind": t["kind"], "serial": t.get("serial")}
+            if bench_is_current(out, stamp):
+                results.append(f"{t['name']}: skipped (unchanged)")
+                continue
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            rc = self._bench_one(t, out, settings)
+            # 0 all rows measured, 1 some rows flagged as failed (kept: the release shows them)
+            if rc in (0, 1):
+                atomic_write_json(out / STAMP, stamp)
+            worst = max(worst, rc)
+            results.append(f"{t['name']}: exit {rc}")
+        status = "skipped" if all(r.endswith("skipped (unchanged)") for r in results) else "ran"
+        if worst >= 2:
+            raise StageFailed("bench: " + "; ".join(results))
+        return {"status": status, "detail": "; ".join(results), "targets": [t["kind"] for t in targets]}
+
+    def _bench_one(self, target: dict[str, Any], out: Path, settings: list[str]) -> int:
+        script = str(REPO / "bench" / "run_adb.py")
+        models = ["--models", str(self.manifest_path)]
+        if target["kind"] == "host":
+            return self._sh([self.cfg.python, script, "--device", HOST, *models, "--out", str(out), *settings])
+        if target["kind"] == "phone":
+            return self._sh([self.cfg.python, script, "--device", self.cfg.device, "--serial", target["serial"],
+                             "--adb-port", str(DEFAULT_ADB_PORT), *models, "--out", str(out), *settings])
+        try:
+            with VirtualSession(self.cfg.device) as vs:
+                self.echo(f"virtual {self.cfg.device} on {vs.serial}, private adb server on port {vs.port}")
+                return self._sh([self.cfg.python, script, "--device", self.cfg.device, "--serial", vs.serial,
+                                 "--adb-port", str(vs.port), *models, "--out", str(out), *settings])
+        except (BenchError, OSError, subprocess.SubprocessError) as e:
+            self.echo(f"virtual device session failed: {e}")
+            return 3
+
+    def stage_release(self) -> dict[str, Any]:
+        # imported here, not at the top: `python -m bench.pipeline.release` must not find its module already
+        # imported by the package (runpy would run a second copy)
+        from bench.pipeline.release import build_release
+
+        dest = build_release(self.cfg.run_dir, self.cfg.release_dir)
+        return {"status": "ran", "detail": str(dest)}
+
+    # -- driver ---------------------------------------------------------------------------------------
+    def run(self, stages: Sequence[str] = STAGES) -> int:
+        """Run ``stages`` in pipeline order; returns the exit status: 0 every stage ran or was skipped, 1 a stage
+        failed (later stages that need its output are not run; the release is still built when its inputs
+        exist). Raises :class:`InputError` for bad input (a stage's settings or the run folder)."""
+        order = [s for s in STAGES if s in stages]
+        failed: str | None = None
+        for stage in order:
+            if failed and stage != "release":
+                self.echo(f"== {stage}: not run ({failed} failed)")
+                continue
+            if stage == "release" and not (self.cfg.run_dir / "compression_report.json").is_file():
+                self.echo("== release: not built (no finished compress run)")
+                continue
+            self.echo(f"== {stage}")
+            load0, t0 = loadavg(), time.perf_counter()
+            try:
+                res = getattr(self, f"stage_{stage}")()
+            except StageFailed as e:
+                res = {"status": "failed", "detail": str(e)}
+                failed = stage
+            res.update(wall_s=round(time.perf_counter() - t0, 2), load_before=load0, load_after=loadavg(),
+                       finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            self._record(stage, res)
+            self.echo(f"== {stage}: {res['status']} in {res['wall_s']:.1f} s - {res.get('detail', '')}")
+        return 1 if failed else 0
