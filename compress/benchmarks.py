@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,17 +42,6 @@ CONTROL_TARGETS = {"pix2pix": (0.5, 0.75, 0.9, 0.95), "cyclegan": (0.5, 0.75, 0.
 
 
 # --- machine ---------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_average() -> list[float]:
     """1/5/15-minute load averages (processes running or waiting; 2.0 saturates these 2 cores)."""
     try:
@@ -63,12 +51,12 @@ def load_average() -> list[float]:
 
 
 def machine() -> dict:
-    """CPU model, cores, torch version, threads, and whether a GPU was present."""
+    """:func:`compress.machine.describe_machine` plus the torch version and threads; ``gpu`` None without one."""
     import torch
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    from compress.machine import describe_machine
+
+    return {"gpu": None, **describe_machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def _write(name: str, results: dict, table: str) -> Path:

@@ -111,6 +111,11 @@ class MacsModel:
         return int(sum(c.per_channel_pair * sum(channels[n] for n in c.in_latents) * channels[c.out_latent]
                        for c in self.costs))
 
+    def per_layer(self, channels: Mapping[str, float]) -> dict[str, int]:
+        """Prunable conv name -> its MACs for the given channel counts (they sum to ``self(channels)``)."""
+        return {c.name: int(c.per_channel_pair * sum(channels[n] for n in c.in_latents) * channels[c.out_latent])
+                for c in self.costs}
+
     def reduction(self, channels: Mapping[str, float]) -> float:
         """Fraction of the full network's MACs removed: 1 - MACs(channels) / MACs(full)."""
         return 1.0 - self(channels) / self.full_macs

@@ -2,13 +2,13 @@
 per latent vector and per layer, the search outcome against the target, budgets and wall times."""
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import torch
 
 from compress.config import RunConfig
 from compress.io import atomic_write_json, atomic_write_text
+from compress.machine import describe_machine, machine_text
 from compress.macs import MacsModel, count_params
 from compress.models import generator_input_shape
 from compress.models.base import PrunableNetwork
@@ -17,25 +17,19 @@ MACS_CONVENTION = ("MACs: convolutions only, output elements x C_in x k^2, ConvT
                    "resolution (the published counters' convention; see compress/macs.py)")
 
 
-def machine_description() -> str:
-    """A one-line description of the machine that ran (CPU cores, GPU name when used)."""
-    import os
-
-    text = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
-
-
 def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwork, search: dict,
                        timings: dict, converge_steps: int, discriminator: PrunableNetwork | None = None) -> dict:
     """Build the report dict. ``original`` = {"params", "macs", "channels"} of the unpruned generator."""
     shape = generator_input_shape(generator, cfg.image_size)
-    macs = MacsModel(generator, shape).full_macs
+    macs_model = MacsModel(generator, shape)
+    macs = macs_model.full_macs
+    layer_macs = macs_model.per_layer(generator.channels)
     layers = [{"layer": c.name, "in_channels": generator.in_channels_of(c),
                "out_channels": generator.channels[c.out_latent],
                "original_in": sum(original["channels"][n] for n in c.in_latents),
-               "original_out": original["channels"][c.out_latent]} for c in generator.prunable_convs()]
+               "original_out": original["channels"][c.out_latent],
+               "macs": layer_macs[c.name], "macs_share": layer_macs[c.name] / max(1, macs)}
+              for c in generator.prunable_convs()]
     g_status = search["status"]["G"]
     report = {
         "model": cfg.model, "dataset": cfg.dataset, "preset": cfg.preset, "input_shape": list(shape),
@@ -52,7 +46,7 @@ def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwor
                    "batch_size": cfg.batch_size},
         "baseline": cfg.baseline or None,
         "seconds": dict(timings),
-        "machine": machine_description(),
+        "machine": f"{machine_text(describe_machine())}, torch {torch.__version__}",
         "macs_convention": MACS_CONVENTION,
     }
     if discriminator is not None:
@@ -81,10 +75,12 @@ def report_markdown(r: dict) -> str:
         f"| pruned | {r['pruned']['params'] / 1e6:.3f} M | {r['pruned']['macs'] / 1e9:.3f} G |",
         f"| ratio | {r['pruned']['params'] / r['original']['params']:.3f} | "
         f"{r['pruned']['macs'] / r['original']['macs']:.3f} |", "",
-        "## Channels kept per layer", "", "| layer | in (kept/orig) | out (kept/orig) |", "|---|---|---|",
+        "## Allocation: channels kept per layer", "",
+        "| layer | in (kept/orig) | out (kept/orig) | out kept | share of the pruned generator's MACs |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {l['layer']} | {l['in_channels']}/{l['original_in']} | {l['out_channels']}/{l['original_out']} |"
-              for l in r["layers"]]
+    lines += [f"| {l['layer']} | {l['in_channels']}/{l['original_in']} | {l['out_channels']}/{l['original_out']} | "
+              f"{l['out_channels'] / l['original_out']:.0%} | {l.get('macs_share', 0):.1%} |" for l in r["layers"]]
     if "discriminator" in r:
         d = r["discriminator"]
         lines += ["", f"Discriminator compressed too (G+D): {d['status']}, MACs reduction "
