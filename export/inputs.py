@@ -25,6 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from compress.data.codec import uint8_to_float
+from compress.data.images import list_images
 from compress.errors import InputError
 
 LOGGER = logging.getLogger("coronetgan.export")
@@ -35,22 +37,6 @@ DEFAULT_CALIBRATION_COUNT = 100
 DEFAULT_HELDOUT_COUNT = 8
 CALIBRATION_SEED = 0
 HELDOUT_SEED = 1
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def _list_images(folder: Path, what: str) -> list[Path]:
-    try:  # the project's loader when it is there (names the folder, the suffixes and what was found)
-        from compress.data.images import list_images
-    except ImportError:  # pragma: no cover - the data package is written concurrently
-        list_images = None
-    if list_images is not None:
-        return list_images(folder, what=what)
-    if not folder.is_dir():
-        raise InputError(f"{what} {folder} does not exist or is not a folder (expected a folder of images)")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
-    if not files:
-        raise InputError(f"{what} {folder} has no image files; expected files ending in {', '.join(IMG_EXTENSIONS)}")
-    return files
 
 
 def _load_rgb(path: Path) -> Image.Image:
@@ -82,8 +68,7 @@ def image_to_input(img: Image.Image, size: tuple[int, int], half: str | None = N
     h, w = size
     if img.size != (w, h):
         img = img.resize((w, h), Image.BICUBIC)
-    arr = np.asarray(img, dtype=np.float32)  # (H, W, 3) in 0..255
-    return (arr.transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32)
+    return uint8_to_float(np.asarray(img, dtype=np.uint8))
 
 
 def load_images(files: Sequence[Path], size: tuple[int, int], side_by_side: bool | None = None,
@@ -191,10 +176,10 @@ def resolve_input_sets(arch: Mapping[str, Any], *, calibration_dir: str | os.Pat
     cal_dir = Path(calibration_dir) if calibration_dir is not None else source
     if heldout_dir is None:
         heldout_dir = cal_dir
-    heldout_files = _list_images(heldout_dir, "held-out image folder")
+    heldout_files = list_images(heldout_dir, "held-out image folder")
     cal_files: list[Path] = []
     if need_calibration:
-        cal_files = _list_images(cal_dir, "calibration image folder")
+        cal_files = list_images(cal_dir, "calibration image folder")
     if heldout_dir.resolve() == Path(cal_dir).resolve():  # one folder: disjoint parts
         heldout_files = heldout_files[-heldout_count:]
         cal_files = [f for f in cal_files if f not in set(heldout_files)]

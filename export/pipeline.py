@@ -378,7 +378,7 @@ def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: in
 
     FID is a figure, not a gate: when the dataset is missing, the reason is recorded under ``skipped``.
     """
-    from compress import fid as fidlib
+    from compress.evaluate import distance, reference
     from compress.evaluate.core import EvalSettings, check_run_dir, evaluation_data, generate
 
     t0 = time.perf_counter()
@@ -391,11 +391,11 @@ def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: in
     inputs = data.inputs.numpy().astype(np.float32)
     fp32 = generate(generator, data.inputs, progress=False)
     int8 = torch.from_numpy(run_tflite(int8_path, inputs, threads))
-    real = fidlib.reference_statistics(data.real, name=data.real_label, progress=False)
+    real = reference.reference_statistics(data.real, name=data.real_label, progress=False)
     out = {"n_fake": int(len(inputs)), "n_real": int(len(real.features)), "protocol": data.description,
            "real_set": settings.real_set, "metric": "pool3 FID (fast) and unbiased KID, as compress.evaluate"}
     for name, images in (("fp32", fp32), ("int8", int8)):
-        res = fidlib.fid_between(images.clamp(-1, 1), real, kid=True, fid_method="fast", progress=False)
+        res = distance.fid_between(images.clamp(-1, 1), real, kid=True, fid_method="fast", progress=False)
         out[f"fid_{name}"] = res["fid"]
         out[f"kid_{name}"] = [res["kid_mean"], res["kid_std"]]
     out["fid_delta"] = out["fid_int8"] - out["fid_fp32"]

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from compress.data.codec import float_to_uint8
 from export.onnx_export import ExportError
 
 LOGGER = logging.getLogger("coronetgan.export")
@@ -47,7 +48,7 @@ def sample_data_from_inputs(inputs_nchw: np.ndarray) -> np.ndarray:
     out = []
     for i in range(20):
         img = inputs_nchw[i % len(inputs_nchw)]
-        u8 = np.clip((img.transpose(1, 2, 0) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+        u8 = float_to_uint8(img)
         out.append(np.asarray(Image.fromarray(u8).resize((128, 128), Image.BICUBIC), np.float32) / 255.0)
     return np.stack(out).astype(np.float32)
 

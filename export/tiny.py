@@ -27,8 +27,10 @@ import torch
 import torch.nn as nn
 
 from compress.artifacts import save_generator
+from compress.data.codec import uint8_to_float
+from compress.data.images import list_images
 from compress.models import FIXED_LATENTS, build_generator
-from export.inputs import _list_images, load_images
+from export.inputs import load_images
 
 DEFAULT_SPECS: dict[str, dict[str, Any]] = {
     "pix2pix": {"generator": {"ngf": 8, "num_downs": 6}, "image_size": 64, "dataset": "edges2shoes_subset"},
@@ -83,7 +85,7 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
         dataset = {"name": "cifar10_partial", "root": str(data_root / "cifar10_partial")}
     elif family == "pix2pix":
         root = data_root / "edges2shoes_subset"
-        files = _list_images(root / "train", "training folder")[:n_images]
+        files = list_images(root / "train", "training folder")[:n_images]
         a = torch.from_numpy(load_images(files, (size, size), True, "AtoB"))
         b = torch.from_numpy(load_images(files, (size, size), True, "BtoA"))
         _train_l1(gen, a, b, steps, lr)
@@ -91,7 +93,7 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
                    "layout": "side_by_side", "direction": "AtoB"}
     else:
         root = data_root / "horse2zebra"
-        files = _list_images(root / "trainA", "training folder")[-n_images:]  # calibration takes the first 100
+        files = list_images(root / "trainA", "training folder")[-n_images:]  # calibration takes the first 100
         a = torch.from_numpy(load_images(files, (size, size)))
         _train_l1(gen, a, _cyclegan_target(a), steps, lr)
         dataset = {"name": "horse2zebra", "root": str(root), "source_dir": "trainA", "test_dir": "testA",
@@ -123,7 +125,7 @@ def _train_dcgan(gen: nn.Module, npz: Path, steps: int, lr: float, batch: int = 
 
     with np.load(npz) as data:
         x = data["x_train"][:4096]
-    real_all = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    real_all = uint8_to_float(torch.from_numpy(x))
     disc = DCGANDiscriminator(ndf=gen.ngf)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))

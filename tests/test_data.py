@@ -23,7 +23,9 @@ import compress.data.download as download_mod
 from compress.data import (AlignedDataset, CIFAR10Dataset, UnalignedDataset, fetch_dataset, load_rgb,
                            open_dataset, resolve_dataset)
 from compress.data.checksums import MANIFEST, file_digest
+from compress.data.codec import float_to_uint8, uint8_to_float
 from compress.data.fetch import ENV_MIRROR, main
+from compress.data.images import list_images
 from compress.data.transforms import to_tensor
 from compress.errors import InputError
 
@@ -243,6 +245,34 @@ def test_cifar_bad_npz(tmp_path, shared_data):
     evil.write_bytes(pickle.dumps({b"data": Path("x"), b"labels": []}, protocol=2))
     with pytest.raises(InputError, match="refusing to load"):
         CIFAR10Dataset(evil.parent)
+
+
+def test_pixel_codec_is_exact_both_ways_and_keeps_kind_and_layout():
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)  # every byte, (1, 16, 16, 3)
+    t = uint8_to_float(torch.from_numpy(x))
+    assert t.shape == (1, 3, 16, 16) and t.dtype == torch.float32
+    assert torch.equal(t, torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    a = uint8_to_float(x)
+    assert isinstance(a, np.ndarray) and a.dtype == np.float32 and np.array_equal(a, t.numpy())
+    assert np.array_equal(float_to_uint8(a), x) and torch.equal(float_to_uint8(t), torch.from_numpy(x))
+    chw = torch.from_numpy(x[0]).permute(2, 0, 1)  # CIFAR's channels-first uint8
+    assert torch.equal(uint8_to_float(chw, channels_last=False), t[0])
+    # out of range clamps; 0.0 -> 127.5 rounds half to even
+    assert float_to_uint8(np.array([[[[-3.0]], [[1.5]], [[0.0]]]], np.float32)).tolist() == [[[[0, 255, 128]]]]
+
+
+def test_list_images_recursive_and_min_count(tmp_path, shared_data):
+    top = tmp_path / "imgs"
+    (top / "sub").mkdir(parents=True)
+    horses = horse_files(shared_data, 2)
+    shutil.copy(horses[0], top / "b.jpg")
+    shutil.copy(horses[1], top / "sub" / "a.JPG")
+    (top / "notes.txt").write_text("x")
+    assert list_images(top) == [top / "b.jpg", top / "sub" / "a.JPG"]
+    assert list_images(top, recursive=False) == [top / "b.jpg"]
+    with pytest.raises(InputError, match=r"FID folder .*imgs has too few image files \(it holds 1 image file\(s\) "
+                                         r"and 1 other file\(s\), e.g. notes.txt\); expected at least 2 files"):
+        list_images(top, "FID folder", min_count=2, recursive=False)
 
 
 # ----------------------------------------------------------------------------------------------- bad input

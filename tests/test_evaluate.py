@@ -122,25 +122,28 @@ def test_cyclegan_evaluation_uses_testA_and_target_domain(runs, env, tmp_path):
 def test_reference_statistics_of_the_evaluation_behave(env, shared_data, tmp_path):
     """Through the evaluation's data path: identical sets give FID ~ 0, noise raises it, changed images miss
     the cache."""
-    from compress import fid as fidlib
-    from compress.evaluate.core import load_resized, uint8_to_tensor
+    from compress.data.codec import uint8_to_float
+    from compress.evaluate.core import load_resized
+    from compress.evaluate.features import features_from_tensor
+    from compress.evaluate.metrics import fid_from_features
+    from compress.evaluate.reference import reference_statistics
 
     files = sorted((shared_data / "horse2zebra" / "testB").glob("*.jpg"))[:6]
     real = load_resized(files, 32)
     cache = tmp_path / "cache"
-    st = fidlib.reference_statistics(real, cache, name="t", progress=False)
-    x = uint8_to_tensor(real)
-    same = fidlib.features_from_tensor(x, progress=False)
-    assert abs(fidlib.fid_from_features(same, st.features, method="fast")) < 1e-3
+    st = reference_statistics(real, cache, name="t", progress=False)
+    x = uint8_to_float(torch.from_numpy(real))
+    same = features_from_tensor(x, progress=False)
+    assert abs(fid_from_features(same, st.features, method="fast")) < 1e-3
     g = torch.Generator().manual_seed(0)
-    fids = [fidlib.fid_from_features(fidlib.features_from_tensor(
+    fids = [fid_from_features(features_from_tensor(
         (x + s * torch.randn(x.shape, generator=g)).clamp(-1, 1), progress=False), st.features, method="fast")
         for s in (0.2, 0.6)]
     assert 1.0 < fids[0] < fids[1]
-    assert fidlib.reference_statistics(real, cache, name="t", progress=False).from_cache
+    assert reference_statistics(real, cache, name="t", progress=False).from_cache
     changed = real.copy()
     changed[0, 0, 0] ^= 0xFF
-    assert not fidlib.reference_statistics(changed, cache, name="t", progress=False).from_cache
+    assert not reference_statistics(changed, cache, name="t", progress=False).from_cache
 
 
 def test_run_dir_without_generator_is_a_clear_error(runs, env, tmp_path, capsys):

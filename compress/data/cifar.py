@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from compress.data.codec import uint8_to_float
 from compress.errors import InputError
 
 SPLITS = ("train", "test")
@@ -172,7 +173,7 @@ class CIFAR10Dataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img = self.images[index].to(torch.float32).div_(127.5).sub_(1.0)
+        img = uint8_to_float(self.images[index], channels_last=False)
         if self.flip and torch.rand((), generator=self.generator).item() < 0.5:
             img = img.flip(-1)
         return img, int(self.labels[index])

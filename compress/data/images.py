@@ -7,6 +7,7 @@ padded with grey.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -18,8 +19,9 @@ from compress.errors import InputError
 
 LOGGER = logging.getLogger("coronetgan.data")
 
-#: Suffixes the pix2pix/CycleGAN reference code (``data/image_folder.py``) accepts, plus .webp/.tif.
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+#: Suffixes the pix2pix/CycleGAN reference code (``data/image_folder.py``) accepts, plus .webp/.tif and
+#: pytorch-fid's .pgm (``IMAGE_EXTENSIONS`` of pytorch_fid/fid_score.py).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".pgm")
 
 _SKIP_HINT = "pass skip_bad=True to skip bad files"
 _WARNED_TRUNCATED = False
@@ -30,14 +32,22 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMG_EXTENSIONS)
 
 
-def list_images(folder: str | os.PathLike, what: str = "image folder") -> list[Path]:
-    """Sorted image files under ``folder`` (recursive, like the reference ``make_dataset``).
+def list_images(folder: str | os.PathLike, what: str = "image folder", *, min_count: int = 1,
+                recursive: bool = True) -> list[Path]:
+    """Sorted image files (suffixes :data:`IMG_EXTENSIONS`, case-insensitive) of ``folder``.
 
     Cheap: only names are checked, nothing is opened.
 
+    Args:
+        folder: the folder to list.
+        what: what the folder is, for messages (e.g. ``"domain A folder"``, ``"calibration image folder"``).
+        min_count: fewest image files accepted (FID/KID statistics need 2).
+        recursive: True (default) walks sub-folders too, following links, like the reference
+            ``make_dataset``; False lists only the folder itself, like pytorch-fid's folder reading.
+
     Raises:
-        InputError: ``folder`` does not exist, is not a folder, or holds no file with an image suffix
-            (the message names the folder, the expected suffixes and a few of the files found instead).
+        InputError: ``folder`` does not exist, is not a folder, or holds fewer than ``min_count`` image files
+            (the message names the folder, the count, the expected suffixes and a few of the other files found).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -45,14 +55,20 @@ def list_images(folder: str | os.PathLike, what: str = "image folder") -> list[P
     if not folder.is_dir():
         raise InputError(f"{what} {folder} is not a folder (expected a folder of images)")
     found, others = [], []
-    for dirpath, _dirs, files in os.walk(folder, followlinks=True):
+    walk = os.walk(folder, followlinks=True)
+    for dirpath, _dirs, files in (walk if recursive else itertools.islice(walk, 1)):  # top-down: first = folder
         for name in files:
             (found if is_image_file(name) else others).append(Path(dirpath) / name)
-    if not found:
-        detail = "it is empty" if not others else (
-            f"it holds {len(others)} other file(s), e.g. {', '.join(p.name for p in sorted(others)[:3])}")
-        raise InputError(f"{what} {folder} has no image files ({detail}); expected files ending in "
-                         f"{', '.join(IMG_EXTENSIONS)}")
+    if len(found) < min_count:
+        if not found and not others:
+            detail = "it is empty"
+        else:
+            detail = f"it holds {len(found)} image file(s)" + (
+                f" and {len(others)} other file(s), e.g. {', '.join(p.name for p in sorted(others)[:3])}"
+                if others else "")
+        need = "files" if min_count <= 1 else f"at least {min_count} files"
+        raise InputError(f"{what} {folder} has {'too few' if found else 'no'} image files ({detail}); expected "
+                         f"{need} ending in {', '.join(IMG_EXTENSIONS)}")
     return sorted(found)
 
 

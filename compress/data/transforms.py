@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from compress.data.codec import uint8_to_float
 from compress.errors import InputError
 
 LOAD_SIZE = 286  # reference --load_size
@@ -151,11 +152,7 @@ def apply(img: Image.Image, params: Params, opt: Preprocess, path: str | Path = 
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB ``PIL.Image`` (W x H) -> float32 tensor (3, H, W) with values ``x / 127.5 - 1`` in [-1, 1]."""
+    """RGB ``PIL.Image`` (W x H) -> float32 tensor (3, H, W) with values ``x / 127.5 - 1`` in [-1, 1], in NCHW
+    (contiguous) memory (:func:`compress.data.codec.uint8_to_float`)."""
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous().to(torch.float32).div_(127.5).sub_(1.0)
-
-
-def uint8_hwc_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """uint8 array (H, W, 3) -> float32 tensor (3, H, W) in [-1, 1] (same mapping as :func:`to_tensor`)."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous().to(torch.float32).div_(127.5).sub_(1.0)
+    return uint8_to_float(torch.from_numpy(arr.copy())).contiguous()

@@ -5,6 +5,10 @@ Examples::
     python -m compress.evaluate runs/h2z                        # testA -> the 1,474 train+test zebras
     python -m compress.evaluate runs/h2z --real-set testB       # only the 140 test zebras
     python -m compress.evaluate runs/dcgan-50 --num-samples 5000 --real-set train
+    python -m compress.evaluate fid FOLDER_A FOLDER_B --kid     # FID/KID between two folders of images
+
+``python -m compress.evaluate fid ...`` (first argument ``fid``) compares two folders of images instead, see
+``python -m compress.evaluate fid --help`` (a run folder named ``fid`` is reached as ``./fid``).
 
 Writes ``RUN_DIR/evaluation.json``, ``RUN_DIR/evaluation_grid.png`` and an "Evaluation" section in
 ``RUN_DIR/compression_report.md``; skipped when generator.pt / architecture.json and the settings are
@@ -18,9 +22,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from compress import fid as fidlib
 from compress.errors import InputError
+from compress.evaluate import folders
 from compress.evaluate.core import DCGAN_DEFAULT_SAMPLES, REAL_SETS, EvalSettings, evaluate_run
+from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS
 
 LOGGER = logging.getLogger("coronetgan")
 
@@ -37,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real images: CycleGAN train+test (default, as GAN Compression) or testB; DCGAN train "
                         "(default), test or train+test; pix2pix: test (the paired test/val split)")
     p.add_argument("--max-real", type=int, default=None, help="use at most the first N real images (default all)")
-    p.add_argument("--kid-subsets", type=int, default=fidlib.KID_SUBSETS, help="KID subsets (default %(default)s)")
-    p.add_argument("--kid-subset-size", type=int, default=fidlib.KID_SUBSET_SIZE,
+    p.add_argument("--kid-subsets", type=int, default=KID_SUBSETS, help="KID subsets (default %(default)s)")
+    p.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE,
                    help="KID subset size, capped at the smaller set (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the DCGAN latent vectors (default 0)")
     p.add_argument("--batch-size", type=int, default=50, help="images per generator/Inception call")
@@ -68,6 +73,9 @@ def _setup_logging(run_dir: Path) -> logging.Handler | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 0, or 2 after printing ``error: ...`` for bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [folders.COMMAND]:
+        return folders.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = EvalSettings(num_samples=args.num_samples, real_set=args.real_set, max_real=args.max_real,
                             kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, seed=args.seed,

@@ -1,6 +1,6 @@
 """Evaluate a finished run folder: FID and KID of its generator, params, MACs and an input/output grid.
 
-Protocol per family (GAN Compression / OMGD, METHOD-NOTES "FID protocol"; all FID/KID via :mod:`compress.fid`,
+Protocol per family (GAN Compression / OMGD; all FID/KID via :mod:`compress.evaluate.metrics`,
 pool3 features of the standard FID Inception, ``pytorch-fid`` preprocessing):
 
 * **pix2pix**: the generator translates every A image of the dataset's test split (``val`` when there is no
@@ -15,13 +15,13 @@ pool3 features of the standard FID Inception, ``pytorch-fid`` preprocessing):
 Inputs are read in eval mode: a bicubic resize to the run's image size (``config.json`` ``image_size``), no
 crop, no flip (the reference test-time preprocessing). Real images are brought to the same size the same way
 before their features are taken, so a 128-pixel generator is compared with 128-pixel real images (the
-Inception then resizes both to 299). Their statistics are cached by :func:`compress.fid.reference_statistics`
+Inception then resizes both to 299). Their statistics are cached by :mod:`compress.evaluate.reference`
 under the label ``<dataset>_<real set>_<size>px`` and keyed on the decoded pixels, so changing, adding or
 removing a real image recomputes them.
 
-FID: ``method="fast"`` of :func:`compress.fid.fid_from_features`, which equals pytorch-fid's sqrtm FID to
+FID: ``method="fast"`` of :func:`compress.evaluate.metrics.fid_from_features`, equal to pytorch-fid's sqrtm FID to
 ~1e-7 relative in a fraction of a second instead of 10-70 s on 2 CPU cores. KID: unbiased, mean and std over
-random subsets (:func:`compress.fid.kid_from_features`), subset size ``min(1000, N_fake, N_real)``.
+random subsets (:func:`compress.evaluate.metrics.kid_from_features`), subset size ``min(1000, N_fake, N_real)``.
 
 Outputs in the run folder: ``evaluation.json`` (atomic), ``evaluation_grid.png`` and an "Evaluation" section
 appended to ``compression_report.md`` (re-rendered from ``compression_report.json`` + ``evaluation.json``).
@@ -43,8 +43,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from compress import fid as fidlib
+from compress.data.codec import float_to_uint8, uint8_to_float
 from compress.errors import InputError
+from compress.evaluate.features import features_from_tensor
+from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS, fid_from_features, kid_from_features
+from compress.evaluate.reference import reference_statistics
 from compress.io import atomic_write_json, atomic_write_text
 from compress.macs import count_macs, count_params
 from compress.io import sha256_file
@@ -78,7 +81,7 @@ class EvalSettings:
         kid_subsets: KID subsets (default 100); the subset size is ``min(kid_subset_size, N_fake, N_real)``.
         kid_subset_size: KID subset size (default 1000).
         seed: seed of the DCGAN latent vectors z (``torch.Generator().manual_seed(seed)``) and of KID's subsets
-            is :data:`compress.fid.KID_SEED`.
+            is :data:`compress.evaluate.metrics.KID_SEED`.
         batch_size: images per generator / Inception call.
         grid_columns: images per row of the grid.
     """
@@ -86,8 +89,8 @@ class EvalSettings:
     num_samples: int | None = None
     real_set: str | None = None
     max_real: int | None = None
-    kid_subsets: int = fidlib.KID_SUBSETS
-    kid_subset_size: int = fidlib.KID_SUBSET_SIZE
+    kid_subsets: int = KID_SUBSETS
+    kid_subset_size: int = KID_SUBSET_SIZE
     seed: int = 0
     batch_size: int = 50
     grid_columns: int = 8
@@ -193,11 +196,6 @@ def load_resized(paths: list[Path], size: int, desc: str = "read images") -> np.
     return out
 
 
-def uint8_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1] (``x / 127.5 - 1``, as the data loaders)."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
 @dataclass
 class EvalData:
     """What a family's evaluation compares.
@@ -260,7 +258,7 @@ def evaluation_data(arch: dict, config: dict, s: EvalSettings) -> EvalData:
         in_paths = _limit(list_images(in_dir, "CycleGAN test input folder"), s.num_samples)
         real_dirs = [root / f"test{dst}"] if s.real_set == "testB" else [root / f"train{dst}", root / f"test{dst}"]
         real_paths = _limit([p for d in real_dirs for p in list_images(d, "CycleGAN real image folder")], s.max_real)
-        inputs = uint8_to_tensor(load_resized(in_paths, size, f"read {in_dir.name}"))
+        inputs = uint8_to_float(torch.from_numpy(load_resized(in_paths, size, f"read {in_dir.name}")))
         real = load_resized(real_paths, size, "read real " + "+".join(d.name for d in real_dirs))
         real_name = "+".join(d.name for d in real_dirs)
         label = f"{name}_{real_name}_{size}px" + (f"_first{s.max_real}" if s.max_real else "")
@@ -284,7 +282,7 @@ def evaluation_data(arch: dict, config: dict, s: EvalSettings) -> EvalData:
     inputs = torch.stack([it["A"] for it in items])
     targets = torch.stack([it["B"] for it in items])
     real_t = targets[: s.max_real] if s.max_real else targets
-    real = ((real_t + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    real = float_to_uint8(real_t).numpy()
     label = f"{name}_{phase}{dst}_{size}px" + (f"_first{s.max_real}" if s.max_real else "")
     return EvalData(inputs, real, label,
                     f"outputs of {n} {phase} A images against the {len(real)} real {phase} B images, "
@@ -397,19 +395,19 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
     t["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    fake_feats = fidlib.features_from_tensor(outputs, batch_size=s.batch_size, device=dev, progress=progress)
+    fake_feats = features_from_tensor(outputs, batch_size=s.batch_size, device=dev, progress=progress)
     t["features_fake"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    real = fidlib.reference_statistics(data.real, cache_dir, name=data.real_label, batch_size=s.batch_size,
-                                       device=dev, progress=progress)
+    real = reference_statistics(data.real, cache_dir, name=data.real_label, batch_size=s.batch_size,
+                                device=dev, progress=progress)
     t["features_real"] = time.perf_counter() - t0
     if len(outputs) < 2:
         raise InputError(f"{run_dir}: only {len(outputs)} generated image(s); FID/KID need at least 2 "
                          "(raise --num-samples)")
     t0 = time.perf_counter()
-    fid = fidlib.fid_from_features(fake_feats, real.features, method="fast")
-    kid_mean, kid_std = fidlib.kid_from_features(fake_feats, real.features, subsets=s.kid_subsets,
-                                                 subset_size=s.kid_subset_size)
+    fid = fid_from_features(fake_feats, real.features, method="fast")
+    kid_mean, kid_std = kid_from_features(fake_feats, real.features, subsets=s.kid_subsets,
+                                          subset_size=s.kid_subset_size)
     t["metrics"] = time.perf_counter() - t0
 
     generator = generator.cpu()

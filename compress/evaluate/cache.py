@@ -1,4 +1,4 @@
-"""On-disk cache of FID/KID reference statistics (used by :mod:`compress.fid`).
+"""On-disk cache of FID/KID reference statistics (used by :mod:`compress.evaluate.reference`).
 
 A cache entry is one ``.npz`` file holding ``mu`` (2048,) float64, ``sigma`` (2048, 2048) float64,
 ``features`` (N, 2048) float32 (the Inception pool3 features, kept for KID) and ``meta`` (a JSON string).
