@@ -109,13 +109,13 @@ def _files_intact(out_dir: Path, entries: Iterable[dict]) -> bool:
     return True
 
 
-def _same_source(old: dict | None, source: dict, options: dict) -> bool:
+def _same_source(old: dict | None, source: dict, recorded: dict) -> bool:
     if not old or old.get("manifest_version") != MANIFEST_VERSION:
         return False
     src = old.get("source", {})
     return (src.get("generator_pt_sha256") == source["generator_pt_sha256"]
             and src.get("architecture_json_sha256") == source["architecture_json_sha256"]
-            and old.get("options") == options)
+            and old.get("options") == recorded)
 
 
 def _options_record(options: ExportOptions) -> dict:
@@ -288,12 +288,13 @@ def _gate_failures(manifest: dict) -> list[str]:
     return failures
 
 
-def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, source: dict, options: dict) -> None:
+def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, source: dict,
+             recorded: dict) -> None:
     """Move the staged files into ``out_dir`` and write the manifest last (module docstring)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     new_dtypes = {e["dtype"] for e in manifest["files"]}
     kept = []
-    if old and _same_source(old, source, options):  # keep other dtypes exported earlier from the same run
+    if old and _same_source(old, source, recorded):  # keep other dtypes exported earlier from the same run
         kept = [e for e in old.get("files", []) if e["dtype"] not in new_dtypes
                 and _files_intact(out_dir, [e])]
     (out_dir / MANIFEST).unlink(missing_ok=True)  # from here on, no manifest claims completeness

@@ -2,7 +2,7 @@
 
 ``PSNR = 10 log10(peak_to_peak**2 / MSE)`` with peak-to-peak 2 (the [-1, 1] range of the tanh output) and the MSE
 pooled over every element given; identical outputs give ``inf``. Used by the float selection of robust int8
-(:mod:`quantize.sensitivity`) and the export parity gates (:mod:`export.parity`).
+(:mod:`quantize.sensitivity`) and by the parity gates of the export.
 """
 from __future__ import annotations
 
