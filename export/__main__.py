@@ -1,4 +1,4 @@
-"""``python -m export RUN_DIR --dtype fp32|fp16|int8|all`` (or ``--latest runs/``): see export/pipeline.py.
+"""``python -m export RUN_DIR --dtype fp32|fp16|int8|all|LIST`` (or ``--latest runs/``): see export/pipeline.py.
 
 Exit status: 0 exported (or skipped: unchanged), 1 a quality gate was missed (figures printed; nothing
 installed unless ``--accept-gate-failure``) or a converter failed, 2 bad input (InputError, printed without
@@ -15,7 +15,10 @@ from typing import Sequence
 
 from compress.errors import InputError
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
-from quantize.sensitivity import DEFAULT_TARGET_DB
+from export.onnx_export import ExportError
+from export.options import DTYPE_CHOICES, ExportOptions, parse_dtypes
+from export.pipeline import GateFailure, export_run
+from quantize import DEFAULT_TARGET_DB, IO_DTYPES, MODES
 
 
 def latest_run(runs_root: str | Path) -> Path:
@@ -37,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", nargs="?", help="compress run folder (generator.pt + architecture.json)")
     p.add_argument("--latest", metavar="RUNS", help="export the newest finished run under this folder instead")
-    p.add_argument("--dtype", default="all", help="fp32, fp16, int8 or all (default all)")
+    p.add_argument("--dtype", default="all", metavar="DTYPE",
+                   help=f"one of {', '.join(DTYPE_CHOICES)}, or a comma list such as fp32,int8 (default all)")
     p.add_argument("--out", help="output folder (default RUN_DIR/export)")
     p.add_argument("--accept-gate-failure", action="store_true",
                    help="install the files even when a quality gate is missed (recorded in the manifest)")
@@ -48,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"representative inputs for int8 (default {DEFAULT_CALIBRATION_COUNT})")
     p.add_argument("--heldout-count", type=int, default=DEFAULT_HELDOUT_COUNT,
                    help=f"held-out inputs for the parity gates (default {DEFAULT_HELDOUT_COUNT})")
-    p.add_argument("--int8-io", default="int8", choices=("int8", "uint8", "float32"),
+    p.add_argument("--int8-io", default="int8", choices=IO_DTYPES,
                    help="input/output tensor type of the int8 model (default int8)")
-    p.add_argument("--int8-mode", default="robust", choices=("robust", "naive"),
+    p.add_argument("--int8-mode", default="robust", choices=MODES,
                    help="robust (default): InstanceNorm/residual element-wise ops in float, plus the "
                         "convolutions feeding an InstanceNorm that int8 hurts most (see --int8-target-db), the "
                         "rest int8; naive: every op int8")
@@ -68,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="LiteRT threads for the parity runs (default 2)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    """The :class:`ExportOptions` of parsed ``python -m export`` arguments. Raises InputError (named flag) for
+    a bad ``--dtype`` or any other value outside its range."""
+    return ExportOptions(
+        dtypes=parse_dtypes(args.dtype), out_dir=args.out, accept_gate_failure=args.accept_gate_failure,
+        force=args.force, calibration_dir=args.calibration_dir, calibration_count=args.calibration_count,
+        heldout_count=args.heldout_count, int8_io=args.int8_io, int8_mode=args.int8_mode,
+        int8_target_db=args.int8_target_db,
+        extra_float_ops=tuple(o.strip() for o in args.extra_float_ops.split(",") if o.strip()),
+        fid_count=args.fid, threads=args.threads)
 
 
 def _fmt(x) -> str:
@@ -108,9 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from export.onnx_export import ExportError
-    from export.pipeline import GateFailure, export_run
-
     try:
         if (args.run_dir is None) == (args.latest is None):
             raise InputError("give exactly one of RUN_DIR or --latest RUNS")
@@ -120,13 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             logging.getLogger("coronetgan").addHandler(handler)
             logging.getLogger("coronetgan").setLevel(logging.INFO)
-        manifest = export_run(run_dir, args.dtype, out_dir=args.out, accept_gate_failure=args.accept_gate_failure,
-                              force=args.force, calibration_dir=args.calibration_dir,
-                              calibration_count=args.calibration_count, heldout_count=args.heldout_count,
-                              int8_io=args.int8_io, int8_mode=args.int8_mode, fid_count=args.fid,
-                              extra_float_ops=[o.strip() for o in args.extra_float_ops.split(",") if o.strip()],
-                              int8_target_db=args.int8_target_db,
-                              threads=args.threads)
+        manifest = export_run(run_dir, options_from_args(args))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

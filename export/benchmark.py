@@ -4,12 +4,12 @@ For each family it takes an unpruned and a 75%-pruned generator: with ``--pair F
 two finished ``python -m compress`` run folders (e.g. the ``--baseline unpruned`` run and the CoroNetGAN 75% run
 of ``compress/evaluate/experiments.sh``); without it, a quick stand-in: a small generator trained briefly
 (:mod:`export.tiny`) at full width and at width ``sqrt(0.25)`` (every prunable channel count halved, so
-MACs ~ 1/4, *not* a compress run). It exports all three dtypes with :func:`export.pipeline.export_run` (default options: robust int8,
-int8 I/O, 100 calibration images) and, for int8, also the naive variant (every op int8). It reports per
-file: conversion time (s), size (bytes), PSNR (dB) and max abs diff against PyTorch fp32 on the held-out
-inputs, and host LiteRT latency (ms): ``ai_edge_litert`` interpreter, 2 threads, ``--warmup`` runs then the
-median of ``--runs`` (>= 20) timed ``invoke()`` calls. The latency ratio pruned/unpruned is printed beside
-the MACs ratio.
+MACs ~ 1/4, *not* a compress run). It exports all three dtypes with :func:`export.export_run` (default
+options: robust int8, int8 I/O, 100 calibration images) and, for int8, also the naive variant (every op
+int8). It reports per file: conversion time (s), size (bytes), PSNR (dB) and max abs diff against PyTorch fp32
+on the held-out inputs, and host LiteRT latency (ms): ``ai_edge_litert`` interpreter, 2 threads, ``--warmup``
+runs then the median of ``--runs`` (>= 20) timed ``invoke()`` calls. The latency ratio pruned/unpruned is
+printed beside the MACs ratio.
 
 Usage: ``python -m export.benchmark --out build/export-bench [--pair dcgan:runs/eval/dcgan-unpruned:runs/eval/dcgan-coronet-75]
 [--steps 150] [--runs 30] [--md docs/table.md]``
@@ -33,7 +33,7 @@ FAMILIES = ("pix2pix", "cyclegan", "dcgan")
 
 def host_latency_ms(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 30) -> dict:
     """Median/min/max latency (ms) of ``invoke()`` on a zero input, after ``warmup`` untimed runs."""
-    from export.parity import make_interpreter
+    from quantize.litert import make_interpreter
 
     it = make_interpreter(path, threads)
     inp = it.get_input_details()[0]
@@ -74,8 +74,8 @@ def run_benchmark(out: Path, data_root: Path, steps: int, runs: int, families: S
 
     ``pairs``: family -> (unpruned run, pruned run) folders used instead of the trained stand-ins; their
     exports go to ``out/<family>_<model>/`` (the run folders are only read). ``fid_count`` > 0 adds the FID
-    change of int8 (``export_run(fid_count=...)``) to the robust int8 rows."""
-    from export.pipeline import export_run
+    change of int8 (``ExportOptions.fid_count``) to the robust int8 rows."""
+    from export import ExportOptions, export_run
     from export.tiny import PRUNED_75_WIDTH, train_tiny_run
 
     pairs = pairs or {}
@@ -93,10 +93,10 @@ def run_benchmark(out: Path, data_root: Path, steps: int, runs: int, families: S
                     logging.info("trained %s %s in %.0f s", fam, label, time.perf_counter() - t0)
             arch = json.loads((run / "architecture.json").read_text())
             # a gate miss is a figure of the table (the PSNR column), not a reason to stop the benchmark
-            manifests = {"robust": export_run(run, "all", out_dir=work / "export", accept_gate_failure=True,
-                                              fid_count=fid_count)}
-            manifests["naive"] = export_run(run, "int8", out_dir=work / "export_naive", int8_mode="naive",
-                                            accept_gate_failure=True)
+            robust = ExportOptions(out_dir=work / "export", accept_gate_failure=True, fid_count=fid_count)
+            naive = ExportOptions(dtypes=("int8",), out_dir=work / "export_naive", int8_mode="naive",
+                                  accept_gate_failure=True)
+            manifests = {"robust": export_run(run, robust), "naive": export_run(run, naive)}
             for variant, man in manifests.items():
                 outdir = work / ("export" if variant == "robust" else "export_naive")
                 for e in man["files"]:

@@ -6,7 +6,7 @@ Two independent checks, both recorded in the manifest:
    a report to stdout; we capture it and parse every ``GPU COMPATIBILITY WARNING`` line (with the op it
    follows) into ``analyzer_warnings`` and the summary line (``Your model looks compatible with GPU
    delegate``) into ``analyzer_compatible``.
-2. The operator table of the flatbuffer (``tensorflow.lite.python.schema_py_generated``): every builtin op
+2. The operator table of the flatbuffer (:func:`quantize.litert.operator_codes`): every builtin op
    with its version. The GPU delegate rejects op versions above its maximum:
    :data:`GPU_MAX_OP_VERSION` lists the limits of ``tensorflow/lite/delegates/gpu/common/model_builder.cc``
    (``CheckMaxSupportedOpVersion``), e.g. TRANSPOSE_CONV <= 3 (version 4 = fused activation, added in
@@ -22,6 +22,8 @@ import contextlib
 import io
 import re
 from pathlib import Path
+
+from quantize.litert import operator_codes
 
 #: Highest op version the TFLite GPU delegate accepts (``CheckMaxSupportedOpVersion`` in
 #: tensorflow/lite/delegates/gpu/common/model_builder.cc). Ops not listed: no version limit checked here.
@@ -43,24 +45,6 @@ GPU_MAX_OP_VERSION = {
 
 _WARN = re.compile(r"GPU COMPATIBILITY WARNING:?\s*(.*)")
 _OP = re.compile(r"^\s*Op#(\d+)\s+([A-Z0-9_]+)\(")
-
-
-def operator_codes(model) -> list[tuple[str, int]]:
-    """(op name, version) of each entry of a flatbuffer model's operator-code table (``schema.Model``), in table
-    order: builtin names as in ``BuiltinOperator`` (the larger of the current and deprecated code fields),
-    custom ops as ``CUSTOM:<name>``."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = names.get(code, f"BUILTIN_{code}")
-        if name == "CUSTOM":
-            name = f"CUSTOM:{oc.CustomCode().decode() if oc.CustomCode() else '?'}"
-        codes.append((name, int(oc.Version())))
-    return codes
 
 
 def op_table(path: str | Path) -> list[dict]:

@@ -10,19 +10,21 @@ Output folder (default ``RUN_DIR/export/``)::
 
 Atomicity: everything is produced in a private staging folder beside the output folder
 (``.<name>.staging-*``). Only when every requested conversion succeeded and every gate passed (or
-``accept_gate_failure``) are the files moved into place (``os.replace``, atomic per file) after the old
-manifest has been removed, and the new manifest is written last with :func:`compress.io.atomic_write_json`.
+``ExportOptions.accept_gate_failure``) are the files moved into place (``os.replace``, atomic per file) after
+the old manifest has been removed, and the new manifest is written last with
+:func:`compress.io.atomic_write_json`.
 A failed export leaves the previous export's files untouched (but with its manifest removed when the
 install had started) and never a manifest.
 
 Skip-if-unchanged: the manifest's ``source`` holds the SHA-256 of ``generator.pt`` and ``architecture.json``
 and ``options`` the export settings; when both match, every requested dtype is in the manifest and every
-listed file still has its recorded SHA-256, the export is skipped (``force`` re-exports). Dtypes exported
-earlier from the same source and not requested now are kept in the manifest.
+listed file still has its recorded SHA-256, the export is skipped (``ExportOptions.force`` re-exports). Dtypes
+exported earlier from the same source and not requested now are kept in the manifest.
 
 Errors: :class:`compress.errors.InputError` for bad user input (missing run folder, corrupt weights,
-architecture/weights mismatch, empty calibration folder, bad options); :class:`export.onnx_export.ExportError`
-when a converter fails; :class:`GateFailure` when a quality gate is missed.
+architecture/weights mismatch, empty calibration folder; bad options already when
+:class:`export.options.ExportOptions` is built); :class:`export.onnx_export.ExportError` when a converter fails;
+:class:`GateFailure` when a quality gate is missed.
 """
 from __future__ import annotations
 
@@ -35,22 +37,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from compress.errors import InputError
-from compress.io import atomic_write_json
-from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT, resolve_input_sets
-from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
-from export.parity import GATES_DB, io_details, parity, run_tflite
-from quantize.sensitivity import DEFAULT_TARGET_DB
-from compress.io import sha256_file
+from compress.io import atomic_write_json, sha256_file
+from export.inputs import resolve_input_sets
+from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, check_onnx, export_onnx
+from export.options import DTYPES, ExportOptions
+from export.parity import GATES_DB, io_details, parity
+from quantize import FLOAT_OPS, quantize_saved_model
+from quantize.litert import run_tflite
 
 LOGGER = logging.getLogger("coronetgan.export")
 
-DTYPES = ("fp32", "fp16", "int8")
 FILE_NAMES = {"onnx": "generator.onnx", "fp32": "generator_fp32.tflite", "fp16": "generator_fp16.tflite",
               "int8": "generator_int8.tflite"}
 MANIFEST = "manifest.json"
@@ -64,22 +66,6 @@ class GateFailure(RuntimeError):
         super().__init__(message)
         self.figures = figures
         self.failures = failures
-
-
-def parse_dtypes(spec: str | Sequence[str]) -> list[str]:
-    """"fp32" / "fp16" / "int8" / "all" (or a comma list, or a sequence) -> ordered list of dtypes.
-
-    Raises InputError for anything else."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    out: list[str] = []
-    for item in (i.strip() for i in items):
-        if item == "all":
-            out.extend(DTYPES)
-        elif item in DTYPES:
-            out.append(item)
-        else:
-            raise InputError(f"--dtype {item!r}; expected fp32, fp16, int8 or all")
-    return [d for d in DTYPES if d in out]
 
 
 def converter_versions() -> dict[str, str]:
@@ -123,73 +109,32 @@ def _files_intact(out_dir: Path, entries: Iterable[dict]) -> bool:
     return True
 
 
-def _same_source(old: dict | None, source: dict, options: dict) -> bool:
+def _same_source(old: dict | None, source: dict, recorded: dict) -> bool:
     if not old or old.get("manifest_version") != MANIFEST_VERSION:
         return False
     src = old.get("source", {})
     return (src.get("generator_pt_sha256") == source["generator_pt_sha256"]
             and src.get("architecture_json_sha256") == source["architecture_json_sha256"]
-            and old.get("options") == options)
+            and old.get("options") == recorded)
 
 
-def _check_options(int8_io: str, int8_mode: str, calibration_count: int, heldout_count: int,
-                   calibration_dir: str | os.PathLike | None, fid_count: int = 0,
-                   extra_float_ops: Sequence[str] = (), int8_target_db: float = 0.0) -> None:
-    from quantize.int8 import IO_DTYPES, MODES
-
-    if int8_io not in IO_DTYPES:
-        raise InputError(f"--int8-io {int8_io!r}; expected one of {', '.join(IO_DTYPES)}")
-    if int8_mode not in MODES:
-        raise InputError(f"--int8-mode {int8_mode!r}; expected one of {', '.join(MODES)}")
-    if calibration_count < 1:
-        raise InputError(f"--calibration-count {calibration_count}; expected >= 1 (default 100)")
-    if heldout_count < 1:
-        raise InputError(f"--heldout-count {heldout_count}; expected >= 1")
-    for op in extra_float_ops:
-        if not op or not op.replace("_", "").isalnum() or op != op.upper():
-            raise InputError(f"--extra-float-ops: {op!r} is not a TFLite builtin op name; expected upper-case names "
-                             "such as TRANSPOSE_CONV,STRIDED_SLICE")
-    if not (math.isfinite(int8_target_db) and 0.0 <= int8_target_db <= 100.0):
-        raise InputError(f"--int8-target-db {int8_target_db}; expected dB in [0, 100] (0 turns the float selection "
-                         "of robust int8 off; default 35)")
-    if extra_float_ops and int8_mode != "robust":
-        raise InputError("--extra-float-ops applies to --int8-mode robust only (naive quantizes every op)")
-    if fid_count != 0 and fid_count < 2:
-        raise InputError(f"--fid {fid_count}; expected 0 (off) or a number of images >= 2")
-    if calibration_dir is not None and not Path(calibration_dir).is_dir():
-        raise InputError(f"--calibration-dir {calibration_dir} does not exist or is not a folder; expected a "
-                         "folder of source-domain images")
+def _options_record(options: ExportOptions) -> dict:
+    """The options that change the exported files, as recorded in the manifest (part of skip-if-unchanged)."""
+    return {"heldout_count": options.heldout_count, "int8_io": options.int8_io, "int8_mode": options.int8_mode,
+            "fid_count": options.fid_count, "extra_float_ops": list(options.extra_float_ops),
+            "int8_target_db": float(options.int8_target_db), "calibration_count": options.calibration_count,
+            "calibration_dir": str(options.calibration_dir.resolve()) if options.calibration_dir else None}
 
 
-def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", *,
-               out_dir: str | os.PathLike | None = None, accept_gate_failure: bool = False, force: bool = False,
-               calibration_dir: str | os.PathLike | None = None,
-               calibration_count: int = DEFAULT_CALIBRATION_COUNT, heldout_count: int = DEFAULT_HELDOUT_COUNT,
-               int8_io: str = "int8", int8_mode: str = "robust", fid_count: int = 0,
-               extra_float_ops: Sequence[str] = (), int8_target_db: float = DEFAULT_TARGET_DB,
-               threads: int = 2) -> dict:
-    """Export the pruned generator of ``run_dir`` (module docstring). Returns the manifest dict (with
-    ``"skipped": True`` when nothing had to be done).
+def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
+    """Export the pruned generator of ``run_dir`` (module docstring) with the settings of ``options``.
 
     Args:
         run_dir: a finished compress run (``generator.pt`` + ``architecture.json``).
-        dtypes: "fp32", "fp16", "int8", "all", a comma list or a sequence.
-        out_dir: output folder (default ``run_dir/export``).
-        accept_gate_failure: install the files even when a gate is missed (the manifest records it).
-        force: re-export even when the manifest says nothing changed.
-        calibration_dir: source-domain images overriding the run's dataset (int8 only).
-        calibration_count: representative inputs for int8 (default 100).
-        heldout_count: held-out inputs for the parity gates (default 8).
-        int8_io: "int8", "uint8" or "float32" I/O of the int8 model.
-        int8_mode: "robust" (default) or "naive" (see :mod:`quantize.int8`).
-        extra_float_ops: TFLite op names kept in float in addition to :data:`quantize.int8.FLOAT_OPS` (robust
-            mode), e.g. ``("TRANSPOSE_CONV", "STRIDED_SLICE")`` (docs/export.md, Benchmarks).
-        int8_target_db: robust mode: validation PSNR (dB) up to which the convolutions feeding an InstanceNorm
-            are kept in float, most sensitive first (:mod:`quantize.sensitivity`); 0 turns that off.
-        fid_count: when > 0 and int8 is exported, also the FID change of int8: FID/KID of the PyTorch fp32
-            and the int8 outputs on up to this many test inputs (DCGAN: this many samples) against the real
-            images of ``python -m compress.evaluate``'s protocol (slow on CPU: ~0.1 s per image); 0 skips it.
-        threads: LiteRT threads for the parity runs.
+        options: dtypes, output folder, calibration/held-out counts, int8 recipe, FID count, threads
+            (:class:`export.options.ExportOptions`, validated when it was built).
+    Returns:
+        the manifest dict written to ``manifest.json`` (with ``"skipped": True`` when nothing had to be done).
     Raises:
         InputError, ExportError, GateFailure (module docstring).
     """
@@ -197,35 +142,29 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
     from compress.models import load_generator
 
     run_dir = Path(run_dir)
-    wanted = parse_dtypes(dtypes)
-    extra_float_ops = tuple(extra_float_ops)
-    _check_options(int8_io, int8_mode, calibration_count, heldout_count, calibration_dir, fid_count, extra_float_ops,
-                   int8_target_db)
+    wanted = options.dtypes
     generator, arch = load_generator(run_dir)  # InputError: missing folder/files, corrupt, mismatch
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
+    out_dir = options.out_dir if options.out_dir is not None else run_dir / "export"
     source = _source_info(run_dir)
-    options = {"heldout_count": heldout_count, "int8_io": int8_io, "int8_mode": int8_mode, "fid_count": fid_count,
-               "extra_float_ops": list(extra_float_ops), "int8_target_db": float(int8_target_db),
-               "calibration_count": calibration_count,
-               "calibration_dir": str(Path(calibration_dir).resolve()) if calibration_dir else None}
+    recorded = _options_record(options)
     old = _load_manifest(out_dir)
-    if not force and _same_source(old, source, options):
+    if not options.force and _same_source(old, source, recorded):
         have = {e["dtype"] for e in old.get("files", [])}
         if set(wanted) <= have and _files_intact(out_dir, old["files"]):
             LOGGER.info("export of %s is up to date (%s): skipped", run_dir, out_dir / MANIFEST)
             return {**old, "skipped": True}
 
     shape = tuple(int(s) for s in arch["input_shape"])
-    sets = resolve_input_sets(arch, calibration_dir=calibration_dir, calibration_count=calibration_count,
-                              heldout_count=heldout_count, need_calibration="int8" in wanted)
+    sets = resolve_input_sets(arch, calibration_dir=options.calibration_dir,
+                              calibration_count=options.calibration_count, heldout_count=options.heldout_count,
+                              need_calibration="int8" in wanted)
     with torch.no_grad():
         reference = generator(torch.from_numpy(sets.heldout)).numpy()
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     try:
-        manifest = _export_in(staging, run_dir, generator, arch, shape, sets, reference, wanted, int8_io,
-                              int8_mode, threads, fid_count, extra_float_ops, int8_target_db)
+        manifest = _export_in(staging, run_dir, generator, arch, shape, sets, reference, options)
         manifest.update({
             "manifest_version": MANIFEST_VERSION,
             "model": f"{arch['family']}:{run_dir.resolve().name}",
@@ -234,7 +173,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
             "params": int(count_params(generator)),
             "macs_convention": "compress.macs (conv MACs at output resolution, ConvTranspose included)",
             "source": source,
-            "options": options,
+            "options": recorded,
             "inputs": sets.description,
             "converter_versions": converter_versions(),
             "gates_db": {d: GATES_DB[d] for d in wanted},
@@ -243,23 +182,23 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
         failures = _gate_failures(manifest)
         manifest["gates_passed"] = not failures
         manifest["gate_failures"] = failures
-        if failures and not accept_gate_failure:
+        if failures and not options.accept_gate_failure:
             raise GateFailure("quality gate(s) missed: " + "; ".join(failures) +
                               " (pass --accept-gate-failure to install anyway)", manifest["files"], failures)
         manifest["gate_failures_accepted"] = bool(failures)
-        _install(staging, out_dir, manifest, old, source, options)
+        _install(staging, out_dir, manifest, old, source, recorded)
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,
-               wanted: list[str], int8_io: str, int8_mode: str, threads: int, fid_count: int,
-               extra_float_ops: tuple = (), int8_target_db: float = DEFAULT_TARGET_DB) -> dict:
+               options: ExportOptions) -> dict:
     from export.gpu_check import gpu_delegate_check
     from export.gpu_compat import unfuse_transpose_conv_activations
     from export.tflite_convert import run_onnx2tf, sample_data_from_inputs
 
+    wanted, threads = options.dtypes, options.threads
     timings: dict[str, float] = {}
     files: list[dict] = []
     t0 = time.perf_counter()
@@ -281,16 +220,15 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         products["fp16"] = (converted["fp16"], timings["onnx2tf_s"],
                             {"precision": "float16 weights (DEQUANTIZE to float32 at run time)"})
     if "int8" in wanted:
-        from quantize.int8 import FLOAT_OPS, quantize_saved_model
-
         t0 = time.perf_counter()
-        float_ops = tuple(FLOAT_OPS) + tuple(o for o in extra_float_ops if o not in FLOAT_OPS)
-        result = quantize_saved_model(converted["saved_model"], sets.calibration, mode=int8_mode, io_dtype=int8_io,
-                                      float_ops=float_ops, target_db=int8_target_db)
+        float_ops = tuple(FLOAT_OPS) + tuple(o for o in options.extra_float_ops if o not in FLOAT_OPS)
+        result = quantize_saved_model(converted["saved_model"], sets.calibration, mode=options.int8_mode,
+                                      io_dtype=options.int8_io, float_ops=float_ops, target_db=options.int8_target_db)
         p = staging / "int8.tflite"
         p.write_bytes(result.content)
-        detail = {"precision": "int8", "int8_mode": int8_mode, "int8_io": int8_io, "weights": "per-channel int8",
-                  "float_ops": list(float_ops) if int8_mode == "robust" else [],
+        detail = {"precision": "int8", "int8_mode": options.int8_mode, "int8_io": options.int8_io,
+                  "weights": "per-channel int8",
+                  "float_ops": list(float_ops) if options.int8_mode == "robust" else [],
                   "float_nodes": result.float_nodes, "float_selection": result.selection,
                   "calibration_count": int(len(sets.calibration)),
                   "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, "
@@ -311,8 +249,8 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
                  "max_abs_diff": fig["max_abs_diff"], "gate_db": GATES_DB[dtype],
                  "conversion_s": conv_s, "input": io["input"], "output": io["output"],
                  "gpu_delegate": gpu_delegate_check(final), **detail}
-        if dtype == "int8" and fid_count > 0:
-            entry["fid"] = _fid_change(run_dir, arch, generator, final, fid_count, threads)
+        if dtype == "int8" and options.fid_count > 0:
+            entry["fid"] = _fid_change(run_dir, arch, generator, final, options.fid_count, threads)
         files.append(entry)
         LOGGER.info("%s: PSNR %.2f dB, max abs diff %.3g", FILE_NAMES[dtype], fig["psnr_db"], fig["max_abs_diff"])
     for entry in files:
@@ -350,12 +288,13 @@ def _gate_failures(manifest: dict) -> list[str]:
     return failures
 
 
-def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, source: dict, options: dict) -> None:
+def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, source: dict,
+             recorded: dict) -> None:
     """Move the staged files into ``out_dir`` and write the manifest last (module docstring)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     new_dtypes = {e["dtype"] for e in manifest["files"]}
     kept = []
-    if old and _same_source(old, source, options):  # keep other dtypes exported earlier from the same run
+    if old and _same_source(old, source, recorded):  # keep other dtypes exported earlier from the same run
         kept = [e for e in old.get("files", []) if e["dtype"] not in new_dtypes
                 and _files_intact(out_dir, [e])]
     (out_dir / MANIFEST).unlink(missing_ok=True)  # from here on, no manifest claims completeness

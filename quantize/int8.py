@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -36,11 +36,15 @@ from quantize.sensitivity import DEFAULT_TARGET_DB, DEFAULT_VALIDATION_COUNT, se
 
 LOGGER = logging.getLogger("coronetgan.quantize")
 
-MODES = ("robust", "naive")
-IO_DTYPES = ("int8", "uint8", "float32")
+#: int8 recipe (module docstring).
+Int8Mode = Literal["robust", "naive"]
+MODES: tuple[Int8Mode, ...] = get_args(Int8Mode)
+#: Input/output tensor type of the int8 model.
+Int8Io = Literal["int8", "uint8", "float32"]
+IO_DTYPES: tuple[Int8Io, ...] = get_args(Int8Io)
 #: TFLite builtin ops kept in float by the robust mode (InstanceNorm decomposition by onnx2tf 1.29.24:
-#: MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL; plus the residual ADD). Source: METHOD-NOTES.md and
-#: the measurements in docs/export.md.
+#: MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL; plus the residual ADD). Source: the
+#: measurements in docs/export.md ("int8: what keeps it usable").
 FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
 
 
@@ -80,8 +84,8 @@ class QuantizedModel(NamedTuple):
     selection: dict
 
 
-def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarray, *, mode: str = "robust",
-                         io_dtype: str = "int8", float_ops: Iterable[str] = FLOAT_OPS,
+def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarray, *, mode: Int8Mode = "robust",
+                         io_dtype: Int8Io = "int8", float_ops: Iterable[str] = FLOAT_OPS,
                          per_channel: bool = True, target_db: float = DEFAULT_TARGET_DB,
                          validation_count: int = DEFAULT_VALIDATION_COUNT) -> QuantizedModel:
     """Quantize the SavedModel to int8 (module docstring) and return a :class:`QuantizedModel`.

@@ -31,6 +31,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from quantize.litert import operator_codes, run_tflite
+from quantize.metrics import psnr_db
+
 LOGGER = logging.getLogger("coronetgan.quantize")
 
 #: Ops that produce their output with the quantization parameters of their input (crop/pad): the walk from an
@@ -71,8 +74,6 @@ class NormInput:
 
 def _graph(model_content: bytes):
     from tensorflow.lite.python import schema_py_generated as schema
-
-    from export.gpu_check import operator_codes
 
     model = schema.Model.GetRootAsModel(model_content, 0)
     codes = [name for name, _ in operator_codes(model)]
@@ -176,8 +177,6 @@ def select_float_nodes(calibrated: bytes, inputs_nchw: np.ndarray, quantize: Cal
         "validation_psnr_db": dB}], "float_convolutions": k chosen}. When the target is never reached the k
         with the best validation PSNR is chosen.
     """
-    from export.parity import psnr_db, run_tflite
-
     nhwc = np.ascontiguousarray(inputs_nchw.transpose(0, 2, 3, 1)).astype(np.float32)
     candidates = measure_sensitivity(calibrated, norm_inputs(calibrated), nhwc)
     report = {"target_db": target_db, "validation_count": 0,

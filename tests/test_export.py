@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from compress.errors import InputError
-from export.__main__ import latest_run, main as export_main
 from compress.io import sha256_file
-from export.pipeline import GateFailure, export_run
+from export import ExportOptions, export_run
+from export.__main__ import latest_run, main as export_main
+from export.pipeline import GateFailure
 from export.tiny import train_tiny_run
 
 FAMILIES = ("pix2pix", "cyclegan", "dcgan")
@@ -38,7 +39,7 @@ def trained_runs(tmp_path_factory, shared_data) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def exported(trained_runs) -> dict[str, dict]:
     """All three dtypes of every family, default options (robust int8, int8 I/O, 100 calibration inputs)."""
-    return {fam: export_run(run, "all") for fam, run in trained_runs.items()}
+    return {fam: export_run(run, ExportOptions()) for fam, run in trained_runs.items()}
 
 
 def _psnr(entry: dict) -> float:
@@ -132,7 +133,7 @@ def test_dcgan_calibration_is_noise(exported):
 
 def test_reexport_unchanged_is_skipped(exported, trained_runs, capsys):
     run = trained_runs["pix2pix"]
-    again = export_run(run, "int8")
+    again = export_run(run, ExportOptions(dtypes=("int8",)))
     assert again.get("skipped") is True
     assert export_main([str(run), "--dtype", "fp32"]) == 0
     assert "skipped" in capsys.readouterr().out
@@ -151,7 +152,7 @@ def test_gate_failure_installs_nothing(trained_runs, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "GATES_DB", dict(parity.GATES_DB, fp32=1000.0))  # an unreachable gate
     out = tmp_path / "out"
     with pytest.raises(GateFailure) as info:
-        export_run(trained_runs["dcgan"], "fp32", out_dir=out)
+        export_run(trained_runs["dcgan"], ExportOptions(dtypes=("fp32",), out_dir=out))
     assert "PSNR" in str(info.value) and info.value.figures
     assert not (out / "manifest.json").exists() and not list(out.glob("*.tflite"))
     assert not list(tmp_path.glob(".out.staging-*"))
@@ -163,7 +164,7 @@ def test_gate_failure_installs_nothing(trained_runs, tmp_path, monkeypatch):
 
 
 def test_cli_gate_failure_exit_status(trained_runs, monkeypatch, capsys):
-    import export.pipeline as pipeline
+    import export.__main__ as cli
 
     figures = [{"path": "generator_int8.tflite", "psnr_db": 21.5, "gate_db": 30.0, "max_abs_diff": 0.4}]
 
@@ -171,7 +172,7 @@ def test_cli_gate_failure_exit_status(trained_runs, monkeypatch, capsys):
         raise GateFailure("quality gate(s) missed: generator_int8.tflite: PSNR 21.50 dB < gate 30 dB", figures,
                           ["x"])
 
-    monkeypatch.setattr(pipeline, "export_run", fail)
+    monkeypatch.setattr(cli, "export_run", fail)
     assert export_main([str(trained_runs["dcgan"]), "--dtype", "int8"]) == 1
     err = capsys.readouterr().err
     assert "21.50" in err and "gate" in err
@@ -195,7 +196,7 @@ def _assert_nothing_complete(run: Path) -> None:
 
 def test_missing_run_folder(tmp_path, capsys):
     with pytest.raises(InputError, match="does not exist"):
-        export_run(tmp_path / "nope", "fp32")
+        export_run(tmp_path / "nope", ExportOptions(dtypes=("fp32",)))
     assert export_main([str(tmp_path / "nope"), "--dtype", "fp32"]) == 2
     assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
@@ -205,7 +206,7 @@ def test_corrupt_generator_pt(trained_runs, tmp_path):
     run = _copy_run(trained_runs["pix2pix"], tmp_path / "run")
     (run / "generator.pt").write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="generator.pt"):
-        export_run(run, "all")
+        export_run(run, ExportOptions())
     _assert_nothing_complete(run)
 
 
@@ -215,7 +216,7 @@ def test_architecture_does_not_match_weights(trained_runs, tmp_path):
     arch["generator"]["channels"]["d1"] += 3
     (run / "architecture.json").write_text(json.dumps(arch))
     with pytest.raises(InputError, match="does not match"):
-        export_run(run, "fp32")
+        export_run(run, ExportOptions(dtypes=("fp32",)))
     _assert_nothing_complete(run)
 
 
@@ -224,16 +225,28 @@ def test_empty_calibration_folder(trained_runs, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no image files|empty"):
-        export_run(run, "int8", calibration_dir=empty)
+        export_run(run, ExportOptions(dtypes=("int8",), calibration_dir=empty))
     _assert_nothing_complete(run)
     assert export_main([str(run), "--dtype", "int8", "--calibration-dir", str(empty)]) == 2
 
 
 def test_bad_options(trained_runs):
     with pytest.raises(InputError, match="--dtype"):
-        export_run(trained_runs["dcgan"], "int4")
+        export_run(trained_runs["dcgan"], ExportOptions(dtypes=("int4",)))
     with pytest.raises(InputError, match="--calibration-count"):
-        export_run(trained_runs["dcgan"], "int8", calibration_count=0)
+        export_run(trained_runs["dcgan"], ExportOptions(dtypes=("int8",), calibration_count=0))
+
+
+def test_dtype_is_a_validated_choice(tmp_path, capsys):
+    """--dtype takes fp32, fp16, int8, all or a comma list of them (normalised to export order); anything else is
+    an InputError naming the flag, the value and the choices (CLI: exit 2, no traceback)."""
+    assert ExportOptions(dtypes="int8,fp32").dtypes == ("fp32", "int8")
+    assert ExportOptions(dtypes=("all",)).dtypes == ExportOptions().dtypes == ("fp32", "fp16", "int8")
+    with pytest.raises(InputError, match="--dtype 'fp32,int4'.*fp32, fp16, int8, all"):
+        ExportOptions(dtypes="fp32,int4")
+    assert export_main([str(tmp_path / "nope"), "--dtype", "int4"]) == 2
+    err = capsys.readouterr().err
+    assert "--dtype 'int4'" in err and "fp32, fp16, int8, all" in err and "Traceback" not in err
 
 
 def test_side_by_side_source_takes_left_half(shared_data):
@@ -259,8 +272,8 @@ def test_side_by_side_source_takes_left_half(shared_data):
 def test_naive_int8_option_and_uint8_io(exported, trained_runs, tmp_path):
     """The naive variant stays available (every op int8) so the difference can be shown; uint8 I/O works."""
     out = tmp_path / "naive"
-    naive = export_run(trained_runs["cyclegan"], "int8", out_dir=out, int8_mode="naive", int8_io="uint8",
-                       accept_gate_failure=True)
+    naive = export_run(trained_runs["cyclegan"], ExportOptions(dtypes=("int8",), out_dir=out, int8_mode="naive",
+                                                               int8_io="uint8", accept_gate_failure=True))
     entry = {e["dtype"]: e for e in naive["files"]}["int8"]
     robust = {e["dtype"]: e for e in exported["cyclegan"]["files"]}["int8"]
     assert entry["int8_mode"] == "naive" and entry["float_ops"] == []
@@ -286,7 +299,8 @@ def test_robust_int8_keeps_norm_sensitive_convolution_in_float(trained_runs, tmp
     assert export_main([str(run), "--dtype", "int8", "--out", str(tmp_path / "on")]) == 0
     assert "kept in float" in capsys.readouterr().out
     on = {e["dtype"]: e for e in json.loads((tmp_path / "on" / "manifest.json").read_text())["files"]}["int8"]
-    off = export_run(run, "int8", out_dir=tmp_path / "off", int8_target_db=0, accept_gate_failure=True)
+    off = export_run(run, ExportOptions(dtypes=("int8",), out_dir=tmp_path / "off", int8_target_db=0,
+                                        accept_gate_failure=True))
     off = {e["dtype"]: e for e in off["files"]}["int8"]
 
     sel = on["float_selection"]

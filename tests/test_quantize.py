@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from export.parity import GATES_DB, parity, psnr_db
+from export.parity import GATES_DB, parity
+from quantize.metrics import psnr_db
 from quantize.int8 import FLOAT_OPS, quantize_saved_model, representative_dataset
 
 

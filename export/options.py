@@ -1,0 +1,120 @@
+"""The settings of one export (:class:`ExportOptions`) and the ``--dtype`` values, validated on construction.
+
+Every check raises :class:`compress.errors.InputError` naming the CLI flag of the field (``--dtype``,
+``--calibration-count``...), the value given and what was expected, so ``python -m export`` can print it and
+exit 2 whether the options came from argparse or from Python.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence, get_args
+
+from compress.errors import InputError
+from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
+from quantize import DEFAULT_TARGET_DB, IO_DTYPES, MODES, Int8Io, Int8Mode
+
+#: A TFLite file type the export writes.
+Dtype = Literal["fp32", "fp16", "int8"]
+#: Every dtype, in export (and manifest) order.
+DTYPES: tuple[Dtype, ...] = get_args(Dtype)
+#: What ``--dtype`` accepts: a dtype, "all", or a comma list of those.
+DTYPE_CHOICES = (*DTYPES, "all")
+
+
+def parse_dtypes(spec: str | Sequence[str]) -> tuple[Dtype, ...]:
+    """``"fp32"`` / ``"fp16"`` / ``"int8"`` / ``"all"``, a comma list of them (``"fp32,int8"``) or a sequence of
+    them -> the dtypes in :data:`DTYPES` order, each once.
+
+    Raises:
+        InputError: an item that is none of :data:`DTYPE_CHOICES` (the message names ``--dtype``, the value
+            and the valid choices).
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    wanted: set[str] = set()
+    for item in (str(i).strip() for i in items):
+        if item == "all":
+            wanted.update(DTYPES)
+        elif item in DTYPES:
+            wanted.add(item)
+        else:
+            value = spec if isinstance(spec, str) else ",".join(map(str, spec))
+            raise InputError(f"--dtype {value!r}: {item!r} is not a dtype; expected one of "
+                             f"{', '.join(DTYPE_CHOICES)} or a comma list of them (e.g. fp32,int8)")
+    return tuple(d for d in DTYPES if d in wanted)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Settings of :func:`export.export_run` (the flags of ``python -m export``; defaults are the CLI's).
+
+    Attributes:
+        dtypes: TFLite files to write, in :data:`DTYPES` order (``--dtype``). A string ("all", "int8",
+            "fp32,int8") or any sequence of dtypes is accepted and normalised by :func:`parse_dtypes`.
+        out_dir: output folder (``--out``; None: ``RUN_DIR/export``).
+        accept_gate_failure: install the files even when a quality gate is missed; the manifest records it.
+        force: re-export even when the manifest says nothing changed.
+        calibration_dir: folder of source-domain images for the int8 representative dataset, overriding the
+            run's dataset (``--calibration-dir``; int8 only; must exist).
+        calibration_count: representative inputs for int8 (count, >= 1; default 100).
+        heldout_count: held-out inputs of the parity gates (count, >= 1; default 8).
+        int8_io: input/output tensor type of the int8 model, one of :data:`quantize.IO_DTYPES`.
+        int8_mode: "robust" (InstanceNorm ops and the most norm-sensitive convolutions in float) or "naive"
+            (every op int8), see :mod:`quantize.int8`.
+        int8_target_db: robust int8: validation PSNR (dB, in [0, 100]) up to which the convolutions feeding an
+            InstanceNorm are kept in float, most sensitive first (:mod:`quantize.sensitivity`); 0 turns that off.
+        extra_float_ops: upper-case TFLite builtin op names kept in float in addition to
+            :data:`quantize.FLOAT_OPS` (robust int8 only), e.g. ``("TRANSPOSE_CONV", "STRIDED_SLICE")``.
+        fid_count: when > 0 (count, >= 2) and int8 is exported, also the FID change of int8 on up to this many
+            test inputs (DCGAN: samples) under ``python -m compress.evaluate``'s protocol; 0 = off.
+        threads: LiteRT threads for the parity runs (count).
+
+    Raises:
+        InputError: on construction, for any value outside the ranges above (message names the CLI flag).
+    """
+
+    dtypes: tuple[Dtype, ...] = DTYPES
+    out_dir: Path | None = None
+    accept_gate_failure: bool = False
+    force: bool = False
+    calibration_dir: Path | None = None
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT
+    heldout_count: int = DEFAULT_HELDOUT_COUNT
+    int8_io: Int8Io = "int8"
+    int8_mode: Int8Mode = "robust"
+    int8_target_db: float = DEFAULT_TARGET_DB
+    extra_float_ops: tuple[str, ...] = ()
+    fid_count: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        # frozen: normalised values are set through object.__setattr__
+        object.__setattr__(self, "dtypes", parse_dtypes(self.dtypes))
+        object.__setattr__(self, "extra_float_ops", tuple(self.extra_float_ops))
+        if self.out_dir is not None:
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.calibration_dir is not None:
+            object.__setattr__(self, "calibration_dir", Path(self.calibration_dir))
+        if self.int8_io not in IO_DTYPES:
+            raise InputError(f"--int8-io {self.int8_io!r}; expected one of {', '.join(IO_DTYPES)}")
+        if self.int8_mode not in MODES:
+            raise InputError(f"--int8-mode {self.int8_mode!r}; expected one of {', '.join(MODES)}")
+        if self.calibration_count < 1:
+            raise InputError(f"--calibration-count {self.calibration_count}; expected >= 1 (default 100)")
+        if self.heldout_count < 1:
+            raise InputError(f"--heldout-count {self.heldout_count}; expected >= 1")
+        for op in self.extra_float_ops:
+            if not op or not op.replace("_", "").isalnum() or op != op.upper():
+                raise InputError(f"--extra-float-ops: {op!r} is not a TFLite builtin op name; expected upper-case "
+                                 "names such as TRANSPOSE_CONV,STRIDED_SLICE")
+        if not (math.isfinite(self.int8_target_db) and 0.0 <= self.int8_target_db <= 100.0):
+            raise InputError(f"--int8-target-db {self.int8_target_db}; expected dB in [0, 100] (0 turns the float "
+                             "selection of robust int8 off; default 35)")
+        if self.extra_float_ops and self.int8_mode != "robust":
+            raise InputError("--extra-float-ops applies to --int8-mode robust only (naive quantizes every op)")
+        if self.fid_count != 0 and self.fid_count < 2:
+            raise InputError(f"--fid {self.fid_count}; expected 0 (off) or a number of images >= 2")
+        if self.calibration_dir is not None and not self.calibration_dir.is_dir():
+            raise InputError(f"--calibration-dir {self.calibration_dir} does not exist or is not a folder; "
+                             "expected a folder of source-domain images")

@@ -1,0 +1,75 @@
+"""LiteRT access to a .tflite: an interpreter, a run on NCHW inputs, and the flatbuffer's operator-code table.
+
+Every exported .tflite is NHWC (onnx2tf's layout); the generator's tensors are NCHW. :func:`run_tflite` does the
+transposes and, for integer I/O, the (de)quantization with the tensor's own scale/zero point, so callers compare
+float NCHW arrays whatever the model's I/O dtype.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def make_interpreter(path: str | Path | bytes, num_threads: int = 2):
+    """A LiteRT (``ai_edge_litert``) interpreter with tensors allocated, from a .tflite path or its bytes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(path, bytes):
+        it = Interpreter(model_content=path, num_threads=num_threads)
+    else:
+        it = Interpreter(model_path=str(path), num_threads=num_threads)
+    it.allocate_tensors()
+    return it
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype in (np.float32, np.float16):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] in (np.float32, np.float16):
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def run_tflite(path: str | Path | bytes, inputs_nchw: np.ndarray, num_threads: int = 2) -> np.ndarray:
+    """Run the model (path or .tflite bytes) on each input (N, C, H, W) float32 and return (N, C, H, W) float32 outputs.
+
+    Inputs are transposed to NHWC (the layout of every exported .tflite) and quantized with the input
+    tensor's scale/zero point when the model has integer I/O; outputs are dequantized likewise.
+    A DCGAN input (N, nz, 1, 1) becomes (1, 1, 1, nz).
+    """
+    it = make_interpreter(path, num_threads)
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    outs = []
+    for x in inputs_nchw:
+        it.set_tensor(inp["index"], _quantize(x.transpose(1, 2, 0)[None], inp))
+        it.invoke()
+        y = _dequantize(it.get_tensor(outp["index"]), outp)
+        outs.append(y[0].transpose(2, 0, 1))
+    return np.stack(outs)
+
+
+def operator_codes(model) -> list[tuple[str, int]]:
+    """(op name, version) of each entry of a flatbuffer model's operator-code table (``schema.Model``), in table
+    order: builtin names as in ``BuiltinOperator`` (the larger of the current and deprecated code fields),
+    custom ops as ``CUSTOM:<name>``."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        name = names.get(code, f"BUILTIN_{code}")
+        if name == "CUSTOM":
+            name = f"CUSTOM:{oc.CustomCode().decode() if oc.CustomCode() else '?'}"
+        codes.append((name, int(oc.Version())))
+    return codes
