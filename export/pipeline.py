@@ -194,7 +194,7 @@ def export_run(run_dir: str | os.PathLike, dtypes: str | Sequence[str] = "all", 
         InputError, ExportError, GateFailure (module docstring).
     """
     from compress.macs import count_macs, count_params
-    from compress.models import load_generator
+    from compress.artifacts import load_generator
 
     run_dir = Path(run_dir)
     wanted = parse_dtypes(dtypes)

@@ -123,7 +123,7 @@ def test_reference_statistics_of_the_evaluation_behave(env, shared_data, tmp_pat
     """Through the evaluation's data path: identical sets give FID ~ 0, noise raises it, changed images miss
     the cache."""
     from compress import fid as fidlib
-    from compress.evaluate.core import load_resized, uint8_to_tensor
+    from compress.families.evaluation import load_resized, uint8_to_tensor
 
     files = sorted((shared_data / "horse2zebra" / "testB").glob("*.jpg"))[:6]
     real = load_resized(files, 32)

@@ -18,9 +18,9 @@ from compress.errors import InputError
 from export.__main__ import latest_run, main as export_main
 from compress.io import sha256_file
 from export.pipeline import GateFailure, export_run
+from compress.families import FAMILIES
 from export.tiny import train_tiny_run
 
-FAMILIES = ("pix2pix", "cyclegan", "dcgan")
 #: Short trainings keep the session under the test budget; enough to give the weights real structure.
 TEST_STEPS = {"pix2pix": 50, "cyclegan": 50, "dcgan": 40}
 

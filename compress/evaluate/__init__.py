@@ -3,10 +3,8 @@ of input/output pairs, an "Evaluation" section in the run's report) and ``python
 (a results table over several run folders). See :mod:`compress.evaluate.core` for the protocol and
 docs/evaluate.md for results.
 """
-from compress.evaluate.core import (DCGAN_DEFAULT_SAMPLES, DEFAULT_REAL_SET, EVALUATION_FILE, GRID_FILE, REAL_SETS,
-                                    EvalData, EvalSettings, check_run_dir, evaluate_run, evaluation_data,
-                                    evaluation_markdown, generate, write_report_section)
+from compress.evaluate.core import (EVALUATION_FILE, GRID_FILE, EvalData, EvalSettings, check_run_dir, evaluate_run,
+                                    evaluation_data, evaluation_markdown, generate, write_report_section)
 
-__all__ = ["DCGAN_DEFAULT_SAMPLES", "DEFAULT_REAL_SET", "EVALUATION_FILE", "GRID_FILE", "REAL_SETS", "EvalData",
-           "EvalSettings", "check_run_dir", "evaluate_run", "evaluation_data", "evaluation_markdown", "generate",
-           "write_report_section"]
+__all__ = ["EVALUATION_FILE", "GRID_FILE", "EvalData", "EvalSettings", "check_run_dir", "evaluate_run",
+           "evaluation_data", "evaluation_markdown", "generate", "write_report_section"]
