@@ -1,15 +1,19 @@
 """The final artifacts of a compress run that later stages read: ``generator.pt`` and ``architecture.json``.
 
 See DEVELOPERS.md ("The run directory") for the format. Export, evaluate and bench rebuild the pruned
-generator from these two files alone, without the hypernetwork (:func:`compress.models.load_generator`).
+generator from these two files alone, without the hypernetwork (:func:`load_generator`).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
+from compress.errors import InputError
+from compress.families import generator_input_shape, get_family
 from compress.io import atomic_torch_save, atomic_write_json
-from compress.models import generator_input_shape
 from compress.models.base import PrunableNetwork
 
 ARCHITECTURE_FILE = "architecture.json"
@@ -39,3 +43,70 @@ def save_generator(run_dir: str | Path, generator: PrunableNetwork, image_size: 
     atomic_torch_save(state, run_dir / GENERATOR_FILE)
     atomic_write_json(run_dir / ARCHITECTURE_FILE, arch)
     return arch
+
+
+def build_generator(arch: Mapping[str, Any]) -> PrunableNetwork:
+    """Build the plain generator described by ``arch`` = {"family": ..., "generator": {kwargs}}.
+
+    Raises:
+        InputError: unknown family or constructor arguments that the family does not take.
+    """
+    family = get_family(arch.get("family", ""))
+    kwargs = dict(arch.get("generator", {}))
+    try:
+        return family.generator(**kwargs)
+    except TypeError as exc:
+        raise InputError(f"architecture for {family.name}: bad generator arguments {sorted(kwargs)}: {exc}") from None
+
+
+def load_architecture(run_dir: str | Path) -> dict:
+    """Read ``architecture.json`` of a run folder.
+
+    Raises:
+        InputError: missing folder/file or invalid JSON.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run folder {run_dir} does not exist; expected a folder written by `python -m compress`")
+    path = run_dir / ARCHITECTURE_FILE
+    if not path.is_file():
+        raise InputError(f"{path} is missing; expected the architecture file that `python -m compress` writes "
+                         "at the end of a run (is the run finished?)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc})") from None
+
+
+def load_generator(run_dir: str | Path, weights: str = GENERATOR_FILE) -> tuple[PrunableNetwork, dict]:
+    """Rebuild the pruned plain generator of a run and load its weights (``weights_only=True``).
+
+    Returns:
+        (generator in eval mode, architecture dict).
+    Raises:
+        InputError: missing/corrupt ``generator.pt``, or weights whose names/shapes do not match
+            ``architecture.json`` (each mismatch is named).
+    """
+    run_dir = Path(run_dir)
+    arch = load_architecture(run_dir)
+    generator = build_generator(arch)
+    path = run_dir / weights
+    if not path.is_file():
+        raise InputError(f"{path} is missing; expected the generator state_dict written at the end of the run")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt archives
+        raise InputError(f"{path} could not be read as a torch state_dict ({type(exc).__name__}: {exc}); "
+                         "the file is corrupt or not a generator checkpoint") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path} holds a {type(state).__name__}; expected a state_dict")
+    own = generator.state_dict()
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k}: weights {tuple(state[k].shape)} vs architecture {tuple(v.shape)}"
+                 for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise InputError(f"{path} does not match {run_dir / ARCHITECTURE_FILE}: {shown}")
+    generator.load_state_dict(state)
+    return generator.eval(), arch

@@ -217,7 +217,7 @@ class _StepBench:
         import torch
 
         from compress.config import RunConfig, preset
-        from compress.trainer import Trainer, make_dataset
+        from compress.trainer import Trainer
 
         torch.manual_seed(seed)
         values = {"model": family, "preset": preset_name, **preset(family, preset_name), "device": "cpu",
@@ -226,7 +226,7 @@ class _StepBench:
         self.cfg = cfg
         self.search_tr = Trainer(cfg, workdir / "search")
         self.plain_tr = Trainer(cfg, workdir / "plain")
-        ds = make_dataset(cfg, train=True)
+        ds = self.search_tr.family.dataset(cfg, train=True)
         items = [ds[i] for i in range(cfg.batch_size)]
         self.batch = torch.utils.data.default_collate(items)
         # search variant
@@ -342,7 +342,7 @@ class _StepBench:
             del opt_f
         for p in hyper_params:
             p.grad = None
-        n_calls = {"cyclegan": 3, "pix2pix": 1, "dcgan": 1}[self.cfg.model]
+        n_calls = self.search_tr.family.generator_calls_per_step
         isolated = {k: v / n_iso for k, v in iso.t.items()}
         isolated["generator calls per step"] = n_calls
         return {"per_step_s": per_step, "isolated_s": isolated}
@@ -366,16 +366,18 @@ def _interleaved(fns: Sequence[Callable[[], None]], rounds: int, per_round: int)
 def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int, warmup: int = 2,
                    compare_no_reuse: bool | None = None, compare_fused: bool = False) -> dict:
     """Measure one case of :data:`STEP_CASES`: ms per search step and per plain step, interleaved, the
-    ratio, and the breakdown of the search step. ``compare_no_reuse`` (default: CycleGAN only, the family
-    that calls the compressed generator several times per step) also times the search step with
+    ratio, and the breakdown of the search step. ``compare_no_reuse`` (default: for families that call
+    the compressed generator several times per step, i.e. CycleGAN) also times the search step with
     ``HyperNetwork.reuse_weights = False`` (weights generated at every call: the code before the cache).
     ``compare_fused`` also times both steps with ``torch.optim.Adam(fused=True)`` optimizers (the trainer's
     default Adam runs the single-tensor loop on the CPU; foreach is a CUDA default)."""
     import torch
 
+    from compress.families import get_family
+
     family, preset_name, overrides = STEP_CASES[name]
     if compare_no_reuse is None:
-        compare_no_reuse = family == "cyclegan"
+        compare_no_reuse = get_family(family).generator_calls_per_step > 1
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         b = _StepBench(family, preset_name, overrides, Path(tmp))
 
@@ -524,7 +526,7 @@ def memory_worker(variant: str, steps: int, family: str, preset_name: str, overr
     import torch
 
     from compress.config import RunConfig, preset
-    from compress.trainer import Trainer, make_dataset
+    from compress.trainer import Trainer
 
     mib = lambda n: n * 4 / 2**20  # noqa: E731  float32 elements -> MiB
     rss_import = _rss_mib()
@@ -533,7 +535,7 @@ def memory_worker(variant: str, steps: int, family: str, preset_name: str, overr
                        **overrides}).validate()
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         tr = Trainer(cfg, Path(tmp))
-        ds = make_dataset(cfg, train=True)
+        ds = tr.family.dataset(cfg, train=True)
         batch = torch.utils.data.default_collate([ds[i] for i in range(cfg.batch_size)])
         if variant == "search":
             G, D, extra = tr.build_search_networks()

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Sequence
 
 from compress.api import run_compression
-from compress.config import FAMILIES, PRESETS, RunConfig, preset
+from compress.config import PRESETS, RunConfig, preset
 from compress.errors import InputError
+from compress.families import FAMILIES, get_family
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m compress", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=FAMILIES, help="GAN family (default cyclegan)")
+    p.add_argument("--model", choices=tuple(FAMILIES), help="GAN family (default cyclegan)")
     p.add_argument("--preset", choices=PRESETS, default=None,
                    help="paper: the paper's settings (default); small: minutes on 2 CPU cores")
     p.add_argument("--dataset", help="dataset name (horse2zebra, edges2shoes, facades, cifar10, ...) or folder")
@@ -97,8 +98,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
-    if args.image_size is not None and model != "dcgan":
-        values["load_size"] = int(round(args.image_size * 286 / 256))
+    load_size = get_family(model, "--model").load_size(args.image_size) if args.image_size is not None else None
+    if load_size is not None:
+        values["load_size"] = load_size
     values["generator"] = {**values.get("generator", {}), **_key_values(args.generator, "--generator")}
     values["discriminator"] = {**values.get("discriminator", {}), **_key_values(args.discriminator, "--discriminator")}
     if args.ngf is not None:

@@ -1,8 +1,9 @@
 """Run configuration and presets of ``python -m compress``.
 
-Two presets per family:
+Two presets per family (the family-specific values are declared by each family,
+:attr:`compress.families.base.Family.presets`; :data:`SMALL_COMMON` is shared):
 
-* ``paper`` (default): the paper's / reference implementations' settings (METHOD-NOTES; pix2pix and CycleGAN
+* ``paper`` (default): the paper's / reference implementations' settings (pix2pix and CycleGAN
   reference code; paper 4.1): full-width generators at 256x256 (DCGAN 32x32), Adam 2e-4 beta1 0.5, 100
   constant + 100 linearly decaying epochs, pix2pix batch 4 / lambda_L1 100, CycleGAN batch 1 / LSGAN /
   cycle 10 / identity 0.5 / pool 50, DCGAN batch 64; the MACs check every 100 batches (DHP).
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compress.errors import InputError
+from compress.families import get_family
 
-FAMILIES = ("pix2pix", "cyclegan", "dcgan")
 PRESETS = ("paper", "small")
 
 
@@ -86,8 +87,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Raise InputError naming the flag when a value is out of range."""
-        if self.model not in FAMILIES:
-            raise InputError(f"--model {self.model!r}: expected one of {', '.join(FAMILIES)}")
+        get_family(self.model, "--model")
         if self.preset not in PRESETS:
             raise InputError(f"--preset {self.preset!r}: expected one of {', '.join(PRESETS)}")
         if not 0.0 <= self.target < 1.0:
@@ -105,32 +105,20 @@ class RunConfig:
         return self
 
 
-_PAPER: dict[str, dict[str, Any]] = {
-    "pix2pix": dict(dataset="edges2shoes", image_size=256, load_size=286, batch_size=4,
-                    generator=dict(ngf=64, num_downs=8), discriminator=dict(ndf=64)),
-    "cyclegan": dict(dataset="horse2zebra", image_size=256, load_size=286, batch_size=1,
-                     generator=dict(ngf=64, n_blocks=9), discriminator=dict(ndf=64)),
-    "dcgan": dict(dataset="cifar10", image_size=32, load_size=32, batch_size=64, search_epochs=25.0,
-                  converge_epochs=50.0, generator=dict(ngf=64), discriminator=dict(ndf=64)),
-}
-_SMALL_COMMON = dict(check_interval=5, sample_interval=100, checkpoint_interval=100, log_interval=10,
-                     latent_lr=5e-3, regularization=1.0, search_epochs=0, converge_epochs=0)
-_SMALL: dict[str, dict[str, Any]] = {
-    "pix2pix": dict(dataset="edges2shoes", image_size=128, load_size=143, batch_size=4, search_steps=400,
-                    converge_steps=300, generator=dict(ngf=16, num_downs=7), discriminator=dict(ndf=16)),
-    "cyclegan": dict(dataset="horse2zebra", image_size=128, load_size=143, batch_size=1, search_steps=400,
-                     converge_steps=300, generator=dict(ngf=16, n_blocks=6), discriminator=dict(ndf=16)),
-    "dcgan": dict(dataset="cifar10", image_size=32, load_size=32, batch_size=64, search_steps=400,
-                  converge_steps=600, generator=dict(ngf=32), discriminator=dict(ndf=32)),
-}
+#: Settings of every family's ``small`` preset (see the module docstring for the latent lr and lambda).
+SMALL_COMMON: dict[str, Any] = dict(check_interval=5, sample_interval=100, checkpoint_interval=100, log_interval=10,
+                                    latent_lr=5e-3, regularization=1.0, search_epochs=0, converge_epochs=0)
 
 
 def preset(model: str, name: str) -> dict[str, Any]:
-    """Field values of a preset ("paper" or "small") for a family."""
-    if model not in FAMILIES:
-        raise InputError(f"--model {model!r}: expected one of {', '.join(FAMILIES)}")
+    """Field values of a preset ("paper" or "small") for a family.
+
+    Raises:
+        InputError: an unknown family (``--model``) or preset (``--preset``).
+    """
+    family = get_family(model, "--model")
     if name == "paper":
-        return dict(_PAPER[model])
+        return dict(family.presets["paper"])
     if name == "small":
-        return {**_SMALL_COMMON, **_SMALL[model]}
+        return {**SMALL_COMMON, **family.presets["small"]}
     raise InputError(f"--preset {name!r}: expected one of {', '.join(PRESETS)}")

@@ -11,7 +11,3 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad user input: the message names the file, flag or value and what was expected."""
-
-
-class BudgetExhausted(RuntimeError):
-    """A search or training budget ran out before its goal was met (the message gives achieved vs goal)."""

@@ -123,7 +123,8 @@ class MacsModel:
 
 def reference_table(image_size: int = 256) -> list[dict]:
     """Params and MACs of the three reference generators (paper settings) at 1x3xSxS (DCGAN: z of 100)."""
-    from compress.models import DCGANGenerator, ResnetGenerator, UNetGenerator, generator_input_shape
+    from compress.families import generator_input_shape
+    from compress.models import DCGANGenerator, ResnetGenerator, UNetGenerator
 
     rows = []
     for label, gen in (("Pix2Pix U-Net-256 (ngf 64)", UNetGenerator()),

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 from compress.config import RunConfig
+from compress.families import generator_input_shape
 from compress.io import atomic_write_json, atomic_write_text
 from compress.machine import describe_machine, machine_text
 from compress.macs import MacsModel, count_params
-from compress.models import generator_input_shape
 from compress.models.base import PrunableNetwork
 
 MACS_CONVENTION = ("MACs: convolutions only, output elements x C_in x k^2, ConvTranspose2d at its output "

@@ -1,4 +1,4 @@
-"""One training loop for both CoroNetGAN stages and all three GAN families (Algorithm 1).
+"""One training loop for both CoroNetGAN stages and every GAN family of :mod:`compress.families` (Algorithm 1).
 
 Stage ``search``: the generator (and with G+D the discriminator) runs through its hypernetwork; after each
 optimizer step the latent vectors take the proximal step (eq. 5) and the :class:`SearchController` checks
@@ -30,11 +30,11 @@ from tqdm import tqdm
 from compress.artifacts import save_generator
 from compress.config import RunConfig
 from compress.errors import InputError
+from compress.families import get_family
+from compress.families.recipe import GANRecipe
 from compress.hyper import HyperNetwork, materialize
 from compress.io import atomic_torch_save, atomic_write_json
 from compress.macs import count_params
-from compress.models import generator_input_shape
-from compress.recipes import GANRecipe, make_recipe
 from compress.samples import save_grid
 from compress.search import SearchController
 from compress.step import gan_step
@@ -57,25 +57,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     return torch.device(name)
-
-
-def make_dataset(cfg: RunConfig, train: bool = True):
-    """The family's dataset from ``cfg.dataset`` (a name resolved in the mirror/data folder, or a path)."""
-    from compress.data import AlignedDataset, CIFAR10Dataset, UnalignedDataset, resolve_dataset
-
-    root = resolve_dataset(cfg.dataset)
-    phase = "train" if train else "test"
-    if cfg.model == "dcgan":
-        return CIFAR10Dataset(root, split=phase)
-    common = dict(direction=cfg.direction, load_size=cfg.load_size, crop_size=cfg.image_size,
-                  train=train, skip_bad=cfg.skip_bad)
-    if cfg.model == "pix2pix":
-        if not train and not any((Path(root) / p).exists() for p in ("test", "testA", "val")):
-            phase = "train"
-        if not train and (Path(root) / "val").exists() and not (Path(root) / "test").exists():
-            phase = "val"
-        return AlignedDataset(root, phase=phase, **common)
-    return UnalignedDataset(root, phase=phase, **common)
 
 
 def _to_device(batch, device):
@@ -109,13 +90,14 @@ class Trainer:
         if not resume and ckpt.is_file():
             raise InputError(f"{self.run_dir} already holds a run ({ckpt}); pass --resume to continue it or "
                              "choose another --run-dir")
-        self.recipe: GANRecipe = make_recipe(cfg)
+        self.family = get_family(cfg.model, "--model")
+        self.recipe: GANRecipe = self.family.recipe(cfg)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.timings: dict[str, float] = {}
 
     # --- data ----------------------------------------------------------------------------------------
     def _loader(self):
-        ds = make_dataset(self.cfg, train=True)
+        ds = self.family.dataset(self.cfg, train=True)
         if self.cfg.max_train_images and len(ds) > self.cfg.max_train_images:
             idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.cfg.seed))
             ds = Subset(ds, idx[: self.cfg.max_train_images].tolist())
@@ -132,10 +114,10 @@ class Trainer:
 
     def _sample_batch(self):
         try:
-            ds = make_dataset(self.cfg, train=False)
+            ds = self.family.dataset(self.cfg, train=False)
         except InputError:
-            ds = make_dataset(self.cfg, train=True)
-        n = min(8 if self.cfg.model != "dcgan" else 16, len(ds))
+            ds = self.family.dataset(self.cfg, train=True)
+        n = min(self.family.sample_count, len(ds))
         items = [ds[i] for i in range(n)]
         return _to_device(torch.utils.data.default_collate(items), self.device)
 
@@ -152,7 +134,7 @@ class Trainer:
         also sets ``self.controller`` (the search's :class:`SearchController`)."""
         cfg, r = self.cfg, self.recipe
         G_plain = r.make_generator()
-        self.G_input_shape = generator_input_shape(G_plain, cfg.image_size)
+        self.G_input_shape = self.family.input_shape(G_plain, cfg.image_size)
         hyper_kw = dict(embedding_size=cfg.embedding_size, threshold=cfg.mask_threshold,
                         min_channels=cfg.min_channels)
         G = HyperNetwork(G_plain, self.G_input_shape, **hyper_kw).to(self.device)
@@ -410,22 +392,8 @@ class Trainer:
         from compress.report import compression_report, write_report
 
         cfg = self.cfg
-        dataset = {"name": cfg.dataset, "direction": cfg.direction}
-        if cfg.model != "dcgan":
-            from compress.data import resolve_dataset
-
-            root = resolve_dataset(cfg.dataset)
-            dataset["root"] = str(root)
-            src = "A" if cfg.direction == "AtoB" else "B"
-            if (root / "trainA").is_dir():
-                dataset["source_dir"], dataset["test_dir"] = f"train{src}", f"test{src}"
-            else:  # side-by-side A|B files: export takes the source half
-                dataset["source_dir"] = "train"
-                dataset["test_dir"] = "val" if (root / "val").is_dir() else "test"
-                dataset["layout"] = "side_by_side"
-
         G = G.cpu().eval()
-        save_generator(self.run_dir, G, cfg.image_size, dataset)
+        save_generator(self.run_dir, G, cfg.image_size, self.family.dataset_metadata(cfg))
         report = compression_report(cfg, self.original, G, self.search_summary, self.timings,
                                     self.converge_steps_done, discriminator=D.cpu() if cfg.compress_discriminator else None)
         write_report(self.run_dir, report)

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-FAMILIES = ("pix2pix", "cyclegan", "dcgan")
+from compress.families import FAMILIES
 
 
 def host_latency_ms(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 30) -> dict:

@@ -139,7 +139,7 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
         InputError, ExportError, GateFailure (module docstring).
     """
     from compress.macs import count_macs, count_params
-    from compress.models import load_generator
+    from compress.artifacts import load_generator
 
     run_dir = Path(run_dir)
     wanted = options.dtypes

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from compress.artifacts import save_generator
+from compress.artifacts import build_generator, save_generator
 from compress.data.codec import uint8_to_float
 from compress.data.images import list_images
-from compress.models import FIXED_LATENTS, build_generator
-from export.inputs import load_images
+from compress.families.calibration import load_images
+from compress.models import FIXED_LATENTS
 
 DEFAULT_SPECS: dict[str, dict[str, Any]] = {
     "pix2pix": {"generator": {"ngf": 8, "num_downs": 6}, "image_size": 64, "dataset": "edges2shoes_subset"},
@@ -80,26 +80,40 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
     data_root = Path(data_root)
     gen = _build(family, width, spec)
     size = spec["image_size"]
-    if family == "dcgan":
-        _train_dcgan(gen, data_root / "cifar10_partial" / "cifar10_partial.npz", steps, lr=2e-4)
-        dataset = {"name": "cifar10_partial", "root": str(data_root / "cifar10_partial")}
-    elif family == "pix2pix":
-        root = data_root / "edges2shoes_subset"
-        files = list_images(root / "train", "training folder")[:n_images]
-        a = torch.from_numpy(load_images(files, (size, size), True, "AtoB"))
-        b = torch.from_numpy(load_images(files, (size, size), True, "BtoA"))
-        _train_l1(gen, a, b, steps, lr)
-        dataset = {"name": "edges2shoes_subset", "root": str(root), "source_dir": "train", "test_dir": "val",
-                   "layout": "side_by_side", "direction": "AtoB"}
-    else:
-        root = data_root / "horse2zebra"
-        files = list_images(root / "trainA", "training folder")[-n_images:]  # calibration takes the first 100
-        a = torch.from_numpy(load_images(files, (size, size)))
-        _train_l1(gen, a, _cyclegan_target(a), steps, lr)
-        dataset = {"name": "horse2zebra", "root": str(root), "source_dir": "trainA", "test_dir": "testA",
-                   "direction": "AtoB"}
+    dataset = _STAND_INS[family](gen, data_root, size, steps, n_images, lr)
     gen.eval()
     return save_generator(run_dir, gen, size, dataset)
+
+
+def _stand_in_pix2pix(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float) -> dict:
+    """L1 regression of the edge maps A to the photos B of edges2shoes_subset; returns the dataset entry."""
+    root = data_root / "edges2shoes_subset"
+    files = list_images(root / "train", "training folder")[:n_images]
+    a = torch.from_numpy(load_images(files, (size, size), True, "AtoB"))
+    b = torch.from_numpy(load_images(files, (size, size), True, "BtoA"))
+    _train_l1(gen, a, b, steps, lr)
+    return {"name": "edges2shoes_subset", "root": str(root), "source_dir": "train", "test_dir": "val",
+            "layout": "side_by_side", "direction": "AtoB"}
+
+
+def _stand_in_cyclegan(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float) -> dict:
+    """L1 regression of horse2zebra trainA to :func:`_cyclegan_target`; returns the dataset entry."""
+    root = data_root / "horse2zebra"
+    files = list_images(root / "trainA", "training folder")[-n_images:]  # calibration takes the first 100
+    a = torch.from_numpy(load_images(files, (size, size)))
+    _train_l1(gen, a, _cyclegan_target(a), steps, lr)
+    return {"name": "horse2zebra", "root": str(root), "source_dir": "trainA", "test_dir": "testA",
+            "direction": "AtoB"}
+
+
+def _stand_in_dcgan(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float) -> dict:
+    """GAN training on the partial CIFAR-10 (at DCGAN's lr 2e-4 whatever ``lr``); returns the dataset entry."""
+    _train_dcgan(gen, data_root / "cifar10_partial" / "cifar10_partial.npz", steps, lr=2e-4)
+    return {"name": "cifar10_partial", "root": str(data_root / "cifar10_partial")}
+
+
+#: How each family's stand-in is trained (see the module docstring).
+_STAND_INS = {"pix2pix": _stand_in_pix2pix, "cyclegan": _stand_in_cyclegan, "dcgan": _stand_in_dcgan}
 
 
 def _train_l1(gen: nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, lr: float, batch: int = 8) -> None:

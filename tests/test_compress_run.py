@@ -15,7 +15,7 @@ import torch
 
 from compress.config import RunConfig
 from compress.errors import InputError
-from compress.models import load_generator
+from compress.artifacts import load_generator
 from compress.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

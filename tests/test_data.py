@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 import compress.data.download as download_mod
 from compress.data import (AlignedDataset, CIFAR10Dataset, UnalignedDataset, fetch_dataset, load_rgb,
-                           open_dataset, resolve_dataset)
+                           resolve_dataset)
 from compress.data.checksums import MANIFEST, file_digest
 from compress.data.codec import float_to_uint8, uint8_to_float
 from compress.data.fetch import ENV_MIRROR, main
@@ -455,9 +455,10 @@ def test_resolve_dataset(tmp_path, shared_data, monkeypatch):
         resolve_dataset(str(tmp_path / "missing"))
     with pytest.raises(InputError, match="python -m compress.data fetch horse2zebra"):
         resolve_dataset("horse2zebra", data_dir=tmp_path)
-    ds = open_dataset("facades", phase="test", mirror=shared_data, data_dir=tmp_path, train=False)
+    ds = AlignedDataset(resolve_dataset("facades", mirror=shared_data, data_dir=tmp_path), "test", train=False)
     assert isinstance(ds, AlignedDataset) and len(ds) == 11
-    assert isinstance(open_dataset("cifar10", phase="test", mirror=shared_data, data_dir=tmp_path), CIFAR10Dataset)
+    cifar = resolve_dataset("cifar10", mirror=shared_data, data_dir=tmp_path)
+    assert isinstance(CIFAR10Dataset(cifar, "test"), CIFAR10Dataset)
 
 
 def test_cli(tmp_path, shared_data, capsys):

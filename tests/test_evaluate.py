@@ -123,7 +123,7 @@ def test_reference_statistics_of_the_evaluation_behave(env, shared_data, tmp_pat
     """Through the evaluation's data path: identical sets give FID ~ 0, noise raises it, changed images miss
     the cache."""
     from compress.data.codec import uint8_to_float
-    from compress.evaluate.core import load_resized
+    from compress.families.evaluation import load_resized
     from compress.evaluate.features import features_from_tensor
     from compress.evaluate.metrics import fid_from_features
     from compress.evaluate.reference import reference_statistics

@@ -16,12 +16,12 @@ import torch
 
 from compress.errors import InputError
 from compress.io import sha256_file
+from compress.families import FAMILIES
 from export import ExportOptions, export_run
 from export.__main__ import latest_run, main as export_main
 from export.pipeline import GateFailure
 from export.tiny import train_tiny_run
 
-FAMILIES = ("pix2pix", "cyclegan", "dcgan")
 #: Short trainings keep the session under the test budget; enough to give the weights real structure.
 TEST_STEPS = {"pix2pix": 50, "cyclegan": 50, "dcgan": 40}
 

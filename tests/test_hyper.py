@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from compress.hyper import HyperConvWeights, HyperNetwork, channel_mask, materialize, proximal_step
-from compress.models import DCGANGenerator, ResnetGenerator, UNetGenerator, build_discriminator
+from compress.families import get_family
+from compress.models import DCGANGenerator, ResnetGenerator, UNetGenerator
 
 
 def test_hypernetwork_shapes_follow_eqs_1_to_4():
@@ -92,7 +93,7 @@ def test_mask_threshold_and_guard():
     (lambda: UNetGenerator(ngf=8, num_downs=6), (2, 3, 64, 64)),
     (lambda: ResnetGenerator(ngf=8, n_blocks=3), (2, 3, 64, 64)),
     (lambda: DCGANGenerator(ngf=16), (4, 100, 1, 1)),
-    (lambda: build_discriminator("cyclegan", ndf=8), (2, 3, 64, 64)),
+    (lambda: get_family("cyclegan").discriminator(ndf=8), (2, 3, 64, 64)),
 ], ids=["pix2pix", "cyclegan", "dcgan", "patchgan"])
 def test_materialised_network_equals_masked_hypernetwork(make, shape):
     torch.manual_seed(0)

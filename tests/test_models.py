@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from compress.artifacts import build_generator
 from compress.errors import InputError
+from compress.families import get_family
 from compress.macs import MacsModel, count_macs, count_params
-from compress.models import (DCGANDiscriminator, DCGANGenerator, PatchGANDiscriminator, ResnetGenerator,
-                             UNetGenerator, build_discriminator, build_generator)
+from compress.models import DCGANDiscriminator, DCGANGenerator, PatchGANDiscriminator, ResnetGenerator, UNetGenerator
 
 
 def rel(a, b):
@@ -79,8 +80,8 @@ def test_unet_reference_structure():
 def test_patchgan_70x70_params():
     # The reference code prints 2.769 M (pix2pix, 6 input channels, BatchNorm) and 2.765 M (CycleGAN).
     expected = (6 * 64 * 16 + 64) + (64 * 128 * 16 + 256) + (128 * 256 * 16 + 512) + (256 * 512 * 16 + 1024) + (512 * 16 + 1)
-    assert count_params(build_discriminator("pix2pix")) == expected
-    assert round(count_params(build_discriminator("cyclegan")) / 1e6, 3) == 2.765
+    assert count_params(get_family("pix2pix").discriminator()) == expected
+    assert round(count_params(get_family("cyclegan").discriminator()) / 1e6, 3) == 2.765
 
 
 def test_build_generator_errors():

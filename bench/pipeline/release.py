@@ -285,9 +285,10 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
 
 
 def _what(report: dict, config: dict) -> str:
+    from compress.families import FAMILIES
+
     g = config.get("generator") or {}
-    arch = {"cyclegan": "CycleGAN ResNet generator", "pix2pix": "Pix2Pix U-Net generator",
-            "dcgan": "DCGAN generator"}.get(report.get("model"), report.get("model", "?"))
+    arch = FAMILIES[report["model"]].title if report.get("model") in FAMILIES else report.get("model", "?")
     gtext = ", ".join(f"{k} {v}" for k, v in g.items())
     shape = report.get("input_shape") or []
     size = f"{shape[-2]}×{shape[-1]}" if len(shape) == 4 else "?"

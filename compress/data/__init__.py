@@ -5,7 +5,6 @@ Loaders return float32 tensors in [-1, 1], (3, H, W) per item, (N, 3, H, W) batc
 * :class:`AlignedDataset` - Pix2Pix pairs (A|B side by side, or split ``trainA/N_A`` + ``trainB/N_B``).
 * :class:`UnalignedDataset` - CycleGAN domains ``trainA/ trainB/ testA/ testB/``.
 * :class:`CIFAR10Dataset` - CIFAR-10 from the npz or the official python batches.
-* :func:`open_dataset` - pick the class for a dataset name or folder.
 
 Fetching: :func:`fetch_dataset`, :func:`resolve_dataset`; CLI ``python -m compress.data fetch NAME``.
 Bad input raises :class:`compress.errors.InputError` naming the file/folder; logger ``coronetgan.data``.
@@ -18,7 +17,7 @@ import importlib
 
 _EXPORTS = {
     "AlignedDataset": "aligned", "UnalignedDataset": "unaligned", "CIFAR10Dataset": "cifar",
-    "open_dataset": "factory", "fetch_dataset": "fetch", "resolve_dataset": "fetch", "ENV_MIRROR": "fetch",
+    "fetch_dataset": "fetch", "resolve_dataset": "fetch", "ENV_MIRROR": "fetch",
     "DATASETS": "catalog", "DatasetSpec": "catalog", "get_spec": "catalog",
     "IMG_EXTENSIONS": "images", "list_images": "images", "load_rgb": "images",
     "Preprocess": "transforms", "LOAD_SIZE": "transforms", "CROP_SIZE": "transforms",

@@ -10,10 +10,8 @@ sets, cached reference statistics), :mod:`~compress.evaluate.cache` (the on-disk
 :mod:`~compress.evaluate.distance` (FID/KID between two image sets), :mod:`~compress.evaluate.folders` (the
 ``fid`` command), :mod:`~compress.evaluate.core` (a run's evaluation), :mod:`~compress.evaluate.compare`.
 """
-from compress.evaluate.core import (DCGAN_DEFAULT_SAMPLES, DEFAULT_REAL_SET, EVALUATION_FILE, GRID_FILE, REAL_SETS,
-                                    EvalData, EvalSettings, check_run_dir, evaluate_run, evaluation_data,
-                                    evaluation_markdown, generate, write_report_section)
+from compress.evaluate.core import (EVALUATION_FILE, GRID_FILE, EvalData, EvalSettings, check_run_dir, evaluate_run,
+                                    evaluation_data, evaluation_markdown, generate, write_report_section)
 
-__all__ = ["DCGAN_DEFAULT_SAMPLES", "DEFAULT_REAL_SET", "EVALUATION_FILE", "GRID_FILE", "REAL_SETS", "EvalData",
-           "EvalSettings", "check_run_dir", "evaluate_run", "evaluation_data", "evaluation_markdown", "generate",
-           "write_report_section"]
+__all__ = ["EVALUATION_FILE", "GRID_FILE", "EvalData", "EvalSettings", "check_run_dir", "evaluate_run",
+           "evaluation_data", "evaluation_markdown", "generate", "write_report_section"]

@@ -24,8 +24,10 @@ from typing import Sequence
 
 from compress.errors import InputError
 from compress.evaluate import folders
-from compress.evaluate.core import DCGAN_DEFAULT_SAMPLES, REAL_SETS, EvalSettings, evaluate_run
+from compress.evaluate.core import EvalSettings, evaluate_run
 from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS
+from compress.families import FAMILIES
+from compress.families.dcgan import DCGAN_DEFAULT_SAMPLES
 
 LOGGER = logging.getLogger("coronetgan")
 
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None,
                    help=f"DCGAN: images to generate (default {DCGAN_DEFAULT_SAMPLES}); pix2pix/CycleGAN: at most "
                         "this many test inputs (default: all)")
-    choices = sorted({c for v in REAL_SETS.values() for c in v})
+    choices = sorted({c for family in FAMILIES.values() for c in family.real_sets})
     p.add_argument("--real-set", choices=choices, default=None,
                    help="real images: CycleGAN train+test (default, as GAN Compression) or testB; DCGAN train "
                         "(default), test or train+test; pix2pix: test (the paired test/val split)")

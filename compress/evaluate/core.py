@@ -1,16 +1,9 @@
 """Evaluate a finished run folder: FID and KID of its generator, params, MACs and an input/output grid.
 
-Protocol per family (GAN Compression / OMGD; all FID/KID via :mod:`compress.evaluate.metrics`,
-pool3 features of the standard FID Inception, ``pytorch-fid`` preprocessing):
-
-* **pix2pix**: the generator translates every A image of the dataset's test split (``val`` when there is no
-  ``test``; ``architecture.json``'s ``dataset.test_dir``); its outputs are compared with the real B images of
-  the same split.
-* **cyclegan**: the generator translates ``testA`` (``testB`` for ``BtoA``); its outputs are compared with the
-  real images of the target domain: by default ``trainB + testB`` (horse2zebra: 1,334 + 140 = 1,474 zebras, as
-  GAN Compression did), or ``testB`` only (``real_set="testB"``).
-* **dcgan**: ``num_samples`` images from seeded z ~ N(0, I) (seed 0 by default) are compared with the real
-  CIFAR-10 ``train`` images of the npz (``real_set="test"`` or ``"train+test"`` also accepted).
+The protocol -- what to generate and which real images to compare with -- is the run's family's
+(:meth:`compress.families.base.Family.evaluation_data`: the GAN Compression / OMGD FID protocols, described in
+:mod:`compress.families.pix2pix`, :mod:`~compress.families.cyclegan` and :mod:`~compress.families.dcgan`); all
+FID/KID via :mod:`compress.evaluate.metrics`, pool3 features of the standard FID Inception, ``pytorch-fid`` preprocessing.
 
 Inputs are read in eval mode: a bicubic resize to the run's image size (``config.json`` ``image_size``), no
 crop, no flip (the reference test-time preprocessing). Real images are brought to the same size the same way
@@ -32,22 +25,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from compress.data.codec import float_to_uint8, uint8_to_float
 from compress.errors import InputError
 from compress.evaluate.features import features_from_tensor
 from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS, fid_from_features, kid_from_features
 from compress.evaluate.reference import reference_statistics
+from compress.families import FAMILIES, get_family
+from compress.families.evaluation import EvalData
 from compress.io import atomic_write_json, atomic_write_text
 from compress.macs import count_macs, count_params
 from compress.io import sha256_file
@@ -61,10 +52,6 @@ REPORT_MD = "compression_report.md"
 SECTION_TITLE = "## Evaluation"
 #: Bumped when the content of evaluation.json changes meaning (an old file is then recomputed).
 EVALUATION_FORMAT = 1
-#: Default number of DCGAN samples (the notes' reference figures used 5,000).
-DCGAN_DEFAULT_SAMPLES = 5000
-REAL_SETS = {"pix2pix": ("test",), "cyclegan": ("train+test", "testB"), "dcgan": ("train", "test", "train+test")}
-DEFAULT_REAL_SET = {"pix2pix": "test", "cyclegan": "train+test", "dcgan": "train"}
 
 
 @dataclass
@@ -74,7 +61,7 @@ class EvalSettings:
     Attributes:
         num_samples: DCGAN: images generated (default 5000). pix2pix/CycleGAN: at most this many test inputs
             (``None``: all of them, the standard protocol).
-        real_set: see :data:`REAL_SETS`; ``None``: the family default (:data:`DEFAULT_REAL_SET`). For
+        real_set: one of the family's ``real_sets``; ``None``: its ``default_real_set``. For
             CycleGAN, ``testB`` means the real target domain's test folder (``testA`` for BtoA) and
             ``train+test`` both of its folders.
         max_real: at most this many real images (the first ones, in file / array order); ``None``: all.
@@ -102,13 +89,14 @@ class EvalSettings:
             InputError: a real set the family does not have, or a non-positive count (the flag is named).
         """
         s = EvalSettings(**asdict(self))
+        fam = get_family(family)
         if s.real_set is None:
-            s.real_set = DEFAULT_REAL_SET[family]
-        if s.real_set not in REAL_SETS[family]:
+            s.real_set = fam.default_real_set
+        if s.real_set not in fam.real_sets:
             raise InputError(f"--real-set {s.real_set!r} for a {family} run: expected one of "
-                             f"{', '.join(REAL_SETS[family])}")
-        if family == "dcgan" and s.num_samples is None:
-            s.num_samples = DCGAN_DEFAULT_SAMPLES
+                             f"{', '.join(fam.real_sets)}")
+        if s.num_samples is None:
+            s.num_samples = fam.default_num_samples
         for name, flag, low in (("num_samples", "--num-samples", 2), ("max_real", "--max-real", 2),
                                 ("kid_subsets", "--kid-subsets", 1), ("kid_subset_size", "--kid-subset-size", 2),
                                 ("batch_size", "--batch-size", 1), ("grid_columns", "--grid-columns", 1)):
@@ -157,14 +145,6 @@ def check_run_dir(run_dir: str | Path) -> RunFiles:
 # ------------------------------------------------------------------------------------------------ data
 
 
-def _image_size(arch: dict, config: dict) -> int:
-    """Side of the generator's input/output images (pixels): architecture input shape, else config."""
-    shape = arch.get("input_shape") or []
-    if arch.get("family") != "dcgan" and len(shape) == 4:
-        return int(shape[-1])
-    return int(config.get("image_size", 32 if arch.get("family") == "dcgan" else 256))
-
-
 def _dataset_root(arch: dict, config: dict) -> Path:
     from compress.data import resolve_dataset
 
@@ -178,116 +158,15 @@ def _dataset_root(arch: dict, config: dict) -> Path:
     return resolve_dataset(name)
 
 
-def load_resized(paths: list[Path], size: int, desc: str = "read images") -> np.ndarray:
-    """Read image files as RGB, bicubic-resize each to ``size`` x ``size`` (the eval preprocessing of
-    :mod:`compress.data.transforms`). Returns uint8 (N, size, size, 3).
-
-    Raises:
-        InputError: an unreadable file (named).
-    """
-    from compress.data import load_rgb
-
-    out = np.empty((len(paths), size, size, 3), np.uint8)
-    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", leave=False, disable=len(paths) < 50)):
-        img = load_rgb(p)
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BICUBIC)
-        out[i] = np.asarray(img, dtype=np.uint8)
-    return out
-
-
-@dataclass
-class EvalData:
-    """What a family's evaluation compares.
-
-    Attributes:
-        inputs: generator inputs: (N, 3, S, S) float32 in [-1, 1] (images) or (N, nz, 1, 1) z for DCGAN.
-        real: uint8 real images (M, S, S, 3) (or (M, 3, 32, 32) CIFAR), for the reference statistics.
-        real_label: cache label of the real set, e.g. ``horse2zebra_trainB+testB_128px``.
-        description: one line for the report: which inputs, which real set, how many.
-        targets: pix2pix: the real B images paired with ``inputs`` (for the grid), else None.
-        input_source, real_source: folders / files the images came from (for evaluation.json).
-    """
-
-    inputs: torch.Tensor
-    real: np.ndarray
-    real_label: str
-    description: str
-    targets: torch.Tensor | None = None
-    input_source: str = ""
-    real_source: str = ""
-
-
-def _limit(paths: list, n: int | None) -> list:
-    return paths if n is None else paths[:n]
-
-
 def evaluation_data(arch: dict, config: dict, s: EvalSettings) -> EvalData:
     """Inputs and real images for ``arch``'s family under settings ``s`` (resolved). See the module docstring.
 
     Raises:
         InputError: missing dataset folders / npz (named), too few images.
     """
-    family = arch["family"]
     root = _dataset_root(arch, config)
-    size = _image_size(arch, config)
-    ds_meta = arch.get("dataset") or {}
-    name = ds_meta.get("name") or config.get("dataset") or root.name
-    if family == "dcgan":
-        from compress.data import CIFAR10Dataset
-
-        splits = ("train", "test") if s.real_set == "train+test" else (s.real_set,)
-        real = np.concatenate([CIFAR10Dataset(root, split=sp).images.numpy() for sp in splits])
-        total = len(real)
-        real = real[: s.max_real] if s.max_real else real
-        which = f"the first {len(real)} of the {total}" if len(real) < total else f"all {total}"
-        nz = int(arch["generator"].get("nz", arch.get("input_shape", [1, 100])[1]))
-        g = torch.Generator().manual_seed(int(s.seed))
-        z = torch.randn(int(s.num_samples), nz, 1, 1, generator=g)
-        label = f"{name}_{s.real_set}" + (f"_first{s.max_real}" if s.max_real else "")
-        return EvalData(z, real, label,
-                        f"{s.num_samples} samples (z ~ N(0, I), seed {s.seed}) against {which} real CIFAR-10 "
-                        f"{s.real_set} images of {Path(root).name}", input_source=f"z seed {s.seed}",
-                        real_source=f"{root} [{s.real_set}]")
-    direction = ds_meta.get("direction") or config.get("direction", "AtoB")
-    src, dst = ("A", "B") if direction == "AtoB" else ("B", "A")
-    if family == "cyclegan":
-        from compress.data import list_images
-
-        in_dir = root / f"test{src}"
-        in_paths = _limit(list_images(in_dir, "CycleGAN test input folder"), s.num_samples)
-        real_dirs = [root / f"test{dst}"] if s.real_set == "testB" else [root / f"train{dst}", root / f"test{dst}"]
-        real_paths = _limit([p for d in real_dirs for p in list_images(d, "CycleGAN real image folder")], s.max_real)
-        inputs = uint8_to_float(torch.from_numpy(load_resized(in_paths, size, f"read {in_dir.name}")))
-        real = load_resized(real_paths, size, "read real " + "+".join(d.name for d in real_dirs))
-        real_name = "+".join(d.name for d in real_dirs)
-        label = f"{name}_{real_name}_{size}px" + (f"_first{s.max_real}" if s.max_real else "")
-        return EvalData(inputs, real, label,
-                        f"outputs of {len(in_paths)} {in_dir.name} images against {len(real)} real "
-                        f"{real_name} images, all at {size}x{size}", input_source=str(in_dir),
-                        real_source=", ".join(map(str, real_dirs)))
-    # pix2pix: paired test (or val) split
-    from compress.data import AlignedDataset
-
-    phase = ds_meta.get("test_dir")
-    if not phase or not ((root / phase).exists() or (root / f"{phase}A").exists()):
-        phase = next((p for p in ("test", "val") if (root / p).exists() or (root / f"{p}A").exists()), None)
-    if phase is None:
-        raise InputError(f"{root}: no test or val split to evaluate on (expected {root}/test/, {root}/val/ or "
-                         f"{root}/testA/ + {root}/testB/)")
-    ds = AlignedDataset(root, phase=phase, direction=direction, load_size=size, crop_size=size, flip=False,
-                        train=False)
-    n = len(ds) if s.num_samples is None else min(len(ds), s.num_samples)
-    items = [ds[i] for i in tqdm(range(n), desc=f"read {phase}", unit="img", leave=False, disable=n < 50)]
-    inputs = torch.stack([it["A"] for it in items])
-    targets = torch.stack([it["B"] for it in items])
-    real_t = targets[: s.max_real] if s.max_real else targets
-    real = float_to_uint8(real_t).numpy()
-    label = f"{name}_{phase}{dst}_{size}px" + (f"_first{s.max_real}" if s.max_real else "")
-    return EvalData(inputs, real, label,
-                    f"outputs of {n} {phase} A images against the {len(real)} real {phase} B images, "
-                    f"all at {size}x{size}", targets=targets, input_source=f"{root / phase} (A)",
-                    real_source=f"{root / phase} (B)")
+    name = (arch.get("dataset") or {}).get("name") or config.get("dataset") or root.name
+    return get_family(arch["family"]).evaluation_data(arch, config, s, root, name)
 
 
 # -------------------------------------------------------------------------------------------- generate
@@ -303,18 +182,6 @@ def generate(generator: torch.nn.Module, inputs: torch.Tensor, batch_size: int =
     for i in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
         out.append(generator(inputs[i:i + batch_size].to(device)).float().cpu().clamp_(-1.0, 1.0))
     return torch.cat(out) if out else torch.zeros(0)
-
-
-def grid_rows(family: str, data: EvalData, outputs: torch.Tensor, columns: int) -> list[torch.Tensor]:
-    """Rows of the evaluation grid, each (<= columns, 3, H, W) in [-1, 1]: input / output (/ real target);
-    DCGAN: two rows of samples."""
-    if family == "dcgan":
-        k = min(columns, len(outputs) // 2)
-        return [outputs[:k], outputs[k:2 * k]] if k else [outputs[:1]]
-    rows = [data.inputs[:columns], outputs[:columns]]
-    if data.targets is not None:
-        rows.append(data.targets[:columns])
-    return rows
 
 
 # ------------------------------------------------------------------------------------------- evaluate
@@ -362,7 +229,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
         InputError: missing ``generator.pt`` / ``architecture.json`` (named), mismatched weights, bad settings,
             missing data.
     """
-    from compress.models import load_generator
+    from compress.artifacts import load_generator
     from compress.report import machine_description
     from compress.trainer import pick_device
 
@@ -370,8 +237,9 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
     run_dir = files.run_dir
     arch = json.loads(files.architecture.read_text()) if files.architecture.is_file() else {}
     family = arch.get("family")
-    if family not in REAL_SETS:
-        raise InputError(f"{files.architecture}: family {family!r}; expected one of {', '.join(REAL_SETS)}")
+    if family not in FAMILIES:
+        raise InputError(f"{files.architecture}: family {family!r}; expected one of {', '.join(FAMILIES)}")
+    fam = FAMILIES[family]
     s = (settings or EvalSettings()).resolved(family)
     settings_d = asdict(s)
     fingerprint = _fingerprint(files)
@@ -412,7 +280,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
 
     generator = generator.cpu()
     input_shape = tuple(arch.get("input_shape") or data.inputs[:1].shape)
-    grid = grid_rows(family, data, outputs, s.grid_columns)
+    grid = fam.grid_rows(data, outputs, s.grid_columns)
     from compress.samples import save_grid
 
     save_grid(grid, run_dir / GRID_FILE, max_columns=s.grid_columns)
@@ -439,7 +307,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
         "real_source": data.real_source,
         "protocol": (f"{data.description}; FID Inception pool3 (2048-d), pytorch-fid preprocessing "
                      f"(bilinear to 299), outputs quantised to 8 bits"),
-        "image_size": _image_size(arch, files.config),
+        "image_size": fam.image_size(arch, files.config),
         "params": count_params(generator),
         "macs": count_macs(generator, input_shape),
         "input_shape": list(input_shape),
