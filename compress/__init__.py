@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return compress_model
     if name == "load_generator":
-        from compress.models import load_generator
+        from compress.artifacts import load_generator
 
         return load_generator
     raise AttributeError(f"module 'compress' has no attribute {name!r}")
