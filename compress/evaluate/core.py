@@ -230,7 +230,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
             missing data.
     """
     from compress.artifacts import load_generator
-    from compress.report import machine_description
+    from compress.machine import describe_machine, machine_text
     from compress.trainer import pick_device
 
     files = check_run_dir(run_dir)
@@ -316,7 +316,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
         "settings": settings_d,
         "inputs_sha256": fingerprint,
         "seconds": {k: round(v, 2) for k, v in t.items()},
-        "machine": machine_description(),
+        "machine": f"{machine_text(describe_machine())}, torch {torch.__version__}",
         "device": str(dev),
         "grid": GRID_FILE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
