@@ -42,7 +42,7 @@ setup: .venv/.installed
 	touch $@
 
 # The whole suite (CI): every tier, `slow` and `real_data` cases in their small form, the small pipeline on real
-# images included; prints the 15 slowest tests. Tiers: tests/README.md.
+# images included; prints the 15 slowest tests. Tiers: DEVELOPERS.md ("Tests").
 test: setup
 	$(PY) -m pytest -q --durations=15
 
@@ -57,7 +57,7 @@ test-slow: setup
 macs: setup
 	$(PY) -m compress.macs
 
-# Each target runs one stage; its skip-if-unchanged logic lives in bench/pipeline.py (and in the stages).
+# Each target runs one stage; its skip-if-unchanged logic lives in bench/pipeline/ (record.py, stages.py).
 pipeline: setup
 	$(PIPE) all --run-dir $(PIPELINE_RUN)
 
