@@ -39,24 +39,24 @@ def _image(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 
 
-def _aligned(root: Path) -> Path:
-    """pix2pix layout: side-by-side A|B files in train/ and val/."""
-    rng = np.random.default_rng(0)
-    for phase, n in (("train", 4), ("val", 3)):
+def _image_folders(root: Path, seed: int, folders: dict[str, int], width: int, height: int) -> Path:
+    """Folders of random RGB images under ``root``: name -> image count."""
+    rng = np.random.default_rng(seed)
+    for phase, n in folders.items():
         (root / phase).mkdir(parents=True)
         for i in range(n):
-            _image(rng, 128, 64).save(root / phase / f"{i}_AB.jpg")
+            _image(rng, width, height).save(root / phase / f"{phase}_{i}.png")
     return root
+
+
+def _aligned(root: Path) -> Path:
+    """pix2pix layout: side-by-side A|B files in train/ and val/."""
+    return _image_folders(root, 0, {"train": 4, "val": 3}, 128, 64)
 
 
 def _unaligned(root: Path) -> Path:
     """CycleGAN layout: trainA/ trainB/ testA/ testB/."""
-    rng = np.random.default_rng(1)
-    for phase, n in (("trainA", 4), ("trainB", 3), ("testA", 3), ("testB", 2)):
-        (root / phase).mkdir(parents=True)
-        for i in range(n):
-            _image(rng, 48, 48).save(root / phase / f"{phase}_{i}.png")
-    return root
+    return _image_folders(root, 1, {"trainA": 4, "trainB": 3, "testA": 3, "testB": 2}, 48, 48)
 
 
 def _cifar(root: Path) -> Path:
