@@ -29,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", choices=("AtoB", "BtoA"))
     p.add_argument("--target", type=float, help="fraction of generator MACs to remove (0.75 = 75%%)")
     p.add_argument("--tolerance", type=float, help="accepted distance to the target (default 0.02)")
-    p.add_argument("--search-steps", type=int, help="search budget in batches (default: from the preset)")
-    p.add_argument("--converge-steps", type=int, help="converging budget in batches (default: from the preset)")
+    p.add_argument("--steps", type=int, help="total budget in batches, the search included (Algorithm 1; "
+                   "default: from the preset)")
+    p.add_argument("--epochs", type=float, help="total budget in epochs when --steps is not given")
+    p.add_argument("--search-steps", type=int, help="the most the search may take of the total budget, in batches "
+                   "(default: from the preset)")
+    p.add_argument("--converge-steps", type=int, help="override: converging steps whatever the search took "
+                   "(default 0: the rest of the total budget; for search-only benchmarks)")
+    p.add_argument("--min-channel-fraction", type=float,
+                   help="floor of every layer as a fraction of its channels (default 0: DHP's 4 channels only)")
     p.add_argument("--check-interval", type=int, help="batches between MACs checks (DHP: 100)")
     p.add_argument("--image-size", type=int, help="crop size (load size scales with it: 286/256)")
     p.add_argument("--ngf", type=int, help="generator width")
@@ -60,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FLAG_FIELDS = ("model", "dataset", "direction", "target", "tolerance", "search_steps", "converge_steps",
+_FLAG_FIELDS = ("model", "dataset", "direction", "target", "tolerance", "steps", "epochs", "search_steps",
+                "converge_steps", "min_channel_fraction",
                 "check_interval", "image_size", "batch_size", "lr", "latent_lr", "regularization",
                 "compress_discriminator", "max_train_images", "sample_interval", "checkpoint_interval", "seed",
                 "device", "skip_bad")
@@ -87,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if not ref_cfg.is_file():
             raise InputError(f"--reference-run {args.reference_run}: {ref_cfg} not found; expected a CoroNetGAN run")
         values = json.loads(ref_cfg.read_text())
-        values.update(reference_run=str(args.reference_run), converge_steps=0, search_steps=0)
+        values.update(reference_run=str(args.reference_run), converge_steps=0, search_steps=0, steps=0)
         model = values["model"]
     else:
         model = args.model or "cyclegan"
@@ -105,7 +113,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     values["discriminator"] = {**values.get("discriminator", {}), **_key_values(args.discriminator, "--discriminator")}
     if args.ngf is not None:
         values["generator"]["ngf"] = args.ngf
-    return RunConfig(**values).validate()
+    return RunConfig.from_dict(values).validate()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

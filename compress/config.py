@@ -4,11 +4,12 @@ Two presets per family (the family-specific values are declared by each family,
 :attr:`compress.families.base.Family.presets`; :data:`SMALL_COMMON` is shared):
 
 * ``paper`` (default): the paper's / reference implementations' settings (pix2pix and CycleGAN
-  reference code; paper 4.1): full-width generators at 256x256 (DCGAN 32x32), Adam 2e-4 beta1 0.5, 100
-  constant + 100 linearly decaying epochs, pix2pix batch 4 / lambda_L1 100, CycleGAN batch 1 / LSGAN /
+  reference code; paper 4.1): full-width generators at 256x256 (DCGAN 32x32), Adam 2e-4 beta1 0.5, one total
+  budget of 200 epochs (the reference 100 constant + 100 decaying; DCGAN 75) of which the search may take up to
+  100 (DCGAN 25) and the converging stage gets the rest (Algorithm 1), pix2pix batch 4 / lambda_L1 100, CycleGAN batch 1 / LSGAN /
   cycle 10 / identity 0.5 / pool 50, DCGAN batch 64; the MACs check every 100 batches (DHP).
 * ``small``: narrower generators on smaller images with a short budget, so that a run on real data
-  finishes in minutes on 2 CPU cores. The latent vectors get a larger learning rate, 5e-3 (the proximal
+  finishes in minutes on 2 CPU cores: 700 steps in all (DCGAN 1,000), the search up to 400 of them. The latent vectors get a larger learning rate, 5e-3 (the proximal
   step shrinks them by lambda * lr per step, so the search reaches the target in a few hundred steps
   instead of thousands), and lambda = 1: Adam moves a parameter by at most about lr per step, so with
   lambda >= 1 the soft threshold is never undone and the masks only ever shrink. With a latent lr close
@@ -50,13 +51,15 @@ class RunConfig:
     latent_lr: float | None = None         # None: same as lr
     regularization: float = 0.5            # lambda of eq. 5 (paper 4.1.2)
     mask_threshold: float = 5e-3           # tau (DHP)
-    min_channels: int = 4                  # mask guard (DHP)
+    min_channels: int = 4                  # floor of every latent vector, channels (DHP)
+    min_channel_fraction: float = 0.0      # floor as a fraction of each vector (DHP remain_percentage; 0: none)
     embedding_size: int = 8                # m of eq. 3
     check_interval: int = 100              # batches between MACs checks (DHP)
-    search_steps: int = 0                  # search budget in steps (0: from search_epochs)
+    steps: int = 0                         # total budget in steps, search included (0: from epochs; Algorithm 1)
+    epochs: float = 200.0                  # total budget in epochs when steps is 0
+    search_steps: int = 0                  # the most the search may take of it (0: from search_epochs)
     search_epochs: float = 100.0
-    converge_steps: int = 0                # converging budget in steps (0: from converge_epochs)
-    converge_epochs: float = 200.0
+    converge_steps: int = 0                # override: converging steps (0: the rest of the total budget)
     decay_fraction: float = 0.5            # last half of the converging stage decays linearly to 0
     lambda_l1: float = 100.0               # pix2pix
     lambda_cycle: float = 10.0             # cyclegan
@@ -79,6 +82,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        data = dict(data)
+        if "converge_epochs" in data:   # config.json of a run from before the total budget (search + converge)
+            legacy = data.pop("converge_epochs")
+            data.setdefault("epochs", float(data.get("search_epochs", 0.0)) + float(legacy))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -99,15 +106,21 @@ class RunConfig:
                      "checkpoint_interval", "min_channels", "embedding_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
-        for name in ("lr", "regularization", "mask_threshold"):
+        for name in ("lr", "regularization", "mask_threshold", "steps", "epochs", "search_steps", "search_epochs",
+                     "converge_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 0")
+        if not 0.0 <= self.min_channel_fraction <= 1.0:
+            raise InputError(f"--min-channel-fraction {self.min_channel_fraction}: expected a fraction in [0, 1]")
+        if self.steps and self.search_steps and self.search_steps > self.steps:
+            raise InputError(f"--search-steps {self.search_steps} > --steps {self.steps}: the search counts against "
+                             "the total budget; expected --search-steps <= --steps")
         return self
 
 
 #: Settings of every family's ``small`` preset (see the module docstring for the latent lr and lambda).
 SMALL_COMMON: dict[str, Any] = dict(check_interval=5, sample_interval=100, checkpoint_interval=100, log_interval=10,
-                                    latent_lr=5e-3, regularization=1.0, search_epochs=0, converge_epochs=0)
+                                    latent_lr=5e-3, regularization=1.0, search_epochs=0, epochs=0)
 
 
 def preset(model: str, name: str) -> dict[str, Any]:

@@ -36,6 +36,9 @@ def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwor
         "target_macs_reduction": cfg.target, "tolerance": cfg.tolerance,
         "achieved_macs_reduction": 1 - macs / original["macs"],
         "target_reached": g_status["status"] == "reached",
+        # PSNR (dB) of the search network's output (as searched, masks applied) against the materialised
+        # generator's on real test images; None: bit-identical (absent for baselines, which have no search)
+        "materialization_gap_db": search.get("materialization_gap_db"),
         "search": search,
         "original": {"params": original["params"], "macs": original["macs"]},
         "pruned": {"params": count_params(generator), "macs": macs},
@@ -56,6 +59,15 @@ def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwor
     return report
 
 
+def _gap_text(r: dict) -> str:
+    if r.get("baseline"):
+        return "n/a (baseline, no search)"
+    if "materialization_gap_db" not in r:
+        return "not measured (run from an older version)"
+    gap = r["materialization_gap_db"]
+    return "identical outputs" if gap is None else f"PSNR {gap:.1f} dB"
+
+
 def report_markdown(r: dict) -> str:
     """Markdown rendering of :func:`compression_report`."""
     st = r["search"]["status"]["G"]
@@ -68,14 +80,17 @@ def report_markdown(r: dict) -> str:
         f"- Target: {r['target_macs_reduction']:.0%} of MACs removed (+- {r['tolerance']:.0%}): {verdict}; "
         f"achieved **{r['achieved_macs_reduction']:.1%}** after {r['search']['steps']} search steps "
         f"({r['seconds'].get('search', 0):.0f} s).",
-        f"- Converging stage: {r['seconds'].get('converge', 0):.0f} s.",
+        f"- Converging stage: {r['seconds'].get('converge', 0):.0f} s "
+        f"({r['budget']['converge_steps_done']} steps; the search counts against one total budget).",
+        f"- Materialisation gap (search network vs materialised generator on real test images): "
+        f"{_gap_text(r)}.",
         f"- Machine: {r['machine']}.", f"- {r['macs_convention']}.", "",
         "| | params | MACs |", "|---|---|---|",
         f"| original | {r['original']['params'] / 1e6:.3f} M | {r['original']['macs'] / 1e9:.3f} G |",
         f"| pruned | {r['pruned']['params'] / 1e6:.3f} M | {r['pruned']['macs'] / 1e9:.3f} G |",
         f"| ratio | {r['pruned']['params'] / r['original']['params']:.3f} | "
         f"{r['pruned']['macs'] / r['original']['macs']:.3f} |", "",
-        "## Allocation: channels kept per layer", "",
+        "## Channels kept per layer (the allocation)", "",
         "| layer | in (kept/orig) | out (kept/orig) | out kept | share of the pruned generator's MACs |",
         "|---|---|---|---|---|",
     ]

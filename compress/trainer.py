@@ -15,6 +15,7 @@ image pools, RNG states, step and stage): ``--resume`` continues from them.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -33,6 +34,8 @@ from compress.errors import InputError
 from compress.families import get_family
 from compress.families.recipe import GANRecipe
 from compress.hyper import HyperNetwork, materialize
+from compress.hyper.batchnorm import recompute_batchnorm_statistics
+from compress.hyper.materialize import materialization_gap_db
 from compress.io import atomic_torch_save, atomic_write_json
 from compress.macs import count_params
 from compress.samples import save_grid
@@ -136,7 +139,7 @@ class Trainer:
         G_plain = r.make_generator()
         self.G_input_shape = self.family.input_shape(G_plain, cfg.image_size)
         hyper_kw = dict(embedding_size=cfg.embedding_size, threshold=cfg.mask_threshold,
-                        min_channels=cfg.min_channels)
+                        min_channels=cfg.min_channels, min_channel_fraction=cfg.min_channel_fraction)
         G = HyperNetwork(G_plain, self.G_input_shape, **hyper_kw).to(self.device)
         D = r.make_discriminator()
         if cfg.compress_discriminator:
@@ -145,6 +148,13 @@ class Trainer:
         D = D.to(self.device)
         extra = {k: v.to(self.device) for k, v in r.extra_networks().items()}
         hyper = {"G": G, **({"D": D} if isinstance(D, HyperNetwork) else {})}
+        for name, net in hyper.items():
+            reachable = net.max_macs_reduction()
+            if cfg.target - cfg.tolerance > reachable and not cfg.baseline:
+                raise InputError(f"--target {cfg.target}: {name} cannot lose that much; with every layer at its "
+                                 f"floor ({cfg.min_channels} channels, --min-channel-fraction "
+                                 f"{cfg.min_channel_fraction}) at most {reachable:.1%} of its MACs can be removed; "
+                                 "expected a smaller --target, a lower floor or a wider generator (--ngf)")
         self.controller = SearchController(hyper, cfg.target, cfg.tolerance, cfg.check_interval,
                                            cfg.regularization)
         return G, D, extra
@@ -227,11 +237,13 @@ class Trainer:
         loader = self._loader()
         batches = self._batches(loader)
         self.sample_batch = self._sample_batch()
-        search_budget = self.steps_for(cfg.search_steps, cfg.search_epochs)
-        converge_budget = self.steps_for(cfg.converge_steps, cfg.converge_epochs)
-        LOGGER.info("run %s: %s on %s (%d training items), target %.2f +- %.2f, device %s, search budget %d "
-                    "steps, converging %d steps", self.run_dir, cfg.model, cfg.dataset, self.train_size,
-                    cfg.target, cfg.tolerance, self.device, search_budget, converge_budget)
+        total_budget = self.steps_for(cfg.steps, cfg.epochs)
+        search_budget = min(self.steps_for(cfg.search_steps, cfg.search_epochs), total_budget)
+        converge_budget = cfg.converge_steps or (total_budget - search_budget)   # until the search's length is known
+        LOGGER.info("run %s: %s on %s (%d training items), target %.2f +- %.2f, device %s, budget %d steps in all, "
+                    "the search up to %d of them%s", self.run_dir, cfg.model, cfg.dataset, self.train_size,
+                    cfg.target, cfg.tolerance, self.device, total_budget, search_budget,
+                    f", converging {cfg.converge_steps} (--converge-steps)" if cfg.converge_steps else "")
 
         G, D, extra = self.build_search_networks()
         self.original = {"params": count_params(G.network), "macs": G.macs_model.full_macs,
@@ -240,7 +252,7 @@ class Trainer:
         stage, step = state["stage"], state["step"]
 
         if stage == "search" and cfg.baseline:
-            G_pruned, converge_budget = self._baseline(G, converge_budget)
+            G_pruned, converge_budget = self._baseline(G, cfg.converge_steps or total_budget)
             D_pruned = D
             del G
             opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
@@ -257,13 +269,24 @@ class Trainer:
                 self.controller.load_state_dict(state["controller"])
                 LOGGER.info("resumed the search at step %d", step)
             step = self._search(G, D, extra, opt_G, opt_D, step, search_budget, batches)
+            bn_batches = self._recompute_batchnorm(G, batches)
             G_pruned = materialize(G)
             D_pruned = materialize(D) if isinstance(D, HyperNetwork) else D
+            gap = materialization_gap_db(G, G_pruned, self.recipe.generator_input(self.sample_batch))
+            LOGGER.info("materialisation gap: %s", "identical outputs" if gap is None else f"PSNR {gap:.1f} dB")
             self.search_summary = {
                 "steps": step,
                 "status": {n: vars(s) for n, s in self.controller.status.items()},
                 "seconds": self.timings.get("search", 0.0),
+                "materialization_gap_db": gap,
+                "batchnorm_recomputed_batches": bn_batches,
+                "floors": G.floors(),
+                # entries at or above tau per latent vector at the stop (>= its floor: no vector collapses)
+                "latent_entries_above_threshold": {n: int((z.detach().abs() >= G.threshold).sum())
+                                                   for n, z in G.prunable_latents().items()},
             }
+            if not cfg.converge_steps:     # Algorithm 1: the search counts against the total budget
+                converge_budget = total_budget - step
             del G, D, opt_G, opt_D
             stage, step = "converge", 0
             state = None
@@ -286,8 +309,16 @@ class Trainer:
         self._converge(G_pruned, D_pruned, extra, opt_G, opt_D, step, converge_budget, batches)
         return self._finish(G_pruned, D_pruned)
 
+    def _recompute_batchnorm(self, G: HyperNetwork, batches) -> int:
+        """BatchNorm running statistics of the masked search network recomputed on real training batches
+        (:mod:`compress.hyper.batchnorm`) before materialisation; returns the number of batches (0: no BN)."""
+        n = max(1, min(50, math.ceil(self.train_size / self.cfg.batch_size)))
+        return recompute_batchnorm_statistics(G.network, lambda b: G(self.recipe.generator_input(b)),
+                                              itertools.islice(batches, n))
+
     def _baseline(self, G: HyperNetwork, converge_budget: int):
-        """Build a baseline generator instead of searching; equal budget = the reference's search + converge."""
+        """Build a baseline generator instead of searching; it trains ``converge_budget`` steps, or with a
+        reference run that run's whole budget (search + converge: equal budget)."""
         from compress.baselines import build_baseline, load_reference
 
         cfg = self.cfg

@@ -135,7 +135,7 @@ class CycleGAN(ImageTranslationFamily):
         "paper": dict(dataset="horse2zebra", image_size=256, load_size=286, batch_size=1,
                       generator=dict(ngf=64, n_blocks=9), discriminator=dict(ndf=64)),
         "small": dict(dataset="horse2zebra", image_size=128, load_size=143, batch_size=1, search_steps=400,
-                      converge_steps=300, generator=dict(ngf=16, n_blocks=6), discriminator=dict(ndf=16)),
+                      steps=700, generator=dict(ngf=16, n_blocks=6), discriminator=dict(ndf=16)),
     }
     real_sets = ("train+test", "testB")
     default_real_set = "train+test"

@@ -68,9 +68,9 @@ class DCGAN(Family):
     # paper: ngf 64, batch 64, 25 + 50 epochs; small: a CPU-sized run
     presets = {
         "paper": dict(dataset="cifar10", image_size=32, load_size=32, batch_size=64, search_epochs=25.0,
-                      converge_epochs=50.0, generator=dict(ngf=64), discriminator=dict(ndf=64)),
+                      epochs=75.0, generator=dict(ngf=64), discriminator=dict(ndf=64)),
         "small": dict(dataset="cifar10", image_size=32, load_size=32, batch_size=64, search_steps=400,
-                      converge_steps=600, generator=dict(ngf=32), discriminator=dict(ndf=32)),
+                      steps=1000, generator=dict(ngf=32), discriminator=dict(ndf=32)),
     }
     real_sets = ("train", "test", "train+test")
     default_real_set = "train"

@@ -63,7 +63,7 @@ class Pix2Pix(ImageTranslationFamily):
         "paper": dict(dataset="edges2shoes", image_size=256, load_size=286, batch_size=4,
                       generator=dict(ngf=64, num_downs=8), discriminator=dict(ndf=64)),
         "small": dict(dataset="edges2shoes", image_size=128, load_size=143, batch_size=4, search_steps=400,
-                      converge_steps=300, generator=dict(ngf=16, num_downs=7), discriminator=dict(ndf=16)),
+                      steps=700, generator=dict(ngf=16, num_downs=7), discriminator=dict(ndf=16)),
     }
     real_sets = ("test",)
     default_real_set = "test"

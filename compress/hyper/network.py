@@ -111,6 +111,11 @@ class HyperNetwork(nn.Module):
         return {name: channel_floor(z.numel(), self.min_channels, self.min_channel_fraction)
                 for name, z in self.latent_vectors.items()}
 
+    def max_macs_reduction(self) -> float:
+        """The largest MACs reduction the floors allow (every prunable latent vector at its floor)."""
+        floors = self.floors()
+        return self.macs_model.reduction({n: floors.get(n, c) for n, c in self.network.channels.items()})
+
     def proximal_step(self, regularization: float, lr: float) -> None:
         """Eq. 5 on every prunable latent vector, each kept at or above its floor (DHP's skip rule)."""
         floors = self.floors()
