@@ -1,6 +1,7 @@
 """Helpers for the bench tests: a private adb server (own port and HOME) and a raw adb wire client."""
 from __future__ import annotations
 
+import base64
 import socket
 import struct
 import time
@@ -10,10 +11,44 @@ from pathlib import Path
 from bench.virtual_session import PrivateAdbServer, VirtualSession, free_port  # noqa: F401  (re-exported)
 
 
+def _der(data: bytes, i: int) -> tuple[int, bytes, int]:
+    """One DER element at ``i``: (tag, contents, index after it)."""
+    tag, n = data[i], data[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = int.from_bytes(data[i:i + k], "big")
+        i += k
+    return tag, data[i:i + n], i + n
+
+
+def private_key(path: str | Path) -> tuple[int, int]:
+    """``(n, d)`` of an adb private key file (``adbkey``: PEM PKCS#8 RSA, RFC 5208 / RFC 8017 A.1.2)."""
+    der = base64.b64decode("".join(ln for ln in Path(path).read_text().splitlines() if not ln.startswith("-----")))
+    _, info, _ = _der(der, 0)
+    _, _, i = _der(info, 0)      # version
+    _, _, i = _der(info, i)      # algorithm identifier
+    _, octets, _ = _der(info, i)
+    _, rsa, _ = _der(octets, 0)
+    ints, i = [], 0
+    while i < len(rsa):
+        _, v, i = _der(rsa, i)
+        ints.append(int.from_bytes(v, "big"))
+    return ints[1], ints[3]
+
+
+def sign_token(token: bytes, key: tuple[int, int]) -> bytes:
+    """adb's signature of an AUTH token: RSA PKCS#1 v1.5 over the token taken as a SHA-1 digest."""
+    n, d = key
+    digest_info = bytes.fromhex("3021300906052b0e03021a05000414") + token
+    m = b"\x00\x01" + b"\xff" * (256 - 3 - len(digest_info)) + b"\x00" + digest_info
+    return pow(int.from_bytes(m, "big"), d, n).to_bytes(256, "big")
+
+
 class RawHost:
     """Minimal adb *host* side speaking the wire protocol straight to a device socket (no adb server)."""
 
-    CNXN, OPEN, OKAY, CLSE, WRTE = 0x4E584E43, 0x4E45504F, 0x59414B4F, 0x45534C43, 0x45545257
+    CNXN, OPEN, OKAY, CLSE, WRTE, AUTH = 0x4E584E43, 0x4E45504F, 0x59414B4F, 0x45534C43, 0x45545257, 0x48545541
 
     def __init__(self, port: int):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -37,8 +72,17 @@ class RawHost:
             buf += c
         return buf
 
-    def connect(self) -> str:
+    def hello(self) -> bytes:
+        """Send CNXN; returns the device's AUTH token."""
         self.send(self.CNXN, 0x01000001, 1 << 20, b"host::features=shell_v2,cmd,stat_v2\0")
+        cmd, kind, _, token = self.recv()
+        assert (cmd, kind, len(token)) == (self.AUTH, 1, 20)
+        return token
+
+    def connect(self, key: str | Path) -> str:
+        """CNXN and the AUTH handshake with the private key file ``key``; returns the device's banner."""
+        token = self.hello()
+        self.send(self.AUTH, 2, 0, sign_token(token, private_key(key)))
         cmd, ver, maxdata, banner = self.recv()
         assert cmd == self.CNXN and ver == 0x01000001 and maxdata == 262144
         return banner.decode()

@@ -370,10 +370,10 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
               + (f", GPU delegate ({c.get('gpu_backend')})" if c.get("use_gpu") and kind != "host" else ", CPU")
               + f". Full table: [latency/{tname}/latency.md](latency/{tname}/latency.md) "
               f"([csv](latency/{tname}/latency.csv), [json](latency/{tname}/latency.json)).", "",
-              "| model | dtype | median ms | p90 ms | mean ms | init ms | size MB | delegate | flags |",
+              "| model | dtype | median ms | p95 ms | mean ms | init ms | size MB | delegate | flags |",
               "|---|---|---|---|---|---|---|---|---|"]
         for r in lat.get("rows", []):
-            L.append(f"| {r['model']} | {r['dtype']} | {_f(r.get('median_ms'))} | {_f(r.get('p90_ms'))} | "
+            L.append(f"| {r['model']} | {r['dtype']} | {_f(r.get('median_ms'))} | {_f(r.get('p95_ms'))} | "
                      f"{_f(r.get('mean_ms'))} | {_f(r.get('init_ms'), 1)} | {_f(r.get('size_mb'), 3)} | "
                      f"{r.get('delegate', '-')} | {', '.join(r.get('flags', [])) or '-'} |")
         if lat.get("aborted"):
