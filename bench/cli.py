@@ -105,9 +105,7 @@ def _models_and_out(a: argparse.Namespace) -> tuple[list[str], str]:
     device = check_device(a.device)
     run, manifest = latest_export()
     name = HOST if device == HOST else get_profile(device)["key"]
-    out = a.out or str(default_out(run, name, a.virtual))
-    logging.getLogger("bench").info("models: %s (newest finished run); tables: %s", manifest, out)
-    return [str(manifest)], out
+    return [str(manifest)], a.out or str(default_out(run, name, a.virtual))
 
 
 def run(argv: list[str] | None = None) -> int:

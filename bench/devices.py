@@ -15,9 +15,9 @@ from compress.errors import InputError
 
 # adb's connection states (adb/adb.h ConnectionState, as `adb devices` prints them) -> what the user does
 STATE_ADVICE = {
-    "unauthorized": "unlock the phone and accept its 'Allow USB debugging?' prompt (no prompt: revoke USB "
-                    "debugging authorisations in Developer options and replug)",
-    "offline": "replug the cable or run `adb reconnect offline` (still offline: `adb kill-server`, then replug)",
+    "unauthorized": "unlock the phone and accept its 'Allow USB debugging?' prompt; no prompt: revoke USB "
+                    "debugging authorisations in Developer options and replug",
+    "offline": "replug the cable or run `adb reconnect offline`; still offline: `adb kill-server`, then replug",
     "authorizing": "the key exchange is still running: wait a few seconds and rerun",
     "connecting": "the connection is still being set up: wait a few seconds and rerun",
     "recovery": "it is in recovery mode: reboot it into Android (`adb -s {serial} reboot`)",
@@ -55,11 +55,15 @@ def soc_of(props: dict[str, str]) -> str:
             or "unknown SoC")
 
 
+def advice_for(serial: str, state: str) -> str:
+    """What to do about a device adb lists in ``state`` (not ``device``)."""
+    key = next((k for k in STATE_ADVICE if state == k or state.startswith(k + " ")), None)
+    return STATE_ADVICE[key].format(serial=serial) if key else "wait for it to come up, or replug it"
+
+
 def state_advice(serial: str, state: str) -> str:
     """``SERIAL STATE (what to do)`` for a device adb lists in a state other than ``device``."""
-    key = next((k for k in STATE_ADVICE if state == k or state.startswith(k + " ")), None)
-    advice = STATE_ADVICE[key].format(serial=serial) if key else "wait for it to come up, or replug it"
-    return f"{serial} {state} ({advice})"
+    return f"{serial} {state} ({advice_for(serial, state)})"
 
 
 def _adb_errors() -> tuple[type[BaseException], ...]:
@@ -95,7 +99,7 @@ def select_device(adb_client, profile: str | None, serial: str | None = None):
             listing = ", ".join(f"{s} {st}" for s, st in attached) or "no device"
             raise InputError(f"--serial {serial}: no such device; the adb server on {server} lists: {listing}")
         if states[serial] != READY:
-            raise InputError(f"--serial {state_advice(serial, states[serial])}")
+            raise InputError(f"--serial {serial} is {states[serial]}: {advice_for(serial, states[serial])}")
         dev = adb_client.device(serial)
         props = device_props(dev)
         if p and not prof.matches(p, props):

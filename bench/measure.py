@@ -132,17 +132,21 @@ def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out
     out_dir = Path(out)
     backend, device_label, figures, runner_info, vdev = _open_backend(
         device, serial, virtual, runner, runner_kind, adb_host, adb_port, connect, out_dir)
-    fh = None
+    fh, level = None, None
     try:
         backend.acquire(cfg, wait_busy_s)
         logs_dir = out_dir / "logs"
         logs_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(out_dir / "log.txt")
+        fh = logging.FileHandler(out_dir / "log.txt", mode="w")  # this run's log only
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(fh)
+        if log.getEffectiveLevel() > logging.INFO:  # log.txt gets bench's INFO lines whatever the caller's level
+            level = log.level
+            log.setLevel(logging.INFO)
         facts = backend.facts()
         log.info("device: %s, serial %s%s", device_label, facts.get("serial"),
                  f" (virtual device on a private adb server, port {vdev.port})" if vdev is not None else "")
+        log.info("models: %s; tables: %s", ", ".join(str(m) for m in models), out_dir)
         identity = device_identity(facts, figures)
         runner_sha = runner_info["sha256"] if runner_info else None
         previous = load_previous(out_dir) if resume else None
@@ -227,3 +231,5 @@ def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out
         if fh is not None:
             logging.getLogger().removeHandler(fh)
             fh.close()
+        if level is not None:
+            log.setLevel(level)

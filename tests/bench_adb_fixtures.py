@@ -1,14 +1,74 @@
-"""Helpers for the bench tests: a private adb server (own port and HOME) and a raw adb wire client."""
+"""Helpers for the bench tests: fixtures (tiny models, a private adb server with a virtual SM8450), the bench
+CLI run against them, and a raw adb wire client.
+
+Test modules import the fixtures by name (``from bench_adb_fixtures import adb_server, vdev, ...``).
+"""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import struct
 import time
 from pathlib import Path
 
+import pytest
+
+import bench_models
+from bench import cli
+from bench.adb_server import adb_connect
+from bench.virtual_device import VirtualDevice
 # The private adb server and free-port logic live in bench (the pipeline uses them too).
 from bench.virtual_session import PrivateAdbServer, VirtualSession, free_port  # noqa: F401  (re-exported)
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--warmup", "1", "--runs", "5", "--repeats", "1", "--cooldown", "0", "--threads", "1",
+        "--runner-arg=--warmup_min_secs=0"]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(request) -> dict:
+    """{label: {dtype: path}} of the tiny test models (built once, kept in pytest's cache folder)."""
+    return bench_models.make_models(request.config.cache.mkdir("bench_tflite_models"))
+
+
+@pytest.fixture(scope="module")
+def adb_server():
+    """A private adb server (own port and HOME) for the module's tests."""
+    srv = PrivateAdbServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def vdev_module(adb_server):
+    """A virtual SM8450 trusting the module's adb server, connected to it."""
+    dev = VirtualDevice("sm8450", adb_key=adb_server.key_path).start()
+    adb_connect(dev.serial, adb_client=adb_server.client())
+    yield dev
+    adb_server.client().disconnect(dev.serial)
+    dev.stop()
+
+
+@pytest.fixture
+def vdev(vdev_module, adb_server):
+    """The module's virtual SM8450, reset to no faults and connected."""
+    vdev_module.set_faults(None)
+    if vdev_module.vanished:
+        vdev_module.revive()
+        adb_connect(vdev_module.serial, adb_client=adb_server.client())
+    return vdev_module
+
+
+def run_cli(adb_server, out: Path, models: list[str], *extra: str, device: str = "sm8450") -> int:
+    """``bench.cli.main`` on the module's adb server with the fast protocol; returns the exit status."""
+    return cli.main(["--device", device, "--adb-port", str(adb_server.port), "--models", *models,
+                     "--out", str(out), *FAST, *extra])
+
+
+def report(out: Path) -> dict:
+    """The ``latency.json`` in ``out``."""
+    return json.loads((out / "latency.json").read_text())
 
 
 def _der(data: bytes, i: int) -> tuple[int, bytes, int]:

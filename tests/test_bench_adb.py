@@ -16,58 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli
 from bench.adb_server import adb_connect
-from compress.io import sha256_file
 from bench.virtual_device import VirtualDevice
+from compress.io import sha256_file
 
 import bench_models
-from bench_adb_fixtures import PrivateAdbServer, RawHost, sandbox_run_dirs
-
-REPO = Path(__file__).resolve().parents[1]
-FAST = ["--warmup", "1", "--runs", "5", "--repeats", "1", "--cooldown", "0", "--threads", "1",
-        "--runner-arg=--warmup_min_secs=0"]
-
-
-@pytest.fixture(scope="session")
-def tiny_models(request) -> dict:
-    """{label: {dtype: path}} of the tiny test models (built once, kept in pytest's cache folder)."""
-    return bench_models.make_models(request.config.cache.mkdir("bench_tflite_models"))
-
-
-@pytest.fixture(scope="module")
-def adb_server():
-    srv = PrivateAdbServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def vdev_module(adb_server):
-    dev = VirtualDevice("sm8450", adb_key=adb_server.key_path).start()
-    adb_connect(dev.serial, adb_client=adb_server.client())
-    yield dev
-    adb_server.client().disconnect(dev.serial)
-    dev.stop()
-
-
-@pytest.fixture
-def vdev(vdev_module, adb_server):
-    """The module's virtual SM8450, reset to no faults and connected."""
-    vdev_module.set_faults(None)
-    if vdev_module.vanished:
-        vdev_module.revive()
-        adb_connect(vdev_module.serial, adb_client=adb_server.client())
-    return vdev_module
-
-
-def run_cli(adb_server, out: Path, models: list[str], *extra: str, device: str = "sm8450") -> int:
-    return cli.main(["--device", device, "--adb-port", str(adb_server.port), "--models", *models,
-                     "--out", str(out), *FAST, *extra])
-
-
-def report(out: Path) -> dict:
-    return json.loads((out / "latency.json").read_text())
+from bench_adb_fixtures import (FAST, REPO, RawHost, adb_server, report, run_cli, sandbox_run_dirs,  # noqa: F401
+                                tiny_models, vdev, vdev_module)
 
 
 # ---------------------------------------------------------------------------------------------------------

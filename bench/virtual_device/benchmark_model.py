@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     faults = parse_faults(os.environ.get("CORONETGAN_VDEV_FAULTS"))
     if "missing_lib" in faults:
         # what Android's linker prints before main() when a needed library is absent
-        print(f'CANNOT LINK EXECUTABLE "{sys.argv[0]}": library "libOpenCL.so" not found: needed by main '
-              "executable", file=sys.stderr, flush=True)
+        argv0 = sys.argv[0].replace(os.environ.get("CORONETGAN_VDEV_SANDBOX") or "\0", "")
+        print(f'CANNOT LINK EXECUTABLE "{argv0}": library "libOpenCL.so" not found: needed by main executable',
+              file=sys.stderr, flush=True)
         return 1
     sandbox = os.environ.get("CORONETGAN_VDEV_SANDBOX", "")
     state_env = os.environ.get("CORONETGAN_VDEV_STATE")
