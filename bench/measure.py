@@ -63,7 +63,8 @@ def _open_backend(device: str, serial: str | None, virtual: bool, runner: str | 
         if vdev is not None:
             vdev.stop()
         raise
-    figures = "virtual" if backend.virtual else ("host" if kind == "host" else "phone")
+    # --runner-kind host wins: whatever device ran it, the runner says the figures are the host's
+    figures = "host" if kind == "host" else ("virtual" if backend.virtual else "phone")
     label = (f"{prof_name} ({props.get('ro.product.model', dev.serial)})" + (" VIRTUAL" if backend.virtual else "")
              + (" HOST RUNNER" if kind == "host" else ""))
     runner_info = {"path": str(runner_path), "name": runner_path.name, "sha256": sha256_file(runner_path),
