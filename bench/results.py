@@ -98,7 +98,7 @@ class BenchSettings:
             raise InputError("--cooldown must be ≥ 0 and --timeout > 0 seconds")
         if self.gpu_backend not in GPU_BACKENDS:
             raise InputError(f"--gpu-backend {self.gpu_backend!r}: expected one of {', '.join(GPU_BACKENDS)}")
-        bad = [x for x in self.runner_args if not x.startswith("--") or " " in x]
+        bad = [x for x in self.runner_args if not x.startswith("--") or any(c.isspace() for c in x)]
         if bad:
             raise InputError(f"--runner-arg {bad[0]!r}: expected one benchmark_model flag like --name=value")
         return self

@@ -6,7 +6,6 @@ sandbox folder. The .tflite files are tiny conv models made with TensorFlow (tes
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct

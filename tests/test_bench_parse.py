@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench import profiles, tables
-from bench.rows import add_speedups, summarise
+from bench.rows import summarise
 from bench.models import ModelSpec, parse_model_args, read_manifest
 from bench.parse import UnparseableOutput, is_load_failure, parse_benchmark_output
 from bench.results import parse_harness_log

@@ -16,8 +16,8 @@ from bench.virtual_device import VirtualDevice
 from bench.virtual_device.adb_auth import PublicKey
 from compress.errors import InputError
 from compress.io import sha256_file
-from bench_adb_fixtures import (FAST, REPO, PrivateAdbServer, RawHost, adb_server, report, run_cli,  # noqa: F401
-                                sandbox_run_dirs, sign_token, private_key, tiny_models, vdev, vdev_module)
+from bench_adb_fixtures import (FAST, REPO, PrivateAdbServer, RawHost, adb_server, private_key, report,  # noqa: F401
+                                run_cli, sign_token, tiny_models, vdev, vdev_module)
 
 HARNESS = REPO / "android_harness" / "run_models.sh"
 

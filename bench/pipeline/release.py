@@ -184,7 +184,7 @@ def _bench_targets(run: Path) -> list[tuple[str, Path, dict]]:
 
 def _target_kind(lat: dict) -> str:
     """``phone``, ``host`` or ``virtual``: what kind of machine a bench target's ``latency.json`` is from."""
-    k = (lat.get("device") or {}).get("kind")
+    k = lat.get("figures") or (lat.get("device") or {}).get("kind")  # figures: bench's --runner-kind host
     return k if k in ("host", "virtual") else "phone"
 
 
