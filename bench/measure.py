@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import tables
 from bench.host_check import check_models
 from bench.models import ModelSpec, parse_model_args
 from bench.profiles import HOST, check_device
 from bench.results import BenchError, BenchSettings, Interrupted, ModelResult
+from bench.report import RunReport
 from bench.resume import device_identity, load_previous, reusable
-from bench.rows import add_speedups, pending_row, summarise
+from bench.rows import summarise
 from compress.io import sha256_file
 
 log = logging.getLogger("bench")
@@ -151,80 +151,58 @@ def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out
         identity = device_identity(facts, figures)
         runner_sha = runner_info["sha256"] if runner_info else None
         previous = load_previous(out_dir) if resume else None
-        entries = {k: (dict(row, reused=True), res) for k, (row, res) in
-                   reusable(previous, cfg.to_dict(), identity, runner_sha, specs).items()}
-        keep_logs = {Path(res["log_file"]).name for _, res in entries.values() if res.get("log_file")}
+        kept = reusable(previous, cfg.to_dict(), identity, runner_sha, specs)
+        keep_logs = {Path(res["log_file"]).name for _, res in kept.values() if res.get("log_file")}
         for f in logs_dir.iterdir():  # an earlier run's logs must not pass for this run's
             if f.is_file() and f.name not in keep_logs:
                 f.unlink()
-        report: dict[str, Any] = {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device_label": device_label, "device": facts,
-            "figures": figures, "identity": identity, "runner": runner_info, "config": cfg.to_dict(), "rows": [],
-            "results": [], "aborted": None, "interrupted": None, "timings": {}, "reference": None,
-            "argv": list(argv) if argv is not None else None, "reused": list(entries),
-            "resumed_from": previous.get("started") if entries else None,
-        }
-        if entries:
-            rest = [s.key for s in specs if s.key not in entries]
+        header = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device_label": device_label, "device": facts,
+                  "figures": figures, "identity": identity, "runner": runner_info, "config": cfg.to_dict(),
+                  "argv": list(argv) if argv is not None else None, "reused": list(kept),
+                  "resumed_from": previous.get("started") if kept else None}
+        runner_version = (facts.get("runtime") if runner_info is None
+                          else f"unknown (runner sha256 {runner_sha[:12]}…)")
+        rep = RunReport(specs, out_dir, cfg, header, reference, runner_version, backend, t_start)
+        rep.entries.update({k: (dict(row, reused=True), res) for k, (row, res) in kept.items()})
+        if kept:
+            rest = [s.key for s in specs if s.key not in kept]
             log.info("resuming the unfinished run of %s in %s: reusing %d row(s) it measured (%s); measuring %d "
-                     "(%s)", report["resumed_from"], out_dir, len(entries), ", ".join(entries), len(rest),
+                     "(%s)", header["resumed_from"], out_dir, len(kept), ", ".join(kept), len(rest),
                      ", ".join(rest) or "none")
-        runner_version = (facts.get("runtime") if figures == "host" and runner_info is None
-                          else f"unknown (runner sha256 {runner_sha[:12]}…)" if runner_sha else None)
-
-        def write(final: bool = False, why_missing: str = "not measured yet (the run is in progress)") -> dict:
-            rows = []
-            for s in specs:
-                row = dict(entries[s.key][0]) if s.key in entries else pending_row(s, device_label, figures, why_missing)
-                row.update(speedup=None, speedup_basis=None, runner_version=row.get("runner_version") or runner_version)
-                rows.append(row)
-            report["reference"] = add_speedups(rows, reference)
-            report["rows"] = rows
-            report["results"] = [entries[s.key][1] for s in specs if s.key in entries]
-            t = dict(getattr(backend, "timings", {}))
-            runner_wall = sum(rep.get("wall_s") or 0.0 for r in report["results"] for rep in r.get("repeats", []))
-            t["runner_wall_s"] = runner_wall
-            t["cooldown_s"] = cfg.cooldown_s * sum(max(0, len(r.get("repeats", [])) - 1) for r in report["results"])
-            t["bench_total_s"] = time.perf_counter() - t_start
-            t["overhead_s"] = (t["bench_total_s"] - (runner_wall if runner_wall else t.get("runner_s", 0.0))
-                               - t["cooldown_s"])
-            report["timings"], report["device_cleaned"] = t, getattr(backend, "cleaned", None)
-            report["complete"] = final and not report["aborted"] and len(entries) == len(specs)
-            return tables.write_all(report, out_dir, chart=final)
 
         def on_result(res: ModelResult) -> None:
-            entries[res.spec.key] = (summarise(res, device_label, figures), res.to_dict())
-            write()
+            rep.entries[res.spec.key] = (summarise(res, device_label, figures), res.to_dict())
+            rep.write()
             log.info("%s: %s", res.spec.key, "ok" if any(r.ok for r in res.repeats) else "FAILED")
 
         stopped: BaseException | None = None
         try:
-            write()
-            runnable, failed = _host_checked([s for s in specs if s.key not in entries], device_label, figures)
-            entries.update(failed)
+            rep.write()
+            runnable, failed = _host_checked([s for s in specs if s.key not in kept], device_label, figures)
+            rep.entries.update(failed)
             for key, (row, _) in failed.items():
                 log.warning("%s: %s", key, row["problem"])
             backend.run(runnable, cfg, logs_dir, on_result)
         except BenchError as e:
-            report["aborted"] = f"{e} (after {len(entries)} of {len(specs)} rows)"
+            rep.data["aborted"] = f"{e} (after {rep.done} of {len(specs)} rows)"
             log.error("run aborted: %s", e)
         except (Interrupted, KeyboardInterrupt) as e:
             stopped = e
             name = e.name if isinstance(e, Interrupted) else Interrupted(signal.SIGINT).name
-            report["interrupted"] = name.split()[0]
-            report["aborted"] = f"interrupted by {name} after {len(entries)} of {len(specs)} rows"
-        why = f"not measured: {report['aborted']}" if report["aborted"] else "not measured"
-        paths = write(final=True, why_missing=why)
-        for row in report["rows"]:
+            rep.data["interrupted"] = name.split()[0]
+            rep.data["aborted"] = f"interrupted by {name} after {rep.done} of {len(specs)} rows"
+        aborted = rep.data["aborted"]
+        paths = rep.write(final=True, why_missing=f"not measured: {aborted}" if aborted else "not measured")
+        for row in rep.data["rows"]:
             if set(row["flags"]) - {"virtual", "host", "not-run"}:
                 log.warning("%s %s flagged: %s", row["model"], row["dtype"], ", ".join(row["flags"]))
         log.info("wrote %s", ", ".join(paths.values()))
         if stopped is not None:
-            missing = len(specs) - len(entries)
-            stopped.summary = (f"{report['aborted']}; the tables in {out_dir} hold them" + (
+            missing = len(specs) - rep.done
+            stopped.summary = (f"{aborted}; the tables in {out_dir} hold them" + (
                 f"; rerun the same command to measure the other {missing}" if missing else ""))
             raise stopped
-        return report
+        return rep.data
     finally:
         backend.close()
         if vdev is not None:
