@@ -236,7 +236,10 @@ def test_device_vanishes_mid_run(adb_server, vdev, tiny_models, tmp_path, capsys
     assert len(stale) == 1  # could not be removed while the phone was gone...
     vdev.revive()
     adb_connect(vdev.serial, adb_client=adb_server.client())
-    assert run_cli(adb_server, tmp_path / "again", [str(m["pruned"]["fp32"])]) == 0
+    # the same command again: the measured row is kept, the two others are measured
+    assert run_cli(adb_server, out, [str(m["pruned"]["fp32"]), str(m["pruned"]["fp16"]), str(m["pruned"]["int8"])]) == 0
+    rep = report(out)
+    assert rep["complete"] and rep["reused"] == ["pruned:fp32"] and [r["status"] for r in rep["rows"]] == ["ok"] * 3
     assert sandbox_run_dirs(vdev.sandbox) == []  # ...and the next run removed it
 
 

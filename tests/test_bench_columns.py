@@ -14,7 +14,7 @@ from bench import profiles, tables
 from bench.adb_server import adb_connect
 from bench.virtual_device import VirtualDevice
 from bench.virtual_device.benchmark_model import write_runner
-from bench_adb_fixtures import (FAST, adb_server, report, run_cli, tiny_models, vdev, vdev_module)  # noqa: F401
+from bench_adb_fixtures import (adb_server, report, run_cli, tiny_models, vdev, vdev_module)  # noqa: F401
 
 
 def _md_row(md: str, model: str, dtype: str) -> list[str]:
@@ -122,14 +122,11 @@ def test_profile_file_errors(tmp_path):
         profiles.check_device(str(tmp_path / "none.json"))
 
 
-def test_labels_are_escaped_in_markdown(tiny_models, tmp_path):
-    from bench import cli
-
+def test_labels_are_escaped_in_markdown(adb_server, vdev, tiny_models, tmp_path):
     odd = tmp_path / "p|q*r_[s]`t`_fp32.tflite"
     odd.write_bytes(tiny_models["pruned"]["fp32"].read_bytes())
     out = tmp_path / "out"
-    assert cli.main(["--device", "host", "--models", str(odd), str(tiny_models["unpruned"]["fp32"]), "--out",
-                     str(out), *FAST]) == 0
+    assert run_cli(adb_server, out, [str(odd), str(tiny_models["unpruned"]["fp32"])]) == 0
     md = (out / "latency.md").read_text()
     table = [ln for ln in md.splitlines() if ln.startswith("|")]
     assert len({len(re.findall(r"(?<!\\)\|", ln)) for ln in table}) == 1  # every row has the header's cells

@@ -168,3 +168,29 @@ def test_a_truncated_model_is_a_flagged_row(adb_server, vdev, tiny_models, tmp_p
                                   "(SIGSEGV) while loading it (a truncated or corrupt file); not timed")
     assert rows[1]["status"] == "ok"
     assert "cut fp32 flagged: " in (out / "log.txt").read_text()
+
+
+def test_a_file_that_changes_during_the_run_is_not_pushed(adb_server, vdev, tiny_models, tmp_path, monkeypatch):
+    """The sha256 is checked again right before each push: a file changed since bench read it is a failed row."""
+    import bench.measure
+    from bench.models import parse_model_args
+
+    def read_then_change(args, macs=None):
+        specs = parse_model_args(args, macs)
+        specs[0].sha256 = "0" * 64  # as if the file had been rewritten after bench read it
+        return specs
+
+    monkeypatch.setattr(bench.measure, "parse_model_args", read_then_change)
+    out = tmp_path / "out"
+    m = tiny_models["pruned"]
+    assert run_cli(adb_server, out, [str(m["fp32"]), str(m["int8"])]) == 1
+    rows = report(out)["rows"]
+    assert rows[0]["problem"] == (f"{m['fp32']} changed during the run (sha256 {sha256_file(m['fp32'])[:12]}…, read "
+                                  "as 000000000000…); not timed")
+    assert rows[0]["flags"] == ["virtual", "file-changed"] and rows[1]["status"] == "ok"
+    assert _runner_count(vdev) == 1
+
+
+def _runner_count(vdev) -> int:
+    f = vdev.sandbox / ".vdev" / "runner_invocations"
+    return int(f.read_text()) if f.exists() else 0
