@@ -19,18 +19,24 @@
 #   --min-secs S         benchmark_model --min_secs [0]
 #   --max-secs S         benchmark_model --max_secs [150]
 #   --threads T          benchmark_model --num_threads [4]
-#   --arg FLAG           extra benchmark_model flag, repeatable (e.g. --arg --warmup_min_secs=0)
+#   --arg FLAG           extra benchmark_model flag, repeatable (e.g. --arg --warmup_min_secs=0); passed as
+#                        one word, whatever it holds (no word splitting, no globbing)
+#   --heartbeat FILE     write the device time (date +%s) to FILE at the start and end of every repeat
+#                        (bench's device lock: a run that stops writing it is stale)
 #
 # Log format (one file per model, also echoed to stdout), parsed by bench/adb_backend.py:
 #   @@ model=PATH precision=P repeats=R runner_sha256=HEX
+#   @@ error CODE DETAIL                          (model-missing: the model file is not on the device)
 #   @@ repeat=K thermal_before status=S temp_mC=T
 #   @@ cmd=...
 #   <benchmark_model output>
 #   @@ repeat=K exit=CODE t_start_ns=NS t_end_ns=NS    (NA where `date +%s%N` is unsupported)
 #   @@ repeat=K thermal_after status=S temp_mC=T
 #   @@ done
-# Exit status: 0 when the script ran (per-repeat exit codes are in the log), 3 when the runner is
-# missing or not executable, 4 for bad arguments.
+# While a repeat runs, OUTDIR/harness.pid and OUTDIR/runner.pid hold the script's and the runner's process
+# ids (bench kills them when it stops early). Exit status: 0 when the script ran (per-repeat exit codes are in
+# the log), 3 when the runner is missing or not executable ("@@ error runner-missing|runner-not-executable
+# PATH" on stdout), 4 for bad arguments.
 
 RUNNER=""
 OUTDIR=""
@@ -44,10 +50,14 @@ COOLDOWN=5
 MIN_SECS=0
 MAX_SECS=150
 THREADS=4
-EXTRA=""
+EXTRA=""        # the --arg flags, each single-quoted for `eval set --` (POSIX sh has no arrays but "$@")
+HEARTBEAT=""
 THERMAL_DIR="${THERMAL_DIR:-/sys/class/thermal}"
 
 die() { echo "@@ error $2" >&2; echo "@@ error $2"; exit "$1"; }
+# 'text' with every ' written as '\'' : one shell word that `eval` gives back unchanged
+quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+beat() { if [ -n "$HEARTBEAT" ]; then date +%s > "$HEARTBEAT" 2>/dev/null; fi; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,7 +73,8 @@ while [ $# -gt 0 ]; do
     --min-secs) MIN_SECS="$2"; shift 2 ;;
     --max-secs) MAX_SECS="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
-    --arg) EXTRA="$EXTRA $2"; shift 2 ;;
+    --arg) EXTRA="$EXTRA $(quote "$2")"; shift 2 ;;
+    --heartbeat) HEARTBEAT="$2"; shift 2 ;;
     --) shift; break ;;
     -*) die 4 "unknown option $1" ;;
     *) break ;;
@@ -97,6 +108,27 @@ thermal() {
 }
 
 SHA=$(sha256sum "$RUNNER" 2>/dev/null | cut -d' ' -f1)
+echo $$ > "$OUTDIR/harness.pid"
+
+# Runs one benchmark_model invocation of model $1 with the runner's output in $OUTDIR/.run.txt; its
+# positional parameters are the command line, one word per argument (the array POSIX sh offers).
+run_runner() {
+  model=$1
+  eval "set -- $EXTRA"
+  if [ "$USE_GPU" = true ]; then
+    set -- --use_gpu=true "--gpu_backend=$BACKEND" "--gpu_precision_loss_allowed=$LOSS" \
+      "--num_threads=$THREADS" "--warmup_runs=$WARMUP" "--num_runs=$RUNS" "--min_secs=$MIN_SECS" \
+      "--max_secs=$MAX_SECS" --report_peak_memory_footprint=true "$@"
+  else
+    set -- --use_gpu=false "--num_threads=$THREADS" "--warmup_runs=$WARMUP" "--num_runs=$RUNS" \
+      "--min_secs=$MIN_SECS" "--max_secs=$MAX_SECS" --report_peak_memory_footprint=true "$@"
+  fi
+  set -- "$RUNNER" "--graph=$model" "$@"
+  echo "@@ cmd=$*" | tee -a "$LOG"
+  "$@" > "$OUTDIR/.run.txt" 2>&1 &
+  echo $! > "$OUTDIR/runner.pid"
+  wait $!
+}
 
 for MODEL in "$@"; do
   NAME=$(basename "$MODEL" .tflite)
@@ -107,24 +139,19 @@ for MODEL in "$@"; do
     echo "@@ error model-missing $MODEL" | tee -a "$LOG"
     continue
   fi
-  if [ "$USE_GPU" = true ]; then
-    GPUFLAGS="--use_gpu=true --gpu_backend=$BACKEND --gpu_precision_loss_allowed=$LOSS"
-  else
-    GPUFLAGS="--use_gpu=false"
-  fi
   K=1
   while [ "$K" -le "$REPEATS" ]; do
+    beat
     echo "@@ repeat=$K thermal_before $(thermal)" | tee -a "$LOG"
-    CMD="$RUNNER --graph=$MODEL $GPUFLAGS --num_threads=$THREADS --warmup_runs=$WARMUP --num_runs=$RUNS --min_secs=$MIN_SECS --max_secs=$MAX_SECS --report_peak_memory_footprint=true$EXTRA"
-    echo "@@ cmd=$CMD" | tee -a "$LOG"
     T0=$(date +%s%N 2>/dev/null)
-    # shellcheck disable=SC2086
-    $CMD > "$OUTDIR/.run.txt" 2>&1
+    run_runner "$MODEL"
     RC=$?
     T1=$(date +%s%N 2>/dev/null)
+    rm -f "$OUTDIR/runner.pid"
     cat "$OUTDIR/.run.txt" | tee -a "$LOG"
     echo "@@ repeat=$K exit=$RC t_start_ns=${T0:-NA} t_end_ns=${T1:-NA}" | tee -a "$LOG"
     echo "@@ repeat=$K thermal_after $(thermal)" | tee -a "$LOG"
+    beat
     if [ "$K" -lt "$REPEATS" ] && [ "$COOLDOWN" != 0 ]; then
       sleep "$COOLDOWN"
     fi
@@ -133,4 +160,5 @@ for MODEL in "$@"; do
   rm -f "$OUTDIR/.run.txt"
   echo "@@ done" | tee -a "$LOG"
 done
+rm -f "$OUTDIR/harness.pid"
 exit 0

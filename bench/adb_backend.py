@@ -1,14 +1,15 @@
 """Drive a phone (or the virtual device) over adb with adbutils through the adb server.
 
-Flow of :meth:`AdbBackend.run`: remove stale ``/data/local/tmp/coronetgan-bench-*`` folders, create a per-run
-folder, push the runner (TFLite ``benchmark_model``), ``android_harness/run_models.sh`` and the models, check
-the runner's sha256 on the device, run the harness once per model, pull its log after each model (so a
-lost device keeps what was measured), and delete the folder.
+Flow: :meth:`AdbBackend.acquire` takes the device lock (:mod:`bench.device_lock`; a live run elsewhere makes
+this one wait or refuse) and removes folders of runs that can no longer be live; :meth:`AdbBackend.run`
+creates a per-run folder, pushes the runner (TFLite ``benchmark_model``) and ``android_harness/run_models.sh``,
+checks the runner's sha256 there, then for each model checks the file against its sha256, pushes it, checks
+the copy, runs the harness, pulls its log (so a lost device keeps what was measured) and deletes the copy;
+:meth:`AdbBackend.close` stops the harness if it still runs, deletes the folder and releases the lock.
 """
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 import shlex
@@ -16,19 +17,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import profiles as prof
+from bench.device_lock import REMOTE_ROOT, RUN_PREFIX, DeviceLock
+from bench.devices import parse_gles, soc_of
 from bench.models import ModelSpec
 from bench.results import BenchError, BenchSettings, DeviceLost, ModelResult, RunnerError, parse_harness_log
-from compress.errors import InputError
 from compress.io import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "android_harness" / "run_models.sh"
-REMOTE_ROOT = "/data/local/tmp"
-RUN_PREFIX = "coronetgan-bench-"
-RUNNER_ENV = "CORONETGAN_BENCHMARK_MODEL"
+MIN_STALE_S = 600  # a lock without heartbeat this long (and no live runner) is stale
 
 
 def _adb_errors() -> tuple[type[BaseException], ...]:
@@ -37,111 +36,17 @@ def _adb_errors() -> tuple[type[BaseException], ...]:
     return (adbutils.AdbError, adbutils.AdbTimeout, OSError, ConnectionError, EOFError)
 
 
-def parse_getprop(text: str) -> dict[str, str]:
-    """``[key]: [value]`` lines of ``getprop`` → dict."""
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\[([^\]]+)\]: \[(.*)\]\s*$", text, re.MULTILINE)}
-
-
-def parse_gles(text: str) -> dict[str, str]:
-    """``GLES: vendor, renderer, version/driver`` from ``dumpsys SurfaceFlinger`` → dict (empty if absent)."""
-    m = re.search(r"^GLES:\s*([^,]+),\s*([^,]+),\s*(.+)$", text, re.MULTILINE)
-    if not m:
-        return {}
-    return {"gpu_vendor": m.group(1).strip(), "gpu_renderer": m.group(2).strip(), "gpu_driver": m.group(3).strip()}
-
-
-def device_props(device) -> dict[str, str]:
-    """All getprop values of an adbutils device."""
-    return parse_getprop(device.shell("getprop", timeout=30))
-
-
-def select_device(adb_client, profile: str | None, serial: str | None = None):
-    """The attached device to use: ``serial`` if given, else the one whose getprop matches ``profile``.
-
-    Returns ``(adbutils device, props, profile name or None)``. Raises :class:`InputError` when the serial is
-    not attached (or not ready), when it is another SoC than ``profile``, or when no device or several
-    devices match ``profile`` (the message lists what is attached).
-    """
-    attached = [(d.serial, d.state) for d in adb_client.list()]
-    ready = [s for s, st in attached if st == "device"]
-    listing = ", ".join(f"{s} ({st})" for s, st in attached) or "none"
-    if serial:
-        if serial not in ready:
-            raise InputError(f"--serial {serial}: no such device in state 'device' (attached: {listing})")
-        dev = adb_client.device(serial)
-        props = device_props(dev)
-        if profile:
-            p = prof.get_profile(profile)
-            if not prof.matches(p, props, prof.load_profiles()["match_order"]):
-                raise InputError(f"--serial {serial} is {_soc(props)}, not --device {profile} ({p.get('soc')})")
-        return dev, props, profile or prof.identify(props)
-    if not profile:
-        raise InputError("--device: give a device profile (or host), or --serial")
-    p = prof.get_profile(profile)
-    order = prof.load_profiles()["match_order"]
-    found, seen = [], []
-    for s in ready:
-        dev = adb_client.device(s)
-        try:
-            props = device_props(dev)
-        except _adb_errors() as e:
-            seen.append(f"{s} (unreadable: {e})")
-            continue
-        seen.append(f"{s} ({_soc(props)})")
-        if prof.matches(p, props, order):
-            found.append((dev, props))
-    if not found:
-        raise InputError(f"--device {profile}: no attached device is a {p.get('soc')} ({p.get('name')}); "
-                         f"attached: {', '.join(seen) or 'none'}")
-    if len(found) > 1:
-        raise InputError(f"--device {profile}: {len(found)} attached devices match "
-                         f"({', '.join(d.serial for d, _ in found)}); pick one with --serial")
-    return found[0][0], found[0][1], profile
-
-
-def _soc(props: dict[str, str]) -> str:
-    return (props.get("ro.soc.model") or props.get("ro.board.platform") or props.get("ro.hardware")
-            or "unknown SoC")
-
-
-def resolve_runner(runner: str | None, props: dict[str, str], workdir: str | os.PathLike | None = None) -> Path:
-    """The local runner file: ``--runner``, else ``$CORONETGAN_BENCHMARK_MODEL``, else (virtual device only)
-    a freshly written virtual benchmark_model (in ``workdir/.virtual_runner``).
-
-    Raises :class:`InputError` when none is given for a real phone, the file is missing, or it is an ELF
-    binary for another CPU than the phone's arm64.
-    """
-    path = runner or os.environ.get(RUNNER_ENV)
-    if not path:
-        if props.get("ro.coronetgan.virtual") == "1":
-            import tempfile
-
-            from bench.virtual_device.benchmark_model import write_runner
-
-            folder = Path(workdir) / ".virtual_runner" if workdir else Path(tempfile.mkdtemp(prefix="coronetgan-vrunner-"))
-            return write_runner(folder / "benchmark_model")
-        raise InputError(f"no runner: pass --runner PATH or set {RUNNER_ENV} to TFLite's benchmark_model for "
-                         "Android arm64 (see android_harness/README.md)")
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"runner {p} (from {'--runner' if runner else RUNNER_ENV}) not found")
-    head = p.read_bytes()[:20]
-    abi = props.get("ro.product.cpu.abi", "")
-    if head[:4] == b"\x7fELF" and abi.startswith("arm64"):
-        machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
-        if machine != 183:  # EM_AARCH64
-            raise InputError(f"runner {p} is an ELF binary for machine {machine}, not aarch64; the phone is {abi}")
-    return p
-
-
 class AdbBackend:
-    """Runs the protocol on one adb device. ``device`` is an adbutils device, ``props`` its getprop values."""
+    """Runs the protocol on one adb device. ``device`` is an adbutils device, ``props`` its getprop values,
+    ``runner_kind`` what :func:`bench.runner_file.resolve_runner` said of the runner."""
 
-    def __init__(self, adb_client, device, props: dict[str, str], runner: Path, profile: str | None):
+    def __init__(self, adb_client, device, props: dict[str, str], runner: Path, profile: str | None,
+                 runner_kind: str = "android"):
         self.client, self.device, self.props = adb_client, device, props
-        self.runner, self.profile = Path(runner), profile
+        self.runner, self.profile, self.runner_kind = Path(runner), profile, runner_kind
         self.virtual = props.get("ro.coronetgan.virtual") == "1"
         self.run_dir = f"{REMOTE_ROOT}/{RUN_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        self.lock: DeviceLock | None = None
         self.cleaned: bool | None = None
         self.timings: dict[str, float] = {}
 
@@ -154,10 +59,11 @@ class AdbBackend:
             gles = parse_gles(self._sh("dumpsys SurfaceFlinger | grep -m 1 '^GLES:'", check=False)[1])
         except BenchError:
             pass
-        soc = " ".join(x for x in (p.get("ro.soc.manufacturer"), p.get("ro.soc.model")) if x) or _soc(p)
+        soc = " ".join(x for x in (p.get("ro.soc.manufacturer"), p.get("ro.soc.model")) if x) or soc_of(p)
         return {
             "kind": "virtual" if self.virtual else "phone",
             "serial": self.device.serial,
+            "serialno": p.get("ro.serialno"),
             "profile": self.profile,
             "manufacturer": p.get("ro.product.manufacturer"),
             "model": p.get("ro.product.model"),
@@ -205,61 +111,94 @@ class AdbBackend:
         except _adb_errors() as e:
             raise self._lost(e, f"push of {Path(local).name}") from None
 
+    def _device_sha256(self, remote: str) -> str | None:
+        rc, out = self._sh(f"sha256sum {shlex.quote(remote)}", check=False)
+        word = out.split()[0] if rc == 0 and out.split() else ""
+        return word if re.fullmatch(r"[0-9a-f]{64}", word) else None
+
     # -- the run ---------------------------------------------------------------------------------
+    def acquire(self, cfg: BenchSettings, wait_s: float = 0.0) -> None:
+        """Take the device lock (waiting up to ``wait_s`` s for another live run) and remove the folders of
+        runs that cannot be live any more. Raises :class:`bench.results.DeviceBusy` or :class:`BenchError`."""
+        stale_after = max(MIN_STALE_S, 2 * cfg.max_secs + 300)  # one runner call: warm-up + timed blocks
+        self.lock = DeviceLock(lambda c: self._sh(c, check=False), self.run_dir, self.device.serial, stale_after)
+        self.lock.acquire(wait_s)
+
     def run(self, models: list[ModelSpec], cfg: BenchSettings, logs_dir: Path,
             on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
-        """Time every model; returns one :class:`ModelResult` per model in order.
+        """Time every model (after :meth:`acquire`); returns one :class:`ModelResult` per model in order.
 
-        ``on_result`` is called after each model (bench writes partial tables there). Raises
-        :class:`DeviceLost` when the device disconnects (results so far were passed to ``on_result``),
-        :class:`RunnerError` when the runner is missing or not executable on the device, and
-        :class:`BenchError` for other device failures. The run folder is deleted whenever the device is
-        still reachable.
+        ``on_result`` is called after each model (bench writes partial tables there). A model file whose
+        sha256 no longer matches (it changed since bench read it) or whose pushed copy differs is a failed row,
+        not timed. Raises :class:`DeviceLost` when the device disconnects (results so far were passed to
+        ``on_result``), :class:`RunnerError` when the runner is missing or not executable on the device, and
+        :class:`BenchError` for other device failures. :meth:`close` runs at the end, also after errors.
         """
         results: list[ModelResult] = []
         t0 = time.perf_counter()
         runner_sha = sha256_file(self.runner)
         try:
-            self._sh(f"rm -rf {REMOTE_ROOT}/{RUN_PREFIX}*; mkdir -p {self.run_dir}/out")
+            self._sh(f"mkdir -p {shlex.quote(self.run_dir + '/out')}")
             remote_runner = f"{self.run_dir}/benchmark_model"
-            remote_harness = f"{self.run_dir}/run_models.sh"
             self._push(self.runner, remote_runner, 0o755)
-            self._push(HARNESS, remote_harness, 0o644)
-            remote_models = []
-            for i, s in enumerate(models):
-                name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"m{i:02d}_{s.label}_{s.dtype}") + ".tflite"
-                self._push(s.path, f"{self.run_dir}/{name}", 0o644)
-                remote_models.append(f"{self.run_dir}/{name}")
-            self._sh(f"chmod 755 {remote_runner}", check=False)
-            rc, out = self._sh(f"sha256sum {remote_runner}", check=False)
-            if rc == 0 and out.split() and re.fullmatch(r"[0-9a-f]{64}", out.split()[0]):
-                if out.split()[0] != runner_sha:
-                    raise BenchError(f"runner on the device has sha256 {out.split()[0]}, pushed {runner_sha}")
+            self._push(HARNESS, f"{self.run_dir}/run_models.sh", 0o644)
+            self._sh(f"chmod 755 {shlex.quote(remote_runner)}", check=False)
+            on_device = self._device_sha256(remote_runner)
+            if on_device is not None and on_device != runner_sha:
+                raise BenchError(f"runner on the device has sha256 {on_device}, pushed {runner_sha}")
             self.timings["setup_s"] = time.perf_counter() - t0
             self.timings["runner_s"] = 0.0
-            for spec, remote in zip(models, remote_models):
-                results.append(self._run_one(spec, remote, remote_runner, cfg, logs_dir))
+            for i, spec in enumerate(models):
+                self.lock.beat()
+                results.append(self._model(i, spec, remote_runner, cfg, logs_dir))
                 if on_result:
                     on_result(results[-1])
         finally:
-            t1 = time.perf_counter()
-            self.cleaned = False
-            if self.alive(checks=1):
-                try:
-                    self.device.shell2(f"rm -rf {self.run_dir}", timeout=60, v2=True)
-                    self.cleaned = True
-                except _adb_errors():
-                    pass
-            self.timings["cleanup_s"] = time.perf_counter() - t1
+            self.close()
             self.timings["total_s"] = time.perf_counter() - t0
         return results
+
+    def _model(self, i: int, spec: ModelSpec, remote_runner: str, cfg: BenchSettings, logs_dir: Path) -> ModelResult:
+        """Check, push, time and remove one model."""
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"m{i:02d}_{spec.label}_{spec.dtype}") + ".tflite"
+        remote = f"{self.run_dir}/{name}"
+        now = sha256_file(spec.path)
+        if now != spec.sha256:
+            return ModelResult(spec=spec, problem="file-changed",
+                               error=f"{spec.path} changed during the run (sha256 {now[:12]}…, read as "
+                                     f"{spec.sha256[:12]}…); not timed")
+        self._push(spec.path, remote, 0o644)
+        copy = self._device_sha256(remote)
+        if copy is not None and copy != spec.sha256:
+            return ModelResult(spec=spec, problem="push-failed",
+                               error=f"the copy of {spec.path.name} on the device has sha256 {copy[:12]}…, the "
+                                     f"file {spec.sha256[:12]}…; not timed")
+        try:
+            return self._run_one(spec, remote, remote_runner, cfg, logs_dir)
+        finally:
+            if self.alive(checks=1):
+                self._sh(f"rm -f {shlex.quote(remote)}", check=False)
+
+    def _harness_failure(self, output: str) -> BenchError:
+        """The run-level error for run_models.sh's exit 3 (runner unusable) or 4 (arguments refused)."""
+        m = re.search(r"^@@ error (\S+) ?(.*)$", output, re.MULTILINE)
+        code, detail = (m.group(1), m.group(2)) if m else ("", output.strip()[-300:])
+        remote = f"{self.run_dir}/benchmark_model"
+        if code == "runner-missing":
+            return RunnerError(f"the runner is missing on the device: {remote} is not there after the push of "
+                               f"{self.runner}")
+        if code == "runner-not-executable":
+            return RunnerError(f"the runner cannot be executed on the device: {remote} has no exec permission "
+                               f"after chmod 755 (is {REMOTE_ROOT} mounted noexec?); pushed from {self.runner}")
+        return BenchError(f"android_harness/run_models.sh refused its arguments: {detail or 'no message'}")
 
     def _run_one(self, spec: ModelSpec, remote_model: str, remote_runner: str, cfg: BenchSettings,
                  logs_dir: Path) -> ModelResult:
         args = ["sh", f"{self.run_dir}/run_models.sh", "--runner", remote_runner, "--outdir", f"{self.run_dir}/out",
                 "--precision", spec.dtype, "--backend", cfg.gpu_backend, "--warmup", str(cfg.warmup),
                 "--runs", str(cfg.runs), "--repeats", str(cfg.repeats), "--cooldown", f"{cfg.cooldown_s:g}",
-                "--min-secs", f"{cfg.min_secs:g}", "--max-secs", f"{cfg.max_secs:g}", "--threads", str(cfg.threads)]
+                "--min-secs", f"{cfg.min_secs:g}", "--max-secs", f"{cfg.max_secs:g}", "--threads", str(cfg.threads),
+                "--heartbeat", self.lock.heartbeat_file]
         if not cfg.use_gpu:
             args.append("--no-gpu")
         for a in cfg.runner_args:
@@ -276,11 +215,12 @@ class AdbBackend:
             return ModelResult(spec=spec, error=f"adb: {err}")
         finally:
             self.timings["runner_s"] = self.timings.get("runner_s", 0.0) + time.perf_counter() - t
-        if r.returncode == 3:
-            raise RunnerError(f"{r.output.strip().splitlines()[-1] if r.output.strip() else 'runner unusable'} "
-                              f"(runner {self.runner})")
+        if r.returncode in (3, 4):
+            raise self._harness_failure(r.output)
         if r.returncode != 0:
-            return ModelResult(spec=spec, error=f"harness exited {r.returncode}: {r.output.strip()[-300:]}")
+            lines = r.output.strip().splitlines()
+            return ModelResult(spec=spec, error=f"run_models.sh exited {r.returncode}: "
+                                                f"{lines[-1] if lines else 'no output'}")
         name = Path(remote_model).stem
         text = None
         try:
@@ -296,3 +236,23 @@ class AdbBackend:
         res = parse_harness_log(text, spec)
         res.log_file = str(local)
         return res
+
+    def close(self) -> None:
+        """Stop a harness still running, delete the run folder and release the lock (when the device is still
+        reachable; a lost device's folder is removed by the next run). Safe to call twice."""
+        if self.cleaned or self.lock is None:
+            return
+        t1 = time.perf_counter()
+        self.cleaned = False
+        if self.alive(checks=1):
+            q = shlex.quote(self.run_dir)
+            try:
+                self.device.shell2(f"for f in {q}/out/*.pid; do [ -f \"$f\" ] && kill \"$(cat \"$f\")\" 2>/dev/null; "
+                                   f"done; rm -rf {q}", timeout=60, v2=True)
+                self.lock.release()
+                self.cleaned = True
+            except (BenchError, *_adb_errors()):
+                pass
+        if not self.cleaned:
+            self.lock.abandon()
+        self.timings["cleanup_s"] = time.perf_counter() - t1

@@ -45,14 +45,20 @@ def adb_connect(serial: str, adb_port: int = 5037, timeout: float = 20.0, adb_cl
     """``adb connect serial`` and wait until the server reports it in state ``device``.
 
     ``adb connect`` returns before the handshake, so this polls. Returns the client. Raises
-    :class:`BenchError` when the device is not ready within ``timeout`` s.
+    :class:`BenchError` when the device is not ready within ``timeout`` s (naming its state and what to do).
     """
+    from bench.devices import state_advice
+
     c = adb_client or client(port=adb_port)
     c.connect(serial, timeout=timeout)
     deadline = time.monotonic() + timeout
+    state = None
     while time.monotonic() < deadline:
         for d in c.list():
-            if d.serial == serial and d.state == "device":
-                return c
+            if d.serial == serial:
+                state = d.state
+                if state == "device":
+                    return c
         time.sleep(0.05)
-    raise BenchError(f"adb connect {serial}: the device did not reach state 'device' in {timeout:g} s")
+    where = f"it is {state_advice(serial, state)}" if state else "the adb server does not list it"
+    raise BenchError(f"adb connect {serial}: the device did not reach state 'device' in {timeout:g} s; {where}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -58,6 +59,12 @@ class HostBackend:
         """See :func:`host_facts`."""
         return host_facts()
 
+    def acquire(self, cfg: BenchSettings, wait_s: float = 0.0) -> None:
+        """Nothing to lock: host runs share no device (the adb backend's counterpart)."""
+
+    def close(self) -> None:
+        """Nothing to clean up (the adb backend's counterpart)."""
+
     def run(self, models: list[ModelSpec], cfg: BenchSettings, logs_dir: Path,
             on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
         """Time every model on the CPU; returns one :class:`ModelResult` per model (``on_result`` after each)."""
@@ -89,15 +96,15 @@ class HostBackend:
                 wall = time.perf_counter() - t
                 self.timings["runner_s"] += wall
                 after = host_thermal()
-                out, problem, detail = classify(buf.getvalue(), rc)
-                res.repeats.append(RepeatResult(k, rc, before, after, out, problem, detail, wall))
+                out, problem, detail, cause = classify(buf.getvalue(), rc)
+                res.repeats.append(RepeatResult(k, rc, before, after, out, problem, detail, wall, cause))
                 log_text += [f"@@ repeat={k} thermal_before status=NA temp_mC={before.temp_mc or 'NA'}",
                              buf.getvalue().rstrip(), f"@@ repeat={k} exit={rc}",
                              f"@@ repeat={k} thermal_after status=NA temp_mC={after.temp_mc or 'NA'}"]
                 if k < cfg.repeats and cfg.cooldown_s > 0:
                     time.sleep(cfg.cooldown_s)
             log_text.append("@@ done")
-            local = logs_dir / f"host_{spec.label}_{spec.dtype}.log"
+            local = logs_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", f"host_{spec.label}_{spec.dtype}") + ".log")
             atomic_write_text(local, "\n".join(log_text) + "\n")
             res.log_file = str(local)
             results.append(res)

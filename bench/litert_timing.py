@@ -87,9 +87,14 @@ def format_stats(st: dict[str, float], newer: bool = True) -> str:
     return line
 
 
-def op_names(interp) -> list[str]:
-    """Builtin op names of the graph in execution order (e.g. ``CONV_2D``); empty if LiteRT hides them."""
+def op_names(path: str | os.PathLike) -> list[str]:
+    """Builtin op names of the graph in ``path`` in execution order (e.g. ``CONV_2D``); empty if LiteRT hides
+    them. Read without LiteRT's default delegate (XNNPACK), which would replace nodes by ``DELEGATE`` ones."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
     try:
+        interp = Interpreter(model_path=str(path),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         return [str(op.get("op_name", "?")) for op in interp._get_ops_details()]  # noqa: SLF001
     except Exception:  # pragma: no cover - private API may vanish
         return []

@@ -7,135 +7,208 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import tables
-from bench.models import parse_model_args
+from bench.host_check import check_models
+from bench.models import ModelSpec, parse_model_args
 from bench.profiles import HOST, check_device
-from bench.results import BenchError, BenchSettings, ModelResult
+from bench.results import BenchError, BenchSettings, Interrupted, ModelResult
+from bench.report import RunReport
+from bench.resume import device_identity, load_previous, reusable
+from bench.rows import summarise
 from compress.io import sha256_file
 
 log = logging.getLogger("bench")
 
 
+def _open_backend(device: str, serial: str | None, virtual: bool, runner: str | None, runner_kind: str,
+                  adb_host: str, adb_port: int | None, connect: str | None, out_dir: Path):
+    """``(backend, device label, figures, runner info, virtual session or None)`` for ``device``.
+
+    Raises :class:`compress.errors.InputError` for a bad device, serial or runner and :class:`BenchError` when
+    the adb server or the device cannot be reached.
+    """
+    if device == HOST:
+        from bench.host_backend import HostBackend
+
+        return HostBackend(), "host CPU (LiteRT)", "host", None, None
+    from bench import adb_server
+    from bench.adb_backend import AdbBackend
+    from bench.devices import select_device
+    from bench.runner_file import resolve_runner
+
+    vdev = None
+    try:
+        if virtual:
+            # a private adb server on a free port (never the user's server on 5037) and a virtual device
+            from bench.virtual_session import VirtualSession
+
+            vdev = VirtualSession(device).start()
+            c = vdev.server.client()
+            serial = serial or vdev.serial
+            log.info("virtual device %s started on %s (private adb server on port %d)", device, vdev.serial,
+                     vdev.port)
+        else:
+            port = adb_port if adb_port is not None else int(os.environ.get("ANDROID_ADB_SERVER_PORT", 5037))
+            c = adb_server.client(adb_host, port)
+            if connect:
+                adb_server.adb_connect(connect, adb_client=c)
+        dev, props, prof_name = select_device(c, device, serial)
+        runner_path, kind = resolve_runner(runner, props, out_dir, runner_kind)
+        backend = AdbBackend(c, dev, props, runner_path, prof_name, kind)
+    except BaseException:
+        if vdev is not None:
+            vdev.stop()
+        raise
+    # --runner-kind host wins: whatever device ran it, the runner says the figures are the host's
+    figures = "host" if kind == "host" else ("virtual" if backend.virtual else "phone")
+    label = (f"{prof_name} ({props.get('ro.product.model', dev.serial)})" + (" VIRTUAL" if backend.virtual else "")
+             + (" HOST RUNNER" if kind == "host" else ""))
+    runner_info = {"path": str(runner_path), "name": runner_path.name, "sha256": sha256_file(runner_path),
+                   "size_bytes": runner_path.stat().st_size, "virtual": backend.virtual, "kind": kind}
+    return backend, label, figures, runner_info, vdev
+
+
+def _host_checked(specs: list[ModelSpec], device_label: str, figures: str) -> tuple[list[ModelSpec], dict]:
+    """Load every model on the host (:mod:`bench.host_check`); returns the loadable ones and the failed rows
+    (``{key: (row, result)}``, flagged ``load-failed``: a crash while loading is a row, not a crash of bench)."""
+    checks = check_models([str(s.path) for s in specs])
+    ok, failed = [], {}
+    for s in specs:
+        c = checks[str(s.path)]
+        s.ops = c.ops
+        if c.ok is False:
+            res = ModelResult(spec=s, problem="load-failed",
+                              error=f"{s.path.name} does not load on the host (LiteRT): {c.error}; not timed")
+            failed[s.key] = (summarise(res, device_label, figures), res.to_dict())
+        else:
+            ok.append(s)
+    return ok, failed
+
+
 def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out: str | os.PathLike,
                  device: str = HOST, serial: str | None = None, virtual: bool = False, runner: str | None = None,
-                 adb_host: str = "127.0.0.1", adb_port: int | None = None, connect: str | None = None,
-                 macs: dict[str, int] | None = None, reference: str | None = None,
-                 argv: Sequence[str] | None = None, **settings: Any) -> dict[str, Any]:
+                 runner_kind: str = "android", adb_host: str = "127.0.0.1", adb_port: int | None = None,
+                 connect: str | None = None, macs: dict[str, int] | None = None, reference: str | None = None,
+                 wait_busy_s: float = 0.0, resume: bool = True, argv: Sequence[str] | None = None,
+                 **settings: Any) -> dict[str, Any]:
     """Time ``models`` on ``device`` and write ``out/latency.{md,csv,json,png}``, ``out/logs/``, ``out/log.txt``.
 
-    ``models``: one or several export manifests (``manifest.json`` or its folder), ``label:dtype=path.tflite``,
-    ``label=path.tflite`` or ``.tflite`` paths (:func:`bench.models.parse_model_args`). ``device``: a profile of
-    ``bench/profiles.json`` (the attached phone whose getprop matches; ``serial`` picks one, ``connect``
-    ``HOST:PORT`` runs ``adb connect`` first, ``virtual`` starts a virtual device with a private adb server) or
-    ``host`` (LiteRT on this machine's CPU). ``adb_port`` defaults to ``$ANDROID_ADB_SERVER_PORT``, else 5037.
-    ``runner``: benchmark_model for Android arm64 (default ``$CORONETGAN_BENCHMARK_MODEL``). ``macs`` maps
-    labels to MAC counts; ``reference`` is the label the speedup column compares with. ``settings`` are the
-    fields of :class:`bench.results.BenchSettings` (``warmup``, ``runs``, ``repeats``, ``cooldown_s``,
-    ``threads``, ...). ``argv`` is the command line recorded in the report (the CLI passes its own).
+    ``models``: one or several export manifests (``manifest.json`` or its folder; each file's sha256 must match
+    its entry), ``label:dtype=path.tflite``, ``label=path.tflite`` or ``.tflite`` paths
+    (:func:`bench.models.parse_model_args`). ``device``: a profile of ``bench/profiles.json`` (key, SoC or name,
+    any case) or a profile file - the attached phone whose getprop matches; ``serial`` picks one, ``connect``
+    ``HOST:PORT`` runs ``adb connect`` first, ``virtual`` starts a virtual device with a private adb server -
+    or ``host`` (LiteRT on this machine's CPU). ``adb_port`` defaults to ``$ANDROID_ADB_SERVER_PORT``, else 5037.
+    ``runner``: benchmark_model for Android arm64 (default ``$CORONETGAN_BENCHMARK_MODEL``); ``runner_kind``
+    ``host`` accepts any runner and marks every figure as a host figure. ``wait_busy_s``: how long to wait
+    for another bench run holding the device. ``resume``: reuse the rows an interrupted earlier run of the
+    same settings measured in ``out`` (:mod:`bench.resume`). ``macs`` maps labels to MAC counts;
+    ``reference`` is the label the speedup column compares with. ``settings`` are the fields of
+    :class:`bench.results.BenchSettings` (``warmup``, ``runs``, ``repeats``, ``cooldown_s``, ``threads``, ...).
+    ``argv`` is the command line recorded in the report (the CLI passes its own).
 
-    Returns the report written to ``latency.json``: ``rows`` (one per model × dtype; ``median_ms``, ``p90_ms``,
-    ``mean_ms``, ``std_ms``, ``min_ms``, ``init_ms`` in ms, ``speedup`` ×, ``flags``, ``status`` ok/failed),
-    ``results`` (per-repeat parsed output, times in µs as printed), ``device``, ``runner``, ``config``,
-    ``timings`` (s), ``aborted`` (why the run stopped early, else ``None``) and ``complete``. A run that stops
-    early (device lost, runner unusable) is not raised: ``aborted`` says why and the tables hold the rows
-    measured before.
+    Every model is first loaded on the host in a child process: one that does not load is a failed row
+    (``load-failed``), not timed. Returns the report written to ``latency.json``: ``rows`` (one per model ×
+    dtype, fields in :mod:`bench.rows`), ``results`` (per-repeat parsed output, times in µs as printed),
+    ``device``, ``figures`` (phone, virtual or host), ``runner``, ``config``, ``timings`` (s), ``aborted`` (why
+    the run stopped early, else ``None``), ``interrupted``, ``reused`` and ``complete``. A run that stops early
+    (device lost, runner unusable) is not raised: ``aborted`` says why, the tables hold the rows measured
+    before and list the others as ``not-run``.
 
     Raises :class:`compress.errors.InputError` for a bad model, device, serial, runner or setting (nothing is
-    written for an unknown device or setting), and :class:`bench.results.BenchError` when the device cannot be
-    reached before measuring.
+    written for an unknown device or setting), :class:`bench.results.BenchError` when the device cannot be
+    reached or is busy before measuring, and :class:`bench.results.Interrupted` / ``KeyboardInterrupt`` on
+    SIGTERM/SIGINT after writing the tables (rows measured so far, the others ``not-run``).
     """
     t_start = time.perf_counter()
-    check_device(device)
+    device = check_device(device)
     cfg = BenchSettings.from_options(settings)
     if isinstance(models, (str, os.PathLike)):
         models = [models]
     specs = parse_model_args([str(m) for m in models], macs)
     out_dir = Path(out)
-    logs_dir = out_dir / "logs"
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(out_dir / "log.txt")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(fh)
-
-    vdev = None
+    backend, device_label, figures, runner_info, vdev = _open_backend(
+        device, serial, virtual, runner, runner_kind, adb_host, adb_port, connect, out_dir)
+    fh, level = None, None
     try:
-        if device == HOST:
-            from bench.host_backend import HostBackend
-
-            backend: Any = HostBackend()
-            device_label, is_virtual, host = "host CPU (LiteRT)", False, True
-            runner_info = None
-        else:
-            from bench import adb_backend as ab
-            from bench import adb_server
-
-            if virtual:
-                # a private adb server on a free port (never the user's server on 5037) and a virtual device
-                from bench.virtual_session import VirtualSession
-
-                vdev = VirtualSession(device).start()
-                c = vdev.server.client()
-                serial = serial or vdev.serial
-                log.info("virtual device %s started on %s (private adb server on port %d)", device, vdev.serial,
-                         vdev.port)
-            else:
-                port = adb_port if adb_port is not None else int(os.environ.get("ANDROID_ADB_SERVER_PORT", 5037))
-                c = adb_server.client(adb_host, port)
-                if connect:
-                    adb_server.adb_connect(connect, adb_client=c)
-            dev, props, prof_name = ab.select_device(c, device, serial)
-            runner_path = ab.resolve_runner(runner, props, out_dir)
-            backend = ab.AdbBackend(c, dev, props, runner_path, prof_name)
-            is_virtual, host = backend.virtual, False
-            device_label = (f"{prof_name} ({props.get('ro.product.model', dev.serial)})"
-                            + (" VIRTUAL" if is_virtual else ""))
-            runner_info = {"path": str(runner_path), "name": runner_path.name, "sha256": sha256_file(runner_path),
-                           "size_bytes": runner_path.stat().st_size, "virtual": is_virtual}
+        backend.acquire(cfg, wait_busy_s)
+        logs_dir = out_dir / "logs"
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(out_dir / "log.txt", mode="w")  # this run's log only
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(fh)
+        if log.getEffectiveLevel() > logging.INFO:  # log.txt gets bench's INFO lines whatever the caller's level
+            level = log.level
+            log.setLevel(logging.INFO)
         facts = backend.facts()
-        report: dict[str, Any] = {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device_label": device_label, "device": facts,
-            "runner": runner_info, "config": cfg.to_dict(), "rows": [], "results": [], "aborted": None,
-            "timings": {}, "reference": None, "argv": list(argv) if argv is not None else None,
-        }
-        done: list[ModelResult] = []
-
-        def write(final: bool = False) -> dict[str, str]:
-            rows = [tables.summarise(r, device_label, is_virtual, host) for r in done]
-            report["reference"] = tables.add_speedups(rows, reference)
-            report["rows"], report["results"] = rows, [r.to_dict() for r in done]
-            t = dict(getattr(backend, "timings", {}))
-            runner_wall = sum(rep.wall_s or 0.0 for r in done for rep in r.repeats)
-            t["runner_wall_s"] = runner_wall
-            t["cooldown_s"] = cfg.cooldown_s * sum(max(0, len(r.repeats) - 1) for r in done)
-            t["bench_total_s"] = time.perf_counter() - t_start
-            t["overhead_s"] = (t["bench_total_s"] - (runner_wall if runner_wall else t.get("runner_s", 0.0))
-                               - t["cooldown_s"])
-            report["timings"], report["device_cleaned"] = t, getattr(backend, "cleaned", None)
-            report["complete"] = final and not report["aborted"]
-            return tables.write_all(report, out_dir, chart=final)
+        log.info("device: %s, serial %s%s", device_label, facts.get("serial"),
+                 f" (virtual device on a private adb server, port {vdev.port})" if vdev is not None else "")
+        log.info("models: %s; tables: %s", ", ".join(str(m) for m in models), out_dir)
+        identity = device_identity(facts, figures)
+        runner_sha = runner_info["sha256"] if runner_info else None
+        previous = load_previous(out_dir) if resume else None
+        kept = reusable(previous, cfg.to_dict(), identity, runner_sha, specs)
+        keep_logs = {Path(res["log_file"]).name for _, res in kept.values() if res.get("log_file")}
+        for f in logs_dir.iterdir():  # an earlier run's logs must not pass for this run's
+            if f.is_file() and f.name not in keep_logs:
+                f.unlink()
+        header = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device_label": device_label, "device": facts,
+                  "figures": figures, "identity": identity, "runner": runner_info, "config": cfg.to_dict(),
+                  "argv": list(argv) if argv is not None else None, "reused": list(kept),
+                  "resumed_from": previous.get("started") if kept else None}
+        runner_version = (facts.get("runtime") if runner_info is None
+                          else f"unknown (runner sha256 {runner_sha[:12]}…)")
+        rep = RunReport(specs, out_dir, cfg, header, reference, runner_version, backend, t_start)
+        rep.entries.update({k: (dict(row, reused=True), res) for k, (row, res) in kept.items()})
+        if kept:
+            rest = [s.key for s in specs if s.key not in kept]
+            log.info("resuming the unfinished run of %s in %s: reusing %d row(s) it measured (%s); measuring %d "
+                     "(%s)", header["resumed_from"], out_dir, len(kept), ", ".join(kept), len(rest),
+                     ", ".join(rest) or "none")
 
         def on_result(res: ModelResult) -> None:
-            done.append(res)
-            write()
+            rep.entries[res.spec.key] = (summarise(res, device_label, figures), res.to_dict())
+            rep.write()
             log.info("%s: %s", res.spec.key, "ok" if any(r.ok for r in res.repeats) else "FAILED")
 
+        stopped: BaseException | None = None
         try:
-            backend.run(specs, cfg, logs_dir, on_result)
+            rep.write()
+            runnable, failed = _host_checked([s for s in specs if s.key not in kept], device_label, figures)
+            rep.entries.update(failed)
+            for key, (row, _) in failed.items():
+                log.warning("%s: %s", key, row["problem"])
+            backend.run(runnable, cfg, logs_dir, on_result)
         except BenchError as e:
-            report["aborted"] = str(e)
+            rep.data["aborted"] = f"{e} (after {rep.done} of {len(specs)} rows)"
             log.error("run aborted: %s", e)
-        paths = write(final=True)
-        for row in report["rows"]:
-            if row["flags"] and set(row["flags"]) - {"virtual", "host"}:
+        except (Interrupted, KeyboardInterrupt) as e:
+            stopped = e
+            name = e.name if isinstance(e, Interrupted) else Interrupted(signal.SIGINT).name
+            rep.data["interrupted"] = name.split()[0]
+            rep.data["aborted"] = f"interrupted by {name} after {rep.done} of {len(specs)} rows"
+        aborted = rep.data["aborted"]
+        paths = rep.write(final=True, why_missing=f"not measured: {aborted}" if aborted else "not measured")
+        for row in rep.data["rows"]:
+            if set(row["flags"]) - {"virtual", "host", "not-run"}:
                 log.warning("%s %s flagged: %s", row["model"], row["dtype"], ", ".join(row["flags"]))
         log.info("wrote %s", ", ".join(paths.values()))
-        return report
+        if stopped is not None:
+            missing = len(specs) - rep.done
+            stopped.summary = (f"{aborted}; the tables in {out_dir} hold them" + (
+                f"; rerun the same command to measure the other {missing}" if missing else ""))
+            raise stopped
+        return rep.data
     finally:
+        backend.close()
         if vdev is not None:
             vdev.stop()   # disconnects, stops the virtual device and the private adb server
-        logging.getLogger().removeHandler(fh)
-        fh.close()
+        if fh is not None:
+            logging.getLogger().removeHandler(fh)
+            fh.close()
+        if level is not None:
+            log.setLevel(level)

@@ -19,7 +19,8 @@ class ModelSpec:
     """One .tflite file to time: ``label`` (e.g. ``pruned``), ``dtype`` (fp32/fp16/int8), ``path``.
 
     ``macs`` is the generator's multiply-accumulate count per image (MACs, ``None`` when unknown);
-    ``size_bytes`` and ``sha256`` describe the file.
+    ``size_bytes`` and ``sha256`` describe the file; ``ops`` maps the graph's op types to node counts once the
+    host load check (:mod:`bench.host_check`) has read it.
     """
 
     label: str
@@ -29,6 +30,7 @@ class ModelSpec:
     size_bytes: int = 0
     sha256: str = ""
     source: str = ""
+    ops: dict[str, int] | None = None
 
     @property
     def key(self) -> str:
@@ -50,7 +52,9 @@ class ModelSpec:
 def guess_dtype(path: Path) -> str:
     """dtype from the file name (``…fp16…``, ``…int8…``/``…_quant…``), else from the model's tensors.
 
-    A model with float16 tensors is fp16, one with int8/uint8 inputs or weights is int8, else fp32.
+    A model with float16 tensors is fp16, one with int8/uint8 tensors is int8, else fp32. The tensors are read
+    by the host load check in a child process (:func:`bench.host_check.check_models`): a corrupt file cannot
+    crash bench here.
     """
     name = path.name.lower()
     for d in DTYPES:
@@ -60,18 +64,13 @@ def guess_dtype(path: Path) -> str:
         return "fp16"
     if "quant" in name or "q8" in name or "uint8" in name:
         return "int8"
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        import numpy as np
+    from bench.host_check import check_models
 
-        details = Interpreter(model_path=str(path)).get_tensor_details()
-        types = {np.dtype(t["dtype"]) for t in details}
-        if np.dtype(np.float16) in types:
-            return "fp16"
-        if np.dtype(np.int8) in types or np.dtype(np.uint8) in types:
-            return "int8"
-    except Exception:
-        pass
+    types = set(check_models([str(path)])[str(path)].tensor_types)
+    if "float16" in types:
+        return "fp16"
+    if types & {"int8", "uint8"}:
+        return "int8"
     return "fp32"
 
 
@@ -80,7 +79,8 @@ def _label_from_stem(stem: str) -> str:
     return label or stem
 
 
-def _spec(label: str, dtype: str | None, path: Path, macs: int | None, source: str) -> ModelSpec:
+def _spec(label: str, dtype: str | None, path: Path, macs: int | None, source: str,
+          expected_sha256: str | None = None) -> ModelSpec:
     if not path.is_file():
         raise InputError(f"{source}: model file {path} not found")
     if path.suffix.lower() != ".tflite":
@@ -94,8 +94,13 @@ def _spec(label: str, dtype: str | None, path: Path, macs: int | None, source: s
         dtype = "int8"
     if dtype not in DTYPES:
         raise InputError(f"{source}: dtype {dtype!r} for {path}; expected one of {', '.join(DTYPES)}")
+    sha = sha256_file(path)
+    if expected_sha256 and sha != str(expected_sha256).lower():
+        raise InputError(f"{source}: {path} has sha256 {sha[:12]}… but the manifest records "
+                         f"{str(expected_sha256)[:12]}… for {label} {dtype}: the file changed after export; "
+                         "re-export the run (or fix the manifest)")
     return ModelSpec(label=label, dtype=dtype, path=path.resolve(), macs=macs, size_bytes=path.stat().st_size,
-                     sha256=sha256_file(path), source=source)
+                     sha256=sha, source=source)
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -113,7 +118,8 @@ def read_manifest(path: Path) -> list[ModelSpec]:
     Accepted: ``{"model": label, "macs": N, "files": [{"path", "dtype", ...}]}``; ``files`` may also be a
     ``{dtype: path}`` object, entries may carry their own ``label``/``model``/``macs``, and a top-level list
     or ``{"models": [...]}`` of such objects is read entry by entry. Relative paths are relative to the
-    manifest's folder. Raises :class:`InputError` for unreadable manifests or ones that list no file.
+    manifest's folder. A file entry's ``sha256`` (as export writes it) must match the file. Raises
+    :class:`InputError` for unreadable manifests, ones that list no file, and files whose sha256 differs.
     """
     try:
         data = json.loads(path.read_text())
@@ -141,7 +147,7 @@ def read_manifest(path: Path) -> list[ModelSpec]:
             if p.suffix.lower() != ".tflite":
                 continue  # manifests may also list .onnx files
             specs.append(_spec(str(f.get("label") or f.get("model") or label), f.get("dtype"), p,
-                               _int_or_none(f.get("macs")) or macs, f"manifest {path}"))
+                               _int_or_none(f.get("macs")) or macs, f"manifest {path}", f.get("sha256")))
     if not specs:
         raise InputError(f"--models {path}: the manifest lists no .tflite file (expected 'files': "
                          "[{'path': ..., 'dtype': 'fp32|fp16|int8'}])")

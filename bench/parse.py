@@ -46,6 +46,9 @@ _APPLIED_PART = re.compile(r"Explicitly applied (\S+) delegate, and the model gr
 _APPLIED_NONE = re.compile(r"Though (\S+) delegate is explicitly applied, the model graph will not be executed")
 _APPLIED_OLD = re.compile(r"^Applied (\S+) delegate\.?$")
 _UNSUPPORTED = re.compile(r"Following operations are not supported by GPU delegate:\s*(.*)$")
+_PRECISION = re.compile(r"Allow (?:lower precision in gpu|fp16)\s*:\s*\[(\d)\]", re.IGNORECASE)
+_VERSION = re.compile(r"\b(?:TF ?Lite|TensorFlow Lite|LiteRT)\b[\w ]*?\bversion\b\s*[:=]?\s*\[?([0-9][\w.+-]*)",
+                      re.IGNORECASE)
 _LOAD_FAIL = re.compile(r"(Failed to (?:mmap|load|read) model|Could not (?:open|build|load)\b|"
                         r"not a valid Flatbuffer|Failed to (?:construct|create) interpreter|"
                         r"Failed to allocate tensors)", re.IGNORECASE)
@@ -118,7 +121,9 @@ class BenchmarkOutput:
     ``blocks`` are the statistics lines in order: the warm-up block (when printed) and then the timed
     block, which is always the last one (:attr:`timed`). ``init_us``, ``first_us``, ``warmup_avg_us`` and
     ``inference_avg_us`` come from the ``Inference timings in us:`` line (µs); ``init_session_ms`` from
-    ``Initialized session in …ms.`` (ms). Memory figures are in MB as printed.
+    ``Initialized session in …ms.`` (ms). Memory figures are in MB as printed. ``gpu_precision_loss`` is what
+    the build says of ``--gpu_precision_loss_allowed`` (``Allow lower precision in gpu: [1]``; ``None`` if not
+    printed); ``version`` the runtime version from a ``… version: X`` line, if the build prints one.
     """
 
     form: str
@@ -134,6 +139,17 @@ class BenchmarkOutput:
     model_size_mb: float | None = None
     delegate: DelegateInfo = dataclasses.field(default_factory=DelegateInfo)
     errors: list[str] = dataclasses.field(default_factory=list)
+    gpu_precision_loss: bool | None = None
+    version: str | None = None
+    mem_overall_is_peak: bool = False
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        """Peak memory in MB: the periodic-monitoring peak (``--report_peak_memory_footprint``), else the older
+        form's ``Peak memory footprint (MB): … overall=`` (the newer form's ``overall`` is a delta, not a peak)."""
+        if self.mem_peak_mb is not None:
+            return self.mem_peak_mb
+        return self.mem_overall_mb if self.mem_overall_is_peak else None
 
     @property
     def timed(self) -> TimingBlock:
@@ -151,6 +167,7 @@ class BenchmarkOutput:
         """Plain, JSON-ready dict."""
         d = dataclasses.asdict(self)
         d["init_ms"] = self.init_ms
+        d["peak_memory_mb"] = self.peak_memory_mb
         return d
 
 
@@ -217,6 +234,7 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
         m = _MEM_NEW.search(body) or _MEM_OLD.search(body)
         if m:
             out.mem_init_mb, out.mem_overall_mb = _f(m.group(1)), _f(m.group(2))
+            out.mem_overall_is_peak = m.re is _MEM_OLD
             continue
         m = _MEM_PEAK.search(body)
         if m:
@@ -228,6 +246,14 @@ def parse_benchmark_output(text: str) -> BenchmarkOutput:
             continue
         if body.lower().startswith("use gpu") and "[1]" in body:
             delegate.requested = True
+        m = _PRECISION.search(body)
+        if m:
+            out.gpu_precision_loss = m.group(1) == "1"
+            continue
+        m = _VERSION.search(body)
+        if m and out.version is None:
+            out.version = m.group(1)
+            continue
         m = _REPLACING.search(body)
         if m:
             delegate.requested = True

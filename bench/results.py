@@ -5,6 +5,7 @@ import dataclasses
 import re
 from typing import Any
 
+from bench.diagnose import diagnose, exit_text
 from bench.models import ModelSpec
 from bench.parse import BenchmarkOutput, UnparseableOutput, is_load_failure, parse_benchmark_output
 from compress.errors import InputError
@@ -25,6 +26,33 @@ class DeviceLost(BenchError):
 
 class RunnerError(BenchError):
     """The runner is missing or not executable on the device."""
+
+
+class DeviceBusy(BenchError):
+    """Another bench run holds the device (its lock is live); nothing was changed on the device."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, like KeyboardInterrupt: no ``except Exception`` stops it).
+
+    ``signum`` is the signal; :attr:`exit_code` is the shell convention 128 + signum (130, 143).
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        """``SIGINT (Ctrl-C)`` or ``SIGTERM``."""
+        import signal
+
+        return "SIGINT (Ctrl-C)" if self.signum == signal.SIGINT else signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number."""
+        return 128 + self.signum
 
 
 @dataclasses.dataclass
@@ -70,7 +98,7 @@ class BenchSettings:
             raise InputError("--cooldown must be ≥ 0 and --timeout > 0 seconds")
         if self.gpu_backend not in GPU_BACKENDS:
             raise InputError(f"--gpu-backend {self.gpu_backend!r}: expected one of {', '.join(GPU_BACKENDS)}")
-        bad = [x for x in self.runner_args if not x.startswith("--") or " " in x]
+        bad = [x for x in self.runner_args if not x.startswith("--") or any(c.isspace() for c in x)]
         if bad:
             raise InputError(f"--runner-arg {bad[0]!r}: expected one benchmark_model flag like --name=value")
         return self
@@ -107,6 +135,7 @@ class RepeatResult:
     problem: str | None = None  # crashed | load-failed | unparseable | runner-error
     detail: str = ""
     wall_s: float | None = None  # the runner process's wall time (s) where the device could tell
+    cause: str | None = None  # missing-library | out-of-memory | delegate-failed (bench.diagnose)
 
     @property
     def ok(self) -> bool:
@@ -116,7 +145,7 @@ class RepeatResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (times in µs as printed, plus ``*_ms`` fields)."""
         d = {"index": self.index, "exit_code": self.exit_code, "problem": self.problem, "detail": self.detail,
-             "wall_s": self.wall_s,
+             "cause": self.cause, "wall_s": self.wall_s,
              "thermal_before": dataclasses.asdict(self.thermal_before),
              "thermal_after": dataclasses.asdict(self.thermal_after)}
         if self.output is not None:
@@ -126,36 +155,53 @@ class RepeatResult:
 
 @dataclasses.dataclass
 class ModelResult:
-    """Everything measured for one model file on one device."""
+    """Everything measured for one model file on one device.
+
+    ``problem`` names a failure of the model as a whole (``load-failed`` on the host, ``file-changed``,
+    ``not-run``), ``error`` says what happened (also for device-side errors without a problem name).
+    """
 
     spec: ModelSpec
     repeats: list[RepeatResult] = dataclasses.field(default_factory=list)
     error: str | None = None
     log_file: str | None = None
     runner_sha256_device: str | None = None
+    problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"model": self.spec.to_dict(), "error": self.error, "log_file": self.log_file,
+        return {"model": self.spec.to_dict(), "error": self.error, "problem": self.problem, "log_file": self.log_file,
                 "runner_sha256_device": self.runner_sha256_device,
                 "repeats": [r.to_dict() for r in self.repeats]}
 
 
-def classify(text: str, exit_code: int | None) -> tuple[BenchmarkOutput | None, str | None, str]:
-    """Parse one invocation's output; returns (parsed or None, problem or None, detail)."""
+def classify(text: str, exit_code: int | None) -> tuple[BenchmarkOutput | None, str | None, str, str | None]:
+    """Parse one invocation's output; returns ``(parsed or None, problem or None, detail, cause or None)``.
+
+    ``problem``: ``crashed`` (killed by a signal), ``load-failed``, ``runner-error`` (non-zero exit) or
+    ``unparseable`` (exit 0 without timings). ``detail`` names the exit status or signal and the decisive
+    output line (:func:`bench.diagnose.diagnose`), whose ``cause`` is returned too.
+    """
+    cause, line = diagnose(text)
+    tail = f": {line}" if line else ""
     if exit_code is not None and exit_code >= 128:
-        sig = exit_code - 128
-        return None, "crashed", f"runner killed by signal {sig} (exit {exit_code})"
+        return None, "crashed", f"runner killed by {exit_text(exit_code)}{tail}", cause
     if is_load_failure(text):
         errs = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
-        return None, "load-failed", "; ".join(errs[:3]) or "model failed to load"
+        return None, "load-failed", "; ".join(errs[:3]) or "model failed to load", cause
     try:
         out = parse_benchmark_output(text)
     except UnparseableOutput as e:
-        return None, "unparseable", str(e)
+        if exit_code not in (0, None):
+            return None, "runner-error", f"runner {exit_text(exit_code).replace('exit', 'exited')}{tail}", cause
+        return None, "unparseable", str(e), cause
     if exit_code not in (0, None):
-        return out, "runner-error", f"runner exited {exit_code}"
-    return out, None, ""
+        return out, "runner-error", f"runner {exit_text(exit_code).replace('exit', 'exited')}{tail}", cause
+    return out, None, "", None
+
+
+# run_models.sh's "@@ error CODE DETAIL" lines about one model, in words (the marker never reaches a user)
+HARNESS_ERRORS = {"model-missing": "the model file {what} is not on the device (the push did not store it)"}
 
 
 def parse_harness_log(text: str, spec: ModelSpec) -> ModelResult:
@@ -169,12 +215,12 @@ def parse_harness_log(text: str, spec: ModelSpec) -> ModelResult:
         if cur is None:
             return
         text = "\n".join(body)
-        out, problem, detail = classify(text, cur.get("exit"))
+        out, problem, detail, cause = classify(text, cur.get("exit"))
         if cur.get("exit") is None and problem is None:
             problem, detail = "unparseable", "the repeat did not finish (no exit line)"
             out = None
         res.repeats.append(RepeatResult(cur["k"], cur.get("exit"), cur.get("before", Thermal()),
-                                        cur.get("after", Thermal()), out, problem, detail, cur.get("wall_s")))
+                                        cur.get("after", Thermal()), out, problem, detail, cur.get("wall_s"), cause))
         cur, body = None, []
 
     for line in text.splitlines():
@@ -189,7 +235,8 @@ def parse_harness_log(text: str, spec: ModelSpec) -> ModelResult:
                 res.runner_sha256_device = m2.group(1)
         elif line.startswith("@@ error"):
             finish()
-            res.error = line[len("@@ error"):].strip()
+            code, _, what = line[len("@@ error"):].strip().partition(" ")
+            res.error = HARNESS_ERRORS.get(code, "{what}").format(what=what)
         elif m:
             k, what, rest = int(m.group(1)), m.group(2), m.group(3)
             if what == "thermal_before":

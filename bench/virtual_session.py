@@ -48,7 +48,13 @@ class PrivateAdbServer:
             raise BenchError(f"could not start a private adb server on port {self.port}: {r.stderr.strip()}")
         return self
 
+    @property
+    def key_path(self) -> str:
+        """The server's public key (``HOME/.android/adbkey.pub``, written by adb at its first start)."""
+        return os.path.join(self.home, ".android", "adbkey.pub")
+
     def stop(self) -> None:
+        """Kill the server and remove its HOME."""
         try:
             self.adb("kill-server")
         except (OSError, subprocess.SubprocessError):
@@ -56,6 +62,7 @@ class PrivateAdbServer:
         shutil.rmtree(self.home, ignore_errors=True)
 
     def client(self):
+        """An ``adbutils.AdbClient`` of this server."""
         import adbutils
 
         return adbutils.AdbClient(host="127.0.0.1", port=self.port)
@@ -89,7 +96,7 @@ class VirtualSession:
 
         try:
             self.server = PrivateAdbServer().start()
-            self.device = VirtualDevice(self.profile, faults=self.faults or "").start()
+            self.device = VirtualDevice(self.profile, faults=self.faults or "", adb_key=self.server.key_path).start()
             adb_connect(self.device.serial, adb_client=self.server.client())
         except BaseException:
             self.stop()

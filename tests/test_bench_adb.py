@@ -6,8 +6,8 @@ sandbox folder. The .tflite files are tiny conv models made with TensorFlow (tes
 """
 from __future__ import annotations
 
-import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -15,58 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli
 from bench.adb_server import adb_connect
-from compress.io import sha256_file
 from bench.virtual_device import VirtualDevice
+from compress.io import sha256_file
 
 import bench_models
-from bench_adb_fixtures import PrivateAdbServer, RawHost, sandbox_run_dirs
-
-REPO = Path(__file__).resolve().parents[1]
-FAST = ["--warmup", "1", "--runs", "5", "--repeats", "1", "--cooldown", "0", "--threads", "1",
-        "--runner-arg=--warmup_min_secs=0"]
-
-
-@pytest.fixture(scope="session")
-def tiny_models(request) -> dict:
-    """{label: {dtype: path}} of the tiny test models (built once, kept in pytest's cache folder)."""
-    return bench_models.make_models(request.config.cache.mkdir("bench_tflite_models"))
-
-
-@pytest.fixture(scope="module")
-def adb_server():
-    srv = PrivateAdbServer().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def vdev_module(adb_server):
-    dev = VirtualDevice("sm8450").start()
-    adb_connect(dev.serial, adb_client=adb_server.client())
-    yield dev
-    adb_server.client().disconnect(dev.serial)
-    dev.stop()
-
-
-@pytest.fixture
-def vdev(vdev_module, adb_server):
-    """The module's virtual SM8450, reset to no faults and connected."""
-    vdev_module.set_faults(None)
-    if vdev_module.vanished:
-        vdev_module.revive()
-        adb_connect(vdev_module.serial, adb_client=adb_server.client())
-    return vdev_module
-
-
-def run_cli(adb_server, out: Path, models: list[str], *extra: str, device: str = "sm8450") -> int:
-    return cli.main(["--device", device, "--adb-port", str(adb_server.port), "--models", *models,
-                     "--out", str(out), *FAST, *extra])
-
-
-def report(out: Path) -> dict:
-    return json.loads((out / "latency.json").read_text())
+from bench_adb_fixtures import (FAST, REPO, RawHost, adb_server, report, run_cli, sandbox_run_dirs,  # noqa: F401
+                                tiny_models, vdev, vdev_module)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -95,11 +50,11 @@ def test_wire_protocol_through_real_adb(adb_server, vdev, tmp_path):
     d.shell("rm -rf /data/local/tmp/t")
 
 
-def test_sync_requests_split_across_packets(vdev):
+def test_sync_requests_split_across_packets(vdev, adb_server):
     """SEND/DATA/DONE and STAT/RECV requests cut into 1..5-byte WRTE packets still work."""
     h = RawHost(vdev.port)
     try:
-        assert h.connect().startswith("device::ro.product.name=coronetgan_vsm8450;")
+        assert h.connect(adb_server.key_path[:-len(".pub")]).startswith("device::ro.product.name=coronetgan_vsm8450;")
         remote = h.open("sync:")
         body = b"split payload " * 10
         path = b"/data/local/tmp/split/x.bin,33188"
@@ -150,7 +105,7 @@ def test_three_dtypes_with_comparison_rows(adb_server, vdev, tiny_models, tmp_pa
                          ("baseline", "fp32")}
     for r in rows.values():
         assert r["status"] == "ok" and r["flags"] == ["virtual"]
-        assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] and r["mean_ms"] > 0 and r["init_ms"] > 0
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["p95_ms"] and r["mean_ms"] > 0 and r["init_ms"] > 0
         assert r["delegate"].startswith("full ") and r["thermal"].startswith("0→0")
     assert rows[("unpruned", "fp32")]["macs"] == bench_models.macs_of(16)
     assert rows[("baseline", "fp32")]["macs"] == 1000
@@ -167,7 +122,7 @@ def test_three_dtypes_with_comparison_rows(adb_server, vdev, tiny_models, tmp_pa
     assert "--gpu_precision_loss_allowed=true" in Path(rep["results"][1]["log_file"]).read_text()
     md = (out / "latency.md").read_text()
     assert "VIRTUAL DEVICE" in md and "| pruned | fp32 |" in md and "×" in md
-    assert (out / "latency.csv").read_text().splitlines()[0].startswith("model,dtype,device,median_ms,p90_ms")
+    assert (out / "latency.csv").read_text().splitlines()[0].startswith("model,dtype,device,figures,median_ms,p95_ms")
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert rep["timings"]["runner_wall_s"] > 0 and rep["timings"]["overhead_s"] > 0
 
@@ -175,10 +130,12 @@ def test_three_dtypes_with_comparison_rows(adb_server, vdev, tiny_models, tmp_pa
 def test_device_selection(adb_server, vdev, tiny_models, tmp_path, capsys):
     model = [f"p:fp32={tiny_models['pruned']['fp32']}"]
     assert run_cli(adb_server, tmp_path / "a", model, device="dimensity1200") == 2
-    assert "no attached device is a MT6893" in capsys.readouterr().err
+    assert (f"--device dimensity1200: no attached device is a usable MT6893 (Dimensity 1200-Max); the adb server on "
+            f"127.0.0.1:{adb_server.port} lists: {vdev.serial} device, a SM8450 (not a MT6893); or measure without a "
+            "phone: --virtual (a simulated MT6893 on this machine's CPU) or --device host\n") in capsys.readouterr().err
     assert run_cli(adb_server, tmp_path / "b", model, "--serial", "127.0.0.1:1") == 2
     assert "--serial 127.0.0.1:1: no such device" in capsys.readouterr().err
-    other = VirtualDevice("sm8450").start()
+    other = VirtualDevice("sm8450", adb_key=adb_server.key_path).start()
     try:
         adb_connect(other.serial, adb_client=adb_server.client())
         assert run_cli(adb_server, tmp_path / "c", model) == 2
@@ -188,7 +145,7 @@ def test_device_selection(adb_server, vdev, tiny_models, tmp_path, capsys):
     finally:
         adb_server.client().disconnect(other.serial)
         other.stop()
-    mt = VirtualDevice("dimensity1200").start()
+    mt = VirtualDevice("dimensity1200", adb_key=adb_server.key_path).start()
     try:
         adb_connect(mt.serial, adb_client=adb_server.client())
         assert run_cli(adb_server, tmp_path / "e", model, "--serial", vdev.serial, device="dimensity1200") == 2
@@ -212,15 +169,18 @@ def test_faulty_rows_are_flagged_and_kept(adb_server, vdev, tiny_models, tmp_pat
     assert rc == 1  # some rows failed
     rows = {(r["model"], r["dtype"]): r for r in report(out)["rows"]}
     r = rows[("unpruned", "fp32")]
-    assert r["status"] == "ok" and "partial-delegate" in r["flags"] and r["delegate"].startswith("PARTIAL 6/7")
+    assert r["status"] == "ok" and "partial-delegate" in r["flags"] and r["delegate"] == "PARTIAL 5/6 (2 partitions)"
+    assert r["cpu_ops"] == "TRANSPOSE_CONV×1 (1 of 6 nodes)"
     r = rows[("unpruned", "fp16")]
     assert r["status"] == "failed" and "crashed" in r["flags"] and "signal 11" in r["problem"]
     r = rows[("broken", "fp32")]
-    assert r["status"] == "failed" and "load-failed" in r["flags"] and "Failed to load model" in r["problem"]
+    assert r["status"] == "failed" and "load-failed" in r["flags"]
+    assert r["problem"] == ("broken_fp32.tflite does not load on the host (LiteRT): ValueError: Model provided has "
+                            "model identifier ' is ', should be 'TFL3'; not timed")
     r = rows[("pruned", "fp32")]
     assert r["status"] == "ok" and "throttled" in r["flags"] and "THROTTLED (severe)" in r["thermal"]
     md = (out / "latency.md").read_text()
-    for word in ("**crashed**", "**load-failed**", "**throttled**", "**partial-delegate**", "PARTIAL 6/7"):
+    for word in ("**crashed**", "**load-failed**", "**throttled**", "**partial-delegate**", "PARTIAL 5/6"):
         assert word in md
     assert sandbox_run_dirs(vdev.sandbox) == []
 
@@ -235,14 +195,20 @@ def test_garbage_output_and_older_form(adb_server, vdev, tiny_models, tmp_path):
     assert rep["rows"][1]["status"] == "ok" and rep["results"][1]["repeats"][0]["output"]["form"] == "older"
 
 
-@pytest.mark.parametrize("fault,needle", [("noexec", "runner-not-executable"), ("drop_push=benchmark_model",
-                                                                                  "runner-missing")])
-def test_unusable_runner_is_a_clear_error(adb_server, vdev, tiny_models, tmp_path, capsys, fault, needle):
+@pytest.mark.parametrize("fault,message", [
+    ("noexec", "the runner cannot be executed on the device: {remote} has no exec permission after chmod 755 (is "
+               "/data/local/tmp mounted noexec?); pushed from {local} (after 0 of 1 rows)"),
+    ("drop_push=benchmark_model", "the runner is missing on the device: {remote} is not there after the push of "
+                                  "{local} (after 0 of 1 rows)")])
+def test_unusable_runner_is_a_clear_error(adb_server, vdev, tiny_models, tmp_path, capsys, fault, message):
     vdev.set_faults(fault)
     out = tmp_path / "out"
     assert run_cli(adb_server, out, [str(tiny_models["pruned"]["fp32"])]) == 3
     rep = report(out)
-    assert needle in rep["aborted"] and rep["rows"] == []
+    aborted = re.sub(r"coronetgan-bench-\d{8}-\d{6}-[0-9a-f]{6}", "RUN", rep["aborted"])
+    assert aborted == message.format(remote="/data/local/tmp/RUN/benchmark_model", local=rep["runner"]["path"])
+    assert "@@" not in rep["aborted"] and "@@" not in capsys.readouterr().err
+    assert [r["status"] for r in rep["rows"]] == ["not-run"]
     assert sandbox_run_dirs(vdev.sandbox) == []  # cleaned
 
 
@@ -262,14 +228,18 @@ def test_device_vanishes_mid_run(adb_server, vdev, tiny_models, tmp_path, capsys
     rc = run_cli(adb_server, out, [str(m["pruned"]["fp32"]), str(m["pruned"]["fp16"]), str(m["pruned"]["int8"])])
     assert rc == 3
     rep = report(out)
-    assert "disconnected" in rep["aborted"] and [r["dtype"] for r in rep["rows"]] == ["fp32"]
-    assert rep["rows"][0]["status"] == "ok" and not rep["complete"]
+    assert "disconnected" in rep["aborted"] and rep["aborted"].endswith(" (after 1 of 3 rows)")
+    assert [(r["dtype"], r["status"]) for r in rep["rows"]] == [("fp32", "ok"), ("fp16", "not-run"), ("int8", "not-run")]
+    assert rep["rows"][1]["problem"] == f"not measured: {rep['aborted']}" and not rep["complete"]
     assert "Run aborted" in (out / "latency.md").read_text()
     stale = sandbox_run_dirs(vdev.sandbox)
     assert len(stale) == 1  # could not be removed while the phone was gone...
     vdev.revive()
     adb_connect(vdev.serial, adb_client=adb_server.client())
-    assert run_cli(adb_server, tmp_path / "again", [str(m["pruned"]["fp32"])]) == 0
+    # the same command again: the measured row is kept, the two others are measured
+    assert run_cli(adb_server, out, [str(m["pruned"]["fp32"]), str(m["pruned"]["fp16"]), str(m["pruned"]["int8"])]) == 0
+    rep = report(out)
+    assert rep["complete"] and rep["reused"] == ["pruned:fp32"] and [r["status"] for r in rep["rows"]] == ["ok"] * 3
     assert sandbox_run_dirs(vdev.sandbox) == []  # ...and the next run removed it
 
 

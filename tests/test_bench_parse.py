@@ -6,6 +6,7 @@ import json
 import pytest
 
 from bench import profiles, tables
+from bench.rows import summarise
 from bench.models import ModelSpec, parse_model_args, read_manifest
 from bench.parse import UnparseableOutput, is_load_failure, parse_benchmark_output
 from bench.results import parse_harness_log
@@ -85,14 +86,18 @@ def test_harness_log_and_row_statistics(tmp_path):
     assert res.runner_sha256_device == "a" * 64
     assert [r.ok for r in res.repeats] == [True, True, True]
     assert res.repeats[0].wall_s == pytest.approx(2.5)
-    row = tables.summarise(res, "sm8450", virtual=False, host=False)
-    assert row["median_ms"] == pytest.approx(9.5)           # median of 9.09, 9.5, 9.7
-    assert row["p90_ms"] == pytest.approx(9.66)              # 9.5 + 0.8 * (9.7 - 9.5)
+    row = summarise(res, "sm8450", "phone")
+    assert row["median_ms"] == pytest.approx(9.5)           # per-inference medians 9.09, 9.5, 9.7: their median
+    assert row["p95_ms"] == pytest.approx(9.4)               # each repeat's per-inference p95
+    assert row["repeat_spread_ms"] == pytest.approx(0.61)    # 9.7 - 9.09
     assert row["mean_ms"] == pytest.approx(9.1203)
     assert row["std_ms"] == pytest.approx(0.110)
     assert row["min_ms"] == pytest.approx(8.932)
+    assert row["inferences"] == 150 and row["stats_form"] == "newer"
     assert row["init_ms"] == pytest.approx(512.374)
-    assert row["delegate"] == "full 58/58"
+    assert row["first_ms"] == pytest.approx(28.345) and row["warmup_ms"] == pytest.approx(9.8005)
+    assert row["peak_mem_mb"] == pytest.approx(140.3) and row["gpu_precision"] == "fp32"
+    assert row["delegate"] == "full 58/58" and row["cpu_ops"] == "-" and row["flags"][:1] == ["throttled"]
     assert "throttled" in row["flags"] and "THROTTLED" in row["thermal"] and row["thermal"].startswith("0→3")
     assert row["status"] == "ok"
 
@@ -102,7 +107,7 @@ def test_harness_log_problems(tmp_path):
             + _log(S.LOAD_FAIL, 3, 0, 0, rc=1) + _log("#### nonsense\n", 4, 0, 0))
     res = parse_harness_log(text, _spec(tmp_path))
     assert [r.problem for r in res.repeats] == [None, "crashed", "load-failed", "unparseable"]
-    row = tables.summarise(res, "sm8450", virtual=True, host=False)
+    row = summarise(res, "sm8450", "virtual")
     for flag in ("virtual", "partial-delegate", "crashed", "load-failed", "unparseable", "some-repeats-failed"):
         assert flag in row["flags"]
     assert row["delegate"].startswith("PARTIAL") and row["status"] == "ok"
@@ -119,11 +124,12 @@ def test_profiles_recognise_phones():
     assert profiles.identify({"ro.soc.model": "MT6893Z/CZA", "ro.hardware": "mt6893"}) == "dimensity1200"
     assert profiles.identify({"ro.board.platform": "mt6893"}) == "dimensity1200"
     assert profiles.identify({"ro.hardware": "qcom"}) is None          # every Snapdragon says qcom
-    assert profiles.identify({"ro.soc.model": "SM8550", "ro.board.platform": "taro"}) is None
+    assert profiles.identify({"ro.soc.model": "SM8550", "ro.board.platform": "taro"}) == "sm8550"  # soc.model first
+    assert profiles.identify({"ro.soc.model": "SM7325", "ro.board.platform": "taro"}) is None
     with pytest.raises(InputError, match="unknown device profile"):
         profiles.get_profile("pixel9")
     data = profiles.load_profiles()
-    for name in ("sm8450", "dimensity1200"):
+    for name in ("sm8450", "sm8550", "sm8650", "dimensity1200", "dimensity9200", "dimensity9300", "tensor_g3"):
         p = data["profiles"][name]
         assert p["gpu"] and p["soc"] and p["match"] and p["virtual"]["props"]
 
@@ -134,7 +140,7 @@ def test_model_args_and_tolerant_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({
         "model": "pruned", "macs": 1.5e9,
         "files": [{"path": "g_fp32.tflite", "dtype": "fp32"}, {"path": "g_fp16.tflite", "dtype": "float16"},
-                  {"path": "g_int8.tflite", "dtype": "int8", "sha256": "x"}, {"path": "g.onnx"}]}))
+                  {"path": "g_int8.tflite", "dtype": "int8"}, {"path": "g.onnx"}]}))
     specs = read_manifest(tmp_path / "manifest.json")
     assert [(s.label, s.dtype, s.macs) for s in specs] == [("pruned", d, 1_500_000_000) for d in ("fp32", "fp16", "int8")]
     # dict form of files, folder argument, labelled paths, --macs override
@@ -159,8 +165,13 @@ def test_unknown_device_is_a_clear_input_error(tmp_path, capsys):
     from bench.pipeline import cli as pipeline_cli
 
     assert profiles.check_device("host") == "host" and profiles.check_device("sm8450") == "sm8450"
-    with pytest.raises(InputError, match=r"--device 'nokia3310'.*dimensity1200, sm8450, host"):
+    with pytest.raises(InputError) as e:
         profiles.check_device("nokia3310")
+    assert str(e.value) == (
+        "--device 'nokia3310': unknown device profile; expected one of dimensity1200 (MT6893, Dimensity 1200-Max), "
+        "dimensity9200 (MT6985, Dimensity 9200), dimensity9300 (MT6989, Dimensity 9300), sm8450 (SM8450, "
+        "Snapdragon 8 Gen 1), sm8550 (SM8550, Snapdragon 8 Gen 2), sm8650 (SM8650, Snapdragon 8 Gen 3), tensor_g3 "
+        "(Tensor G3, Google Tensor G3) (the key, SoC or name, any case), a profile .json file, or host")
     model = tmp_path / "m_fp32.tflite"
     model.write_bytes(b"not read")
     out = tmp_path / "out"

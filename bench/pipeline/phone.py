@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from bench import adb_backend as ab
 from bench import adb_server
 from bench import profiles as prof
+from bench.devices import device_props
 from compress.errors import InputError
 
 LOG = logging.getLogger("coronetgan.pipeline")
@@ -29,7 +29,7 @@ def detect_phone(profile: str, serial: str | None = None, port: int = DEFAULT_AD
         for d in c.list():
             if d.state != "device" or (serial and d.serial != serial):
                 continue
-            props = ab.device_props(c.device(d.serial))
+            props = device_props(c.device(d.serial))
             if props.get("ro.coronetgan.virtual") == "1":
                 continue
             if prof.matches(p, props, order):

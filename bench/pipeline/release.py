@@ -184,7 +184,7 @@ def _bench_targets(run: Path) -> list[tuple[str, Path, dict]]:
 
 def _target_kind(lat: dict) -> str:
     """``phone``, ``host`` or ``virtual``: what kind of machine a bench target's ``latency.json`` is from."""
-    k = (lat.get("device") or {}).get("kind")
+    k = lat.get("figures") or (lat.get("device") or {}).get("kind")  # figures: bench's --runner-kind host
     return k if k in ("host", "virtual") else "phone"
 
 
@@ -371,10 +371,10 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
               + (f", GPU delegate ({c.get('gpu_backend')})" if c.get("use_gpu") and kind != "host" else ", CPU")
               + f". Full table: [latency/{tname}/latency.md](latency/{tname}/latency.md) "
               f"([csv](latency/{tname}/latency.csv), [json](latency/{tname}/latency.json)).", "",
-              "| model | dtype | median ms | p90 ms | mean ms | init ms | size MB | delegate | flags |",
+              "| model | dtype | median ms | p95 ms | mean ms | init ms | size MB | delegate | flags |",
               "|---|---|---|---|---|---|---|---|---|"]
         for r in lat.get("rows", []):
-            L.append(f"| {r['model']} | {r['dtype']} | {_f(r.get('median_ms'))} | {_f(r.get('p90_ms'))} | "
+            L.append(f"| {r['model']} | {r['dtype']} | {_f(r.get('median_ms'))} | {_f(r.get('p95_ms'))} | "
                      f"{_f(r.get('mean_ms'))} | {_f(r.get('init_ms'), 1)} | {_f(r.get('size_mb'), 3)} | "
                      f"{r.get('delegate', '-')} | {', '.join(r.get('flags', [])) or '-'} |")
         if lat.get("aborted"):

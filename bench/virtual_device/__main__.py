@@ -1,7 +1,9 @@
-"""``python -m bench.virtual_device --profile sm8450 --port 5585 [--connect --adb-port 5037]``.
+"""``python -m bench.virtual_device --profile sm8450 --port 5585 [--connect --adb-port 5037] [--adb-key PUB]``.
 
-Starts a virtual Android device on 127.0.0.1 and keeps it up until Ctrl-C. With ``--connect`` it also runs
-``adb connect`` on the adb server at ``--adb-port`` (starting it if needed) and waits for state "device".
+Starts a virtual Android device on 127.0.0.1 and keeps it up until Ctrl-C. It accepts only the adb server
+holding the private half of ``--adb-key`` (default: this user's ``~/.android/adbkey.pub``, the key of the
+default adb server). With ``--connect`` it also runs ``adb connect`` on the adb server at ``--adb-port``
+(starting it first if needed, which creates its key) and waits for state "device".
 """
 from __future__ import annotations
 
@@ -26,14 +28,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faults", default="", help="fault spec, e.g. 'throttle_after=2,gpu_unsupported=MIRROR_PAD'")
     ap.add_argument("--connect", action="store_true", help="adb connect to it and wait for state 'device'")
     ap.add_argument("--adb-port", type=int, default=5037, help="adb server port for --connect")
+    ap.add_argument("--adb-key", help="public key (adbkey.pub) of the adb server allowed to connect "
+                                      "[~/.android/adbkey.pub]")
     a = ap.parse_args(argv)
+    from bench.results import BenchError
     from compress.errors import InputError
 
     try:
-        dev = VirtualDevice(a.profile, port=a.port, sandbox=a.sandbox, faults=a.faults).start()
+        if a.connect:
+            from bench.adb_server import start_server
+
+            start_server(a.adb_port)  # a first start writes the server's key, which the device must trust
+        dev = VirtualDevice(a.profile, port=a.port, sandbox=a.sandbox, faults=a.faults, adb_key=a.adb_key).start()
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     print(f"virtual device '{a.profile}' listening on {dev.serial} (sandbox {dev.sandbox})", flush=True)
     if a.connect:
         from bench.adb_server import adb_connect

@@ -6,8 +6,12 @@ op list (ops named in the fault ``gpu_unsupported=OP+OP`` stay "on the CPU") so 
 partial-delegation flagging are exercised. Every table bench writes from a virtual device says so.
 
 Environment (set by the virtual device's shell):
-  CORONETGAN_VDEV_FAULTS   comma list: ``crash[=substr]``, ``garbage[=substr]``, ``throttle_after=K``,
-                           ``gpu_unsupported=OP+OP``, ``older_output``
+  CORONETGAN_VDEV_FAULTS   comma list: ``crash[=substr]`` (SIGSEGV after init), ``garbage[=substr]``,
+                           ``throttle_after=K``, ``gpu_unsupported=OP+OP``, ``older_output``,
+                           ``delegate_fail[=substr]`` (``Failed to apply GPU delegate.``, exit 1),
+                           ``missing_lib`` (the Android linker's ``CANNOT LINK EXECUTABLE``, exit 1),
+                           ``oom[=substr]`` (``std::bad_alloc``, SIGABRT), ``slow=SUBSTR:SECONDS``
+                           (sleeps before the timed runs of matching models)
   CORONETGAN_VDEV_STATE    folder of the device's state files (thermal status, run counter)
   CORONETGAN_VDEV_SANDBOX  sandbox root, stripped from printed paths
   THERMAL_DIR              the sandbox's thermal zone folder
@@ -70,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run like benchmark_model; returns its exit status (0 ok, 1 bad flags or model load failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     faults = parse_faults(os.environ.get("CORONETGAN_VDEV_FAULTS"))
+    if "missing_lib" in faults:
+        # what Android's linker prints before main() when a needed library is absent
+        argv0 = sys.argv[0].replace(os.environ.get("CORONETGAN_VDEV_SANDBOX") or "\0", "")
+        print(f'CANNOT LINK EXECUTABLE "{argv0}": library "libOpenCL.so" not found: needed by main executable',
+              file=sys.stderr, flush=True)
+        return 1
     sandbox = os.environ.get("CORONETGAN_VDEV_SANDBOX", "")
     state_env = os.environ.get("CORONETGAN_VDEV_STATE")
     state = Path(state_env) if state_env else None
@@ -116,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"Min num runs: [{params['num_runs']}]")
         say(f"Graph: [{graph}]")
         say(f"Use gpu : [{int(use_gpu)}]")
+        say(f"Allow fp16 : [{int(params['gpu_precision_loss_allowed'] in TRUE)}]")
     if not graph:
         say("Please specify the name of your TF Lite input file with --graph", "ERROR: ")
         return 1
@@ -144,11 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     say(f"Loaded model {graph}")
     say("Initialized TensorFlow Lite runtime.", tfl)
-    ops = lt.op_names(interp)
+    say(f"LiteRT version: [{_litert_version()}] (virtual benchmark_model, host CPU)", tfl)
+    ops = lt.op_names(graph)
     if use_gpu:
         unsupported = {o for o in faults.get("gpu_unsupported", "").split("+") if o}
         bad = [o for o in dict.fromkeys(ops) if o in unsupported]
         say("Created TensorFlow Lite delegate for GPU.", tfl)
+        if _targets(faults, "delegate_fail", graph):
+            say("Failed to apply GPU delegate.", "ERROR: ")
+            say("Benchmarking failed.", "ERROR: ")
+            return 1
         if newer:
             say("GPU delegate created.")
         if bad:
@@ -187,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     if _targets(faults, "crash", graph):
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGSEGV)
+    if _targets(faults, "oom", graph):
+        print("libc++abi: terminating due to uncaught exception of type std::bad_alloc: std::bad_alloc",
+              file=sys.stderr, flush=True)
+        os.abort()
+    slow_on, _, slow_s = faults.get("slow", "").rpartition(":")
+    if slow_s and slow_on in graph:
+        time.sleep(float(slow_s))
 
     w_runs, n_runs = max(int(params["warmup_runs"]), 0), max(int(params["num_runs"]), 1)
     w_secs, min_secs, max_secs = (float(params["warmup_min_secs"]), float(params["min_secs"]),
@@ -220,6 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     if state is not None:
         _bump_thermal(state, faults)
     return 0
+
+
+def _litert_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+    except Exception:
+        return "unknown"
 
 
 def _bump_thermal(state: Path, faults: dict[str, str]) -> None:

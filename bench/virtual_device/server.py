@@ -4,18 +4,25 @@ The real adb server connects to it with ``adb connect 127.0.0.1:PORT`` and then 
 attached over TCP/IP: ``shell`` (v1 and shell_v2 with exit codes), ``exec`` and ``sync`` (STAT, STA2, LST2,
 LIST, SEND, RECV, QUIT) work, so bench runs unchanged against it.
 
+Who may use it: it listens on 127.0.0.1 only and runs adb's RSA AUTH handshake; only the adb server whose
+key it was started with (:mod:`bench.virtual_device.adb_auth`) gets past it, every other client is refused
+(the adb server lists the device as ``unauthorized``; a raw socket that skips AUTH is dropped).
+
 What it is: a test double for the *transport and the device-side environment*, not an emulator. Shell
-commands run with the host's ``/bin/sh`` in a sandbox folder: ``/data/local/tmp``, ``/sdcard`` and
-``/sys/class/thermal`` in commands and sync paths are rewritten to folders under the sandbox, and ``getprop``,
-``dumpsys`` (``thermalservice``, ``SurfaceFlinger``) and ``chmod`` come from the sandbox's ``system/bin`` and
-answer from the chosen profile (``bench/profiles.json``). Sync paths outside those folders are refused. It
-is not a security boundary: a command can still name other host paths explicitly.
+commands run with the host's ``/bin/sh -c`` in a sandbox folder, as adbd runs them with the phone's shell:
+``/data/local/tmp``, ``/sdcard`` and ``/sys/class/thermal`` at the start of a path are rewritten to folders
+under the sandbox (through a link whose path has only shell-safe characters, so no quoting changes), and
+``getprop``, ``dumpsys`` (``thermalservice``, ``SurfaceFlinger``) and ``chmod`` come from the sandbox's
+``system/bin`` and answer from the chosen profile (``bench/profiles.json``). Sync paths outside those
+folders are refused. The authenticated adb server can still name other host paths in a command.
 
 Faults (``faults=`` or :meth:`VirtualDevice.set_faults`, same syntax as ``CORONETGAN_VDEV_FAULTS``):
 ``vanish_on=SUBSTR`` (drop every connection and stop listening when a shell command containing SUBSTR
 starts), ``noexec`` (pushed files lose their exec bit and chmod does nothing), ``drop_push=SUBSTR`` (a pushed
-file whose path contains SUBSTR is accepted but not stored), and the runner faults ``crash[=substr]``,
-``garbage[=substr]``, ``throttle_after=K``, ``gpu_unsupported=OP+OP``, ``older_output`` (see
+file whose path contains SUBSTR is accepted but not stored), ``state=unauthorized|offline|recovery|sideload|
+rescue|bootloader`` (the handshake a phone in that state gives; set before ``adb connect``), and the runner
+faults ``crash[=substr]``, ``garbage[=substr]``, ``throttle_after=K``, ``gpu_unsupported=OP+OP``,
+``older_output``, ``delegate_fail[=substr]``, ``missing_lib``, ``oom[=substr]``, ``slow=SECONDS`` (see
 :mod:`bench.virtual_device.benchmark_model`).
 """
 from __future__ import annotations
@@ -24,6 +31,8 @@ import errno
 import logging
 import os
 import posixpath
+import re
+import secrets
 import shutil
 import socket
 import struct
@@ -31,20 +40,45 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from bench.profiles import get_profile
+from bench.virtual_device.adb_auth import TOKEN_SIZE, PublicKey, load_key, user_key_path
 from bench.virtual_device.benchmark_model import parse_faults
+from compress.errors import InputError
 
 log = logging.getLogger(__name__)
 
 A_SYNC, A_CNXN, A_OPEN, A_OKAY = 0x434E5953, 0x4E584E43, 0x4E45504F, 0x59414B4F
 A_CLSE, A_WRTE, A_AUTH, A_STLS = 0x45534C43, 0x45545257, 0x48545541, 0x534C5453
 A_VERSION = 0x01000001
+AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
 MAX_PAYLOAD = 262144
 FEATURES = "shell_v2,cmd,stat_v2,fixed_push_mkdir"
 MAPPED = ("/data/local/tmp", "/sdcard", "/storage/emulated/0", "/sys/class/thermal")
 SYNC_DATA_MAX = 64 * 1024
+BANNER_MODES = ("recovery", "sideload", "rescue", "bootloader")
+_MAPPED_RE = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, MAPPED)) + r")(?![\w.-])")
+_SHELL_SAFE = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+def _shell_safe_root(sandbox: Path) -> tuple[Path, Path | None]:
+    """A path to ``sandbox`` made of shell-safe characters: the sandbox itself when its path is, else a link
+    in a fresh temp folder. Returns ``(path, folder to remove at stop or None)``. Raises :class:`InputError`
+    when no temp folder has a shell-safe path."""
+    if _SHELL_SAFE.match(str(sandbox)):
+        return sandbox, None
+    for base in (tempfile.gettempdir(), "/tmp"):
+        if _SHELL_SAFE.match(base) and os.path.isdir(base):
+            folder = Path(tempfile.mkdtemp(prefix="coronetgan-vdev-link-", dir=base))
+            (folder / "root").symlink_to(sandbox, target_is_directory=True)
+            return folder / "root", folder
+    raise InputError(f"virtual device sandbox {sandbox}: its path has characters a shell would interpret and "
+                     "no temp folder with a plain path exists for a link to it; choose another --sandbox")
+
+
+def _name(cmd: int) -> str:
+    return struct.pack("<I", cmd).decode("ascii", "replace")
 
 
 def _pack(cmd: int, arg0: int, arg1: int, data: bytes = b"") -> bytes:
@@ -123,6 +157,8 @@ class _Connection:
         self.next_id = 1
         self.max_payload = MAX_PAYLOAD
         self.dead = False
+        self.token: bytes | None = None
+        self.authenticated = False
 
     def send(self, cmd: int, arg0: int, arg1: int, data: bytes = b"") -> None:
         if self.dead:
@@ -174,7 +210,15 @@ class _Connection:
     def dispatch(self, cmd: int, arg0: int, arg1: int, data: bytes) -> None:
         if cmd == A_CNXN:
             self.max_payload = max(4096, min(arg1 or MAX_PAYLOAD, MAX_PAYLOAD))
-            self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode())
+            if self.device.faults.get("state") == "offline":
+                return  # never answers: the adb server keeps the transport offline
+            self._send_token()
+        elif cmd == A_AUTH:
+            self._auth(arg0, data)
+        elif not self.authenticated:
+            # only an adb server that proved it holds a trusted key may open services
+            log.warning("virtual device: %s before authentication, dropping the connection", _name(cmd))
+            self.kill()
         elif cmd == A_OPEN:
             service = data.rstrip(b"\0").decode("utf-8", "replace")
             local = self.next_id
@@ -209,8 +253,28 @@ class _Connection:
                 s.acked.set()
                 if not was:
                     self.send(A_CLSE, arg1, arg0)
-        elif cmd in (A_AUTH, A_STLS, A_SYNC):
-            pass
+
+    def _send_token(self) -> None:
+        self.token = secrets.token_bytes(TOKEN_SIZE)
+        self.send(A_AUTH, AUTH_TOKEN, 0, self.token)
+
+    def _auth(self, kind: int, data: bytes) -> None:
+        """adb's AUTH exchange (device side): accept a signature by a trusted key, else ask for another one.
+
+        A public key offered afterwards (AUTH_RSAPUBLICKEY) is never accepted: a real phone would show its
+        'Allow USB debugging?' prompt; the adb server then lists the device as unauthorized.
+        """
+        if kind == AUTH_SIGNATURE and self.token is not None:
+            ok = self.device.faults.get("state") != "unauthorized" and any(
+                k.verifies(self.token, data) for k in self.device.trusted_keys)
+            if ok:
+                self.authenticated = True
+                self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode())
+            else:
+                self._send_token()
+        elif kind == AUTH_RSAPUBLICKEY:
+            comment = data.rstrip(b"\0").decode("utf-8", "replace").partition(" ")[2]
+            log.info("virtual device: refused the untrusted adb key %r", comment)
 
     def _run_service(self, handler: Callable[[_Stream], None], stream: _Stream) -> None:
         try:
@@ -229,17 +293,26 @@ class VirtualDevice:
     """Virtual Android device on ``127.0.0.1:port`` answering as the phone in profile ``profile``.
 
     ``sandbox``: folder that holds the device's files (a temp folder if ``None``, removed by :meth:`stop`).
-    ``port`` 0 picks a free port. ``faults``: see the module docstring. Use as a context manager or call
-    :meth:`start` / :meth:`stop`. :attr:`serial` is what ``adb connect`` names it (``127.0.0.1:PORT``).
+    ``port`` 0 picks a free port. ``faults``: see the module docstring. ``adb_key``: the public key
+    (``adbkey.pub`` path or :class:`PublicKey`, or several) of the adb server allowed to use the device;
+    default the key of this user's adb server (:func:`bench.virtual_device.adb_auth.user_key_path`). Any
+    other client fails adb's AUTH handshake (the server lists the device as unauthorized). Use as a context
+    manager or call :meth:`start` / :meth:`stop`. :attr:`serial` is what ``adb connect`` names it
+    (``127.0.0.1:PORT``). Raises :class:`InputError` for an unknown profile or an unreadable key.
     """
 
     def __init__(self, profile: str = "sm8450", port: int = 0, sandbox: str | os.PathLike | None = None,
-                 faults: str | dict[str, str] | None = None):
+                 faults: str | dict[str, str] | None = None,
+                 adb_key: str | os.PathLike | PublicKey | Sequence[str | os.PathLike | PublicKey] | None = None):
         self.profile = get_profile(profile)
-        self.profile_name = profile
+        self.profile_name = self.profile["key"]
         self.virtual = self.profile.get("virtual") or {}
+        keys = [user_key_path()] if adb_key is None else (
+            list(adb_key) if isinstance(adb_key, (list, tuple)) else [adb_key])
+        self.trusted_keys = [k if isinstance(k, PublicKey) else load_key(k) for k in keys]
         self._own_sandbox = sandbox is None
         self.sandbox = Path(tempfile.mkdtemp(prefix="coronetgan-vdev-") if sandbox is None else sandbox).resolve()
+        self.root, self._link_dir = _shell_safe_root(self.sandbox)
         self.port = port
         self.faults: dict[str, str] = {}
         self.set_faults(faults)
@@ -308,8 +381,10 @@ class VirtualDevice:
             self.start()
 
     def stop(self) -> None:
-        """Vanish and, if the sandbox was a temp folder, delete it."""
+        """Vanish and, if the sandbox was a temp folder, delete it (and the shell-safe link to it)."""
         self.vanish()
+        if self._link_dir is not None:
+            shutil.rmtree(self._link_dir, ignore_errors=True)
         if self._own_sandbox:
             shutil.rmtree(self.sandbox, ignore_errors=True)
 
@@ -331,9 +406,15 @@ class VirtualDevice:
 
     # -- device-side environment -----------------------------------------------------------------
     def banner(self) -> str:
-        """CNXN banner: ``device::ro.product.name=…;ro.product.model=…;ro.product.device=…;features=…``."""
+        """CNXN banner: ``device::ro.product.name=…;ro.product.model=…;ro.product.device=…;features=…``.
+
+        With the fault ``state=recovery`` (``sideload``, ``rescue``, ``bootloader``) the banner starts with
+        that mode instead of ``device``, as a phone booted into it does; adb lists the device in that state.
+        """
         p = self.props()
-        return (f"device::ro.product.name={p.get('ro.product.name', '')};"
+        mode = self.faults.get("state")
+        kind = mode if mode in BANNER_MODES else "device"
+        return (f"{kind}::ro.product.name={p.get('ro.product.name', '')};"
                 f"ro.product.model={p.get('ro.product.model', '')};"
                 f"ro.product.device={p.get('ro.product.device', '')};features={FEATURES}")
 
@@ -367,7 +448,9 @@ F="$CORONETGAN_VDEV_STATE/props"
 if [ $# -eq 0 ]; then
   while IFS='=' read -r k v; do printf '[%s]: [%s]\n' "$k" "$v"; done < "$F"
 else
-  grep -m 1 "^$1=" "$F" | cut -d= -f2-
+  while IFS='=' read -r k v; do
+    if [ "$k" = "$1" ]; then printf '%s\n' "$v"; exit 0; fi
+  done < "$F"
 fi
 ''',
             "dumpsys": r'''#!/bin/sh
@@ -418,24 +501,31 @@ exec /bin/chmod "$@"
         return None
 
     def rewrite(self, command: str) -> str:
-        """Rewrite mapped device paths in a shell command to their sandbox paths."""
-        for root in MAPPED:
-            target = root if root != "/storage/emulated/0" else "/sdcard"
-            command = command.replace(root, str(self.sandbox) + target)
-        return command
+        """Rewrite mapped device paths in a shell command to their sandbox paths.
+
+        The sandbox is reached through :attr:`root`, a path of shell-safe characters only (``[A-Za-z0-9._/-]``),
+        so the rewritten command has the same words as the original in every quoting context; only whole
+        path prefixes are rewritten (``/sdcard2`` or ``/x/data/local/tmp`` are left alone).
+        """
+        def repl(m: re.Match) -> str:
+            target = "/sdcard" if m.group(1) == "/storage/emulated/0" else m.group(1)
+            return f"{self.root}{target}"
+
+        return _MAPPED_RE.sub(repl, command)
 
     def shell_env(self) -> dict[str, str]:
         """Environment of commands run by the virtual device's shell."""
+        root = str(self.root)
         return {
-            "PATH": f"{self.sandbox}/system/bin:/usr/bin:/bin",
-            "HOME": str(self.sandbox / "data/local/tmp"),
-            "TMPDIR": str(self.sandbox / "data/local/tmp"),
+            "PATH": f"{root}/system/bin:/usr/bin:/bin",
+            "HOME": f"{root}/data/local/tmp",
+            "TMPDIR": f"{root}/data/local/tmp",
             "LANG": "C", "LC_ALL": "C",
-            "THERMAL_DIR": str(self.sandbox / "sys/class/thermal"),
-            "CORONETGAN_VDEV_STATE": str(self.sandbox / ".vdev"),
-            "CORONETGAN_VDEV_SANDBOX": str(self.sandbox),
+            "THERMAL_DIR": f"{root}/sys/class/thermal",
+            "CORONETGAN_VDEV_STATE": f"{root}/.vdev",
+            "CORONETGAN_VDEV_SANDBOX": root,
             "CORONETGAN_VDEV_FAULTS": ",".join(f"{k}={v}" if v else k for k, v in self.faults.items()),
-            "ANDROID_DATA": str(self.sandbox / "data"),
+            "ANDROID_DATA": f"{root}/data",
         }
 
     # -- services --------------------------------------------------------------------------------
