@@ -175,7 +175,7 @@ def test_resume_refuses_missing_checkpoint(tmp_path):
 def test_resume_after_kill_continues_from_saved_state(tmp_path, shared_data):
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "compress", "--model", "dcgan", "--preset", "small", "--dataset", "cifar10",
-           "--target", "0.5", "--search-steps", "2000", "--converge-steps", "5", "--ngf", "16",
+           "--target", "0.5", "--steps", "2005", "--search-steps", "2000", "--converge-steps", "5", "--ngf", "16",
            "--batch-size", "16", "--latent-lr", "0.01", "--checkpoint-interval", "3", "--device", "cpu",
            "--run-dir", str(run)]
     env = {**os.environ, "CORONETGAN_DATA_MIRROR": str(shared_data)}
