@@ -38,7 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
 
 #: (family, targets) of the controllability table.
-CONTROL_TARGETS = {"pix2pix": (0.5, 0.75, 0.9, 0.95), "cyclegan": (0.5, 0.75, 0.9), "dcgan": (0.5, 0.75, 0.9)}
+CONTROL_TARGETS = {"pix2pix": (0.5, 0.75, 0.9, 0.95), "cyclegan": (0.5, 0.75, 0.85, 0.9), "dcgan": (0.5, 0.75, 0.9)}
+#: Remaining-parameter fractions of the paper's pruned generators (CoroNetGAN Table 1 / 2), for the allocation.
+PAPER_PARAMS_REMAINING = {("pix2pix", 0.75): 0.243, ("pix2pix", 0.95): 0.087, ("cyclegan", 0.75): 0.238,
+                          ("cyclegan", 0.85): 0.148}
 
 
 # --- machine ---------------------------------------------------------------------------------------------
@@ -101,7 +104,10 @@ def controllability_run(model: str, target: float, run_dir: Path, search_steps: 
                ["search_steps"], search_s=rep["seconds"].get("search", 0.0),
                params_before=rep["original"]["params"], params_after=rep["pruned"]["params"],
                macs_before=rep["original"]["macs"], macs_after=rep["pruned"]["macs"],
-               check_interval=json.loads((run_dir / "config.json").read_text())["check_interval"])
+               check_interval=json.loads((run_dir / "config.json").read_text())["check_interval"],
+               gap_db=rep.get("materialization_gap_db"), layers=rep.get("layers", []),
+               floors=rep["search"].get("floors", {}),
+               above_threshold=rep["search"].get("latent_entries_above_threshold", {}))
     return row
 
 
@@ -133,7 +139,7 @@ def controllability(quick: bool = False, retry_steps: int = 0, out_name: str = "
     results = {"kind": "controllability", "quick": quick, "machine": machine(), "rows": rows,
                "threads": threads or "default",
                "note": "small preset, search stage only (--converge-steps 1), real data from $CORONETGAN_DATA_MIRROR"}
-    table = controllability_table(results)
+    table = controllability_table(results) + "\n" + allocation_table(results)
     _write(out_name, results, table)
     print(table)
     return results
@@ -154,26 +160,53 @@ def _control_line(r: dict) -> str:
             f"load {r['load_before']} -> {r['load_after']}")
 
 
+def _gap(r: dict) -> str:
+    if "gap_db" not in r:
+        return "-"
+    return "identical" if r["gap_db"] is None else f"{r['gap_db']:.0f}"
+
+
 def controllability_table(results: dict) -> str:
-    """Markdown table of :func:`controllability` results."""
+    """Markdown table of :func:`controllability` results (MACs reduction as a fraction, times in s, the
+    materialisation gap in dB of PSNR)."""
     m = results["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, torch threads per run: "
              f"{results.get('threads', 'default')}, GPU: {m['gpu'] or 'none'}. {results['note']}.", "",
-             "| family | target | achieved MACs reduction | status | search steps (frozen at / budget) | "
-             "search s | process wall s | params before -> after | MACs before -> after | load 1-min before/after |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| family | target | achieved MACs reduction | off by (points) | status | search steps (frozen at / "
+             "budget) | search s | process wall s | params before -> after | MACs before -> after | "
+             "materialisation gap dB | load 1-min before/after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         if r["status"] == "failed":
-            lines.append(f"| {r['model']} | {r['target']:.2f} | - | FAILED (rc {r['returncode']}) | | | "
-                         f"{r['wall_s']:.0f} | | | |")
+            lines.append(f"| {r['model']} | {r['target']:.2f} | - | - | FAILED (rc {r['returncode']}) | | | "
+                         f"{r['wall_s']:.0f} | | | | |")
             continue
         label = r["status"].replace("_", " ") + (" (rerun, larger budget)" if r.get("retry") else "")
         lines.append(
-            f"| {r['model']} | {r['target']:.2f} | {r['achieved']:.3f} | {label} | {r['frozen_at_step']} / "
+            f"| {r['model']} | {r['target']:.2f} | {r['achieved']:.3f} | {100 * (r['achieved'] - r['target']):+.2f} | "
+            f"{label} | {r['frozen_at_step']} / "
             f"{r['search_budget']} | {r['search_s']:.1f} | {r['wall_s']:.1f} | {r['params_before'] / 1e6:.3f} M -> "
             f"{r['params_after'] / 1e6:.3f} M | {r['macs_before'] / 1e6:.1f} M -> {r['macs_after'] / 1e6:.1f} M | "
-            f"{(r['load_before'] or ['?'])[0]} / {(r['load_after'] or ['?'])[0]} |")
+            f"{_gap(r)} | {(r['load_before'] or ['?'])[0]} / {(r['load_after'] or ['?'])[0]} |")
     return "\n".join(lines) + "\n"
+
+
+def allocation_table(results: dict) -> str:
+    """Per-layer allocation of the rows the paper reports a remaining-parameter fraction for
+    (:data:`PAPER_PARAMS_REMAINING`): kept / original output channels and the layer's share of the pruned
+    generator's MACs, beside the remaining parameters (ours vs the paper's)."""
+    out = []
+    for r in results["rows"]:
+        paper = PAPER_PARAMS_REMAINING.get((r["model"], r["target"]))
+        if paper is None or r["status"] == "failed" or not r.get("layers"):
+            continue
+        ours = r["params_after"] / r["params_before"]
+        out += [f"### {r['model']} {r['target']:.0%}: {ours:.1%} of the parameters remain (paper: {paper:.1%})", "",
+                "| layer | out channels kept / original | kept | share of the pruned MACs |", "|---|---|---|---|"]
+        out += [f"| {l['layer']} | {l['out_channels']} / {l['original_out']} | "
+                f"{l['out_channels'] / l['original_out']:.0%} | {l.get('macs_share', 0):.1%} |" for l in r["layers"]]
+        out.append("")
+    return "\n".join(out)
 
 
 # --- (b) step cost ---------------------------------------------------------------------------------------
