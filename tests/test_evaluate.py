@@ -182,3 +182,28 @@ def test_compare_renders_the_table(runs, env, tmp_path, capsys):
     assert "generated vs" in text and "Machine:" in text
     (a / "evaluation.json").unlink()
     assert compare_main([str(a)]) == 2 and "evaluation.json is missing" in capsys.readouterr().err
+
+
+def test_compare_over_seeds_groups_methods(tmp_path):
+    """``--over-seeds``: one row per method, KID/FID mean ± std over the runs' seeds (synthetic run folders)."""
+    import json as _json
+
+    from compress.evaluate.compare import render_seed_table, load_row
+
+    def fake(name, seed, kid, fid, baseline=None):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(_json.dumps({"seed": seed}))
+        (d / "evaluation.json").write_text(_json.dumps({"macs": 5e6, "params": 1e5, "fid": fid, "kid_mean": kid,
+                                                       "kid_std": 0.001, "n_fake": 500, "n_real": 5085,
+                                                       "real_set": "train"}))
+        (d / "compression_report.json").write_text(_json.dumps({
+            "baseline": baseline, "target_macs_reduction": 0.75, "original": {"macs": 2e7}, "target_reached": True,
+            "seconds": {}, "budget": {"batch_size": 64}, "machine": "m"}))
+        return d
+
+    rows = [load_row(fake(f"c{s}", s, kid, fid)) for s, kid, fid in ((0, 0.10, 150.0), (1, 0.12, 160.0), (2, 0.14, 170.0))]
+    rows += [load_row(fake("u0", 0, 0.2, 200.0, baseline="unpruned"))]
+    text = render_seed_table(rows, title="T")
+    assert "| CoroNetGAN 75% | 0.0050 | 0.100 | 0, 1, 2 | 0.1200 ± 0.0200 | 160.0 ± 10.0 | 0.1000 / 0.1200 / 0.1400 |" in text
+    assert "| unpruned | 0.0050 | 0.100 | 0 | 0.2000 ± 0.0000 | 200.0 ± 0.0 | 0.2000 |" in text

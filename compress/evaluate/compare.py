@@ -73,6 +73,8 @@ def load_row(run_dir: str | Path) -> dict:
         "search_steps": search_steps, "converge_steps": converge_steps,
         "batch_size": budget.get("batch_size"), "machine": rep.get("machine", ""),
         "target_reached": rep.get("target_reached"),
+        "seed": json.loads((run_dir / "config.json").read_text()).get("seed") if (run_dir / "config.json").is_file()
+        else None,
     }
 
 
@@ -120,6 +122,44 @@ def render_table(rows: list[dict], paper: dict[str, str] | None = None, title: s
     return "\n".join(lines) + "\n"
 
 
+def render_seed_table(rows: list[dict], paper: dict[str, str] | None = None, title: str | None = None) -> str:
+    """Markdown table with one row per method over several seeds: KID (the mean over subsets of each run)
+    as mean ± std over the seeds, FID likewise, the seeds used and the runs' MACs and params."""
+    import statistics
+
+    paper = paper or {}
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=_sort_key):
+        groups.setdefault(r["method"], []).append(r)
+
+    def mean_std(values: list[float], digits: int) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
+
+    head = ["method", "MACs (G)", "params (M)", "seeds", "KID mean ± std over seeds", "FID mean ± std over seeds",
+            "KID per seed"]
+    if paper:
+        head.append("paper FID")
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, rs in groups.items():
+        rs = sorted(rs, key=lambda r: (r["seed"] is None, r["seed"]))
+        cells = [method + ("" if all(r["target_reached"] in (None, True) or r["baseline"] for r in rs)
+                           else " (target NOT reached in a run)"),
+                 f"{statistics.fmean(r['macs'] for r in rs) / 1e9:.4f}",
+                 f"{statistics.fmean(r['params'] for r in rs) / 1e6:.3f}",
+                 ", ".join(str(r["seed"]) for r in rs), mean_std([r["kid_mean"] for r in rs], 4),
+                 mean_std([r["fid"] for r in rs], 1), " / ".join(f"{r['kid_mean']:.4f}" for r in rs)]
+        if paper:
+            cells.append(next((v for k, v in paper.items() if method.startswith(k)), ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        ns = sorted({(r["n_fake"], r["n_real"], r["real_set"]) for r in rows})
+        lines += ["", "FID/KID of each run: " + "; ".join(f"{a} generated vs {b} real ({s}) images" for a, b, s in ns)
+                  + ". Machine: " + "; ".join(sorted({r["machine"] for r in rows})) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m compress.evaluate.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="append", default=[], metavar="METHOD=FID",
                    help="the paper's FID for rows whose method starts with METHOD (repeatable)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead")
+    p.add_argument("--over-seeds", action="store_true",
+                   help="one row per method: KID and FID as mean ± std over the runs' seeds")
     return p
 
 
@@ -144,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(sorted(rows, key=_sort_key), indent=2))
         return 0
-    text = render_table(rows, paper, args.title)
+    text = (render_seed_table if args.over_seeds else render_table)(rows, paper, args.title)
     if args.out:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")

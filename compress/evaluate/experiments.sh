@@ -5,6 +5,8 @@
 #   bash compress/evaluate/experiments.sh evaluate   # python -m compress.evaluate on each run
 #   bash compress/evaluate/experiments.sh tables     # docs/tables/*.md from the evaluation.json files
 #   bash compress/evaluate/experiments.sh all        # the three in order
+#   bash compress/evaluate/experiments.sh dcgan-seeds  # DCGAN, every row at $SEEDS (default 0 1 2), one table
+#                                                      # of KID/FID mean +- std over seeds (docs/tables/dcgan_cifar10_seeds.md)
 #
 # Budgets (chosen to fit about an hour of the 2-core CPU, far below the paper's 200 epochs):
 #   DCGAN:    small preset (batch 64) at the paper's width ngf = ndf = $DCGAN_NGF (default 64), latent lr 0.02
@@ -32,6 +34,8 @@ DCGAN_NGF="${DCGAN_NGF:-64}"
 DCGAN_CONVERGE="${DCGAN_CONVERGE:-1600}"
 DCGAN_MAX_REAL="${DCGAN_MAX_REAL:-}"
 DCGAN_75="${DCGAN_75:-1}"
+SEEDS="${SEEDS:-0 1 2}"
+DCGAN_STEPS="${DCGAN_STEPS:-800}"
 EVAL_AFTER_TRAIN="${EVAL_AFTER_TRAIN:-1}"
 H2Z_50="${H2Z_50:-1}"
 mkdir -p "$OUT"
@@ -92,6 +96,25 @@ evaluate() {
   return 0
 }
 
+dcgan_seed_runs() {  # issue 13: every DCGAN row at three seeds, one total budget of $DCGAN_STEPS steps each
+  local s
+  for s in $SEEDS; do
+    local common=(--model dcgan --preset small --latent-lr 0.02 --seed "$s" --ngf "$DCGAN_NGF"
+                  --discriminator "ndf=$DCGAN_NGF" --steps "$DCGAN_STEPS")
+    run "dcgan-s$s-coronet-50" "${common[@]}" --target 0.5
+    run "dcgan-s$s-unpruned"   --baseline unpruned --reference-run "$OUT/dcgan-s$s-coronet-50"
+    run "dcgan-s$s-random-50"  --baseline random  --reference-run "$OUT/dcgan-s$s-coronet-50"
+    run "dcgan-s$s-uniform-50" --baseline uniform --reference-run "$OUT/dcgan-s$s-coronet-50"
+    run "dcgan-s$s-coronet-75" "${common[@]}" --target 0.75
+    run "dcgan-s$s-random-75"  --baseline random  --reference-run "$OUT/dcgan-s$s-coronet-75"
+    run "dcgan-s$s-uniform-75" --baseline uniform --reference-run "$OUT/dcgan-s$s-coronet-75"
+  done
+  local runs=("$OUT"/dcgan-s*-*/)
+  "$PY" -m compress.evaluate.compare "${runs[@]%/}" --over-seeds --out docs/tables/dcgan_cifar10_seeds.md \
+    --title "DCGAN on CIFAR-10 (partial copy), seeds $SEEDS" \
+    --paper "unpruned=45.8" --paper "CoroNetGAN 50%=56.3" --paper "random pruning (50%)=68.8"
+}
+
 tables() {  # the paper's figures go beside the rows they correspond to (--paper)
   mkdir -p docs/tables
   local dc=() hz=()
@@ -108,9 +131,10 @@ tables() {  # the paper's figures go beside the rows they correspond to (--paper
 case "${1:-all}" in
   train) EVAL_AFTER_TRAIN=0; dcgan_runs; h2z_runs ;;
   dcgan) dcgan_runs ;;
+  dcgan-seeds) dcgan_seed_runs ;;
   h2z) h2z_runs ;;
   evaluate) evaluate ;;
   tables) tables ;;
   all) dcgan_runs; h2z_runs; evaluate; tables ;;
-  *) echo "usage: $0 train|dcgan|h2z|evaluate|tables|all" >&2; exit 2 ;;
+  *) echo "usage: $0 train|dcgan|dcgan-seeds|h2z|evaluate|tables|all" >&2; exit 2 ;;
 esac
