@@ -164,6 +164,10 @@ def test_proximal_floor_keeps_the_largest_entries_and_skips_a_vector_at_its_floo
     proximal_step([z], regularization=1.0, lr=1.0, threshold=5e-3, floors=[2])
     assert torch.equal(z, at_floor)                                               # skipped, as in DHP
     assert channel_mask(z, 5e-3, min_channels=2).tolist() == [True, False, False, False, True, False]
+    # an optimizer step took one of the two under tau: the step projects it back onto the floor
+    z[0] = 1e-3
+    proximal_step([z], regularization=1.0, lr=1.0, threshold=5e-3, floors=[2])
+    assert z.tolist() == pytest.approx([5e-3, 0.0, 0.0, 0.0, -5e-3, 0.0])
 
 
 @pytest.mark.parametrize("make,shape", [

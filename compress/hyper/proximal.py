@@ -51,14 +51,24 @@ def proximal_step(latent_vectors: Iterable[torch.Tensor], regularization: float,
         threshold: tau of the masks; with ``floors``, the level the floor's entries never go under.
         floors: per vector, the channels it keeps at least (:func:`channel_floor`); None: no floor (plain eq. 5).
             A vector with no more than its floor of entries at or above ``threshold`` is skipped (DHP); one that
-            would fall below its floor keeps its floor largest entries at ``threshold`` or above.
+            would fall below its floor keeps its floor largest entries at ``threshold`` or above, and one that
+            the optimizer step took below it has its floor largest entries raised to ``threshold`` (projection
+            onto the floor; signs kept).
     """
     shrink = regularization * lr
     vectors = list(latent_vectors)
     floor_list = list(floors) if floors is not None else [0] * len(vectors)
     for z, floor in zip(vectors, floor_list):
         mag = z.abs()
-        if floor and int((mag >= threshold).sum()) <= floor:
+        above = int((mag >= threshold).sum())
+        if floor and above < floor:
+            # the optimizer step (not eq. 5) took entries under tau: project back onto the floor, so that the
+            # masks keep the same channels (the floor largest) without the guard ever choosing among ties
+            order = torch.sort(mag, descending=True, stable=True).indices[:floor]
+            lifted = torch.clamp(mag[order], min=threshold)
+            z[order] = torch.where(z[order] < 0, -lifted, lifted)
+            continue
+        if floor and above == floor:
             continue                                   # DHP: the vector is at its floor already
         new = torch.clamp(mag - shrink, min=0.0)
         if floor and int((new >= threshold).sum()) < floor:
