@@ -73,6 +73,7 @@ def test_bf16_autocast_keeps_the_weight_generation_in_fp32(tmp_path):
     opt_G, opt_D = tr.build_optimizers(G, D, extra, 0.05)
     conv = next(m for m in D.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.is_contiguous() for p in G.hyper.parameters())     # the hypernetwork stays as it is
     z = torch.randn(4, 100, 1, 1)
     plain = {k: w.detach().clone() for k, w in G.generated_weights(G.masks()).items()}
     with tr.accel.autocast():
