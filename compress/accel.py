@@ -5,11 +5,11 @@ On a CUDA device a run gets
 * **bf16 autocast** (``--precision``; ``auto`` = bf16 on CUDA) around the forward passes and losses of both GAN
   steps (:func:`compress.step.gan_step`); the backward passes, the Adam steps and the proximal step (eq. 5)
   stay outside it, on the fp32 parameters. The hypernetwork's weight generation (eqs. 1-4) is kept in fp32 even
-  inside the autocast region (:meth:`compress.hyper.network.HyperNetwork.generated_weights`): F = W2 (V W1 + B1)
-  + B2 sums m = 8 products per weight and the masks are thresholds on |z| at tau = 5e-3, where bf16's 8-bit
-  mantissa (a relative step of 2^-8 = 0.4%) would move generated weights of entries near tau by more than the
-  per-step change the search is watching; the generated weights are then cast to bf16 by each convolution like
-  any other weight. No GradScaler: bf16 has fp32's exponent range (PyTorch AMP documentation).
+  inside the autocast region (:meth:`compress.hyper.network.HyperNetwork.generated_weights`): a generated
+  weight is a sum of m = 8 products plus a bias (eq. 4) whose terms can be much larger than the sum, and autocast
+  would run eq. 4's ``baddbmm`` on factors rounded to bf16, an error bounded relative to the terms, not to the
+  weight. In fp32 each weight is rounded once, by the convolution's own cast, to within 2^-9 (0.2%) of itself, as any
+  weight of a plain network under autocast. No GradScaler: bf16 has fp32's exponent range (PyTorch AMP docs).
 * **channels_last** memory (``--channels-last``, on by default on CUDA) for the networks and the image batches
   (NHWC is what cuDNN's tensor-core convolutions run on; PyTorch's channels_last tutorial),
 * **cuDNN autotuning** (``torch.backends.cudnn.benchmark``: each convolution shape is timed once and the fastest
