@@ -173,10 +173,20 @@ class Check:
         self.env = {**os.environ, "CORONETGAN_DATA_MIRROR": str(args.data.resolve()),
                     "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         self.results: dict[str, Any] = {"sections": {}}
+        self.deadline = time.perf_counter() + args.budget_s
+
+    def left(self) -> float:
+        """Seconds left of ``--budget-s`` (a subprocess gets at least 30)."""
+        return max(30.0, self.deadline - time.perf_counter())
 
     def section(self, name: str, fn: Callable[[], dict]) -> None:
-        """Run one section; record its result, its seconds and, on failure, the error."""
+        """Run one section; record its result, its seconds and, on failure, the error. Past ``--budget-s`` a
+        section is recorded as skipped (failed), so that the results folder is written in time."""
         t0 = time.perf_counter()
+        if t0 > self.deadline:
+            self.results["sections"][name] = {"ok": False, "seconds": 0.0,
+                                              "error": f"skipped: past the time budget (--budget-s {self.args.budget_s})"}
+            return
         print(f"[gpu-check] {name} ...", flush=True)
         try:
             rec = {"ok": True, **fn()}
@@ -198,7 +208,8 @@ class Check:
 
         run = self.runs / family
         extra = ["--data-on-device"] if family == "cyclegan" else []
-        _run(self.compress_cmd(family, run, extra), self.runs / f"{family}.log", self.env, timeout=300)
+        _run(self.compress_cmd(family, run, extra), self.runs / f"{family}.log", self.env,
+             timeout=self.left())
         rec = {**_report(run), "settings": _settings_line(run)}
         load_generator(run)
         if rec["status"] != "reached":
@@ -209,7 +220,7 @@ class Check:
     def compile_smoke(self) -> dict:
         run = self.runs / "dcgan-compile"
         cmd = self.compress_cmd("dcgan", run, ["--compile"])
-        _run(cmd, self.runs / "dcgan-compile.log", self.env, timeout=400)
+        _run(cmd, self.runs / "dcgan-compile.log", self.env, timeout=self.left())
         return {**_report(run), "settings": _settings_line(run)}
 
     def step_cost(self) -> dict:
@@ -235,7 +246,7 @@ class Check:
         run = self.runs / "dcgan-torchrun"
         cmd = self.compress_cmd("dcgan", run, [])
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *cmd[1:]]
-        _run(cmd, self.runs / "dcgan-torchrun.log", self.env, timeout=400)
+        _run(cmd, self.runs / "dcgan-torchrun.log", self.env, timeout=self.left())
         log = (run / "log.txt").read_text()
         agreed = [l for l in log.splitlines() if "bit-identical latent vectors and masks" in l]
         if not agreed:
@@ -294,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ddp", choices=("auto", "always", "never"), default="auto",
                    help="the 2-process torchrun smoke: auto = when 2 GPUs are present")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "gpu-check", help="the results folder (replaced)")
+    p.add_argument("--budget-s", type=float, default=450.0,
+                   help="seconds after which the remaining sections are skipped (default 450: results within "
+                        "8 minutes on one GPU)")
     args = p.parse_args(argv)
     try:
         if args.make_data:

@@ -42,7 +42,7 @@ def test_the_data_subset_is_small_enough_to_carry(gpu_data, tmp_path):
 def test_the_gpu_check_runs_end_to_end_on_the_cpu(gpu_data, tmp_path):
     out = tmp_path / "gpu-check"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--data", str(gpu_data), "--device", "cpu", "--tiny",
-                           "--ddp", "never", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+                           "--ddp", "never", "--budget-s", "3000", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     sections = results["sections"]
