@@ -86,7 +86,7 @@ def _torchrun(args: list[str], env: dict, **kw) -> subprocess.Popen:
                             start_new_session=True, **kw)
 
 
-@pytest.mark.slow     # two torchrun launches of 2 processes and an export: about 30 s on the shared 2-core VM
+@pytest.mark.slow     # two torchrun launches of 2 processes and an export: 30-45 s on the shared 2-core VM
 def test_torchrun_two_ranks_reach_the_target_resume_and_export(tmp_path, shared_data):
     run = tmp_path / "ddp"
     env = {**os.environ, "CORONETGAN_DATA_MIRROR": str(shared_data), "PYTHONPATH": str(REPO)}

@@ -38,7 +38,7 @@ def test_the_data_subset_is_small_enough_to_carry(gpu_data, tmp_path):
     assert proc.returncode == 2 and "--mirror" in proc.stderr
 
 
-@pytest.mark.slow     # three tiny compress runs with fp32 exports, the step-cost and memory sections: ~4 min here
+@pytest.mark.slow     # three tiny compress runs with fp32 exports, the step-cost and memory sections: 3-4 min here
 def test_the_gpu_check_runs_end_to_end_on_the_cpu(gpu_data, tmp_path):
     out = tmp_path / "gpu-check"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--data", str(gpu_data), "--device", "cpu", "--tiny",
