@@ -7,6 +7,8 @@
 #   make export DTYPE=fp32|fp16|int8|all [RUN=dir]
 #   make bench [DEVICE=sm8450]    the attached phone if any, else the host CPU and the virtual device
 #   make release [RUN=dir]        release/<run name>/index.md and everything it links to
+#   make gpu-data                 a few MB of the data mirror in gpu_data/ (git-ignored), carried to a GPU machine
+#   make gpu-check                the prepared GPU check: CUDA smoke runs, step cost, peak GPU memory (< 8 min)
 SHELL := /bin/bash
 PY ?= .venv/bin/python
 export CORONETGAN_DATA_MIRROR ?= $(abspath ../shared/data)
@@ -29,7 +31,8 @@ STAGE_RUN := $(if $(RUN),--run-dir $(RUN),--latest runs)
 PIPE = $(PY) -m bench.pipeline --model $(MODEL) --dataset $(DATASET) --target $(TARGET) --preset $(PRESET) \
 	--dtype $(DTYPE) --device $(DEVICE) --release-dir $(RELEASE) $(if $(SERIAL),--serial $(SERIAL)) $(PIPELINE_ARGS)
 
-.PHONY: all setup test test-fast test-slow pipeline data compress evaluate export bench release clean-venv macs
+.PHONY: all setup test test-fast test-slow pipeline data compress evaluate export bench release clean-venv macs \
+	gpu-data gpu-check
 
 all: setup pipeline
 
@@ -81,3 +84,18 @@ release: setup
 
 clean-venv:
 	rm -rf .venv
+
+# The prepared GPU check (issue 18; docs/compress.md, "GPU"): one results folder, GPU_CHECK_OUT. It reads only the
+# data subset GPU_DATA, which `make gpu-data` copies from the mirror (name it in the device tool's carry).
+# No `setup` prerequisite: a GPU machine brings its own CUDA torch (PY=python).
+GPU_DATA ?= gpu_data
+GPU_CHECK_OUT ?= runs/gpu-check
+GPU_DEVICE ?= cuda
+
+gpu-data: $(GPU_DATA)/cifar10_partial/cifar10_partial.npz
+
+$(GPU_DATA)/cifar10_partial/cifar10_partial.npz:
+	$(PY) scripts/gpu_check.py --make-data $(GPU_DATA) --mirror $(CORONETGAN_DATA_MIRROR)
+
+gpu-check: $(GPU_DATA)/cifar10_partial/cifar10_partial.npz
+	$(PY) scripts/gpu_check.py --data $(GPU_DATA) --device $(GPU_DEVICE) --out $(GPU_CHECK_OUT)

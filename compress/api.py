@@ -15,18 +15,24 @@ LOGGER = logging.getLogger("coronetgan")
 
 
 def setup_logging(run_dir: Path) -> None:
-    """Log to ``run_dir/log.txt`` (appending, so resumed runs keep their history) and to stderr."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Log to ``run_dir/log.txt`` (appending, so resumed runs keep their history) and to stderr. Under torchrun
+    only rank 0 writes the file; the other ranks log warnings and errors to stderr (compress/distributed.py)."""
+    from compress.distributed import environment_rank
+
+    rank = environment_rank()
     root = logging.getLogger("coronetgan")
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     for h in list(root.handlers):
         root.removeHandler(h)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fh = logging.FileHandler(run_dir / "log.txt")
-    fh.setFormatter(fmt)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if rank == 0 else
+                            f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "log.txt")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
     sh = logging.StreamHandler(sys.stderr)
     sh.setFormatter(fmt)
-    root.addHandler(fh)
     root.addHandler(sh)
 
 

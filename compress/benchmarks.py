@@ -9,10 +9,13 @@
 * ``step-cost``: wall time (ms) of one search step (hypernetwork-driven generator, proximal step, MACs
   check) against one plain training step of the same generator, same batch, same machine, measured
   interleaved (A B A B ...) so that the machine's load weighs on both alike; the ratio; and where the
-  search step's time goes (manual timers).
+  search step's time goes (manual timers). ``--device cuda`` times both on the GPU with the run's CUDA
+  settings (:mod:`compress.accel`: bf16 autocast, channels_last, cuDNN autotuning), synchronising before
+  every clock read.
 * ``memory``: peak resident memory (MiB, ``ru_maxrss`` of a fresh subprocess) of a few search steps of the
   paper's U-Net-256 (ngf 64, 256 px, batch 4) beside the plain training step, and the parameter /
-  gradient / Adam-state sizes (MiB).
+  gradient / Adam-state sizes (MiB); on a GPU (:func:`memory_worker` with ``device="cuda"``) also
+  ``torch.cuda.max_memory_allocated``.
 
 Every command writes ``runs/bench-<name>/results.json`` and ``results.md`` (the table) and prints the table.
 Each record carries the machine (CPU model, cores) and the load average (``os.getloadavg``) around it.
@@ -32,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from compress.errors import InputError
 from compress.step import gan_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,18 +224,31 @@ STEP_CASES: dict[str, tuple[str, str, dict]] = {
 }
 
 
-class _Timers:
-    """Accumulating wall-clock timers (s)."""
+def _synchronizer(device) -> Callable[[], None]:
+    """What to call before reading the clock: ``torch.cuda.synchronize`` on CUDA (kernels run asynchronously),
+    nothing elsewhere."""
+    import torch
 
-    def __init__(self):
+    if torch.device(device).type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+class _Timers:
+    """Accumulating wall-clock timers (s); ``sync`` is called before each clock read (:func:`_synchronizer`)."""
+
+    def __init__(self, sync: Callable[[], None] = lambda: None):
         self.t: dict[str, float] = {}
+        self.sync = sync
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        self.sync()
         t0 = time.perf_counter()
         try:
             yield
         finally:
+            self.sync()
             self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
 
 
@@ -243,17 +260,20 @@ class _StepBench:
     interval check and the per-step ``reductions()`` (masks + MACs) for the progress bar. Logging,
     samples and checkpoints (every 10/100/100 steps) are left out. The plain variant is
     ``gan_step`` without a controller, with the unpruned plain generator: ordinary GAN training.
-    Both use the same fixed batch (one real batch from the dataset), so data loading is not timed.
+    Both use the same fixed batch (one real batch from the dataset), so data loading is not timed. On
+    ``device`` (default the CPU) both run with the trainer's settings for it (:mod:`compress.accel`).
     """
 
-    def __init__(self, family: str, preset_name: str, overrides: dict, workdir: Path, seed: int = 0):
+    def __init__(self, family: str, preset_name: str, overrides: dict, workdir: Path, seed: int = 0,
+                 device: str = "cpu"):
         import torch
 
+        from compress.accel import to_device
         from compress.config import RunConfig, preset
         from compress.trainer import Trainer
 
         torch.manual_seed(seed)
-        values = {"model": family, "preset": preset_name, **preset(family, preset_name), "device": "cpu",
+        values = {"model": family, "preset": preset_name, **preset(family, preset_name), "device": device,
                   **overrides}
         cfg = RunConfig(**values).validate()
         self.cfg = cfg
@@ -261,7 +281,9 @@ class _StepBench:
         self.plain_tr = Trainer(cfg, workdir / "plain")
         ds = self.search_tr.family.dataset(cfg, train=True)
         items = [ds[i] for i in range(cfg.batch_size)]
-        self.batch = torch.utils.data.default_collate(items)
+        self.device = self.search_tr.device
+        self.batch = self.search_tr.accel.prepare_batch(to_device(torch.utils.data.default_collate(items),
+                                                                  self.device))
         # search variant
         tr = self.search_tr
         self.G, self.D, self.extra = tr.build_search_networks()
@@ -269,22 +291,24 @@ class _StepBench:
         self.step_count = 0
         # plain variant: same generator class at full width, its own D and extra networks
         tr = self.plain_tr
-        self.Gp = tr.recipe.make_generator()
-        self.Dp = tr.recipe.make_discriminator()
-        self.extra_p = tr.recipe.extra_networks()
+        self.Gp = tr.recipe.make_generator().to(self.device)
+        self.Dp = tr.recipe.make_discriminator().to(self.device)
+        self.extra_p = {k: v.to(self.device) for k, v in tr.recipe.extra_networks().items()}
         self.opt_Gp, self.opt_Dp = tr.build_optimizers(self.Gp, self.Dp, self.extra_p, None)
 
     def search_step(self, fused: bool = False) -> None:
         tr = self.search_tr
         opt_G, opt_D = (self._fused("search") if fused else (self.opt_G, self.opt_D))
-        gan_step(tr.recipe, self.batch, self.G, self.D, self.extra, opt_G, opt_D, controller=tr.controller)
+        gan_step(tr.recipe, self.batch, self.G, self.D, self.extra, opt_G, opt_D, controller=tr.controller,
+                 hooks=tr.hooks)
         self.step_count += 1
         tr.controller.maybe_check(self.step_count)
         tr.controller.reductions()
 
     def plain_step(self, fused: bool = False) -> None:
         opt_G, opt_D = (self._fused("plain") if fused else (self.opt_Gp, self.opt_Dp))
-        gan_step(self.plain_tr.recipe, self.batch, self.Gp, self.Dp, self.extra_p, opt_G, opt_D)
+        gan_step(self.plain_tr.recipe, self.batch, self.Gp, self.Dp, self.extra_p, opt_G, opt_D,
+                 hooks=self.plain_tr.hooks)
 
     def _fused(self, variant: str):
         """Copies of a variant's two optimizers with ``fused=True`` (same groups, own state): what the step
@@ -318,7 +342,7 @@ class _StepBench:
         weight generation forward and forward+backward, and of Adam on the hypernetwork parameters."""
         import torch
 
-        tm = _Timers()
+        tm = _Timers(_synchronizer(self.device))
         tr, r = self.search_tr, self.search_tr.recipe
         G, D = self.G, self.D
         orig_gen = G.generated_weights
@@ -343,7 +367,8 @@ class _StepBench:
                  for k, v in self.extra.items()}
         try:
             for _ in range(steps):
-                gan_step(r, self.batch, Gt, Dt, extra, self.opt_G, self.opt_D, controller=tr.controller, timer=tm)
+                gan_step(r, self.batch, Gt, Dt, extra, self.opt_G, self.opt_D, controller=tr.controller, timer=tm,
+                         hooks=tr.hooks)
                 self.step_count += 1
                 with tm("masks + MACs check"):
                     tr.controller.maybe_check(self.step_count)
@@ -352,7 +377,7 @@ class _StepBench:
             del G.generated_weights
         per_step = {k: v / steps for k, v in tm.t.items()}
         # isolated: weight generation fwd and fwd+bwd (no generator), Adam on the hypernetwork alone
-        iso = _Timers()
+        iso = _Timers(_synchronizer(self.device))
         n_iso = max(2, min(steps, 3))
         for _ in range(n_iso):
             with iso("hyper fwd"):
@@ -381,15 +406,19 @@ class _StepBench:
         return {"per_step_s": per_step, "isolated_s": isolated}
 
 
-def _interleaved(fns: Sequence[Callable[[], None]], rounds: int, per_round: int) -> list[list[float]]:
+def _interleaved(fns: Sequence[Callable[[], None]], rounds: int, per_round: int,
+                 sync: Callable[[], None] = lambda: None) -> list[list[float]]:
     """Time the callables alternately (A B A B ..., or A B C A B C ...): ``rounds`` blocks of ``per_round``
-    calls each. Returns, per callable, the mean seconds per call of every block."""
+    calls each, ``sync`` called before each clock read. Returns, per callable, the mean seconds per call of
+    every block."""
     out: list[list[float]] = [[] for _ in fns]
     for i in range(rounds):
         for f, acc in zip(fns, out):
+            sync()
             t0 = time.perf_counter()
             for _ in range(per_round):
                 f()
+            sync()
             acc.append((time.perf_counter() - t0) / per_round)
         print(f"  round {i + 1}/{rounds}: " + ", ".join(f"{1e3 * acc[-1]:.0f} ms" for acc in out)
               + f", load {load_average()}", flush=True)
@@ -397,13 +426,14 @@ def _interleaved(fns: Sequence[Callable[[], None]], rounds: int, per_round: int)
 
 
 def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int, warmup: int = 2,
-                   compare_no_reuse: bool | None = None, compare_fused: bool = False) -> dict:
+                   compare_no_reuse: bool | None = None, compare_fused: bool = False, device: str = "cpu") -> dict:
     """Measure one case of :data:`STEP_CASES`: ms per search step and per plain step, interleaved, the
     ratio, and the breakdown of the search step. ``compare_no_reuse`` (default: for families that call
     the compressed generator several times per step, i.e. CycleGAN) also times the search step with
     ``HyperNetwork.reuse_weights = False`` (weights generated at every call: the code before the cache).
     ``compare_fused`` also times both steps with ``torch.optim.Adam(fused=True)`` optimizers (the trainer's
-    default Adam runs the single-tensor loop on the CPU; foreach is a CUDA default)."""
+    default Adam runs the single-tensor loop on the CPU; foreach is a CUDA default). ``device``: where both
+    steps run (``cuda``: with the trainer's CUDA settings)."""
     import torch
 
     from compress.families import get_family
@@ -412,7 +442,7 @@ def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int,
     if compare_no_reuse is None:
         compare_no_reuse = get_family(family).generator_calls_per_step > 1
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
-        b = _StepBench(family, preset_name, overrides, Path(tmp))
+        b = _StepBench(family, preset_name, overrides, Path(tmp), device=device)
 
         def search_no_reuse():
             b.G.reuse_weights = False
@@ -429,7 +459,7 @@ def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int,
             for f in fns:
                 f()
         load_before = load_average()
-        times = _interleaved(fns, rounds, per_round)
+        times = _interleaved(fns, rounds, per_round, _synchronizer(b.device))
         load_after = load_average()
         bd = b.breakdown(breakdown_steps) if breakdown_steps else None
         sizes = b.sizes()
@@ -442,7 +472,7 @@ def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int,
            "search_ms_median": 1e3 * statistics.median(ts), "plain_ms_median": 1e3 * statistics.median(tp),
            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
            "load_before": load_before, "load_after": load_after, "breakdown": bd, "sizes": sizes,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "device": str(b.device), "accel": b.search_tr.accel.describe()}
     if compare_fused:
         tsf, tpf = times[-2], times[-1]
         rf = [a / c for a, c in zip(tsf, tpf)]
@@ -457,30 +487,43 @@ def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int,
     return row
 
 
-def step_cost(quick: bool = False, cases: Sequence[str] | None = None, tag: str = "",
-              out_name: str = "step-cost", compare_fused: bool = False) -> dict:
-    """The step-cost table: small-preset CycleGAN, Pix2Pix, DCGAN, and the paper-size U-Net-256 (batch 4)
-    and ResNet-9 (batch 1) at 256 px. ``quick``: DCGAN small only, 2 rounds of 1 step."""
+def step_cost_rows(quick: bool = False, cases: Sequence[str] | None = None, compare_fused: bool = False,
+                   device: str = "cpu") -> list[dict]:
+    """One :func:`step_cost_case` row per case (default: every case of :data:`STEP_CASES`; ``quick``: DCGAN small
+    only, 2 rounds of 1 step), each printed as it is measured. On CUDA (tens of ms per step) every case runs
+    5 rounds of 10 steps after 5 warm-up steps (cuDNN autotuning, the allocator), with a 5-step breakdown."""
+    import torch
+
     if cases is None:
         cases = ["dcgan-small"] if quick else list(STEP_CASES)
     rows = []
     for name in cases:
         paper = STEP_CASES[name][1] == "paper"
         if quick:
-            rounds, per_round, bd = 2, 1, 1
+            rounds, per_round, bd, warmup = 2, 1, 1, 1
+        elif torch.device(device).type == "cuda":
+            rounds, per_round, bd, warmup = 5, 10, 5, 5
         elif paper:  # seconds to a minute per step on 2 shared cores: few rounds
-            rounds, per_round, bd = (3 if STEP_CASES[name][0] == "pix2pix" else 2), 1, 1
+            rounds, per_round, bd, warmup = (3 if STEP_CASES[name][0] == "pix2pix" else 2), 1, 1, 1
         else:
-            rounds, per_round, bd = 4, 2, 3
-        row = step_cost_case(name, rounds, per_round, bd, warmup=1 if (quick or paper) else 2,
-                             compare_fused=compare_fused)
+            rounds, per_round, bd, warmup = 4, 2, 3, 2
+        row = step_cost_case(name, rounds, per_round, bd, warmup=warmup, compare_fused=compare_fused, device=device)
         rows.append(row)
         print(f"{name}: search {row['search_ms_median']:.1f} ms, plain {row['plain_ms_median']:.1f} ms, "
               f"ratio {row['ratio_median']:.2f} [{row['ratio_min']:.2f}-{row['ratio_max']:.2f}], load "
               f"{row['load_before']} -> {row['load_after']}"
               + (f"; without weight reuse {row['search_no_reuse_ms_median']:.1f} ms, ratio "
                  f"{row['ratio_no_reuse_median']:.2f}" if "search_no_reuse_ms" in row else ""), flush=True)
-    results = {"kind": "step-cost", "quick": quick, "tag": tag, "machine": machine(), "rows": rows}
+    return rows
+
+
+def step_cost(quick: bool = False, cases: Sequence[str] | None = None, tag: str = "",
+              out_name: str = "step-cost", compare_fused: bool = False, device: str = "cpu") -> dict:
+    """The step-cost table (:func:`step_cost_rows`): small-preset CycleGAN, Pix2Pix, DCGAN, and the paper-size
+    U-Net-256 (batch 4) and ResNet-9 (batch 1) at 256 px, on ``device``; written to ``runs/bench-<out_name>/``."""
+    rows = step_cost_rows(quick, cases, compare_fused, device)
+    results = {"kind": "step-cost", "quick": quick, "tag": tag, "machine": machine(), "rows": rows,
+               "device": device}
     table = step_cost_table(results)
     _write(out_name, results, table)
     print(table)
@@ -490,8 +533,11 @@ def step_cost(quick: bool = False, cases: Sequence[str] | None = None, tag: str 
 def step_cost_table(results: dict) -> str:
     """Markdown tables of :func:`step_cost` results: ms per step and ratio, then the breakdown."""
     m = results["machine"]
+    rows = results["rows"]
+    on = (f" Steps timed on {rows[0]['device']} ({rows[0]['accel']})." if rows and rows[0].get("device", "cpu") != "cpu"
+          else "")
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"GPU: {m['gpu'] or 'none (CPU only)'}.{' ' + results['tag'] if results.get('tag') else ''}", "",
+             f"GPU: {m['gpu'] or 'none (CPU only)'}.{on}{' ' + results['tag'] if results.get('tag') else ''}", "",
              "| case | batch | px | search step ms (median) | plain step ms (median) | ratio median [min-max] | "
              "before: search ms / ratio without weight reuse | rounds x steps | G params | hypernetwork params | "
              "threads | load 1-min before/after |",
@@ -553,23 +599,30 @@ def _current_rss_mib() -> float:
         return float("nan")
 
 
-def memory_worker(variant: str, steps: int, family: str, preset_name: str, overrides: dict) -> dict:
+def memory_worker(variant: str, steps: int, family: str, preset_name: str, overrides: dict,
+                  device: str = "cpu") -> dict:
     """In a fresh process: build one variant (``search`` or ``plain``), run ``steps`` steps, report
-    peak RSS (MiB) after imports, after building and after the steps, and the tensor sizes (MiB)."""
+    peak RSS (MiB) after imports, after building and after the steps, and the tensor sizes (MiB). On CUDA
+    (``device``, with the trainer's CUDA settings) also the peak GPU memory, ``torch.cuda.max_memory_allocated``
+    (MiB), after building and after the steps."""
     import torch
 
+    from compress.accel import to_device
     from compress.config import RunConfig, preset
     from compress.trainer import Trainer
 
     mib = lambda n: n * 4 / 2**20  # noqa: E731  float32 elements -> MiB
     rss_import = _rss_mib()
     torch.manual_seed(0)
-    cfg = RunConfig(**{"model": family, "preset": preset_name, **preset(family, preset_name), "device": "cpu",
+    cfg = RunConfig(**{"model": family, "preset": preset_name, **preset(family, preset_name), "device": device,
                        **overrides}).validate()
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         tr = Trainer(cfg, Path(tmp))
+        cuda = tr.device.type == "cuda"
+        sync = _synchronizer(tr.device)
         ds = tr.family.dataset(cfg, train=True)
-        batch = torch.utils.data.default_collate([ds[i] for i in range(cfg.batch_size)])
+        batch = tr.accel.prepare_batch(to_device(torch.utils.data.default_collate(
+            [ds[i] for i in range(cfg.batch_size)]), tr.device))
         if variant == "search":
             G, D, extra = tr.build_search_networks()
             opt_G, opt_D = tr.build_optimizers(G, D, extra, cfg.latent_lr)
@@ -577,19 +630,23 @@ def memory_worker(variant: str, steps: int, family: str, preset_name: str, overr
             hyper = sum(p.numel() for p in G.hyper.parameters())
             gen = sum(p.numel() for p in G.network.parameters())
         else:
-            G, D, extra = tr.recipe.make_generator(), tr.recipe.make_discriminator(), tr.recipe.extra_networks()
+            G, D = tr.recipe.make_generator().to(tr.device), tr.recipe.make_discriminator().to(tr.device)
+            extra = {k: v.to(tr.device) for k, v in tr.recipe.extra_networks().items()}
             opt_G, opt_D = tr.build_optimizers(G, D, extra, None)
             g_trainable = gen = sum(p.numel() for p in G.parameters())
             hyper = 0
         rss_built = _rss_mib()
+        gpu_built = torch.cuda.max_memory_allocated(tr.device) / 2**20 if cuda else None
         times = []
         for i in range(steps):
+            sync()
             t0 = time.perf_counter()
             gan_step(tr.recipe, batch, G, D, extra, opt_G, opt_D,
-                     controller=tr.controller if variant == "search" else None)
+                     controller=tr.controller if variant == "search" else None, hooks=tr.hooks)
             if variant == "search":
                 tr.controller.maybe_check(i + 1)
                 tr.controller.reductions()
+            sync()
             times.append(time.perf_counter() - t0)
         adam = sum(t.numel() for s in opt_G.state.values() for t in s.values() if hasattr(t, "numel") and t.dim() > 0)
         d_params = sum(p.numel() for p in D.parameters())
@@ -598,7 +655,30 @@ def memory_worker(variant: str, steps: int, family: str, preset_name: str, overr
             "generator_params": gen, "hypernetwork_params": hyper, "G_trainable_params": g_trainable,
             "G_trainable_mib": mib(g_trainable), "G_grad_mib": mib(g_trainable), "G_adam_state_mib": mib(adam),
             "D_params": d_params, "batch": cfg.batch_size, "image_size": cfg.image_size, "generator": cfg.generator,
-            "load": load_average()}
+            "load": load_average(), "device": str(tr.device), "accel": tr.accel.describe(),
+            "gpu_peak_after_build_mib": gpu_built,
+            "gpu_peak_mib": torch.cuda.max_memory_allocated(tr.device) / 2**20 if cuda else None}
+
+
+def memory_row(variant: str, steps: int, family: str, preset_name: str, overrides: dict, device: str = "cpu",
+               threads: int = 0) -> dict:
+    """:func:`memory_worker` in a fresh ``python -m compress.benchmarks _memory-worker`` process (its peak RSS and
+    GPU peak are this variant's alone); adds ``wall_s`` (s).
+
+    Raises:
+        RuntimeError: the worker failed (its stderr tail in the message).
+    """
+    spec = json.dumps({"variant": variant, "steps": steps, "family": family, "preset_name": preset_name,
+                       "overrides": overrides, "device": device})
+    t0 = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads or 1)}   # peak memory does not depend on it
+    proc = subprocess.run([sys.executable, "-m", "compress.benchmarks", "_memory-worker", spec], cwd=REPO,
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory worker {variant} failed:\n{proc.stderr[-3000:]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["wall_s"] = time.perf_counter() - t0
+    return row
 
 
 def memory(quick: bool = False, steps: int = 3, threads: int = 0) -> dict:
@@ -610,16 +690,7 @@ def memory(quick: bool = False, steps: int = 3, threads: int = 0) -> dict:
         family, preset_name, overrides = "pix2pix", "paper", {}
     rows = []
     for variant in ("plain", "search"):
-        spec = json.dumps({"variant": variant, "steps": steps, "family": family, "preset_name": preset_name,
-                           "overrides": overrides})
-        t0 = time.perf_counter()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads or 1)}   # peak memory does not depend on it
-        proc = subprocess.run([sys.executable, "-m", "compress.benchmarks", "_memory-worker", spec], cwd=REPO,
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory worker {variant} failed:\n{proc.stderr[-3000:]}")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["wall_s"] = time.perf_counter() - t0
+        row = memory_row(variant, steps, family, preset_name, overrides, threads=threads)
         rows.append(row)
         print(f"{variant}: peak RSS {row['peak_rss_mib']:.0f} MiB, steps {[round(s, 2) for s in row['step_s']]} s, "
               f"load {row['load']}", flush=True)
@@ -670,6 +741,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tag", default="", help="step-cost: a note stored with the results (e.g. 'before')")
     p.add_argument("--out", help="results folder name under runs/ (default bench-<what>)")
     p.add_argument("--steps", type=int, default=3, help="memory: search/plain steps per process")
+    p.add_argument("--device", default="cpu",
+                   help="step-cost: where both steps run, cpu (default) or cuda[:N] (with the CUDA settings of "
+                        "compress/accel.py)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads (step-cost: torch.set_num_threads; controllability: OMP_NUM_THREADS of the "
                         "runs; default: torch's choice, the core count)")
@@ -694,8 +768,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if bad:
                 print(f"error: --cases {','.join(bad)}: expected names from {', '.join(STEP_CASES)}", file=sys.stderr)
                 return 2
+        try:
+            from compress.trainer import pick_device
+
+            pick_device(args.device)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         step_cost(args.quick, cases, args.tag, out_name=(args.out or "step-cost") + ("-quick" if args.quick else ""),
-                  compare_fused=args.fused)
+                  compare_fused=args.fused, device=args.device)
     else:
         memory(args.quick, args.steps, args.threads)
     return 0

@@ -4,6 +4,7 @@ Examples::
 
     python -m compress --model cyclegan --dataset horse2zebra --target 0.75 --preset small --run-dir runs/h2z
     python -m compress --resume --run-dir runs/h2z          # continue after an interruption
+    torchrun --nproc_per_node 4 -m compress --model cyclegan --run-dir runs/h2z-4gpu   # data-parallel, 4 GPUs
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from compress.accel import PRECISIONS
 from compress.api import run_compression
 from compress.config import PRESETS, RunConfig, preset
+from compress.distributed import is_main_process
 from compress.errors import InputError
 from compress.families import FAMILIES, get_family
 
@@ -56,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-interval", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (cuda when present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="CUDA only: autocast of the GAN steps' forward passes; auto = bf16 (default)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="CUDA only: NHWC memory for networks and batches (default on)")
+    p.add_argument("--data-on-device", action="store_true", default=None,
+                   help="CUDA only: hold the decoded training set in GPU memory (small datasets)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="CUDA only: torch.compile the plain networks (discriminators, the converging generator)")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images (counted in the log)")
     p.add_argument("--run-dir", type=Path, help="run folder (default runs/<model>-<target>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
@@ -71,7 +82,7 @@ _FLAG_FIELDS = ("model", "dataset", "direction", "target", "tolerance", "steps",
                 "converge_steps", "min_channel_fraction",
                 "check_interval", "image_size", "batch_size", "lr", "latent_lr", "regularization",
                 "compress_discriminator", "max_train_images", "sample_interval", "checkpoint_interval", "seed",
-                "device", "skip_bad")
+                "device", "skip_bad", "precision", "channels_last", "data_on_device", "compile")
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -137,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not is_main_process():      # torchrun: rank 0 reports
+        return 0
     status = report["search"]["status"]["G"]["status"]
     if cfg.baseline:
         print(f"{run_dir}: baseline {cfg.baseline}: MACs reduction {report['achieved_macs_reduction']:.1%}, "

@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from compress.accel import PRECISIONS
 from compress.errors import InputError
 from compress.families import get_family
 
@@ -72,6 +73,11 @@ class RunConfig:
     num_workers: int = 0
     seed: int = 0
     device: str = "auto"
+    # CUDA only, ignored on the CPU (compress/accel.py): autocast, memory format, data held on the GPU, compile
+    precision: str = "auto"                # auto (bf16 on CUDA) | bf16 | fp32
+    channels_last: bool = True
+    data_on_device: bool = False
+    compile: bool = False
     skip_bad: bool = False
     max_train_images: int = 0              # 0: all; else a seeded subset (budget runs)
     baseline: str = ""                     # "" (CoroNetGAN) or unpruned | uniform | random (compress/baselines.py)
@@ -110,6 +116,8 @@ class RunConfig:
                      "converge_steps"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 0")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if not 0.0 <= self.min_channel_fraction <= 1.0:
             raise InputError(f"--min-channel-fraction {self.min_channel_fraction}: expected a fraction in [0, 1]")
         if self.steps and self.search_steps and self.search_steps > self.steps:

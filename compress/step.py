@@ -3,10 +3,12 @@
 The same step serves both stages and all three families: the family's recipe supplies the generator input and
 the two losses; during the search the generator is the hypernetwork-driven one and the latent vectors take the
 proximal step (eq. 5) right after their optimizer step (paper 3.2; DHP applies it after every batch).
+:class:`StepHooks` carries what a device or a data-parallel run adds to a step (autocast, gradient averaging).
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterable
 
 import torch
@@ -18,6 +20,21 @@ Timer = Callable[[str], ContextManager]
 
 def _no_timer(_name: str) -> ContextManager:
     return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class StepHooks:
+    """What :func:`gan_step` runs around its parts; the defaults change nothing.
+
+    Attributes:
+        autocast: context manager factory wrapping every forward pass and loss (not the backward passes, the
+            optimizer steps or the proximal step): :meth:`compress.accel.Accel.autocast`.
+        reduce_gradients: called with each optimizer after its backward pass and before its step
+            (:meth:`compress.distributed.Distributed.reduce_gradients`: the mean over the ranks); None: nothing.
+    """
+
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    reduce_gradients: Callable[[torch.optim.Optimizer], None] | None = None
 
 
 def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
@@ -38,7 +55,8 @@ def group_lr(opt: torch.optim.Optimizer, name: str) -> float:
 
 
 def gan_step(recipe, batch, G, D: nn.Module, extra: dict[str, nn.Module], opt_G: torch.optim.Optimizer,
-             opt_D: torch.optim.Optimizer, controller=None, timer: Timer | None = None) -> dict[str, float]:
+             opt_D: torch.optim.Optimizer, controller=None, timer: Timer | None = None,
+             hooks: StepHooks | None = None) -> dict[str, float]:
     """One training step: the discriminator step, then the generator step, then (searching) eq. 5.
 
     Args:
@@ -52,20 +70,27 @@ def gan_step(recipe, batch, G, D: nn.Module, extra: dict[str, nn.Module], opt_G:
         controller: the search's :class:`~compress.search.SearchController` (None while converging): after each
             optimizer step the latent vectors of its networks take the proximal step at that group's lr.
         timer: optional timer factory; wraps the backward passes, optimizer steps and proximal steps.
+        hooks: autocast and gradient averaging (:class:`StepHooks`; default: none).
     Returns:
         The logged loss terms (floats) of both steps.
     """
     timer = timer or _no_timer
+    hooks = hooks or StepHooks()
     d_nets = [D] + [v for k, v in extra.items() if k.startswith("D")]
-    fake = G(recipe.generator_input(batch))
     extra = dict(extra)  # per-step context: the recipe may add tensors (CycleGAN's G_B(B))
-    if hasattr(recipe, "forward_extra"):
-        recipe.forward_extra(extra, batch)
+    with hooks.autocast():
+        fake = G(recipe.generator_input(batch))
+        if hasattr(recipe, "forward_extra"):
+            recipe.forward_extra(extra, batch)
     set_requires_grad(d_nets, True)
     opt_D.zero_grad(set_to_none=True)
-    loss_D, logs = recipe.discriminator_loss(D, batch, fake, extra)
+    with hooks.autocast():
+        loss_D, logs = recipe.discriminator_loss(D, batch, fake, extra)
     with timer("D backward"):
         loss_D.backward()
+    if hooks.reduce_gradients is not None:
+        with timer("gradient all-reduce"):
+            hooks.reduce_gradients(opt_D)
     with timer("D Adam step"):
         opt_D.step()
     if controller is not None and "D" in controller.networks:
@@ -73,9 +98,13 @@ def gan_step(recipe, batch, G, D: nn.Module, extra: dict[str, nn.Module], opt_G:
             controller.proximal("D", group_lr(opt_D, "latent"))
     set_requires_grad(d_nets, False)
     opt_G.zero_grad(set_to_none=True)
-    loss_G, logs_g = recipe.generator_loss(G, D, batch, fake, extra)
+    with hooks.autocast():
+        loss_G, logs_g = recipe.generator_loss(G, D, batch, fake, extra)
     with timer("G backward (through D, generator convs, hypernetwork)"):
         loss_G.backward()
+    if hooks.reduce_gradients is not None:
+        with timer("gradient all-reduce"):
+            hooks.reduce_gradients(opt_G)
     with timer("G Adam step (hypernetwork + latents + G_B)"):
         opt_G.step()
     set_requires_grad(d_nets, True)

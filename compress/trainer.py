@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from compress.accel import Accel, to_device
 from compress.artifacts import save_generator
 from compress.config import RunConfig
+from compress.distributed import Distributed, is_main_process
 from compress.errors import InputError
 from compress.families import get_family
 from compress.families.recipe import GANRecipe
@@ -40,7 +42,7 @@ from compress.io import atomic_torch_save, atomic_write_json
 from compress.macs import count_params
 from compress.samples import save_grid
 from compress.search import SearchController
-from compress.step import gan_step
+from compress.step import StepHooks, gan_step
 
 LOGGER = logging.getLogger("coronetgan.trainer")
 CHECKPOINT = "checkpoints/last.pt"
@@ -50,7 +52,8 @@ def progress(**kwargs) -> tqdm:
     """A tqdm bar; redrawn at most every 2 s when stderr is not a terminal (CI logs stay readable)."""
     import sys
 
-    return tqdm(mininterval=0.2 if sys.stderr.isatty() else 2.0, dynamic_ncols=True, **kwargs)
+    return tqdm(mininterval=0.2 if sys.stderr.isatty() else 2.0, dynamic_ncols=True,
+                disable=not is_main_process(), **kwargs)
 
 
 def pick_device(name: str) -> torch.device:
@@ -60,14 +63,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
     return torch.device(name)
-
-
-def _to_device(batch, device):
-    if isinstance(batch, dict):
-        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return [v.to(device) if torch.is_tensor(v) else v for v in batch]
-    return batch.to(device)
 
 
 class Trainer:
@@ -84,8 +79,13 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False):
         self.cfg = cfg.validate()
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(cfg.device)
+        # torchrun: one rank per GPU, rank 0 writes the run folder (compress.distributed); CUDA settings: accel
+        self.dist = Distributed.from_env(pick_device(cfg.device))
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = self.dist.device
+        self.accel = Accel.for_run(cfg, self.device)
+        self.hooks = StepHooks(self.accel.autocast, self.dist.reduce_gradients if self.dist.active else None)
         self.resume = resume
         ckpt = self.run_dir / CHECKPOINT
         if resume and not ckpt.is_file():
@@ -107,13 +107,15 @@ class Trainer:
         if len(ds) == 0:
             raise InputError(f"dataset {self.cfg.dataset!r} has no training items")
         self.train_size = len(ds)
-        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=True, drop_last=len(ds) >= self.cfg.batch_size,
-                          num_workers=self.cfg.num_workers)
+        sampler = None
+        if self.dist.active:   # this rank's share; an epoch of the budget is one pass of all ranks over the set
+            sampler = DistributedSampler(ds, self.dist.world_size, self.dist.rank, shuffle=True, seed=self.cfg.seed)
+            self.train_size = len(sampler)
+        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                          drop_last=len(ds) >= self.cfg.batch_size, num_workers=self.cfg.num_workers)
 
     def _batches(self, loader):
-        while True:
-            for batch in loader:
-                yield _to_device(batch, self.device)
+        return self.accel.batches(loader, self.cfg.seed, self.dist.rank, self.dist.world_size)
 
     def _sample_batch(self):
         try:
@@ -122,7 +124,7 @@ class Trainer:
             ds = self.family.dataset(self.cfg, train=True)
         n = min(self.family.sample_count, len(ds))
         items = [ds[i] for i in range(n)]
-        return _to_device(torch.utils.data.default_collate(items), self.device)
+        return to_device(torch.utils.data.default_collate(items), self.device)
 
     def steps_for(self, steps: int, epochs: float) -> int:
         """A budget in steps: ``steps`` if given, else ``epochs`` passes over the training set."""
@@ -161,8 +163,10 @@ class Trainer:
 
     def build_optimizers(self, G, D, extra, latent_lr: float | None):
         """Adam (lr ``cfg.lr``, betas (beta1, 0.999), fused on CPU/CUDA) for the generator side and the
-        discriminator side; hypernetwork-driven networks get a second group ``"latent"`` at ``latent_lr``."""
+        discriminator side; hypernetwork-driven networks get a second group ``"latent"`` at ``latent_lr``.
+        The networks are first prepared for the device (:meth:`compress.accel.Accel.prepare_networks`)."""
         cfg = self.cfg
+        self.accel.prepare_networks(G, D, *extra.values())
         betas = (cfg.beta1, 0.999)
 
         def groups(net):
@@ -184,11 +188,15 @@ class Trainer:
 
     # --- logging, samples, checkpoints ---------------------------------------------------------------
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     @torch.no_grad()
     def _samples(self, stage: str, step: int, G_fn, nets) -> None:
+        if not self.dist.is_main:
+            return
         modes = [n.training for n in nets]
         for n in nets:
             n.eval()
@@ -200,6 +208,8 @@ class Trainer:
                 n.train(m)
 
     def _save_checkpoint(self, state: dict) -> None:
+        if not self.dist.is_main:
+            return
         state = {**state, "config": self.cfg.to_dict(), "recipe": self.recipe.state(),
                  "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                          "python": random.getstate(),
@@ -233,7 +243,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
+        if self.dist.is_main:
+            atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         loader = self._loader()
         batches = self._batches(loader)
         self.sample_batch = self._sample_batch()
@@ -244,6 +255,8 @@ class Trainer:
                     "the search up to %d of them%s", self.run_dir, cfg.model, cfg.dataset, self.train_size,
                     cfg.target, cfg.tolerance, self.device, total_budget, search_budget,
                     f", converging {cfg.converge_steps} (--converge-steps)" if cfg.converge_steps else "")
+        LOGGER.info("CUDA settings: %s%s", self.accel.describe(),
+                    f"; {self.dist.describe(cfg.batch_size)}" if self.dist.active else "")
 
         G, D, extra = self.build_search_networks()
         self.original = {"params": count_params(G.network), "macs": G.macs_model.full_macs,
@@ -307,7 +320,9 @@ class Trainer:
             LOGGER.info("resumed the converging stage at step %d", step)
 
         self._converge(G_pruned, D_pruned, extra, opt_G, opt_D, step, converge_budget, batches)
-        return self._finish(G_pruned, D_pruned)
+        report = self._finish(G_pruned, D_pruned)
+        self.dist.close()
+        return report
 
     def _recompute_batchnorm(self, G: HyperNetwork, batches) -> int:
         """BatchNorm running statistics of the masked search network recomputed on real training batches
@@ -340,13 +355,15 @@ class Trainer:
     def _search(self, G, D, extra, opt_G, opt_D, step, budget, batches) -> int:
         cfg = self.cfg
         nets = [G, D, *extra.values()]
+        self.dist.start_stage(nets, cfg.seed, "search", step)
         t0 = time.perf_counter() - self.timings.get("search", 0.0)
         bar = progress(total=budget, initial=step, desc=f"search {cfg.model} -> {cfg.target:.0%}", unit="it")
         done = self.controller.done
         while not done and step < budget:
-            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller)
+            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller,
+                            hooks=self.hooks)
             step += 1
-            done = self.controller.maybe_check(step)
+            done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
             red = self.controller.reductions()
             bar.update(1)
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
@@ -363,6 +380,7 @@ class Trainer:
         bar.close()
         if not done:
             self.controller.exhaust(step)
+        self.dist.finish_search(self.controller, step)
         self.timings["search"] = time.perf_counter() - t0
         self._samples("search", step, lambda x: G(x, masked=True), nets)
         for name, st in self.controller.status.items():
@@ -394,6 +412,7 @@ class Trainer:
     def _converge(self, G, D, extra, opt_G, opt_D, step, budget, batches) -> None:
         cfg = self.cfg
         nets = [G, D, *extra.values()]
+        self.dist.start_stage(nets, cfg.seed, "converge", step)
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
         bar = progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it")
         while step < budget:
@@ -401,7 +420,7 @@ class Trainer:
             for opt in (opt_G, opt_D):
                 for g in opt.param_groups:
                     g["lr"] = lr
-            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D)
+            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
             step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
@@ -424,9 +443,10 @@ class Trainer:
 
         cfg = self.cfg
         G = G.cpu().eval()
-        save_generator(self.run_dir, G, cfg.image_size, self.family.dataset_metadata(cfg))
         report = compression_report(cfg, self.original, G, self.search_summary, self.timings,
                                     self.converge_steps_done, discriminator=D.cpu() if cfg.compress_discriminator else None)
-        write_report(self.run_dir, report)
-        LOGGER.info("wrote %s", self.run_dir / "compression_report.md")
+        if self.dist.is_main:
+            save_generator(self.run_dir, G, cfg.image_size, self.family.dataset_metadata(cfg))
+            write_report(self.run_dir, report)
+            LOGGER.info("wrote %s", self.run_dir / "compression_report.md")
         return report

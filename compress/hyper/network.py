@@ -178,7 +178,8 @@ class HyperNetwork(nn.Module):
                 return dict(self._weights_cache[1])
         else:
             self._weights_cache = None
-        weights = self._generate(masks)
+        with torch.autocast(self.z_input.device.type, enabled=False):   # eqs. 1-4 in fp32 (compress/accel.py)
+            weights = self._generate(masks)
         if cacheable:
             for w in weights.values():
                 if w.requires_grad:

@@ -1,0 +1,131 @@
+"""Data-parallel training (compress/distributed.py) on the CPU with the gloo backend: the collectives on two spawned
+processes, and a whole ``torchrun --nproc_per_node 2 -m compress`` run on real data -- interrupted, resumed,
+reaching its target, loaded and exported like a single-process run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from compress.distributed import Distributed, RankMismatchError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    """Rank ``rank`` of 2: exercise every collective of :class:`Distributed` and write what it saw to ``out``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    ctx = Distributed(rank, 2, torch.device("cpu"))
+    seen: dict = {}
+    # gradients: the mean over the ranks, the same on both
+    p = torch.nn.Parameter(torch.zeros(3))
+    q = torch.nn.Parameter(torch.zeros(2))            # no gradient: left out
+    p.grad = torch.full((3,), float(rank + 1))
+    ctx.reduce_gradients(torch.optim.Adam([p, q]))
+    seen["grad"] = p.grad.tolist()
+    seen["no_grad"] = q.grad is None
+    # start of a stage: rank 0's parameters everywhere, then RNG streams of their own
+    from compress.hyper import HyperNetwork
+    from compress.models.dcgan import DCGANGenerator
+    from compress.search import SearchController
+
+    torch.manual_seed(rank)                            # different networks on the two ranks
+    G = HyperNetwork(DCGANGenerator(nz=8, ngf=8), (1, 8, 1, 1))
+    ctx.start_stage([G], seed=0, stage="search", step=0)
+    seen["latent"] = G.latent_vectors["g0"].tolist()
+    seen["draw"] = torch.rand(2).tolist()
+    # the MACs check: agreement and rank 0's stop decision
+    controller = SearchController({"G": G}, target=0.5, tolerance=0.02, check_interval=1, regularization=1.0)
+    seen["done"] = ctx.check(controller, 1)
+    with torch.no_grad():                              # one latent entry one float step apart on rank 1
+        if rank == 1:
+            z = G.latent_vectors["g0"]
+            z[0] = torch.nextafter(z[0], torch.tensor(10.0))
+    try:
+        ctx.agree(controller, 2)
+        seen["mismatch"] = None
+    except RankMismatchError as exc:
+        seen["mismatch"] = str(exc)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
+    dist.destroy_process_group()
+
+
+def test_collectives_average_gradients_share_rank_0s_state_and_catch_a_mismatch(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["grad"] == r1["grad"] == [1.5, 1.5, 1.5]
+    assert r0["no_grad"] and r1["no_grad"]
+    assert r0["latent"] == r1["latent"]
+    assert r0["draw"] != r1["draw"]                    # per-rank RNG after the stage start
+    assert r0["done"] == r1["done"]
+    for r in (r0, r1):
+        assert r["mismatch"] and "step 2: the ranks hold different latent vectors / masks" in r["mismatch"]
+
+
+def _torchrun(args: list[str], env: dict, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "compress",
+           *args]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+@pytest.mark.slow     # two torchrun launches of 2 processes and an export: 30-45 s on the shared 2-core VM
+def test_torchrun_two_ranks_reach_the_target_resume_and_export(tmp_path, shared_data):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "CORONETGAN_DATA_MIRROR": str(shared_data), "PYTHONPATH": str(REPO)}
+    args = ["--model", "dcgan", "--preset", "small", "--dataset", "cifar10", "--target", "0.5", "--ngf", "16",
+            "--discriminator", "ndf=16", "--batch-size", "16", "--latent-lr", "0.02", "--check-interval", "5",
+            "--search-steps", "300", "--steps", "300", "--converge-steps", "6", "--checkpoint-interval", "3",
+            "--sample-interval", "1000", "--device", "cpu", "--run-dir", str(run)]
+    # first launch: stopped (SIGTERM to torchrun, which stops both ranks) once rank 0 wrote a checkpoint
+    proc = _torchrun(args, env)
+    ckpt = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    first_out = proc.communicate(timeout=120)[0]
+    assert ckpt.exists(), first_out[-3000:]
+    saved = torch.load(ckpt, weights_only=False)
+    assert not (run / "generator.pt").exists(), "the first launch finished before it was stopped"
+    # only rank 0 writes: one config, one log, no per-rank files
+    assert {p.name for p in run.iterdir()} <= {"checkpoints", "config.json", "log.txt", "metrics.jsonl", "samples"}
+    # second launch: --resume on 2 ranks
+    proc = _torchrun(["--resume", "--run-dir", str(run)], env)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-4000:]
+    log = (run / "log.txt").read_text()
+    stage = "the search" if saved["stage"] == "search" else "the converging stage"
+    assert f"resumed {stage} at step {saved['step']}" in log
+    assert "data-parallel over 2 ranks (gloo): per-rank batch 16, effective batch 32" in log
+    agreed = [line for line in log.splitlines() if "bit-identical latent vectors and masks" in line]
+    assert agreed and " 0 MACs checks" not in agreed[-1]
+    report = json.loads((run / "compression_report.json").read_text())
+    assert report["target_reached"] and abs(report["achieved_macs_reduction"] - 0.5) <= 0.02
+    assert out.count(f"{run}: MACs reduction") == 1    # rank 0 prints the result, rank 1 does not
+
+    from compress.artifacts import load_generator
+    from export import ExportOptions, export_run
+
+    generator, arch = load_generator(run)
+    assert arch["family"] == "dcgan"
+    manifest = export_run(run, ExportOptions(dtypes=("fp32",), heldout_count=2))
+    assert manifest["gates_passed"], manifest["gate_failures"]
+    assert {e["dtype"] for e in manifest["files"]} == {"onnx", "fp32"}
