@@ -4,7 +4,9 @@
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,17 +35,26 @@ def setup_logging(run_dir: Path) -> None:
 def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) both CoroNetGAN stages for ``cfg`` in ``run_dir``, logging to ``run_dir/log.txt``.
 
+    The run folder is locked for the run (:mod:`compress.runlock`): a second process on it is refused.
+
     Returns:
         The compression report (``run_dir/compression_report.json``): MACs and params before/after, the
         achieved MACs reduction (fraction), the search status, wall times (s).
     Raises:
-        compress.errors.InputError: invalid configuration, data or run folder.
+        compress.errors.InputError: invalid configuration, data or run folder, or a folder in use by another
+            process.
+        compress.errors.TrainingError: a non-finite loss or weights (the last good checkpoint is kept).
+        OSError: the run folder cannot be written (named).
     """
+    from compress.runlock import run_lock
     from compress.trainer import Trainer
 
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(run_dir))
     setup_logging(run_dir)
-    return Trainer(cfg, run_dir, resume=resume).run()
+    with run_lock(run_dir, f"python -m compress ({'resuming' if resume else 'running'} {run_dir})"):
+        return Trainer(cfg, run_dir, resume=resume).run()
 
 
 def compress_model(model: str, target: float, run_dir: str | Path, *, dataset: str | None = None,
