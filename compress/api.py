@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,14 @@ LOGGER = logging.getLogger("coronetgan")
 
 
 def setup_logging(run_dir: Path) -> None:
-    """Log to ``run_dir/log.txt`` (appending, so resumed runs keep their history) and to stderr."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Log to ``run_dir/log.txt`` (appending, so resumed runs keep their history) and to stderr.
+
+    Raises:
+        OSError: the folder cannot be created or written (named).
+    """
+    from compress.io import ensure_dir
+
+    ensure_dir(run_dir)
     root = logging.getLogger("coronetgan")
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
@@ -50,8 +54,6 @@ def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -
     from compress.trainer import Trainer
 
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(run_dir))
     setup_logging(run_dir)
     with run_lock(run_dir, f"python -m compress ({'resuming' if resume else 'running'} {run_dir})"):
         return Trainer(cfg, run_dir, resume=resume).run()

@@ -178,7 +178,7 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
     wanted = RunConfig.from_dict(_apply_flags(saved.to_dict(), args, saved.model), where="the flags")
     conflicts = config_conflicts(saved, wanted)
     if conflicts:
-        raise InputError(f"--resume: {', '.join(conflicts)} differ from the run's settings in {path}; a resumed run "
+        raise InputError(f"--resume: {conflicts} from the run's settings in {path}; a resumed run "
                          "keeps its settings: leave these flags out, or start a new run in another --run-dir")
     return wanted.validate()
 

@@ -37,7 +37,7 @@ _REASONS = {
     errno.EROFS: "the file system is read-only; expected a writable folder",
     errno.EACCES: "permission denied; expected a folder this user may write (and files it may read)",
     errno.EPERM: "operation not permitted",
-    errno.ENOTDIR: "a part of this path is a file, not a folder; expected a folder path",
+    errno.ENOTDIR: "not a folder (this path or a folder above it is a file); expected a folder",
     errno.EISDIR: "is a folder; expected a file",
     errno.ENOENT: "no such file or folder",
     errno.EEXIST: "already exists",

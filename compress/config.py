@@ -120,10 +120,10 @@ class RunConfig:
         if self.direction not in DIRECTIONS:
             raise InputError(f"--direction {self.direction!r}: expected one of {', '.join(DIRECTIONS)}")
         if not 0.0 < self.target < 1.0:
-            raise InputError(f"--target {self.target}: expected the fraction of MACs to remove, in (0, 1) "
+            raise InputError(f"--target {self.target:g}: expected the fraction of MACs to remove, in (0, 1) "
                              "(0.75 = 75% removed)")
         if not 0.0 < self.tolerance < 0.5:
-            raise InputError(f"--tolerance {self.tolerance}: expected a fraction in (0, 0.5), e.g. 0.02")
+            raise InputError(f"--tolerance {self.tolerance:g}: expected a fraction in (0, 0.5), e.g. 0.02")
         for name in ("batch_size", "check_interval", "image_size", "load_size", "log_interval", "sample_interval",
                      "checkpoint_interval", "min_channels", "embedding_size", "nz"):
             if getattr(self, name) < 1:
@@ -159,11 +159,11 @@ class RunConfig:
         if self.steps and self.search_steps and self.search_steps > self.steps:
             raise InputError(f"--search-steps {self.search_steps} > --steps {self.steps}: the search counts against "
                              "the total budget; expected --search-steps <= --steps")
+        family.check_network_options(self.generator, self.discriminator)
+        family.check_image_size(self.image_size, self.generator, self.discriminator)
         if self.load_size < self.image_size:
             raise InputError(f"{flag_of('load_size')} {self.load_size} < --image-size {self.image_size}: the images "
                              "are resized to the load size and then cropped; expected a load size >= the image size")
-        family.check_network_options(self.generator, self.discriminator)
-        family.check_image_size(self.image_size, self.generator, self.discriminator)
         return self
 
 
@@ -180,7 +180,7 @@ DIRECTIONS = ("AtoB", "BtoA")
 def flag_of(name: str) -> str:
     """How messages name a field: its flag (``--image-size``) when ``python -m compress`` has one, else
     ``config.json's <name>``."""
-    if name in CLI_FIELDS or name in ("preset", "baseline", "reference_run"):
+    if name in CLI_FIELDS or name in ("preset", "baseline", "reference_run", "generator", "discriminator"):
         return "--" + name.replace("_", "-")
     return f"config.json's {name}"
 
@@ -189,10 +189,10 @@ def flag_of(name: str) -> str:
 RESUMABLE_CHANGES = ("device", "skip_bad", "num_workers")
 
 
-def config_conflicts(saved: RunConfig, new: RunConfig) -> list[str]:
-    """The settings of ``new`` that differ from ``saved`` (a run being resumed), as ``--flag value (saved:
-    value)`` texts; :data:`RESUMABLE_CHANGES` do not count, nor the load size that follows a changed image
-    size."""
+def config_conflicts(saved: RunConfig, new: RunConfig) -> str:
+    """The settings of ``new`` that differ from ``saved`` (a run being resumed), as one text ``--flag value
+    (saved: value), ... differ(s)``, or ``""`` when none does; :data:`RESUMABLE_CHANGES` do not count, nor the
+    load size that follows a changed image size."""
     out = []
     for f in dataclasses.fields(saved):
         old, value = getattr(saved, f.name), getattr(new, f.name)
@@ -201,7 +201,7 @@ def config_conflicts(saved: RunConfig, new: RunConfig) -> list[str]:
         if f.name == "load_size" and saved.image_size != new.image_size:
             continue
         out.append(f"{flag_of(f.name)} {_show(value)} (saved: {_show(old)})")
-    return out
+    return f"{', '.join(out)} {'differs' if len(out) == 1 else 'differ'}" if out else ""
 
 
 def _show(value: Any) -> str:
@@ -215,7 +215,7 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
     must be finite (a NaN or infinite learning rate would train a NaN generator without a word)."""
     kinds = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false",
              "dict": "a set of KEY=VALUE arguments", "float | None": "a finite number"}
-    kind = kinds[annotation]
+    kind = "a finite learning rate > 0" if name in ("lr", "latent_lr") else kinds[annotation]
     if annotation == "float | None" and value is None:
         return
     if annotation in ("int", "float", "float | None"):

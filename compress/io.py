@@ -10,6 +10,7 @@ temporary file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -30,6 +31,24 @@ def umask() -> int:
     return mask
 
 
+def ensure_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and its parents (like ``mkdir -p``). Returns ``Path(folder)``.
+
+    Raises:
+        NotADirectoryError: ``folder`` or a folder above it is a file (naming that file, where ``mkdir`` would
+            say "File exists" or name the folder below it).
+        OSError: another OS error (read-only, permission...).
+    """
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p))
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _named(exc: OSError, dest: Path) -> OSError:
     """``exc`` as the same kind of OSError naming ``dest`` (the temporary file's name means nothing to a user)."""
     return OSError(exc.errno, exc.strerror, str(dest)) if exc.errno is not None else exc
@@ -47,11 +66,11 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         OSError: the folder cannot be created or written (no space, read-only...); the error names ``dest``.
     """
     dest = Path(dest)
+    ensure_dir(dest.parent)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
     except OSError as exc:
-        raise _named(exc, dest.parent if exc.filename is None else Path(exc.filename)) from exc
+        raise _named(exc, dest) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -162,8 +181,11 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     import shutil
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    ensure_dir(dest.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    except OSError as exc:
+        raise _named(exc, dest) from exc
     try:
         os.chmod(tmp, 0o777 & ~umask())
         yield tmp
@@ -196,11 +218,13 @@ def staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
     import re
     import shutil
 
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = ensure_dir(parent)
     pattern = re.compile(re.escape(prefix) + r"-([0-9]+)-[^/]+")
     for old in parent.iterdir():
         m = pattern.fullmatch(old.name)
         if m and old.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=parent))
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=parent))
+    except OSError as exc:
+        raise _named(exc, parent) from exc

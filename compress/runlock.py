@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from compress.errors import InputError
+from compress.io import ensure_dir
 
 LOGGER = logging.getLogger("coronetgan.runlock")
 LOCK_FILE = ".coronetgan.lock"
@@ -80,10 +81,7 @@ def run_lock(run_dir: str | os.PathLike, command: str | None = None) -> Iterator
         InputError: another live process holds the lock (the message names it and the folder).
         OSError: the folder cannot be created (a path under a file...).
     """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = ensure_dir(run_dir)
     path = run_dir / LOCK_FILE
     fd = _open_locked(path, run_dir)
     if fd is None:

@@ -44,7 +44,7 @@ from compress.families.recipe import GANRecipe
 from compress.hyper import HyperNetwork, materialize
 from compress.hyper.batchnorm import recompute_batchnorm_statistics
 from compress.hyper.materialize import materialization_gap_db
-from compress.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from compress.io import atomic_torch_save, atomic_write_json, atomic_write_text, ensure_dir
 from compress.macs import count_params
 from compress.samples import save_grid
 from compress.search import SearchController
@@ -117,12 +117,15 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()
-        detail = next((line for line in first if "Unsupported global" in line or "GLOBAL" in line), first[0] if first else "")
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported global" in line),
+                      first[0] if first else "")
         raise InputError(f"{path}: refused to load: it holds Python objects other than tensors and plain data "
                          f"({detail.strip()}); a checkpoint of python -m compress holds none, so this file was "
                          "modified or made elsewhere (loading it could run code); nothing was executed") from None
     except Exception as exc:  # torch raises several types for corrupt archives
-        raise InputError(f"{path} could not be read ({type(exc).__name__}: {exc}); the checkpoint is corrupt") from None
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+        raise InputError(f"{path} could not be read ({type(exc).__name__}: {first}); the checkpoint is corrupt "
+                         "(truncated or not a torch file)") from None
     if not isinstance(state, dict) or not {"stage", "step", "config", "rng"} <= set(state):
         raise InputError(f"{path} is not a checkpoint of python -m compress (expected a dict with stage, step, "
                          "config and rng)")
@@ -142,8 +145,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False):
         self.cfg = cfg.validate()
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = ensure_dir(run_dir)
         self.device = pick_device(cfg.device)
         self.resume = resume
         ckpt = self.run_dir / CHECKPOINT
@@ -156,6 +158,8 @@ class Trainer:
         self.recipe: GANRecipe = self.family.recipe(cfg)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.timings: dict[str, float] = {}
+        # read (and check) the checkpoint before the data scan and the networks: a refused file fails fast
+        self.checkpoint = self._load_checkpoint() if resume else None
 
     # --- data ----------------------------------------------------------------------------------------
     def _batches(self) -> BatchStream:
@@ -274,7 +278,7 @@ class Trainer:
         saved = RunConfig.from_dict(state["config"], where=f"{path}'s config")
         conflicts = config_conflicts(saved, self.cfg)
         if conflicts:
-            raise InputError(f"--resume: {', '.join(conflicts)} differ from the settings of {path}; a resumed run "
+            raise InputError(f"--resume: {conflicts} from the settings of {path}; a resumed run "
                              "keeps its settings: leave these out, or start a new run in another --run-dir")
         self.recipe.load_state(state.get("recipe", {}))
         self.timings = state.get("timings", {})
@@ -350,7 +354,8 @@ class Trainer:
         G, D, extra = self.build_search_networks()
         self.original = {"params": count_params(G.network), "macs": G.macs_model.full_macs,
                          "channels": dict(G.network.channels)}
-        state = self._load_checkpoint() if self.resume else {"stage": "search", "step": 0}
+        state = self.checkpoint if self.resume else {"stage": "search", "step": 0}
+        self.checkpoint = None
         stage, step = state["stage"], state["step"]
         if self.resume:
             self._truncate_metrics(stage, step)
@@ -448,27 +453,28 @@ class Trainer:
         cfg = self.cfg
         nets = [G, D, *extra.values()]
         t0 = time.perf_counter() - self.timings.get("search", 0.0)
-        bar = progress(total=budget, initial=step, desc=f"search {cfg.model} -> {cfg.target:.0%}", unit="it")
-        done = self.controller.done
-        while not done and step < budget:
-            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller)
-            step += 1
-            self._check_finite_logs("search", step, logs)
-            done = self.controller.maybe_check(step)
-            red = self.controller.reductions()
-            bar.update(1)
-            bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
-                             **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
-            if step % cfg.log_interval == 0 or done:
-                self._log({"stage": "search", "step": step, **logs,
-                           **{f"macs_reduction_{k}": v for k, v in red.items()},
-                           "seconds": time.perf_counter() - t0})
-            if step % cfg.sample_interval == 0:
-                self._samples("search", step, lambda x: G(x, masked=True), nets)
-            if step % cfg.checkpoint_interval == 0 and not done:
-                self.timings["search"] = time.perf_counter() - t0
-                self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
-        bar.close()
+        desc = f"search {cfg.model} -> {cfg.target:.0%}"
+        # a with block closes the bar when a step raises too: the error message then starts on its own line
+        with progress(total=budget, initial=step, desc=desc, unit="it") as bar:
+            done = self.controller.done
+            while not done and step < budget:
+                logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller)
+                step += 1
+                self._check_finite_logs("search", step, logs)
+                done = self.controller.maybe_check(step)
+                red = self.controller.reductions()
+                bar.update(1)
+                bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
+                                 **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
+                if step % cfg.log_interval == 0 or done:
+                    self._log({"stage": "search", "step": step, **logs,
+                               **{f"macs_reduction_{k}": v for k, v in red.items()},
+                               "seconds": time.perf_counter() - t0})
+                if step % cfg.sample_interval == 0:
+                    self._samples("search", step, lambda x: G(x, masked=True), nets)
+                if step % cfg.checkpoint_interval == 0 and not done:
+                    self.timings["search"] = time.perf_counter() - t0
+                    self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
         if not done:
             self.controller.exhaust(step)
         self.timings["search"] = time.perf_counter() - t0
@@ -503,26 +509,25 @@ class Trainer:
         cfg = self.cfg
         nets = [G, D, *extra.values()]
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
-        bar = progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it")
-        while step < budget:
-            lr = self._lr_at(step, budget)
-            for opt in (opt_G, opt_D):
-                for g in opt.param_groups:
-                    g["lr"] = lr
-            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D)
-            step += 1
-            self._check_finite_logs("converge", step, logs)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
-            if step % cfg.log_interval == 0 or step == budget:
-                self._log({"stage": "converge", "step": step, **logs, "lr": lr,
-                           "seconds": time.perf_counter() - t0})
-            if step % cfg.sample_interval == 0:
-                self._samples("converge", step, G, nets)
-            if step % cfg.checkpoint_interval == 0 and step < budget:
-                self.timings["converge"] = time.perf_counter() - t0
-                self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
-        bar.close()
+        with progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it") as bar:
+            while step < budget:
+                lr = self._lr_at(step, budget)
+                for opt in (opt_G, opt_D):
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D)
+                step += 1
+                self._check_finite_logs("converge", step, logs)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+                if step % cfg.log_interval == 0 or step == budget:
+                    self._log({"stage": "converge", "step": step, **logs, "lr": lr,
+                               "seconds": time.perf_counter() - t0})
+                if step % cfg.sample_interval == 0:
+                    self._samples("converge", step, G, nets)
+                if step % cfg.checkpoint_interval == 0 and step < budget:
+                    self.timings["converge"] = time.perf_counter() - t0
+                    self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
         self.timings["converge"] = time.perf_counter() - t0
         self._samples("converge", step, G, nets)
         self.converge_steps_done = step
