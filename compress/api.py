@@ -55,7 +55,7 @@ def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -
 
     run_dir = Path(run_dir)
     setup_logging(run_dir)
-    with run_lock(run_dir, f"python -m compress ({'resuming' if resume else 'running'} {run_dir})"):
+    with run_lock(run_dir, f"python -m compress{' --resume' if resume else ''} --run-dir {run_dir}"):
         return Trainer(cfg, run_dir, resume=resume).run()
 
 

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.cmd == "fetch" and not (math.isfinite(args.timeout) and args.timeout > 0):
-            raise InputError(f"--timeout {args.timeout}: expected a number of seconds > 0")
+            raise InputError(f"--timeout {args.timeout:g}: expected a number of seconds > 0")
         if args.cmd == "fetch":
             print(fetch_dataset(args.name, args.dest, args.mirror, force=args.force, timeout=args.timeout))
         elif args.cmd == "resolve":
