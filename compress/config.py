@@ -154,8 +154,6 @@ class RunConfig:
 
         if self.baseline and self.baseline not in BASELINES:
             raise InputError(f"--baseline {self.baseline!r}: expected one of {', '.join(BASELINES)}")
-        if self.steps == 0 and self.epochs == 0:
-            raise InputError("--steps 0 and --epochs 0: no training budget; expected --steps >= 1 or --epochs > 0")
         if self.steps and self.search_steps and self.search_steps > self.steps:
             raise InputError(f"--search-steps {self.search_steps} > --steps {self.steps}: the search counts against "
                              "the total budget; expected --search-steps <= --steps")

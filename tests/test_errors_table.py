@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,8 +193,8 @@ def test_case(case_id, paths, monkeypatch, capsys):
 
 
 def test_every_row_is_checked():
-    sources = "\n".join((REPO / "tests" / name).read_text() for name in TEST_FILES)
+    sources = "\n".join((REPO / "tests" / name).read_text() for name in TEST_FILES if name != Path(__file__).name)
     for case_id in CHECKED_ELSEWHERE:
         assert case_id in TABLE, f"{case_id} is not a row of docs/errors.md"
-        assert f'"{case_id}"' in sources.replace(f'"{case_id}": ', ""), f"no test checks the row {case_id}"
+        assert f'"{case_id}"' in sources, f"no test checks the row {case_id}"
     assert set(SETUP) <= set(TABLE), sorted(set(SETUP) - set(TABLE))
