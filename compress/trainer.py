@@ -121,7 +121,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
                       first[0] if first else "")
         raise InputError(f"{path}: refused to load: it holds Python objects other than tensors and plain data "
                          f"({detail.strip()}); a checkpoint of python -m compress holds none, so this file was "
-                         "modified or made elsewhere (loading it could run code); nothing was executed") from None
+                         "modified, made elsewhere or written by an older version; it was not loaded and nothing in "
+                         "it was executed") from None
     except Exception as exc:  # torch raises several types for corrupt archives
         first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
         raise InputError(f"{path} could not be read ({type(exc).__name__}: {first}); the checkpoint is corrupt "
