@@ -30,6 +30,7 @@ from bench.measure import bench_models
 from bench.profiles import HOST, check_device, get_profile, profile_names
 from bench.results import GPU_BACKENDS, BenchError, Interrupted
 from bench.runner_file import RUNNER_KINDS
+from compress.cli_errors import os_error_exit, os_error_message
 from compress.errors import InputError
 
 
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except OSError as e:
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        return os_error_exit(e)
     except (Interrupted, KeyboardInterrupt) as e:
         stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
         print(getattr(e, "summary", f"interrupted by {stop.name} before measuring; no table was written"),

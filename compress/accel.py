@@ -24,27 +24,19 @@ computed before this module existed (``tests/test_accel.py`` compares generator 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 from dataclasses import dataclass
-from typing import ContextManager, Iterator
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn as nn
+
+from compress.data.stream import to_device  # noqa: F401  (re-exported: the trainer and benchmarks use it)
 
 LOGGER = logging.getLogger("coronetgan.accel")
 
 #: values of ``--precision``: ``auto`` is bf16 on CUDA, fp32 elsewhere.
 PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def to_device(batch, device: torch.device):
-    """A batch (tensor, list/tuple or dict of tensors and other values) with every tensor moved to ``device``."""
-    if isinstance(batch, dict):
-        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return [v.to(device) if torch.is_tensor(v) else v for v in batch]
-    return batch.to(device)
 
 
 @dataclass(frozen=True)
@@ -134,20 +126,36 @@ class Accel:
             return [fmt(v) for v in batch]
         return fmt(batch)
 
-    def batches(self, loader: torch.utils.data.DataLoader, seed: int, rank: int = 0,
-                world_size: int = 1) -> Iterator:
-        """Endless training batches on the device: from ``loader`` (a new epoch whenever it is exhausted; its
-        DistributedSampler, if any, told the epoch), or with ``data_on_device`` from the training set held in
-        device memory (shuffled with ``seed``, this ``rank``'s share of ``world_size``)."""
-        if self.data_on_device:
-            from compress.data.device import DeviceBatches
+    def held_batches(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                     drop_last: bool = True, num_workers: int = 0) -> "HeldBatches":
+        """``--data-on-device``: endless batches from the training set held in device memory
+        (:class:`compress.data.device.DeviceBatches`, shuffled with ``seed``, this ``rank``'s share)."""
+        from compress.data.device import DeviceBatches
 
-            held = DeviceBatches(loader.dataset, loader.batch_size, self.device, seed=seed, rank=rank,
-                                 world_size=world_size, drop_last=loader.drop_last, num_workers=loader.num_workers)
-            yield from (self.prepare_batch(batch) for batch in held)     # endless
-            return
-        for epoch in itertools.count():
-            if hasattr(loader.sampler, "set_epoch"):      # DistributedSampler: a new shuffle per epoch
-                loader.sampler.set_epoch(epoch)
-            for batch in loader:
-                yield self.prepare_batch(to_device(batch, self.device))
+        held = DeviceBatches(dataset, batch_size, self.device, seed=seed, rank=rank, world_size=world_size,
+                             drop_last=drop_last, num_workers=num_workers)
+        return HeldBatches(held, self.prepare_batch)
+
+
+class HeldBatches:
+    """The batches of ``--data-on-device`` behind the interface of :class:`compress.data.stream.BatchStream`.
+
+    Their position is not part of a checkpoint: a resumed run draws a fresh order (logged), unlike the default
+    loader, whose resumed order is the uninterrupted run's.
+    """
+
+    def __init__(self, held, prepare: Callable):
+        self._it, self._prepare = iter(held), prepare
+
+    def __iter__(self) -> "HeldBatches":
+        return self
+
+    def __next__(self):
+        return self._prepare(next(self._it))
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        LOGGER.warning("--data-on-device: the resumed run draws a fresh batch order (the position of the data held "
+                       "on the device is not saved)")

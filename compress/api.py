@@ -16,8 +16,13 @@ LOGGER = logging.getLogger("coronetgan")
 
 def setup_logging(run_dir: Path) -> None:
     """Log to ``run_dir/log.txt`` (appending, so resumed runs keep their history) and to stderr. Under torchrun
-    only rank 0 writes the file; the other ranks log warnings and errors to stderr (compress/distributed.py)."""
+    only rank 0 writes the file; the other ranks log warnings and errors to stderr (compress/distributed.py).
+
+    Raises:
+        OSError: the folder cannot be created or written (named).
+    """
     from compress.distributed import environment_rank
+    from compress.io import ensure_dir
 
     rank = environment_rank()
     root = logging.getLogger("coronetgan")
@@ -27,7 +32,7 @@ def setup_logging(run_dir: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if rank == 0 else
                             f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s")
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(run_dir)
         fh = logging.FileHandler(run_dir / "log.txt")
         fh.setFormatter(fmt)
         root.addHandler(fh)
@@ -39,17 +44,24 @@ def setup_logging(run_dir: Path) -> None:
 def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) both CoroNetGAN stages for ``cfg`` in ``run_dir``, logging to ``run_dir/log.txt``.
 
+    The run folder is locked for the run (:mod:`compress.runlock`): a second process on it is refused.
+
     Returns:
         The compression report (``run_dir/compression_report.json``): MACs and params before/after, the
         achieved MACs reduction (fraction), the search status, wall times (s).
     Raises:
-        compress.errors.InputError: invalid configuration, data or run folder.
+        compress.errors.InputError: invalid configuration, data or run folder, or a folder in use by another
+            process.
+        compress.errors.TrainingError: a non-finite loss or weights (the last good checkpoint is kept).
+        OSError: the run folder cannot be written (named).
     """
+    from compress.runlock import run_lock
     from compress.trainer import Trainer
 
     run_dir = Path(run_dir)
     setup_logging(run_dir)
-    return Trainer(cfg, run_dir, resume=resume).run()
+    with run_lock(run_dir, f"python -m compress{' --resume' if resume else ''} --run-dir {run_dir}"):
+        return Trainer(cfg, run_dir, resume=resume).run()
 
 
 def compress_model(model: str, target: float, run_dir: str | Path, *, dataset: str | None = None,

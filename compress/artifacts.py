@@ -60,10 +60,11 @@ def build_generator(arch: Mapping[str, Any]) -> PrunableNetwork:
 
 
 def load_architecture(run_dir: str | Path) -> dict:
-    """Read ``architecture.json`` of a run folder.
+    """Read ``architecture.json`` of a run folder and check its form (DEVELOPERS.md, "The run directory").
 
     Raises:
-        InputError: missing folder/file or invalid JSON.
+        InputError: missing folder/file, invalid JSON, or JSON of another form (not an object, no known
+            ``family``, ``generator`` not an object, ``input_shape`` not a list of positive integers).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -73,9 +74,25 @@ def load_architecture(run_dir: str | Path) -> dict:
         raise InputError(f"{path} is missing; expected the architecture file that `python -m compress` writes "
                          "at the end of a run (is the run finished?)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        arch = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON ({exc})") from None
+    _check_architecture(arch, path)
+    return arch
+
+
+def _check_architecture(arch: Any, path: Path) -> None:
+    expected = ('expected {"family": ..., "generator": {...}, "input_shape": [1, C, H, W], ...} as written by '
+                "python -m compress")
+    if not isinstance(arch, dict):
+        raise InputError(f"{path} holds a {type(arch).__name__}; {expected}")
+    get_family(arch.get("family", ""), f"{path}: family")
+    if not isinstance(arch.get("generator"), dict):
+        raise InputError(f"{path}: generator is {arch.get('generator')!r}; {expected}")
+    shape = arch.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 4
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+        raise InputError(f"{path}: input_shape is {shape!r}; {expected}")
 
 
 def load_generator(run_dir: str | Path, weights: str = GENERATOR_FILE) -> tuple[PrunableNetwork, dict]:

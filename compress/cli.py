@@ -5,22 +5,26 @@ Examples::
     python -m compress --model cyclegan --dataset horse2zebra --target 0.75 --preset small --run-dir runs/h2z
     python -m compress --resume --run-dir runs/h2z          # continue after an interruption
     torchrun --nproc_per_node 4 -m compress --model cyclegan --run-dir runs/h2z-4gpu   # data-parallel, 4 GPUs
+
+Exit status: 0 done, 3 target missed with --strict, 2 bad input, 1 the run failed, 130 interrupted
+(docs/errors.md lists the messages).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from compress.accel import PRECISIONS
 from compress.api import run_compression
-from compress.config import PRESETS, RunConfig, preset
+from compress.cli_errors import run_cli
+from compress.config import CLI_FIELDS, PRESETS, RunConfig, config_conflicts, preset
 from compress.distributed import is_main_process
 from compress.errors import InputError
 from compress.families import FAMILIES, get_family
+from compress.trainer import CHECKPOINT
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m compress", description=__doc__,
@@ -69,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CUDA only: torch.compile the plain networks (discriminators, the converging generator)")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable images (counted in the log)")
     p.add_argument("--run-dir", type=Path, help="run folder (default runs/<model>-<target>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its checkpoint, with its saved settings (flags may "
+                        "repeat them; only --device and --skip-bad may change)")
     p.add_argument("--baseline", choices=("unpruned", "uniform", "random"),
                    help="train a baseline instead of searching (compress/baselines.py); with --reference-run "
                         "it matches that CoroNetGAN run's MACs/channels, training budget and settings")
@@ -78,15 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_FLAG_FIELDS = ("model", "dataset", "direction", "target", "tolerance", "steps", "epochs", "search_steps",
-                "converge_steps", "min_channel_fraction",
-                "check_interval", "image_size", "batch_size", "lr", "latent_lr", "regularization",
-                "compress_discriminator", "max_train_images", "sample_interval", "checkpoint_interval", "seed",
-                "device", "skip_bad", "precision", "channels_last", "data_on_device", "compile")
+#: Count flags: a value the user gives must be >= 1 (leaving the flag out keeps the preset's value; 0 and
+#: negative values used to be read as "the default" or as a budget of one step).
+_COUNT_FLAGS = ("steps", "search_steps", "converge_steps", "max_train_images", "check_interval", "batch_size",
+                "sample_interval", "checkpoint_interval", "image_size")
 
 
 def _key_values(items: list[str], flag: str) -> dict:
-    """Parse KEY=VALUE flags; values are read as JSON when possible (numbers, booleans), else kept as text."""
+    """Parse KEY=VALUE flags; values are read as JSON when possible (numbers, booleans), else kept as text
+    (checked against the family's declared options by :meth:`RunConfig.validate`)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -99,21 +105,26 @@ def _key_values(items: list[str], flag: str) -> dict:
     return out
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Preset values, overridden by the flags the user gave."""
-    if args.reference_run is not None:
-        ref_cfg = args.reference_run / "config.json"
-        if not ref_cfg.is_file():
-            raise InputError(f"--reference-run {args.reference_run}: {ref_cfg} not found; expected a CoroNetGAN run")
-        values = json.loads(ref_cfg.read_text())
-        values.update(reference_run=str(args.reference_run), converge_steps=0, search_steps=0, steps=0)
-        model = values["model"]
-    else:
-        model = args.model or "cyclegan"
-        values = {"model": model, "preset": args.preset or "paper", **preset(model, args.preset or "paper")}
+def _check_flag_values(args: argparse.Namespace) -> None:
+    """Counts and widths given on the command line must be positive (messages name the flag)."""
+    for name in _COUNT_FLAGS:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} {value}: expected an integer >= 1 (leave the flag out "
+                             "for the preset's value)")
+    if args.ngf is not None and args.ngf < 1:
+        raise InputError(f"--ngf {args.ngf}: expected an integer >= 1 (width of the generator's first layer, "
+                         "channels)")
+
+
+def _apply_flags(values: dict, args: argparse.Namespace, model: str) -> dict:
+    """``values`` (a preset's or a saved run's settings) overridden by the flags the user gave."""
+    values = dict(values)
+    if args.preset is not None:
+        values["preset"] = args.preset
     if args.baseline:
         values["baseline"] = args.baseline
-    for name in _FLAG_FIELDS:
+    for name in CLI_FIELDS:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
@@ -124,30 +135,81 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     values["discriminator"] = {**values.get("discriminator", {}), **_key_values(args.discriminator, "--discriminator")}
     if args.ngf is not None:
         values["generator"]["ngf"] = args.ngf
-    return RunConfig.from_dict(values).validate()
+    return values
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Preset values, overridden by the flags the user gave.
+
+    Raises:
+        InputError: a flag value out of range (named), or a ``--reference-run`` without its config.
+    """
+    _check_flag_values(args)
+    if args.reference_run is not None:
+        values = _read_config(args.reference_run / "config.json", f"--reference-run {args.reference_run}")
+        values.update(reference_run=str(args.reference_run), converge_steps=0, search_steps=0, steps=0)
+        model = values.get("model", "")
+    else:
+        model = args.model or "cyclegan"
+        values = {"model": model, "preset": args.preset or "paper", **preset(model, args.preset or "paper")}
+    return RunConfig.from_dict(_apply_flags(values, args, model)).validate()
+
+
+def _read_config(path: Path, what: str) -> dict:
+    """A run's ``config.json`` as a dict. Raises InputError naming ``what`` and the file when it is missing or
+    not valid JSON."""
+    if not path.is_file():
+        raise InputError(f"{what}: {path} not found; expected a run folder written by python -m compress")
     try:
-        if args.resume:
-            if args.run_dir is None:
-                raise InputError("--resume needs --run-dir (the folder of the run to continue)")
-            cfg_path = args.run_dir / "config.json"
-            if not cfg_path.is_file():
-                raise InputError(f"--resume: {cfg_path} not found; expected a run folder written by python -m compress")
-            cfg = RunConfig.from_dict(json.loads(cfg_path.read_text()))
-            if args.device:
-                cfg.device = args.device
-            run_dir = args.run_dir
-        else:
-            cfg = config_from_args(args)
-            tag = cfg.baseline or str(int(round(cfg.target * 100)))
-            run_dir = args.run_dir or Path("runs") / f"{cfg.model}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
-        report = run_compression(cfg, run_dir, resume=args.resume)
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what}: {path} is not valid JSON ({exc}); the run's settings are corrupt") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what}: {path} holds a {type(data).__name__}; expected a JSON object of run settings")
+    return data
+
+
+def resume_config(args: argparse.Namespace) -> RunConfig:
+    """The saved config of ``--run-dir``; flags may change only the device, ``--skip-bad`` (and repeat a saved
+    value).
+
+    Raises:
+        InputError: no ``--run-dir``, a missing/corrupt ``config.json`` (named), or flags that conflict with the
+            saved settings (each named with the saved value).
+    """
+    if args.run_dir is None:
+        raise InputError("--resume needs --run-dir (the folder of the run to continue)")
+    path = args.run_dir / "config.json"
+    saved_values = _read_config(path, "--resume")
+    try:
+        saved = RunConfig.from_dict(saved_values, where=str(path)).validate()
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(f"--resume: {path}: {exc}") from None
+    _check_flag_values(args)
+    wanted = RunConfig.from_dict(_apply_flags(saved.to_dict(), args, saved.model), where="the flags")
+    conflicts = config_conflicts(saved, wanted)
+    if conflicts:
+        raise InputError(f"--resume: {conflicts} from the run's settings in {path}; a resumed run "
+                         "keeps its settings: leave these flags out, or start a new run in another --run-dir")
+    return wanted.validate()
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.resume:
+        cfg = resume_config(args)
+        run_dir = args.run_dir
+    else:
+        cfg = config_from_args(args)
+        tag = cfg.baseline or str(int(round(cfg.target * 100)))
+        run_dir = args.run_dir or Path("runs") / f"{cfg.model}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        report = run_compression(cfg, run_dir, resume=args.resume)
+    except KeyboardInterrupt as exc:
+        if (run_dir / CHECKPOINT).is_file():
+            raise type(exc)(f"the last checkpoint is kept; python -m compress --resume --run-dir {run_dir} "
+                            "continues the run") from None
+        raise
     if not is_main_process():      # torchrun: rank 0 reports
         return 0
     status = report["search"]["status"]["G"]["status"]
@@ -161,3 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.strict and not report["target_reached"]:
         return 3
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m compress``; returns the exit status: 0 done, 3 target missed with ``--strict``, and the
+    statuses of :func:`compress.cli_errors.run_cli` (2 bad input, 1 failed run, 130 Ctrl-C; docs/errors.md)."""
+    return run_cli(lambda: _run(argv))

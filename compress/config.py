@@ -21,6 +21,8 @@ Two presets per family (the family-specific values are declared by each family,
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +89,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
+    def from_dict(cls, data: Any, where: str = "config") -> "RunConfig":
+        """A config from a dict (``config.json``, a preset plus flags); ``where`` names the source in messages.
+
+        Raises:
+            InputError: not a dict, or keys that are not fields (types and ranges: :meth:`validate`).
+        """
+        if not isinstance(data, dict):
+            raise InputError(f"{where} holds a {type(data).__name__}; expected a JSON object of run settings")
         data = dict(data)
         if "converge_epochs" in data:   # config.json of a run from before the total budget (search + converge)
             legacy = data.pop("converge_epochs")
@@ -95,35 +104,134 @@ class RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InputError(f"config has unknown keys {unknown}; expected keys of RunConfig")
+            raise InputError(f"{where} has unknown keys {unknown}; expected keys of RunConfig")
         return cls(**data)
 
     def validate(self) -> "RunConfig":
-        """Raise InputError naming the flag when a value is out of range."""
-        get_family(self.model, "--model")
+        """Check every field's type and range, the networks' options and the image size, up front.
+
+        Returns:
+            ``self``.
+        Raises:
+            InputError: the first bad value; the message names its flag (:func:`flag_of`), the value and what
+                is expected.
+        """
+        family = get_family(self.model, "--model") if isinstance(self.model, str) else None
+        if family is None:
+            raise InputError(f"--model {self.model!r}: expected a family name")
+        for f in dataclasses.fields(self):
+            _check_type(f.name, f.type, getattr(self, f.name))
         if self.preset not in PRESETS:
             raise InputError(f"--preset {self.preset!r}: expected one of {', '.join(PRESETS)}")
-        if not 0.0 <= self.target < 1.0:
-            raise InputError(f"--target {self.target}: expected the fraction of MACs to remove, in [0, 1) "
+        if self.direction not in DIRECTIONS:
+            raise InputError(f"--direction {self.direction!r}: expected one of {', '.join(DIRECTIONS)}")
+        if not 0.0 < self.target < 1.0:
+            raise InputError(f"--target {self.target:g}: expected the fraction of MACs to remove, in (0, 1) "
                              "(0.75 = 75% removed)")
         if not 0.0 < self.tolerance < 0.5:
-            raise InputError(f"--tolerance {self.tolerance}: expected a fraction in (0, 0.5), e.g. 0.02")
-        for name in ("batch_size", "check_interval", "image_size", "log_interval", "sample_interval",
-                     "checkpoint_interval", "min_channels", "embedding_size"):
+            raise InputError(f"--tolerance {self.tolerance:g}: expected a fraction in (0, 0.5), e.g. 0.02")
+        for name in ("batch_size", "check_interval", "image_size", "load_size", "log_interval", "sample_interval",
+                     "checkpoint_interval", "min_channels", "embedding_size", "nz"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 1")
-        for name in ("lr", "regularization", "mask_threshold", "steps", "epochs", "search_steps", "search_epochs",
-                     "converge_steps"):
+                raise InputError(f"{flag_of(name)} {getattr(self, name)}: expected an integer >= 1")
+        for name, zero in (("steps", "the budget from --epochs"), ("search_steps", "from --search-epochs"),
+                           ("converge_steps", "the rest of the total budget"), ("max_train_images", "all"),
+                           ("pool_size", "no image pool"), ("num_workers", "load in the main process")):
             if getattr(self, name) < 0:
-                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected >= 0")
+                raise InputError(f"{flag_of(name)} {getattr(self, name)}: expected an integer >= 0 (0: {zero})")
+        if not 0 <= self.seed < 2 ** 32:
+            raise InputError(f"--seed {self.seed}: expected an integer in [0, 2**32)")
+        for name in ("lr", "mask_threshold", "latent_lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"{flag_of(name)} {value}: expected a finite learning rate > 0"
+                                 if name != "mask_threshold" else f"{flag_of(name)} {value}: expected a threshold > 0")
+        for name in ("regularization", "epochs", "search_epochs", "lambda_l1", "lambda_cycle", "lambda_identity"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{flag_of(name)} {getattr(self, name)}: expected a finite number >= 0")
+        for name, low, high in (("min_channel_fraction", "[", "]"), ("decay_fraction", "[", "]"),
+                                ("beta1", "[", ")")):
+            value = getattr(self, name)
+            if not (0.0 <= value <= 1.0) or (high == ")" and value == 1.0):
+                raise InputError(f"{flag_of(name)} {value}: expected a fraction in {low}0, 1{high}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise InputError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N (N = 0, 1, ...)")
+        from compress.baselines import BASELINES
+
+        if self.baseline and self.baseline not in BASELINES:
+            raise InputError(f"--baseline {self.baseline!r}: expected one of {', '.join(BASELINES)}")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if not 0.0 <= self.min_channel_fraction <= 1.0:
-            raise InputError(f"--min-channel-fraction {self.min_channel_fraction}: expected a fraction in [0, 1]")
         if self.steps and self.search_steps and self.search_steps > self.steps:
             raise InputError(f"--search-steps {self.search_steps} > --steps {self.steps}: the search counts against "
                              "the total budget; expected --search-steps <= --steps")
+        family.check_network_options(self.generator, self.discriminator)
+        family.check_image_size(self.image_size, self.generator, self.discriminator)
+        if self.load_size < self.image_size:
+            raise InputError(f"{flag_of('load_size')} {self.load_size} < --image-size {self.image_size}: the images "
+                             "are resized to the load size and then cropped; expected a load size >= the image size")
         return self
+
+
+#: Fields that ``python -m compress`` sets from a flag of the same name (``image_size`` -> ``--image-size``).
+CLI_FIELDS = ("model", "dataset", "direction", "target", "tolerance", "steps", "epochs", "search_steps",
+              "converge_steps", "min_channel_fraction", "check_interval", "image_size", "batch_size", "lr",
+              "latent_lr", "regularization", "compress_discriminator", "max_train_images", "sample_interval",
+              "checkpoint_interval", "seed", "device", "skip_bad", "precision", "channels_last", "data_on_device",
+              "compile")
+#: ``--device`` values: auto, cpu, cuda or cuda:N.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+DIRECTIONS = ("AtoB", "BtoA")
+
+
+def flag_of(name: str) -> str:
+    """How messages name a field: its flag (``--image-size``) when ``python -m compress`` has one, else
+    ``config.json's <name>``."""
+    if name in CLI_FIELDS or name in ("preset", "baseline", "reference_run", "generator", "discriminator"):
+        return "--" + name.replace("_", "-")
+    return f"config.json's {name}"
+
+
+#: Fields a resumed run may change: where it runs and how its data is read, not what it computes.
+RESUMABLE_CHANGES = ("device", "skip_bad", "num_workers")
+
+
+def config_conflicts(saved: RunConfig, new: RunConfig) -> str:
+    """The settings of ``new`` that differ from ``saved`` (a run being resumed), as one text ``--flag value
+    (saved: value), ... differ(s)``, or ``""`` when none does; :data:`RESUMABLE_CHANGES` do not count, nor the
+    load size that follows a changed image size."""
+    out = []
+    for f in dataclasses.fields(saved):
+        old, value = getattr(saved, f.name), getattr(new, f.name)
+        if f.name in RESUMABLE_CHANGES or old == value:
+            continue
+        if f.name == "load_size" and saved.image_size != new.image_size:
+            continue
+        out.append(f"{flag_of(f.name)} {_show(value)} (saved: {_show(old)})")
+    return f"{', '.join(out)} {'differs' if len(out) == 1 else 'differ'}" if out else ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    return str(value)
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """Raise InputError naming the field's flag when ``value`` is not of the field's declared type; numbers
+    must be finite (a NaN or infinite learning rate would train a NaN generator without a word)."""
+    kinds = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false",
+             "dict": "a set of KEY=VALUE arguments", "float | None": "a finite number"}
+    kind = "a finite learning rate > 0" if name in ("lr", "latent_lr") else kinds[annotation]
+    if annotation == "float | None" and value is None:
+        return
+    if annotation in ("int", "float", "float | None"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and (annotation != "int" or isinstance(value, int)) and math.isfinite(value)
+    else:
+        ok = isinstance(value, {"str": str, "bool": bool, "dict": dict}[annotation])
+    if not ok:
+        raise InputError(f"{flag_of(name)} {value!r}: expected {kind}")
 
 
 #: Settings of every family's ``small`` preset (see the module docstring for the latent lr and lambda).

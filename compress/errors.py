@@ -11,3 +11,8 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad user input: the message names the file, flag or value and what was expected."""
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss, weights that became NaN): the message says where it stopped,
+    what was kept and what to change. Command lines print it without a traceback (exit status 1)."""

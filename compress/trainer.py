@@ -11,7 +11,13 @@ No teacher network.
 
 Checkpoints (``checkpoints/last.pt``) are written atomically at intervals and at every stage boundary and
 hold everything needed to continue (networks, hypernetworks, latent vectors, frozen masks, optimizers,
-image pools, RNG states, step and stage): ``--resume`` continues from them.
+image pools, RNG states, the position in the seeded data order (:class:`compress.data.stream.BatchStream`),
+step and stage): ``--resume`` continues from them and gives the result of the uninterrupted run. They hold
+tensors and plain data only and are read with ``torch.load(weights_only=True)``: a checkpoint is a file a user
+may receive with a run folder, and unpickling arbitrary objects would run code.
+
+A non-finite loss stops the run at once (:class:`compress.errors.TrainingError`); checkpoints and
+``generator.pt`` are only written from finite weights, so the last checkpoint is the last good state.
 """
 from __future__ import annotations
 
@@ -19,26 +25,28 @@ import itertools
 import json
 import logging
 import math
+import pickle
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from compress.accel import Accel, to_device
 from compress.artifacts import save_generator
-from compress.config import RunConfig
+from compress.config import RunConfig, config_conflicts
+from compress.data.stream import BatchStream
 from compress.distributed import Distributed, is_main_process
-from compress.errors import InputError
+from compress.errors import InputError, TrainingError
 from compress.families import get_family
 from compress.families.recipe import GANRecipe
 from compress.hyper import HyperNetwork, materialize
 from compress.hyper.batchnorm import recompute_batchnorm_statistics
 from compress.hyper.materialize import materialization_gap_db
-from compress.io import atomic_torch_save, atomic_write_json
+from compress.io import atomic_torch_save, atomic_write_json, atomic_write_text, ensure_dir
 from compress.macs import count_params
 from compress.samples import save_grid
 from compress.search import SearchController
@@ -57,12 +65,75 @@ def progress(**kwargs) -> tqdm:
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda when present, else cpu. Raises InputError for an unavailable device."""
+    """``auto`` -> cuda when present, else cpu; ``cpu``, ``cuda``, ``cuda:N``.
+
+    Raises:
+        InputError: another name, or a CUDA device this machine does not have.
+    """
+    from compress.config import DEVICE_PATTERN
+
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        raise InputError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N (N = 0, 1, ...)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); expected "
+                         f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return torch.device(name)
+
+
+def rng_state() -> dict:
+    """The RNG states of torch (CPU, CUDA), numpy and Python as tensors and plain data (loadable with
+    ``weights_only=True``; numpy's and Python's own state objects are tuples holding arrays)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(gauss)},
+            "python": {"version": version, "state": list(py_state), "gauss": py_gauss}}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """Read a checkpoint written by the trainer, with ``torch.load(weights_only=True)``: tensors and plain data
+    only, so a crafted file cannot run code.
+
+    Raises:
+        InputError: a file that is not such a checkpoint (corrupt, truncated, or holding other Python objects:
+            refused, not executed); the message names the file.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported global" in line),
+                      first[0] if first else "")
+        raise InputError(f"{path}: refused to load: it holds Python objects other than tensors and plain data "
+                         f"({detail.strip()}); a checkpoint of python -m compress holds none, so this file was "
+                         "modified, made elsewhere or written by an older version; it was not loaded and nothing in "
+                         "it was executed") from None
+    except Exception as exc:  # torch raises several types for corrupt archives
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+        raise InputError(f"{path} could not be read ({type(exc).__name__}: {first}); the checkpoint is corrupt "
+                         "(truncated or not a torch file)") from None
+    if not isinstance(state, dict) or not {"stage", "step", "config", "rng"} <= set(state):
+        raise InputError(f"{path} is not a checkpoint of python -m compress (expected a dict with stage, step, "
+                         "config and rng)")
+    return state
 
 
 class Trainer:
@@ -82,7 +153,7 @@ class Trainer:
         # torchrun: one rank per GPU, rank 0 writes the run folder (compress.distributed); CUDA settings: accel
         self.dist = Distributed.from_env(pick_device(cfg.device))
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.run_dir)
         self.device = self.dist.device
         self.accel = Accel.for_run(cfg, self.device)
         self.hooks = StepHooks(self.accel.autocast, self.dist.reduce_gradients if self.dist.active else None)
@@ -97,9 +168,13 @@ class Trainer:
         self.recipe: GANRecipe = self.family.recipe(cfg)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.timings: dict[str, float] = {}
+        # read (and check) the checkpoint before the data scan and the networks: a refused file fails fast
+        self.checkpoint = self._load_checkpoint() if resume else None
 
     # --- data ----------------------------------------------------------------------------------------
-    def _loader(self):
+    def _batches(self) -> BatchStream:
+        """The training batches in the run's seeded order (:class:`~compress.data.stream.BatchStream`); the
+        training set is scanned for bad images when it is built (before step 1)."""
         ds = self.family.dataset(self.cfg, train=True)
         if self.cfg.max_train_images and len(ds) > self.cfg.max_train_images:
             idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -107,15 +182,15 @@ class Trainer:
         if len(ds) == 0:
             raise InputError(f"dataset {self.cfg.dataset!r} has no training items")
         self.train_size = len(ds)
-        sampler = None
-        if self.dist.active:   # this rank's share; an epoch of the budget is one pass of all ranks over the set
-            sampler = DistributedSampler(ds, self.dist.world_size, self.dist.rank, shuffle=True, seed=self.cfg.seed)
-            self.train_size = len(sampler)
-        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                          drop_last=len(ds) >= self.cfg.batch_size, num_workers=self.cfg.num_workers)
-
-    def _batches(self, loader):
-        return self.accel.batches(loader, self.cfg.seed, self.dist.rank, self.dist.world_size)
+        if self.accel.data_on_device:   # the set held in device memory (compress/data/device.py)
+            return self.accel.held_batches(ds, self.cfg.batch_size, self.cfg.seed, self.dist.rank,
+                                           self.dist.world_size, drop_last=len(ds) >= self.cfg.batch_size,
+                                           num_workers=self.cfg.num_workers)
+        stream = BatchStream(ds, self.cfg.batch_size, drop_last=len(ds) >= self.cfg.batch_size, seed=self.cfg.seed,
+                             num_workers=self.cfg.num_workers, device=self.device, rank=self.dist.rank,
+                             world_size=self.dist.world_size, transform=self.accel.prepare_batch)
+        self.train_size = stream.size_per_rank   # an epoch of the budget is one pass of all ranks over the set
+        return stream
 
     def _sample_batch(self):
         try:
@@ -207,34 +282,81 @@ class Trainer:
             for n, m in zip(nets, modes):
                 n.train(m)
 
-    def _save_checkpoint(self, state: dict) -> None:
+    def _save_checkpoint(self, state: dict, nets) -> None:
+        """Write ``checkpoints/last.pt`` (atomically) from finite weights only: non-finite weights raise
+        :class:`TrainingError` and the previous checkpoint stays the last good one."""
+        self._check_finite_weights(nets, state["stage"], state["step"])
         if not self.dist.is_main:
             return
-        state = {**state, "config": self.cfg.to_dict(), "recipe": self.recipe.state(),
-                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                         "python": random.getstate(),
-                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                 "timings": self.timings}
+        state = {**state, "config": self.cfg.to_dict(), "recipe": self.recipe.state(), "rng": rng_state(),
+                 "batches": self.batches.state_dict(), "timings": self.timings}
         atomic_torch_save(state, self.run_dir / CHECKPOINT)
 
     def _load_checkpoint(self) -> dict:
+        """The checkpoint (:func:`load_checkpoint`), checked against this run's config.
+
+        Raises:
+            InputError: unreadable or refused file, or a checkpoint of other settings (named).
+        """
         path = self.run_dir / CHECKPOINT
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:
-            raise InputError(f"{path} could not be read ({type(exc).__name__}: {exc}); the checkpoint is corrupt")
-        saved = RunConfig.from_dict(state["config"])
-        if saved.model != self.cfg.model:
-            raise InputError(f"--resume: {path} is a {saved.model} run, not {self.cfg.model}")
+        state = load_checkpoint(path, self.device)
+        saved = RunConfig.from_dict(state["config"], where=f"{path}'s config")
+        conflicts = config_conflicts(saved, self.cfg)
+        if conflicts:
+            raise InputError(f"--resume: {conflicts} from the settings of {path}; a resumed run "
+                             "keeps its settings: leave these out, or start a new run in another --run-dir")
         self.recipe.load_state(state.get("recipe", {}))
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
         self.timings = state.get("timings", {})
         return state
+
+    def _continue_from(self, state: dict) -> None:
+        """Restore the RNG states and the data position of ``state``, last thing before training goes on
+        (building networks draws from the RNG)."""
+        set_rng_state(state["rng"])
+        self.batches.load_state_dict(state["batches"])
+
+    def _truncate_metrics(self, stage: str, step: int) -> None:
+        """Drop the ``metrics.jsonl`` lines logged after the checkpoint (stage, step): the resumed run logs
+        those steps again (and a half-written last line of a killed run)."""
+        if not self.metrics_path.is_file():
+            return
+        order = {"search": 0, "converge": 1}
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                if (order[rec["stage"]], rec["step"]) <= (order[stage], step):
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        atomic_write_text(self.metrics_path, "".join(k + "\n" for k in kept))
+
+    def _check_finite_logs(self, stage: str, step: int, logs: dict) -> None:
+        bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+        if bad:
+            name, value = next(iter(bad.items()))
+            raise TrainingError(f"{stage} step {step}: the loss {name} is {value} (not finite); training stopped. "
+                                f"{self._kept()}; start again in another --run-dir with a lower --lr / --latent-lr")
+
+    def _check_finite_weights(self, nets, stage: str, step: int) -> None:
+        for net in nets:
+            for name, t in itertools.chain(net.named_parameters(), net.named_buffers()):
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise TrainingError(f"{stage} step {step}: {type(net).__name__} weight {name} is not finite; "
+                                        f"training stopped. {self._kept()}; start again in another --run-dir with "
+                                        "a lower --lr / --latent-lr")
+
+    def _kept(self) -> str:
+        """What a stopped run leaves: the last good checkpoint, never a generator.pt of bad weights."""
+        ckpt = self.run_dir / CHECKPOINT
+        if not ckpt.is_file():
+            return "No checkpoint was written yet and no generator.pt"
+        try:
+            saved = load_checkpoint(ckpt)
+            where = f" ({saved['stage']} step {saved['step']})"
+        except InputError:
+            where = ""
+        return f"The last good checkpoint {ckpt}{where} is kept, no generator.pt was written"
 
     # --- the run -------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -245,8 +367,7 @@ class Trainer:
         np.random.seed(cfg.seed)
         if self.dist.is_main:
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
-        loader = self._loader()
-        batches = self._batches(loader)
+        self.batches = batches = self._batches()
         self.sample_batch = self._sample_batch()
         total_budget = self.steps_for(cfg.steps, cfg.epochs)
         search_budget = min(self.steps_for(cfg.search_steps, cfg.search_epochs), total_budget)
@@ -261,8 +382,11 @@ class Trainer:
         G, D, extra = self.build_search_networks()
         self.original = {"params": count_params(G.network), "macs": G.macs_model.full_macs,
                          "channels": dict(G.network.channels)}
-        state = self._load_checkpoint() if self.resume else {"stage": "search", "step": 0}
+        state = self.checkpoint if self.resume else {"stage": "search", "step": 0}
+        self.checkpoint = None
         stage, step = state["stage"], state["step"]
+        if self.resume:
+            self._truncate_metrics(stage, step)
 
         if stage == "search" and cfg.baseline:
             G_pruned, converge_budget = self._baseline(G, cfg.converge_steps or total_budget)
@@ -280,6 +404,7 @@ class Trainer:
                 opt_G.load_state_dict(state["opt_G"])
                 opt_D.load_state_dict(state["opt_D"])
                 self.controller.load_state_dict(state["controller"])
+                self._continue_from(state)
                 LOGGER.info("resumed the search at step %d", step)
             step = self._search(G, D, extra, opt_G, opt_D, step, search_budget, batches)
             bn_batches = self._recompute_batchnorm(G, batches)
@@ -317,6 +442,8 @@ class Trainer:
             opt_G.load_state_dict(state["opt_G"])
             opt_D.load_state_dict(state["opt_D"])
             self.search_summary = state["search_summary"]
+            converge_budget = state["budget"]
+            self._continue_from(state)
             LOGGER.info("resumed the converging stage at step %d", step)
 
         self._converge(G_pruned, D_pruned, extra, opt_G, opt_D, step, converge_budget, batches)
@@ -357,27 +484,29 @@ class Trainer:
         nets = [G, D, *extra.values()]
         self.dist.start_stage(nets, cfg.seed, "search", step)
         t0 = time.perf_counter() - self.timings.get("search", 0.0)
-        bar = progress(total=budget, initial=step, desc=f"search {cfg.model} -> {cfg.target:.0%}", unit="it")
-        done = self.controller.done
-        while not done and step < budget:
-            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller,
-                            hooks=self.hooks)
-            step += 1
-            done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
-            red = self.controller.reductions()
-            bar.update(1)
-            bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
-                             **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
-            if step % cfg.log_interval == 0 or done:
-                self._log({"stage": "search", "step": step, **logs,
-                           **{f"macs_reduction_{k}": v for k, v in red.items()},
-                           "seconds": time.perf_counter() - t0})
-            if step % cfg.sample_interval == 0:
-                self._samples("search", step, lambda x: G(x, masked=True), nets)
-            if step % cfg.checkpoint_interval == 0 and not done:
-                self.timings["search"] = time.perf_counter() - t0
-                self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
-        bar.close()
+        desc = f"search {cfg.model} -> {cfg.target:.0%}"
+        # a with block closes the bar when a step raises too: the error message then starts on its own line
+        with progress(total=budget, initial=step, desc=desc, unit="it") as bar:
+            done = self.controller.done
+            while not done and step < budget:
+                logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller,
+                                hooks=self.hooks)
+                step += 1
+                self._check_finite_logs("search", step, logs)
+                done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
+                red = self.controller.reductions()
+                bar.update(1)
+                bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
+                                 **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
+                if step % cfg.log_interval == 0 or done:
+                    self._log({"stage": "search", "step": step, **logs,
+                               **{f"macs_reduction_{k}": v for k, v in red.items()},
+                               "seconds": time.perf_counter() - t0})
+                if step % cfg.sample_interval == 0:
+                    self._samples("search", step, lambda x: G(x, masked=True), nets)
+                if step % cfg.checkpoint_interval == 0 and not done:
+                    self.timings["search"] = time.perf_counter() - t0
+                    self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
         if not done:
             self.controller.exhaust(step)
         self.dist.finish_search(self.controller, step)
@@ -393,14 +522,14 @@ class Trainer:
         self._save_checkpoint({"stage": "search", "step": step, "G": G.state_dict(), "D": D.state_dict(),
                                "extra": {k: v.state_dict() for k, v in extra.items()},
                                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                               "controller": self.controller.state_dict()})
+                               "controller": self.controller.state_dict()}, [G, D, *extra.values()])
 
     def _save_converge_checkpoint(self, G, D, extra, opt_G, opt_D, step, budget):
         self._save_checkpoint({"stage": "converge", "step": step, "G": G.state_dict(), "D": D.state_dict(),
                                "G_config": G.config(), "D_config": D.config(),
                                "extra": {k: v.state_dict() for k, v in extra.items()},
                                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                               "search_summary": self.search_summary, "budget": budget})
+                               "search_summary": self.search_summary, "budget": budget}, [G, D, *extra.values()])
 
     def _lr_at(self, step: int, budget: int) -> float:
         """Constant, then linear decay to 0 over the last ``decay_fraction`` of the budget (reference schedule)."""
@@ -414,25 +543,25 @@ class Trainer:
         nets = [G, D, *extra.values()]
         self.dist.start_stage(nets, cfg.seed, "converge", step)
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
-        bar = progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it")
-        while step < budget:
-            lr = self._lr_at(step, budget)
-            for opt in (opt_G, opt_D):
-                for g in opt.param_groups:
-                    g["lr"] = lr
-            logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
-            step += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
-            if step % cfg.log_interval == 0 or step == budget:
-                self._log({"stage": "converge", "step": step, **logs, "lr": lr,
-                           "seconds": time.perf_counter() - t0})
-            if step % cfg.sample_interval == 0:
-                self._samples("converge", step, G, nets)
-            if step % cfg.checkpoint_interval == 0 and step < budget:
-                self.timings["converge"] = time.perf_counter() - t0
-                self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
-        bar.close()
+        with progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it") as bar:
+            while step < budget:
+                lr = self._lr_at(step, budget)
+                for opt in (opt_G, opt_D):
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
+                step += 1
+                self._check_finite_logs("converge", step, logs)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+                if step % cfg.log_interval == 0 or step == budget:
+                    self._log({"stage": "converge", "step": step, **logs, "lr": lr,
+                               "seconds": time.perf_counter() - t0})
+                if step % cfg.sample_interval == 0:
+                    self._samples("converge", step, G, nets)
+                if step % cfg.checkpoint_interval == 0 and step < budget:
+                    self.timings["converge"] = time.perf_counter() - t0
+                    self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
         self.timings["converge"] = time.perf_counter() - t0
         self._samples("converge", step, G, nets)
         self.converge_steps_done = step
@@ -443,6 +572,7 @@ class Trainer:
 
         cfg = self.cfg
         G = G.cpu().eval()
+        self._check_finite_weights([G], "converge", self.converge_steps_done)
         report = compression_report(cfg, self.original, G, self.search_summary, self.timings,
                                     self.converge_steps_done, discriminator=D.cpu() if cfg.compress_discriminator else None)
         if self.dist.is_main:

@@ -2,18 +2,23 @@
 
 Exit status: 0 exported (or skipped: unchanged), 1 a quality gate was missed (figures printed; nothing
 installed unless ``--accept-gate-failure``) or a converter failed, 2 bad input (InputError, printed without
-a traceback).
+a traceback), and the statuses of :func:`compress.cli_errors.run_cli` (OS errors in one line, 130 on Ctrl-C,
+143 on SIGTERM: the converter child is killed and the staging folder removed first). A run folder being
+written by another process is refused (:mod:`compress.runlock`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from compress.cli_errors import os_error_message, run_cli
 from compress.errors import InputError
+from compress.runlock import run_lock
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
 from export.onnx_export import ExportError
 from export.options import DTYPE_CHOICES, ExportOptions, parse_dtypes
@@ -120,23 +125,35 @@ def print_figures(files: list[dict], stream=None) -> None:
             print(f"  FID change of int8 not measured: {fid.get('skipped')}", file=stream)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _log_to(run_dir: Path) -> None:
+    """Add ``run_dir/log.txt`` to the ``coronetgan`` logger; a run folder that cannot be written (read-only,
+    exported to ``--out`` elsewhere) is exported without it."""
+    try:
+        handler = logging.FileHandler(run_dir / "log.txt")
+    except OSError as exc:
+        logging.getLogger("coronetgan.export").warning("not logging to the run folder: %s", os_error_message(exc))
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("coronetgan").addHandler(handler)
+    logging.getLogger("coronetgan").setLevel(logging.INFO)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (args.run_dir is None) == (args.latest is None):
+        raise InputError("give exactly one of RUN_DIR or --latest RUNS")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads {args.threads}: expected an integer >= 1 (LiteRT threads)")
+    run_dir = Path(args.run_dir) if args.run_dir else latest_run(args.latest)
+    options = options_from_args(args)
     try:
-        if (args.run_dir is None) == (args.latest is None):
-            raise InputError("give exactly one of RUN_DIR or --latest RUNS")
-        run_dir = Path(args.run_dir) if args.run_dir else latest_run(args.latest)
-        if run_dir.is_dir():
-            handler = logging.FileHandler(run_dir / "log.txt")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            logging.getLogger("coronetgan").addHandler(handler)
-            logging.getLogger("coronetgan").setLevel(logging.INFO)
-        manifest = export_run(run_dir, options_from_args(args))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        # a missing run folder is reported by export_run; the lock would create it
+        with run_lock(run_dir, f"python -m export {run_dir}") if run_dir.is_dir() else contextlib.nullcontext():
+            if run_dir.is_dir():
+                _log_to(run_dir)
+            manifest = export_run(run_dir, options)
     except GateFailure as exc:
         print_figures(exc.figures, sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
@@ -152,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gate failures accepted: " + "; ".join(manifest["gate_failures"]))
     print(f"wrote {out / 'manifest.json'}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m export``; returns the exit status (module docstring)."""
+    return run_cli(lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Output folder (default ``RUN_DIR/export/``)::
     manifest.json             written LAST; its presence means every file it lists is complete
 
 Atomicity: everything is produced in a private staging folder beside the output folder
-(``.<name>.staging-*``). Only when every requested conversion succeeded and every gate passed (or
+(``.<name>.staging-<pid>-*``, removed at the end, and by the next export when its process was killed). Only when every requested conversion succeeded and every gate passed (or
 ``ExportOptions.accept_gate_failure``) are the files moved into place (``os.replace``, atomic per file) after
 the old manifest has been removed, and the new manifest is written last with
 :func:`compress.io.atomic_write_json`.
@@ -34,7 +34,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 
 from compress.errors import InputError
-from compress.io import atomic_write_json, sha256_file
+from compress.io import atomic_write_json, sha256_file, staging_dir
 from export.inputs import resolve_input_sets
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, check_onnx, export_onnx
 from export.options import DTYPES, ExportOptions
@@ -161,8 +160,7 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
     with torch.no_grad():
         reference = generator(torch.from_numpy(sets.heldout)).numpy()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    staging = staging_dir(out_dir.parent, f".{out_dir.name}.staging")  # and removes those of killed exports
     try:
         manifest = _export_in(staging, run_dir, generator, arch, shape, sets, reference, options)
         manifest.update({

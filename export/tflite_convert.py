@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from compress.children import child_options
 from compress.data.codec import float_to_uint8
 from export.onnx_export import ExportError
 
@@ -73,7 +74,8 @@ def run_onnx2tf(onnx_path: str | Path, out_dir: str | Path, work_dir: str | Path
            "-n"]      # non-verbose
     LOGGER.info("onnx2tf: %s (cwd %s)", " ".join(cmd), work_dir)
     try:
-        proc = subprocess.run(cmd, cwd=work_dir, env=env, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, cwd=work_dir, env=env, capture_output=True, text=True, timeout=timeout_s,
+                              **child_options())  # onnx2tf dies with us, even on kill -9
     except subprocess.TimeoutExpired as exc:
         raise ExportError(f"onnx2tf did not finish within {timeout_s} s") from exc
     stem = onnx_path.stem

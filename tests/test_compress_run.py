@@ -187,7 +187,7 @@ def test_resume_after_kill_continues_from_saved_state(tmp_path, shared_data):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists(), "no checkpoint was written before the kill"
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)   # tensors and plain data only
     assert saved["stage"] == "search" and saved["step"] >= 3
     z_saved = saved["G"]["latent_vectors.g0"].clone()
     assert not (run / "generator.pt").exists()
@@ -199,7 +199,9 @@ def test_resume_after_kill_continues_from_saved_state(tmp_path, shared_data):
     state = t._load_checkpoint()
     assert torch.equal(state["G"]["latent_vectors.g0"], z_saved) and state["step"] == saved["step"]
 
-    rc = main(["--resume", "--run-dir", str(run), "--search-steps", "1"])
+    # a resumed run keeps its settings: a flag that changes one is refused, not ignored
+    assert main(["--resume", "--run-dir", str(run), "--search-steps", "1"]) == 2
+    rc = main(["--resume", "--run-dir", str(run)])
     assert rc == 0
     log = (run / "log.txt").read_text()
     assert f"resumed the search at step {saved['step']}" in log

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from bench.pipeline.record import STAGES, timings_markdown
 from bench.pipeline.stages import Pipeline, PipelineConfig
 from bench.profiles import check_device
+from compress.cli_errors import run_cli
 from compress.errors import InputError
 
 
@@ -111,20 +111,21 @@ def config_from_args(a: argparse.Namespace) -> PipelineConfig:
                           release_dir=a.release_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.pipeline``: run the stages; bad input is printed without a traceback (exit 2)."""
+def _run(argv: Sequence[str] | None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        bad = [s for s in a.stages if s not in STAGES and s != "all"]
-        if bad:
-            raise InputError(f"stage {bad[0]!r}: expected one of {', '.join(STAGES)} or all")
-        stages = STAGES if not a.stages or "all" in a.stages else a.stages
-        cfg = config_from_args(a)
-        if a.timings:
-            print(timings_markdown(cfg.run_dir), end="")
-            return 0
-        return Pipeline(cfg).run(stages)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    bad = [s for s in a.stages if s not in STAGES and s != "all"]
+    if bad:
+        raise InputError(f"stage {bad[0]!r}: expected one of {', '.join(STAGES)} or all")
+    stages = STAGES if not a.stages or "all" in a.stages else a.stages
+    cfg = config_from_args(a)
+    if a.timings:
+        print(timings_markdown(cfg.run_dir), end="")
+        return 0
+    return Pipeline(cfg).run(stages)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.pipeline``: run the stages; bad input (exit 2), OS errors and Ctrl-C (exit 130) end
+    with one line, no traceback (:func:`compress.cli_errors.run_cli`)."""
+    return run_cli(lambda: _run(argv))

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from compress.data.images import is_image_file, list_images, load_rgb
 from compress.data.transforms import CROP_SIZE, LOAD_SIZE, Preprocess, apply, sample_params
-from compress.data.validate import check_image, filter_items
+from compress.data.validate import ScanCache, check_image, filter_items
 from compress.errors import InputError
 
 LOGGER = logging.getLogger("coronetgan.data")
@@ -83,6 +83,8 @@ class AlignedDataset(Dataset):
         skip_bad: decode every file once now, drop bad ones (and unpaired files), log the count on logger
             ``coronetgan.data``; ``skipped`` lists ``(path, reason)``.
         validate: decode every file now and raise on the first bad one (default: checked lazily per item).
+            Both scans show a progress bar and reuse the results of an earlier scan of unchanged files
+            (:class:`compress.data.validate.ScanCache`).
         generator: optional ``torch.Generator`` for the random crop/flip (default: torch's global RNG).
 
     Raises:
@@ -102,18 +104,23 @@ class AlignedDataset(Dataset):
         self.generator = generator
         self.layout = self._detect_layout(phase, layout)
         self.skipped: list[tuple[object, str]] = []
+        cache = ScanCache(self.root) if skip_bad or validate else None
         if self.layout == "combined":
             self.items: list = list_images(self.folder, "aligned A|B image folder")
-            check = lambda p: check_image(p, self.opt, split_ab=True)  # noqa: E731
+            check = lambda p: check_image(p, self.opt, split_ab=True, cache=cache)  # noqa: E731
         else:
             self.items, unpaired = pair_split_folders(self.dir_a, self.dir_b, skip_bad)
             self.skipped += [(p, "no partner file") for p in unpaired]
-            check = lambda ab: (check_image(ab[0], self.opt), check_image(ab[1], self.opt))  # noqa: E731
-        if skip_bad or validate:
-            self.items, bad = filter_items(self.items, check, skip_bad, str(self.root / phase), progress=True)
+            check = lambda ab: (check_image(ab[0], self.opt, cache=cache),  # noqa: E731
+                                check_image(ab[1], self.opt, cache=cache))
+        if cache is not None:
+            try:
+                self.items, bad = filter_items(self.items, check, skip_bad, str(self.root / phase), progress=True)
+            finally:
+                cache.save()
             self.skipped += bad
         if self.skipped:
-            LOGGER.warning("%s: %d item(s) skipped in total (skip_bad=True), %d usable",
+            LOGGER.warning("%s: %d item(s) skipped in total (--skip-bad), %d usable",
                            self.root, len(self.skipped), len(self.items))
 
     def _detect_layout(self, phase: str, layout: str) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from compress.data.checksums import (MANIFEST, file_digest, folder_files, read_s
                                      write_manifest)
 from compress.data.download import CONNECT_TIMEOUT, download_file, extract_archive
 from compress.data.mirror import SUMS, copy_verified, find_in_mirror, mirror_sums
+from compress.cli_errors import run_cli
 from compress.errors import InputError
 from compress.io import replace_dir
 
@@ -189,7 +190,8 @@ def resolve_dataset(name_or_path: str | os.PathLike, mirror: str | os.PathLike |
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (``python -m compress.data``, ``coronetgan-data``). Exit 2 on bad input, no traceback."""
+    """CLI entry point (``python -m compress.data``, ``coronetgan-data``): exit 2 on bad input, one line for OS
+    errors and Ctrl-C (exit 130), no traceback (:func:`compress.cli_errors.run_cli`)."""
     parser = argparse.ArgumentParser(prog="python -m compress.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="get a dataset from a mirror or its official source, verified")
@@ -205,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list known datasets and their sources")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> int:
+        if args.cmd == "fetch" and not (math.isfinite(args.timeout) and args.timeout > 0):
+            raise InputError(f"--timeout {args.timeout:g}: expected a number of seconds > 0")
         if args.cmd == "fetch":
             print(fetch_dataset(args.name, args.dest, args.mirror, force=args.force, timeout=args.timeout))
         elif args.cmd == "resolve":
@@ -213,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for spec in DATASETS.values():
                 print(f"{spec.name:24s} {spec.kind:10s} {spec.url}  mirror folders: {', '.join(spec.folders)}")
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(body)

@@ -23,7 +23,6 @@ LOGGER = logging.getLogger("coronetgan.data")
 #: pytorch-fid's .pgm (``IMAGE_EXTENSIONS`` of pytorch_fid/fid_score.py).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".pgm")
 
-_SKIP_HINT = "pass skip_bad=True to skip bad files"
 _WARNED_TRUNCATED = False
 
 
@@ -114,4 +113,4 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise InputError(f"{path}: file not found (expected an image file)") from exc
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); expected a "
-                         f"complete image file ({_SKIP_HINT})") from exc
+                         "complete image file") from exc

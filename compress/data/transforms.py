@@ -38,7 +38,7 @@ class Preprocess:
 
     Too-small images: with a resize (``resize_and_crop``) any image size is fine (it is resized first),
     but ``load_size < crop_size`` is rejected here. With ``crop`` (no resize) an image smaller than
-    ``crop_size`` on either side raises :class:`InputError` naming the file (or is skipped with skip_bad).
+    ``crop_size`` on either side raises :class:`InputError` naming the file (or is skipped with ``--skip-bad``).
 
     Raises:
         InputError: unknown ``preprocess``, non-positive sizes, ``load_size < crop_size`` with
@@ -93,7 +93,7 @@ def check_size(path: str | Path, size: tuple[int, int], opt: Preprocess) -> None
     if w < need or h < need:
         raise InputError(f"{path}: image is {w}x{h}, smaller than crop_size={opt.crop_size} and "
                          f"preprocess={opt.preprocess!r} does not resize; expected at least {need}x{need} "
-                         "(use preprocess='resize_and_crop' or pass skip_bad=True)")
+                         "(use preprocess='resize_and_crop')")
 
 
 def sample_params(size: tuple[int, int], opt: Preprocess, generator: torch.Generator | None = None) -> Params:

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from compress.data.aligned import check_direction
 from compress.data.images import list_images, load_rgb
 from compress.data.transforms import CROP_SIZE, LOAD_SIZE, Preprocess, apply, sample_params
-from compress.data.validate import check_image, filter_items
+from compress.data.validate import ScanCache, check_image, filter_items
 from compress.errors import InputError
 
 LOGGER = logging.getLogger("coronetgan.data")
@@ -57,9 +57,13 @@ class UnalignedDataset(Dataset):
         self.paths_b = list_images(self.dir_b, "domain B folder")
         self.skipped: list[tuple[Path, str]] = []
         if skip_bad or validate:
-            check = lambda p: check_image(p, self.opt)  # noqa: E731
-            self.paths_a, bad_a = filter_items(self.paths_a, check, skip_bad, str(self.dir_a), progress=True)
-            self.paths_b, bad_b = filter_items(self.paths_b, check, skip_bad, str(self.dir_b), progress=True)
+            cache = ScanCache(self.root)
+            check = lambda p: check_image(p, self.opt, cache=cache)  # noqa: E731
+            try:
+                self.paths_a, bad_a = filter_items(self.paths_a, check, skip_bad, str(self.dir_a), progress=True)
+                self.paths_b, bad_b = filter_items(self.paths_b, check, skip_bad, str(self.dir_b), progress=True)
+            finally:
+                cache.save()
             self.skipped = bad_a + bad_b
             if self.skipped:
                 LOGGER.warning("%s: %d bad file(s) skipped in total", self.root, len(self.skipped))

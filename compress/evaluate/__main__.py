@@ -12,22 +12,27 @@ Examples::
 
 Writes ``RUN_DIR/evaluation.json``, ``RUN_DIR/evaluation_grid.png`` and an "Evaluation" section in
 ``RUN_DIR/compression_report.md``; skipped when generator.pt / architecture.json and the settings are
-unchanged since the last evaluation (``--force`` recomputes). Exit status 2 on bad input (no traceback).
+unchanged since the last evaluation (``--force`` recomputes). Exit status 2 on bad input, 1 on an OS error of
+the machine (no space...), 130 on Ctrl-C: one line, no traceback (docs/errors.md). A run folder being written
+by another process (``python -m compress``, an export) is refused (:mod:`compress.runlock`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from compress.cli_errors import os_error_exit, os_error_message, run_cli
 from compress.errors import InputError
 from compress.evaluate import folders
 from compress.evaluate.core import EvalSettings, evaluate_run
 from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS
 from compress.families import FAMILIES
 from compress.families.dcgan import DCGAN_DEFAULT_SAMPLES
+from compress.runlock import run_lock
 
 LOGGER = logging.getLogger("coronetgan")
 
@@ -74,8 +79,12 @@ def _setup_logging(run_dir: Path) -> logging.Handler | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns 0, or 2 after printing ``error: ...`` for bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point; returns 0, 2 after printing ``error: ...`` for bad input (one run folder's error does not
+    stop the others), or another status of :func:`compress.cli_errors.run_cli`."""
+    return run_cli(lambda: _run(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == [folders.COMMAND]:
         return folders.main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -84,13 +93,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                             batch_size=args.batch_size)
     status = 0
     for run_dir in args.run_dirs:
-        handler = _setup_logging(run_dir)
+        handler = None
         try:
-            ev = evaluate_run(run_dir, settings, device=args.device, force=args.force, cache_dir=args.cache_dir,
-                              progress=not args.quiet)
+            # a missing folder is reported by evaluate_run; the lock would create it
+            with run_lock(run_dir, f"python -m compress.evaluate {run_dir}") if run_dir.is_dir() \
+                    else contextlib.nullcontext():
+                handler = _setup_logging(run_dir)
+                ev = evaluate_run(run_dir, settings, device=args.device, force=args.force,
+                                  cache_dir=args.cache_dir, progress=not args.quiet)
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            status = 2
+            status = status or 2
+            continue
+        except OSError as exc:
+            print(f"error: {os_error_message(exc)}", file=sys.stderr)
+            status = status or os_error_exit(exc)
             continue
         finally:
             if handler is not None:

@@ -233,9 +233,11 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
     from compress.machine import describe_machine, machine_text
     from compress.trainer import pick_device
 
+    from compress.artifacts import load_architecture
+
     files = check_run_dir(run_dir)
     run_dir = files.run_dir
-    arch = json.loads(files.architecture.read_text()) if files.architecture.is_file() else {}
+    arch = load_architecture(run_dir)
     family = arch.get("family")
     if family not in FAMILIES:
         raise InputError(f"{files.architecture}: family {family!r}; expected one of {', '.join(FAMILIES)}")

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from compress.families.calibration import InputSets
 from compress.families.evaluation import EvalData
+from compress.families.options import Option, check_options
 from compress.families.recipe import GANRecipe
 from compress.models.base import PrunableNetwork
 
@@ -44,6 +45,9 @@ class Family(ABC):
         sample_count: items of the fixed batch drawn in the training sample grids.
         generator_calls_per_step: calls of the generator being compressed per training step (what the
             hypernetwork's weight cache saves; ``compress.benchmarks``).
+        generator_options, discriminator_options: the constructor arguments a run may set
+            (``--generator``/``--discriminator`` KEY=VALUE) and what each accepts; None (the default): not
+            declared, the constructors check them.
     """
 
     name: ClassVar[str]
@@ -55,6 +59,8 @@ class Family(ABC):
     default_num_samples: ClassVar[int | None] = None
     sample_count: ClassVar[int] = 8
     generator_calls_per_step: ClassVar[int] = 1
+    generator_options: ClassVar[Mapping[str, Option] | None] = None
+    discriminator_options: ClassVar[Mapping[str, Option] | None] = None
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
@@ -76,6 +82,21 @@ class Family(ABC):
     @abstractmethod
     def input_shape(self, generator: PrunableNetwork, image_size: int, batch: int = 1) -> tuple[int, ...]:
         """Input shape of ``generator`` (NCHW) for images of ``image_size`` pixels and ``batch`` items."""
+
+    def check_network_options(self, generator: Mapping[str, Any], discriminator: Mapping[str, Any]) -> None:
+        """Check a run's generator and discriminator arguments against :attr:`generator_options` and
+        :attr:`discriminator_options` (:func:`compress.families.options.check_options`).
+
+        Raises:
+            InputError: an undeclared key or a refused value (names ``--generator``/``--discriminator``).
+        """
+        check_options(self.generator_options, generator, "--generator")
+        check_options(self.discriminator_options, discriminator, "--discriminator")
+
+    def check_image_size(self, image_size: int, generator: Mapping[str, Any], discriminator: Mapping[str, Any]) -> None:
+        """Raise :class:`~compress.errors.InputError` naming ``--image-size`` and the sizes that are accepted
+        when networks built from ``generator``/``discriminator`` arguments do not take square images of
+        ``image_size`` pixels. This default accepts every size (a family with a rule overrides it)."""
 
     # --- training ------------------------------------------------------------------------------------
     @abstractmethod

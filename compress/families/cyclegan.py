@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from compress.data.codec import uint8_to_float
 from compress.families.evaluation import EvalData, direction_of, limit, load_resized
+from compress.families.options import NORM, WIDTH, Option
 from compress.families.recipe import GANRecipe, gan_loss
 from compress.families.translation import ImageTranslationFamily
 from compress.models.base import PrunableNetwork
@@ -141,6 +142,11 @@ class CycleGAN(ImageTranslationFamily):
     default_real_set = "train+test"
     # G_A(A) for the losses, G_A(B) for the identity loss, G_A(G_B(B)) for the cycle loss
     generator_calls_per_step = 3
+    generator_options = {"ngf": WIDTH, "n_blocks": Option(int, minimum=1, meaning="residual blocks"), "norm": NORM}
+
+    def size_multiple(self, generator: Mapping[str, Any]) -> tuple[int, str]:
+        """4: two stride-2 downsamplings, undone exactly by the two transposed convolutions (CycleGAN ResNet)."""
+        return 4, "two stride-2 downsamplings"
 
     def discriminator(self, **kwargs) -> PrunableNetwork:
         """PatchGAN on one domain: 3 input channels, InstanceNorm."""

@@ -20,7 +20,9 @@ import torch
 
 from compress.families.base import Family
 from compress.families.calibration import InputSets, noise_input_sets
+from compress.errors import InputError
 from compress.families.evaluation import EvalData
+from compress.families.options import WIDTH
 from compress.families.recipe import GANRecipe, gan_loss
 from compress.models.base import INPUT, PrunableNetwork
 from compress.models.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -76,6 +78,18 @@ class DCGAN(Family):
     default_real_set = "train"
     default_num_samples = DCGAN_DEFAULT_SAMPLES
     sample_count = 16
+    generator_options = {"ngf": WIDTH}
+    discriminator_options = {"ndf": WIDTH}
+
+    def check_image_size(self, image_size: int, generator: Mapping[str, Any], discriminator: Mapping[str, Any]) -> None:
+        """Only :data:`CIFAR_SIZE`: the generator's four transposed convolutions make 32 x 32 images.
+
+        Raises:
+            InputError: any other ``image_size``.
+        """
+        if image_size != CIFAR_SIZE:
+            raise InputError(f"--image-size {image_size}: the {self.title} makes {CIFAR_SIZE}x{CIFAR_SIZE} images "
+                             f"(CIFAR-10); expected {CIFAR_SIZE}")
 
     def discriminator(self, **kwargs) -> PrunableNetwork:
         return DCGANDiscriminator(**kwargs)

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from compress.data.codec import float_to_uint8
 from compress.errors import InputError
 from compress.families.evaluation import EvalData, direction_of
+from compress.families.options import NORM, WIDTH, Option
 from compress.families.recipe import GANRecipe, gan_loss
-from compress.families.translation import ImageTranslationFamily
+from compress.families.translation import ImageTranslationFamily, constructor_default
 from compress.models.base import PrunableNetwork
 from compress.models.patchgan import PatchGANDiscriminator
 from compress.models.unet import UNetGenerator
@@ -67,6 +68,16 @@ class Pix2Pix(ImageTranslationFamily):
     }
     real_sets = ("test",)
     default_real_set = "test"
+    generator_options = {"ngf": WIDTH,
+                         "num_downs": Option(int, minimum=5, meaning="stride-2 downsamplings of the U-Net"),
+                         "norm": NORM,
+                         "dropout": Option(float, minimum=0.0, below=1.0,
+                                           meaning="dropout probability of the inner up blocks")}
+
+    def size_multiple(self, generator: Mapping[str, Any]) -> tuple[int, str]:
+        """2**num_downs: every down convolution halves the side, down to 1 x 1 at the bottom (pix2pix U-Net)."""
+        n = generator.get("num_downs", constructor_default(UNetGenerator, "num_downs"))
+        return 2 ** n, f"2**num_downs, num_downs {n}; a smaller --generator num_downs takes smaller sizes"
 
     def discriminator(self, **kwargs) -> PrunableNetwork:
         """Conditional PatchGAN: 6 input channels (cat(A, B)), BatchNorm."""

@@ -7,22 +7,63 @@ evaluation grids of input / output (/ real target) rows.
 """
 from __future__ import annotations
 
+import inspect
 import os
+from abc import abstractmethod
 from typing import Any, Mapping
 
 import torch
 
+from compress.errors import InputError
 from compress.families.base import Family
 from compress.families.calibration import InputSets, image_input_sets
 from compress.families.evaluation import EvalData
+from compress.families.options import NORM, WIDTH, Option
 from compress.models.base import INPUT, PrunableNetwork
+from compress.models.patchgan import PatchGANDiscriminator
 
 #: pix2pix/CycleGAN reference options: images loaded at 286 pixels for a random crop of 256.
 REFERENCE_LOAD_SIZE, REFERENCE_CROP_SIZE = 286, 256
 
+#: What a run may set of the 70x70 PatchGAN discriminator (both image-to-image families use it).
+PATCHGAN_OPTIONS = {"ndf": WIDTH, "n_layers": Option(int, minimum=1, meaning="stride-2 layers of the PatchGAN"),
+                    "norm": NORM}
+
+
+def constructor_default(cls: type, name: str) -> Any:
+    """The default value of constructor argument ``name`` of ``cls`` (the networks declare theirs once)."""
+    return inspect.signature(cls).parameters[name].default
+
 
 class ImageTranslationFamily(Family):
     """A family of image-to-image generators (see the module docstring)."""
+
+    discriminator_options = PATCHGAN_OPTIONS
+
+    @abstractmethod
+    def size_multiple(self, generator: Mapping[str, Any]) -> tuple[int, str]:
+        """(m, why): the generator built from ``generator`` arguments takes square images whose side is a
+        multiple of m pixels; ``why`` says where m comes from, for messages."""
+
+    def check_image_size(self, image_size: int, generator: Mapping[str, Any], discriminator: Mapping[str, Any]) -> None:
+        """Sides accepted: multiples of :meth:`size_multiple` that leave the PatchGAN at least one patch
+        (side / 2**n_layers - 2 >= 1, its three 4x4 convolutions without stride padding: pix2pix reference
+        ``NLayerDiscriminator``).
+
+        Raises:
+            InputError: another size (the message names ``--image-size``, the rule and sizes that work).
+        """
+        multiple, why = self.size_multiple(generator)
+        n_layers = discriminator.get("n_layers", constructor_default(PatchGANDiscriminator, "n_layers"))
+        patch_min = 3 * 2 ** n_layers
+        smallest = max(multiple, -(-patch_min // multiple) * multiple)
+        if image_size % multiple == 0 and image_size >= smallest:
+            return
+        examples = ", ".join(str(smallest + k * multiple) for k in range(3))
+        patch = (f" and the PatchGAN discriminator (n_layers {n_layers}) at least {patch_min} pixels"
+                 if patch_min > multiple else "")
+        raise InputError(f"--image-size {image_size}: the {self.title} takes multiples of {multiple} ({why}){patch}; "
+                         f"expected {examples}, ...")
 
     def input_shape(self, generator: PrunableNetwork, image_size: int, batch: int = 1) -> tuple[int, ...]:
         """(batch, C, image_size, image_size)."""
@@ -34,9 +75,11 @@ class ImageTranslationFamily(Family):
 
     @staticmethod
     def loader_options(cfg, train: bool) -> dict:
-        """Keyword arguments of the image dataset classes (direction, load/crop size, eval mode, skip_bad)."""
+        """Keyword arguments of the image dataset classes (direction, load/crop size, eval mode, skip_bad); the
+        training split is scanned (every image decoded once, cached) when it is built, so that a bad image is
+        reported before the first training step."""
         return dict(direction=cfg.direction, load_size=cfg.load_size, crop_size=cfg.image_size, train=train,
-                    skip_bad=cfg.skip_bad)
+                    skip_bad=cfg.skip_bad, validate=train)
 
     def dataset_metadata(self, cfg) -> dict:
         """Name and direction, plus the dataset ``root``, the source-domain training folder ``source_dir`` and

@@ -1,0 +1,110 @@
+"""How every command line of the project ends: one line on stderr and a documented exit status, never a
+traceback for a user's mistake, a full disk or Ctrl-C.
+
+:func:`run_cli` wraps the body of a CLI (``python -m compress``, ``compress.evaluate``, ``compress.data``,
+``export``, ``bench.pipeline``; ``bench/run_adb.py`` uses :func:`os_error_message` and :func:`os_error_exit`
+beside its own interrupt handling). The exit statuses and messages are listed in docs/errors.md:
+
+* 2: bad input (:class:`compress.errors.InputError`), or an OS error about a path the user chose (a folder
+  under a file, a read-only or forbidden folder, a missing file: :data:`PATH_ERRNOS`);
+* 1: the work failed (:class:`compress.errors.TrainingError`, or an OS error of the machine: no space left,
+  an I/O error);
+* 130 / 143: interrupted by Ctrl-C (SIGINT) / terminated (SIGTERM); what was written stays consistent
+  (atomic writes) and ``finally`` blocks have run (staging folders removed, converter children killed).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import sys
+from typing import Callable
+
+from compress.errors import InputError, TrainingError
+
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+#: OS errors about a path the user gave or chose: exit 2 like other bad input.
+PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
+                         errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP})
+
+_REASONS = {
+    errno.ENOSPC: "no space left on the device; free some space and run the command again",
+    errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
+    errno.EROFS: "the file system is read-only; expected a writable folder",
+    errno.EACCES: "permission denied; expected a folder this user may write (and files it may read)",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "not a folder (this path or a folder above it is a file); expected a folder",
+    errno.EISDIR: "is a folder; expected a file",
+    errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "already exists",
+    errno.EIO: "input/output error (failing disk or network file system?)",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that cleanup code runs."""
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OS error: the path(s) it names, the cause in words and the errno name, e.g.
+    ``runs/a/generator.pt: no space left on the device; ... [ENOSPC]``."""
+    code = exc.errno
+    reason = _REASONS.get(code, exc.strerror or str(exc))
+    name = f" [{errno.errorcode[code]}]" if code in errno.errorcode else ""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = (" -> ".join(paths) + ": ") if paths else ""
+    return f"{where}{reason}{name}"
+
+
+def os_error_exit(exc: OSError) -> int:
+    """Exit status of an OS error: 2 for :data:`PATH_ERRNOS` (a path the user chose), else 1."""
+    return EXIT_INPUT if exc.errno in PATH_ERRNOS else EXIT_FAILED
+
+
+def _raise_terminated(signum: int, _frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: a second SIGTERM must not cut the cleanup short
+    raise Terminated()
+
+
+def run_cli(body: Callable[[], int]) -> int:
+    """Run a CLI ``body`` (returns its exit status) and turn the ends a user can cause into one stderr line.
+
+    InputError -> ``error: MESSAGE``, exit 2; TrainingError -> ``error: MESSAGE``, exit 1; OSError ->
+    ``error: PATH: CAUSE [ERRNO]``, exit 2 or 1 (:func:`os_error_exit`); Ctrl-C -> ``interrupted (Ctrl-C)``,
+    exit 130; SIGTERM -> ``terminated (SIGTERM)``, exit 143. A KeyboardInterrupt raised with a text (e.g. how to
+    resume) gets it after a colon. SIGTERM is turned into :class:`Terminated` while ``body`` runs (main thread
+    only), and failures of log handlers are not printed as tracebacks (a full disk fails every log line).
+    Anything else (a bug) keeps its traceback.
+    """
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
+    logging.raiseExceptions = False
+    try:
+        return body()
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return os_error_exit(exc)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
+        print(what + (f": {exc.args[0]}" if exc.args else ""), file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        sys.stderr.flush()
+

@@ -1,0 +1,429 @@
+"""Reliability and security of a run folder (issue 14 items 1, 3-6 and 8): checkpoints of plain data loaded with
+``weights_only=True``, a stop at the first non-finite loss, the up-front dataset scan and its cache, one
+writer per run folder, resume that continues the data order, RNG and image pools, OS errors and signals ending
+in one line, the export's staging folders and converter child, artifact modes that follow the umask.
+
+Rows of docs/errors.md that need a subprocess or a prepared state are checked here (``check_case``)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.config import RunConfig, preset
+from compress.errors import InputError, TrainingError
+from compress.io import atomic_dir, atomic_torch_save, atomic_write_json, staging_dir
+from compress.runlock import LOCK_FILE, run_lock
+from compress.trainer import CHECKPOINT, Trainer, load_checkpoint
+from reliability_helpers import DCGAN_TINY, REPO, check_case, finished_run, tiny_cifar, tiny_domains
+
+
+@pytest.fixture(autouse=True)
+def _scan_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORONETGAN_SCAN_CACHE", str(tmp_path / "scan-cache"))
+
+
+def dcgan_config(npz: Path, **kw) -> RunConfig:
+    values = {"model": "dcgan", "preset": "small", **preset("dcgan", "small"), "dataset": str(npz), "target": 0.3,
+              "generator": {"ngf": 4}, "discriminator": {"ndf": 4}, "batch_size": 8, "steps": 14, "search_steps": 8,
+              "check_interval": 2, "checkpoint_interval": 2, "sample_interval": 1000, "log_interval": 1,
+              "device": "cpu", "seed": 5, **kw}
+    return RunConfig.from_dict(values).validate()
+
+
+def interrupt_step(monkeypatch, calls: int) -> None:
+    """Make the trainer's ``calls``-th training step raise KeyboardInterrupt (a Ctrl-C in the middle of a run)."""
+    import compress.trainer
+
+    real, count = compress.trainer.gan_step, []
+
+    def step(*args, **kwargs):
+        count.append(1)
+        if len(count) == calls:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compress.trainer, "gan_step", step)
+
+
+def metric_steps(run: Path) -> list[tuple[str, int]]:
+    return [(r["stage"], r["step"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+# ------------------------------------------------------------------------------------------ item 1
+def test_checkpoints_hold_plain_data_only(tmp_path):
+    run = tmp_path / "run"
+    Trainer(dcgan_config(tiny_cifar(tmp_path / "t.npz")), run).run()
+    state = torch.load(run / CHECKPOINT, weights_only=True)   # raises on anything but tensors and plain data
+    assert state["stage"] == "converge" and set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert state["rng"]["numpy"]["keys"].shape == (624,) and len(state["rng"]["python"]["state"]) == 625
+    assert set(state["batches"]) == {"epoch", "position", "size"}
+
+
+def test_no_torch_load_of_user_files_unpickles_objects():
+    """Every torch.load outside the tests reads with weights_only=True (a file a user hands over may be crafted)."""
+    for package in ("compress", "export", "quantize", "bench"):
+        for path in (REPO / package).rglob("*.py"):
+            text = path.read_text()
+            assert "weights_only=False" not in text, path
+            for call in re.findall(r"torch\.load\([^)]*\)", text):
+                assert "weights_only=True" in call, (path, call)
+
+
+def test_a_crafted_generator_is_refused_too(tmp_path):
+    from compress.artifacts import load_generator
+
+    run = finished_run(tmp_path / "run", tiny_cifar(tmp_path / "t.npz"))
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"x": Payload()}, run / "generator.pt")
+    with pytest.raises(InputError, match=r"generator\.pt could not be read as a torch state_dict"):
+        load_generator(run)
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------------------------ item 3
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import compress.trainer
+
+    real, count = compress.trainer.gan_step, []
+
+    def step(*args, **kwargs):
+        logs = real(*args, **kwargs)
+        count.append(1)
+        return {**logs, "G": float("nan")} if len(count) == 5 else logs
+
+    monkeypatch.setattr(compress.trainer, "gan_step", step)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError) as err:
+        Trainer(dcgan_config(tiny_cifar(tmp_path / "t.npz")), run).run()
+    ckpt = run / CHECKPOINT
+    assert str(err.value) == (f"search step 5: the loss G is nan (not finite); training stopped. The last good "
+                              f"checkpoint {ckpt} (search step 4) is kept, no generator.pt was written; start again "
+                              "in another --run-dir with a lower --lr / --latent-lr")
+    assert load_checkpoint(ckpt)["step"] == 4 and not (run / "generator.pt").exists()
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
+    import compress.trainer
+
+    real, count = compress.trainer.gan_step, []
+
+    def step(recipe, batch, G, *args, **kwargs):
+        logs = real(recipe, batch, G, *args, **kwargs)
+        count.append(1)
+        if len(count) == 3:   # the loss of this step was finite, the weights after its update are not
+            with torch.no_grad():
+                next(G.parameters()).fill_(float("inf"))
+        return logs
+
+    monkeypatch.setattr(compress.trainer, "gan_step", step)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"^search step 4: HyperNetwork weight .* is not finite; training stopped\. "
+                                            r"The last good checkpoint .*last\.pt \(search step 2\) is kept"):
+        Trainer(dcgan_config(tiny_cifar(tmp_path / "t.npz")), run).run()
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 2
+
+
+def test_resume_refuses_other_settings_through_the_python_api_too(tmp_path, monkeypatch):
+    npz = tiny_cifar(tmp_path / "t.npz")
+    interrupt_step(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(dcgan_config(npz), tmp_path / "run").run()
+    with pytest.raises(InputError) as err:
+        Trainer(dcgan_config(npz, target=0.4), tmp_path / "run", resume=True)
+    assert str(err.value) == (f"--resume: --target 0.4 (saved: 0.3) differs from the settings of "
+                              f"{tmp_path / 'run' / CHECKPOINT}; a resumed run keeps its settings: leave these out, "
+                              "or start a new run in another --run-dir")
+    Trainer(dcgan_config(npz, device="cpu", num_workers=0), tmp_path / "run", resume=True)   # allowed changes
+
+
+# ------------------------------------------------------------------------------------------ items 3 + 4
+def test_bad_images_are_found_before_step_1_and_skip_bad_works_with_resume(tmp_path, monkeypatch, capsys):
+    from compress.cli import main
+
+    data = tiny_domains(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    args = ["--model", "cyclegan", "--preset", "small", "--dataset", str(data), "--image-size", "32", "--ngf", "4",
+            "--generator", "n_blocks=1", "--discriminator", "ndf=4", "--target", "0.3", "--steps", "10",
+            "--search-steps", "6",
+            "--checkpoint-interval", "2", "--device", "cpu", "--run-dir", str(run)]
+    interrupt_step(monkeypatch, 4)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "checking" in err        # the scan's progress bar
+    # a file goes bad after the checkpoint: the resumed run reports it before its first step, with the flag
+    (data / "trainB" / "3.png").write_bytes(b"\x89PNG broken")
+    monkeypatch.undo()
+    monkeypatch.setenv("CORONETGAN_SCAN_CACHE", str(tmp_path / "scan-cache"))
+    assert main(["--resume", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"error: 1 bad file(s) in {data / 'trainB'}; first: ")
+    assert err.strip().endswith("; rerun with --skip-bad to leave them out")
+    assert "resumed the search" not in err
+    assert main(["--resume", "--run-dir", str(run), "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 bad file(s)" in err and "resumed the search at step 2" in err
+    assert json.loads((run / "config.json").read_text())["skip_bad"] is True
+
+
+def test_the_scan_decodes_each_file_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    import compress.data.validate as validate
+    from compress.data import UnalignedDataset
+
+    data = tiny_domains(tmp_path / "data", n=3)
+    decoded = []
+    real = validate.load_rgb
+    monkeypatch.setattr(validate, "load_rgb", lambda p: decoded.append(Path(p).name) or real(p))
+    UnalignedDataset(data, validate=True)
+    assert len(decoded) == 6
+    decoded.clear()
+    UnalignedDataset(data, validate=True)
+    assert decoded == []                                   # cached: keyed on size and mtime
+    (data / "trainA" / "1.png").write_bytes((data / "trainA" / "2.png").read_bytes())
+    UnalignedDataset(data, validate=True)
+    assert decoded == ["1.png"]
+    (data / "trainA" / "0.png").write_text("no longer an image")
+    with pytest.raises(InputError, match=r"1 bad file\(s\) in .*trainA; first: .*0\.png: not a readable image"):
+        UnalignedDataset(data, validate=True)
+    assert list((tmp_path / "scan-cache").glob("*.json"))
+
+
+# ------------------------------------------------------------------------------------------ item 5
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, capsys):
+    from compress.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder = {"pid": int(dead.stdout), "host": socket.gethostname(), "command": f"python -m compress --run-dir {run}",
+              "started": "2026-01-01 00:00:00"}
+    (run / LOCK_FILE).write_text(json.dumps(holder))       # left by a killed process: no flock held
+    status = main([*DCGAN_TINY, "--dataset", str(tiny_cifar(tmp_path / "t.npz")), "--run-dir", str(run)])
+    check_case("stale-lock-taken-over", capsys.readouterr().err, status,
+               {"run": run, "pid": holder["pid"], "host": holder["host"], "since": holder["started"]})
+    assert not (run / LOCK_FILE).exists()                  # released at the end
+
+
+def test_the_lock_is_held_for_the_run_only(tmp_path):
+    run = tmp_path / "run"
+    with run_lock(run, "first"):
+        holder = json.loads((run / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(InputError, match=rf"^{re.escape(str(run))} is in use by first \(pid {os.getpid()} on "):
+            with run_lock(run, "second"):
+                pass
+    with run_lock(run, "third"):
+        pass
+    assert not (run / LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_a_second_compress_process_on_a_run_folder_is_refused(tmp_path):
+    npz = tiny_cifar(tmp_path / "t.npz")
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-m", "compress", *DCGAN_TINY, "--dataset", str(npz), "--steps", "100000",
+                              "--search-steps", "1000", "--run-dir", str(run)], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / CHECKPOINT).exists():
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "compress", *DCGAN_TINY, "--dataset", str(npz), "--target",
+                                 "0.2", "--run-dir", str(run)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"error: {run} is in use by python -m compress --run-dir {run} (pid {first.pid} on ")
+    assert json.loads((run / "config.json").read_text())["target"] == 0.3   # the first run's folder is intact
+
+
+# ------------------------------------------------------------------------------------------ item 6
+@pytest.mark.parametrize("stop_at", [5, 12], ids=["search", "converge"])
+def test_resume_continues_exactly(stop_at, tmp_path, monkeypatch):
+    """In-process and fast: a run stopped after ``stop_at - 1`` steps (checkpoints every 2) and resumed ends with
+    the uninterrupted run's masks and weights, and logs every step once."""
+    npz = tiny_cifar(tmp_path / "t.npz")
+    ref = Trainer(dcgan_config(npz), tmp_path / "ref").run()
+    interrupt_step(monkeypatch, stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(dcgan_config(npz), tmp_path / "run").run()
+    monkeypatch.undo()
+    monkeypatch.setenv("CORONETGAN_SCAN_CACHE", str(tmp_path / "scan-cache"))
+    saved = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    assert saved["stage"] == ("search" if stop_at < 8 else "converge")
+    report = Trainer(dcgan_config(npz), tmp_path / "run", resume=True).run()
+    assert report["channels"] == ref["channels"] and report["pruned"]["macs"] == ref["pruned"]["macs"]
+    a = torch.load(tmp_path / "ref" / "generator.pt", weights_only=True)
+    b = torch.load(tmp_path / "run" / "generator.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert metric_steps(tmp_path / "run") == metric_steps(tmp_path / "ref")
+
+
+# ------------------------------------------------------------------------------------------ item 8
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_artifact_modes_follow_the_umask(mask, tmp_path):
+    old = os.umask(mask)
+    try:
+        atomic_write_json(tmp_path / "a.json", {})
+        atomic_torch_save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "w.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~mask
+
+
+def test_stale_export_staging_folders_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".export.staging-{int(dead.stdout)}-abc"
+    live = tmp_path / f".export.staging-{os.getppid()}-def"
+    for d in (stale, live):
+        (d / "onnx2tf").mkdir(parents=True)
+    mine = staging_dir(tmp_path, ".export.staging")
+    assert mine.name.startswith(f".export.staging-{os.getpid()}-") and mine.is_dir()
+    assert not stale.exists() and live.exists()
+
+
+def _drop_dac_override() -> None:
+    """``preexec_fn``: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (1, 2) from the bounding set, so that root
+    is held to folder modes like any other user (``prctl(PR_CAPBSET_DROP)``)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _as_ordinary_user() -> dict:
+    """Subprocess options under which a folder's modes apply (root ignores them: its overrides are dropped)."""
+    if os.geteuid() != 0:
+        return {}
+    probe = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_drop_dac_override, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("running as root and cannot drop CAP_DAC_OVERRIDE: a read-only folder cannot be made")
+    return {"preexec_fn": _drop_dac_override}
+
+
+@pytest.fixture
+def readonly_run(tmp_path):
+    """A finished run folder made read-only (mode 0555)."""
+    run = finished_run(tmp_path / "run", tiny_cifar(tmp_path / "t.npz"))
+    run.chmod(0o555)
+    yield run
+    run.chmod(0o755)
+
+
+@pytest.mark.parametrize("case_id, command", [
+    ("readonly-resume", "-m compress --resume --run-dir {run}"),
+    ("readonly-evaluate", "-m compress.evaluate {run}"),
+    ("readonly-export", "-m export {run} --dtype fp32"),
+])
+def test_a_read_only_run_folder_is_one_line(case_id, command, readonly_run):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CORONETGAN_SCAN_CACHE": str(readonly_run.parent / "cache")}
+    cmd = [sys.executable, *command.replace("{run}", str(readonly_run)).split()]
+    proc = subprocess.run(cmd, cwd=readonly_run.parent, env=env, capture_output=True, text=True, timeout=300,
+                          **_as_ordinary_user())
+    check_case(case_id, proc.stderr, proc.returncode, {"run": readonly_run})
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_ends_compress_with_one_line(tmp_path):
+    npz = tiny_cifar(tmp_path / "t.npz")
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "compress", *DCGAN_TINY, "--dataset", str(npz), "--steps", "100000",
+                             "--search-steps", "100", "--run-dir", str(run)], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / CHECKPOINT).exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    check_case("ctrl-c-compress-subprocess", err, proc.returncode, {"run": run})
+    assert "Traceback" not in err and not (run / LOCK_FILE).exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _onnx2tf_child(pid: int) -> int | None:
+    for child in _children(pid):
+        try:
+            if b"onnx2tf" in (Path("/proc") / str(child) / "cmdline").read_bytes():
+                return child
+        except OSError:
+            pass
+    return None
+
+
+def _gone(pid: int, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_export_stopped_inside_onnx2tf_leaves_no_child_and_no_staging(tmp_path):
+    """SIGTERM: one line, exit 143, the converter child killed and the staging folder removed. kill -9: the child
+    dies with its parent (PR_SET_PDEATHSIG), and the next export removes the staging folder left behind."""
+    run = finished_run(tmp_path / "run", tiny_cifar(tmp_path / "t.npz"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen([sys.executable, "-m", "export", str(run), "--dtype", "fp32", "--force"], cwd=tmp_path,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        child = None
+        while child is None:
+            assert time.monotonic() < deadline and proc.poll() is None, "export ended before onnx2tf started"
+            child = _onnx2tf_child(proc.pid)
+            time.sleep(0.05)
+        proc.send_signal(how)
+        _, err = proc.communicate(timeout=120)
+        assert _gone(child), f"onnx2tf ({child}) outlived the export ({how.name})"
+        left = list(tmp_path.glob("run/.export.staging-*"))
+        if how == signal.SIGTERM:
+            check_case("sigterm-export-in-onnx2tf", err, proc.returncode, {"run": run})
+            assert left == []
+        else:
+            assert proc.returncode == -signal.SIGKILL and len(left) == 1
+            staging_dir(run, ".export.staging")   # what the next export does first
+            assert not left[0].exists()
