@@ -31,7 +31,6 @@ from typing import Callable, ContextManager
 import torch
 import torch.nn as nn
 
-from compress.data.stream import to_device  # noqa: F401  (re-exported: the trainer and benchmarks use it)
 
 LOGGER = logging.getLogger("coronetgan.accel")
 

@@ -268,7 +268,7 @@ class _StepBench:
                  device: str = "cpu"):
         import torch
 
-        from compress.accel import to_device
+        from compress.data.stream import to_device
         from compress.config import RunConfig, preset
         from compress.trainer import Trainer
 
@@ -607,7 +607,7 @@ def memory_worker(variant: str, steps: int, family: str, preset_name: str, overr
     (MiB), after building and after the steps."""
     import torch
 
-    from compress.accel import to_device
+    from compress.data.stream import to_device
     from compress.config import RunConfig, preset
     from compress.trainer import Trainer
 

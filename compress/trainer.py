@@ -35,10 +35,10 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from compress.accel import Accel, to_device
+from compress.accel import Accel
 from compress.artifacts import save_generator
 from compress.config import RunConfig, config_conflicts
-from compress.data.stream import BatchStream
+from compress.data.stream import BatchStream, to_device
 from compress.distributed import Distributed, is_main_process
 from compress.errors import InputError, TrainingError
 from compress.families import get_family
