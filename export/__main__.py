@@ -142,8 +142,11 @@ def print_figures(files: list[dict], stream=None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the console shows warnings (INFO with -v); RUN_DIR/log.txt below gets INFO whatever the console shows
+    console = logging.StreamHandler()
+    console.setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[console])
     try:
         if (args.run_dir is None) == (args.latest is None):
             raise InputError("give exactly one of RUN_DIR or --latest RUNS")

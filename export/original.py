@@ -130,8 +130,9 @@ def prepare_original(run_dir: str | os.PathLike, weights: str | os.PathLike | No
     record = {"original_of": str(run.resolve()), "family": arch["family"], "generator": full,
               "input_shape": arch.get("input_shape"), "weights": source}
     old = read_original(run)
+    weights_file = dest / GENERATOR_FILE
     if (old is not None and {k: old.get(k) for k in record} == record and (dest / ARCHITECTURE_FILE).is_file()
-            and (dest / GENERATOR_FILE).is_file() and sha256_file(dest / GENERATOR_FILE) == old.get("generator_pt_sha256")):
+            and weights_file.is_file() and sha256_file(weights_file) == old.get("generator_pt_sha256")):
         return dest, False
     dest.mkdir(parents=True, exist_ok=True)
     (dest / ORIGINAL_RECORD).unlink(missing_ok=True)  # from here on the folder is not a complete original

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.tables import format_macs, md_escape
 
@@ -203,7 +202,8 @@ def comparison_plot(targets: list[tuple[str, dict]], original: str | None, compr
                 hs.append(v)
                 errs.append(max(0.0, (row.get("p95_ms") or v) - v))
             ax.bar(xs, hs, 0.36, color=colour, label=who, yerr=[[0] * len(errs), errs], capsize=3)
-        top = max(max(_latency(r)[0] or 0, (r or {}).get("p95_ms") or 0) for p in ps for r in (p.original, p.compressed))
+        top = max(max(_latency(r)[0] or 0, (r or {}).get("p95_ms") or 0)
+                  for p in ps for r in (p.original, p.compressed))
         for i, p in enumerate(ps):
             if p.speedup is not None:
                 ax.text(i, top * 1.05, f"{p.speedup:.2f}×", ha="center", fontsize=9, fontweight="bold")

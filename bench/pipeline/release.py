@@ -418,7 +418,8 @@ def _summary(report: dict, manifest: dict | None, ev: dict | None, targets: list
             extra += f" vs {evs.get('n_real', '')} real ({evs.get('reference', '')})"
         ofid = (f"{_f(oevs.get('fid'))} ([baseline run's](original/evaluation.json), "
                 f"{oevs.get('images', '?')} images)" if oevs.get("fid") is not None else "")
-        L.append(f"| FID / KID | {ofid} | {_f(evs.get('fid'))} / {kid} | {extra} ([evaluation.json](evaluation.json)) |")
+        L.append(f"| FID / KID | {ofid} | {_f(evs.get('fid'))} / {kid} | {extra} "
+                 "([evaluation.json](evaluation.json)) |")
     else:
         L.append("| FID / KID | | not measured | |")
     b = report.get("budget") or {}
@@ -441,7 +442,7 @@ def _exported(manifest: dict | None, original: dict) -> list[str]:
     L = ["## Exported files", "",
          "| generator | file | dtype | input | size MB | PSNR vs PyTorch dB | gate dB | GPU-delegate ready |",
          "|---|---|---|---|---|---|---|---|"]
-    for who, man, folder in (("original", om, "original/"), ("compressed", manifest, "")):
+    for who, man in (("original", om), ("compressed", manifest)):
         for e in sorted((man or {}).get("files", []), key=lambda e: DTYPE_ORDER.get(e.get("dtype"), 9)):
             gd = e.get("gpu_delegate") or {}
             ready = "-" if not gd else ("yes" if gd.get("gpu_ready") else "**no**")
@@ -449,8 +450,9 @@ def _exported(manifest: dict | None, original: dict) -> list[str]:
                      f"{e.get('size_bytes', 0) / 1e6:.3f} | {_f(e.get('psnr_db'))} | {_f(e.get('gate_db'), 0)} | "
                      f"{ready} |")
     if manifest:
-        L += ["", f"Gates (compressed): {'passed' if manifest.get('gates_passed') else '**missed** (accepted, see warnings)'}. "
-              f"Converters: {', '.join(f'{k} {v}' for k, v in (manifest.get('converter_versions') or {}).items() if v)}. "
+        gates = "passed" if manifest.get("gates_passed") else "**missed** (accepted, see warnings)"
+        versions = ", ".join(f"{k} {v}" for k, v in (manifest.get("converter_versions") or {}).items() if v)
+        L += ["", f"Gates (compressed): {gates}. Converters: {versions}. "
               "Details: [export_manifest.json](export_manifest.json)"
               + (", [original/export_manifest.json](original/export_manifest.json)" if om else "") + "."]
     if om and ((original.get("record") or {}).get("weights") or {}).get("latency_only"):
