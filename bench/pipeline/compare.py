@@ -49,6 +49,11 @@ def chipset(lat: dict) -> str:
     return text + (" virtual" if kind == "virtual" else "")
 
 
+def _threads(config: dict) -> str:
+    n = config.get("threads")
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def machine_cell(lat: dict) -> str:
     """The machine behind a target's figures, starting with its kind in bold (``**phone**``, ``**host**``,
     ``**virtual**``)."""
@@ -56,14 +61,14 @@ def machine_cell(lat: dict) -> str:
     kind = target_kind(lat)
     if kind == "phone":
         name = " ".join(x for x in (d.get("manufacturer"), d.get("model")) if x) or lat.get("device_label", "?")
-        how = f"GPU delegate ({c.get('gpu_backend')})" if c.get("use_gpu") else f"CPU, {c.get('threads')} threads"
+        how = f"GPU delegate ({c.get('gpu_backend')})" if c.get("use_gpu") else f"CPU, {_threads(c)}"
         gpu = f", {d['gpu_renderer']}" if d.get("gpu_renderer") else ""
         return f"**phone**: {name}{gpu}, {how}"
     if kind == "host":
-        return (f"**host**: {d.get('soc') or '?'} CPU, {d.get('runtime') or 'LiteRT'}, {c.get('threads')} threads "
+        return (f"**host**: {d.get('soc') or '?'} CPU, {d.get('runtime') or 'LiteRT'}, {_threads(c)} "
                 "(not a phone figure)")
     return (f"**virtual**: this host's CPU behind a simulated {d.get('soc') or d.get('profile') or 'phone'}, "
-            f"{c.get('threads')} threads (not a phone figure)")
+            f"{_threads(c)} (not a phone figure)")
 
 
 def _latency(row: dict | None) -> tuple[float | None, str]:
