@@ -127,8 +127,9 @@ def test_release_folder_is_complete_and_readable(finished):
         assert (rel / link).exists(), link
     # the latency rows are inline: one per dtype per target, original beside compressed
     lat = index.split("## Latency")[1].split("\n## ")[0]
-    assert len(re.findall(r"^\| (fp32|fp16|int8) \| 256×256 \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \| \*\*[0-9.]+×\*\* \|"
-                          r" [0-9.]+× \|", lat, re.M)) == 6, lat
+    row = (r"^\| (fp32|fp16|int8) \| 256×256 \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \| \*\*[0-9.]+×\*\* \| "
+           r"[0-9.]+× \|")
+    assert len(re.findall(row, lat, re.M)) == 6, lat
     page = (rel / "release-tiny.html").read_text()
     assert page.count('src="data:image/png;base64,') >= 3 and 'src="samples/' not in page
     summary = index.split("## Summary")[1].split("\n## ")[0]
