@@ -132,7 +132,8 @@ def test_bench_as_typed_takes_the_original_too(tmp_path, tiny_models):
                                (run / "original" / "export", "cyclegan:original", tiny_models["unpruned"]["fp32"])):
         folder.mkdir(parents=True)
         shutil.copy(src, folder / "generator_fp32.tflite")
-        entry = {"path": "generator_fp32.tflite", "dtype": "fp32", "sha256": sha256_file(folder / "generator_fp32.tflite")}
+        tflite = folder / "generator_fp32.tflite"
+        entry = {"path": tflite.name, "dtype": "fp32", "sha256": sha256_file(tflite)}
         (folder / "manifest.json").write_text(json.dumps({"model": label, "macs": 400 if "orig" in label else 100,
                                                           "files": [entry]}))
     for d in (run, run / "original"):
