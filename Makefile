@@ -4,11 +4,14 @@
 #   make pipeline                 every stage on RUN (default runs/main); unchanged stages are skipped
 #   make compress                 CycleGAN on horse2zebra, 75% of MACs removed, PRESET (auto: paper on CUDA, else small)
 #   make evaluate [RUN=dir]       FID/KID of the run (latest finished run under runs/ when RUN is not given)
-#   make export DTYPE=fp32|fp16|int8|all [RUN=dir]
-#   make bench [DEVICE=sm8450]    the attached phone if any, else the host CPU and the virtual device
-#   make release [RUN=dir]        release/<run name>/index.md and everything it links to
+#   make export DTYPE=fp32|fp16|int8|all [RUN=dir] [SIZE=256] [ORIGINAL=init|runs/baseline|file.pt|none]
+#                                 the compressed generator and the original (unpruned) one at SIZE x SIZE
+#   make bench [DEVICE=sm8450]    both, on the attached phone if any, else the host CPU and the virtual device
+#   make release [RUN=dir]        release/<run name>/index.md (+ one HTML file) and everything it links to
 #   make gpu-data                 a few MB of the data mirror in gpu_data/ (git-ignored), carried to a GPU machine
 #   make gpu-check                the prepared GPU check: CUDA smoke runs, step cost, peak GPU memory (< 8 min)
+#
+# PY=/path/to/python uses that interpreter instead of .venv (and does not set .venv up).
 SHELL := /bin/bash
 PY ?= .venv/bin/python
 export CORONETGAN_DATA_MIRROR ?= $(abspath ../shared/data)
@@ -21,15 +24,22 @@ DATASET ?= horse2zebra
 TARGET ?= 0.75
 RELEASE ?= release
 SERIAL ?=
+# export/bench input size (pixels; 0 = the training size) and the original's weights (docs/pipeline.md)
+SIZE ?= 256
+ORIGINAL ?= init
 # extra flags for bench.pipeline, e.g. PIPELINE_ARGS="--phone never --bench-arg=--runs=20"
 PIPELINE_ARGS ?=
 
 # The pipeline's run folder is fixed (runs/main) so that a rerun finds and skips its finished stages.
 PIPELINE_RUN := $(or $(RUN),runs/main)
-# Single stages after compress work on RUN, else on the newest finished run under runs/.
+# Single stages after compress work on RUN, else on the newest finished run under runs/; they take model,
+# dataset and target from that run's config.json, so only data/compress/pipeline pass MODEL/DATASET/TARGET.
 STAGE_RUN := $(if $(RUN),--run-dir $(RUN),--latest runs)
-PIPE = $(PY) -m bench.pipeline --model $(MODEL) --dataset $(DATASET) --target $(TARGET) --preset $(PRESET) \
-	--dtype $(DTYPE) --device $(DEVICE) --release-dir $(RELEASE) $(if $(SERIAL),--serial $(SERIAL)) $(PIPELINE_ARGS)
+PIPE = $(PY) -m bench.pipeline --dtype $(DTYPE) --device $(DEVICE) --input-size $(SIZE) --original-weights $(ORIGINAL) \
+	--release-dir $(RELEASE) $(if $(SERIAL),--serial $(SERIAL)) $(PIPELINE_ARGS)
+WHAT = --model $(MODEL) --dataset $(DATASET) --target $(TARGET) --preset $(PRESET)
+# The .venv is set up when it is the interpreter used; PY=... points elsewhere and skips it.
+SETUP := $(if $(filter .venv/bin/python,$(PY)),setup)
 
 .PHONY: all setup test test-fast test-slow pipeline data compress evaluate export bench release clean-venv macs \
 	gpu-data gpu-check
@@ -46,40 +56,40 @@ setup: .venv/.installed
 
 # The whole suite (CI): every tier, `slow` and `real_data` cases in their small form, the small pipeline on real
 # images included; prints the 15 slowest tests. Tiers: DEVELOPERS.md ("Tests").
-test: setup
+test: $(SETUP)
 	$(PY) -m pytest -q --durations=15
 
 # The edit loop: unit tests on synthetic inputs only (no data mirror, no training beyond a few steps).
-test-fast: setup
+test-fast: $(SETUP)
 	$(PY) -m pytest -q -m "not slow and not real_data" --durations=10
 
 # Only the slow and real-data cases (their small forms), e.g. the end-to-end pipeline of tests/test_pipeline.py.
-test-slow: setup
+test-slow: $(SETUP)
 	$(PY) -m pytest -q -m "slow or real_data" --durations=15
 
-macs: setup
+macs: $(SETUP)
 	$(PY) -m compress.macs
 
 # Each target runs one stage; its skip-if-unchanged logic lives in bench/pipeline/ (record.py, stages.py).
-pipeline: setup
-	$(PIPE) all --run-dir $(PIPELINE_RUN)
+pipeline: $(SETUP)
+	$(PIPE) $(WHAT) all --run-dir $(PIPELINE_RUN)
 
-data: setup
-	$(PIPE) data --run-dir $(PIPELINE_RUN)
+data: $(SETUP)
+	$(PIPE) $(WHAT) data --run-dir $(PIPELINE_RUN)
 
-compress: setup
-	$(PIPE) compress --run-dir $(PIPELINE_RUN)
+compress: $(SETUP)
+	$(PIPE) $(WHAT) compress --run-dir $(PIPELINE_RUN)
 
-evaluate: setup
+evaluate: $(SETUP)
 	$(PIPE) evaluate $(STAGE_RUN)
 
-export: setup
+export: $(SETUP)
 	$(PIPE) export $(STAGE_RUN)
 
-bench: setup
+bench: $(SETUP)
 	$(PIPE) bench $(STAGE_RUN)
 
-release: setup
+release: $(SETUP)
 	$(PIPE) release $(STAGE_RUN)
 
 clean-venv:

@@ -9,8 +9,9 @@ Examples::
     python bench/run_adb.py --device host --models a_fp32.tflite --out out/          # no phone needed
     python bench/run_adb.py --device sm8450 --virtual                                # virtual device
 
-Without --models, the models are the newest finished run's under ./runs (RUN/export/manifest.json) and the
-tables go to RUN/bench/<device> (RUN/bench/<device>-virtual with --virtual).
+Without --models, the models are the newest finished run's under ./runs (RUN/export/manifest.json, and its
+original's, RUN/original/export/manifest.json, as the speed-up reference when it was exported) and the tables go
+to RUN/bench/<device> (RUN/bench/<device>-virtual with --virtual).
 
 Exit status: 0 every row measured, 1 some rows failed (flagged in the tables), 2 bad input (also: no usable
 phone attached), 3 the run was aborted or could not start (device lost or busy, runner unusable): the tables
@@ -25,7 +26,7 @@ import signal
 import sys
 from typing import Any
 
-from bench.latest import default_out, latest_export
+from bench.latest import default_out, latest_export, original_export
 from bench.measure import bench_models
 from bench.profiles import HOST, check_device, get_profile, profile_names
 from bench.results import GPU_BACKENDS, BenchError, Interrupted
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--serial", help="adb serial of the phone to use (else the single attached phone matching --device)")
     ap.add_argument("--models", nargs="+", metavar="MODEL",
                     help="manifest.json (or its folder), label:dtype=path.tflite, label=path.tflite or path.tflite "
-                         "[the newest finished run's export under ./runs]")
+                         "[the newest finished run's export under ./runs, and its original's]")
     ap.add_argument("--out", help="output folder for latency.{md,csv,json,png} and logs/ [with --models: required; "
                                   "else RUN/bench/<device>]")
     ap.add_argument("--runner", help="benchmark_model for Android arm64 (default: $CORONETGAN_BENCHMARK_MODEL)")
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra benchmark_model flag, repeatable (use the = form: --runner-arg=--warmup_min_secs=0)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per model [1800]")
     ap.add_argument("--macs", action="append", default=[], metavar="LABEL=N", help="MACs of a model label")
-    ap.add_argument("--reference", help="label the speedup column compares with [unpruned, else the first]")
+    ap.add_argument("--reference", help="label the speedup column compares with [without --models: the run's "
+                    "original; else unpruned, else the first]")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
 
@@ -97,16 +99,21 @@ def _macs(items: list[str]) -> dict[str, int]:
     return out
 
 
-def _models_and_out(a: argparse.Namespace) -> tuple[list[str], str]:
-    """``--models`` and ``--out``, or the newest finished run's export manifest and ``RUN/bench/<device>``."""
+def _models_out_reference(a: argparse.Namespace) -> tuple[list[str], str, str | None]:
+    """``--models``, ``--out`` and ``--reference``; without ``--models``: the newest finished run's export
+    manifest (after its original's, the reference, when exported) and ``RUN/bench/<device>``."""
     if a.models:
         if not a.out:
             raise InputError("--out: required with --models (the folder for latency.{md,csv,json,png})")
-        return a.models, a.out
+        return a.models, a.out, a.reference
     device = check_device(a.device)
     run, manifest = latest_export()
     name = HOST if device == HOST else get_profile(device)["key"]
-    return [str(manifest)], a.out or str(default_out(run, name, a.virtual))
+    out = a.out or str(default_out(run, name, a.virtual))
+    original = original_export(run)
+    if original is None:
+        return [str(manifest)], out, a.reference
+    return [str(original[0]), str(manifest)], out, a.reference or original[1]
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -114,10 +121,10 @@ def run(argv: list[str] | None = None) -> int:
     :class:`BenchError` and :class:`Interrupted`."""
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(message)s")
-    models, out = _models_and_out(a)
+    models, out, reference = _models_out_reference(a)
     report = bench_models(models, out=out, device=a.device, serial=a.serial, virtual=a.virtual, runner=a.runner,
                           runner_kind=a.runner_kind, adb_host=a.adb_host, adb_port=a.adb_port, connect=a.connect,
-                          macs=_macs(a.macs), reference=a.reference, wait_busy_s=a.wait_busy, resume=not a.fresh,
+                          macs=_macs(a.macs), reference=reference, wait_busy_s=a.wait_busy, resume=not a.fresh,
                           argv=list(sys.argv[1:] if argv is None else argv), **_settings(a))
     if report["aborted"]:
         return 3

@@ -3,7 +3,8 @@
 A truncated or corrupt flatbuffer can make LiteRT crash the process that loads it (SIGSEGV) instead of
 raising. Loading in a child process turns that into a message about one file: bench flags that model's row
 (``load-failed``) and does not time it. The child also reports the graph's op types and node counts (the
-CPU-fallback column names the ops with their counts) and its tensor types (dtype of an unnamed file).
+CPU-fallback column names the ops with their counts), its tensor types (dtype of an unnamed file) and its input
+shape (the input size column of the tables).
 """
 from __future__ import annotations
 
@@ -41,19 +42,23 @@ for path in sys.argv[1:]:
     except Exception:
         ops = None
     types = sorted({getattr(t["dtype"], "__name__", str(t["dtype"])) for t in it.get_tensor_details()})
-    print(json.dumps({"path": path, "ops": ops, "tensor_types": types}), flush=True)
+    inputs = it.get_input_details()
+    shape = [int(x) for x in inputs[0]["shape"]] if inputs else None
+    print(json.dumps({"path": path, "ops": ops, "tensor_types": types, "input_shape": shape}), flush=True)
 """
 
 
 @dataclasses.dataclass
 class HostCheck:
     """What loading one file on the host showed: ``ok`` (``None`` when the check could not run), the
-    ``error`` when it did not load, the graph's ``ops`` (op type -> node count) and ``tensor_types``."""
+    ``error`` when it did not load, the graph's ``ops`` (op type -> node count), ``tensor_types`` and the
+    first input's ``input_shape`` (e.g. [1, 256, 256, 3])."""
 
     ok: bool | None
     error: str | None = None
     ops: dict[str, int] | None = None
     tensor_types: list[str] = dataclasses.field(default_factory=list)
+    input_shape: list[int] | None = None
 
 
 def check_models(paths: Sequence[str], timeout_s: float = 300.0) -> dict[str, HostCheck]:
@@ -88,7 +93,8 @@ def check_models(paths: Sequence[str], timeout_s: float = 300.0) -> dict[str, Ho
             elif rec.get("path"):
                 p = rec["path"]
                 results[p] = (HostCheck(False, rec["error"]) if rec.get("error")
-                              else HostCheck(True, None, rec.get("ops"), rec.get("tensor_types") or []))
+                              else HostCheck(True, None, rec.get("ops"), rec.get("tensor_types") or [],
+                                             rec.get("input_shape")))
                 current = None
         if current is not None:
             if timed_out:

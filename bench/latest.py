@@ -2,15 +2,18 @@
 
 The run is the newest finished compress run under ``runs/`` (:func:`export.__main__.latest_run`, as ``python -m
 export --latest runs/`` and ``python -m bench.pipeline --latest runs/`` choose it); its models are the
-``.tflite`` files of ``RUN/export/manifest.json``, and the tables go to ``RUN/bench/<device>`` (``<device>`` is
-the profile key, ``host``, or ``<profile>-virtual`` with ``--virtual``: the folders the pipeline's bench stage
-writes).
+``.tflite`` files of ``RUN/export/manifest.json``, and, when the run's original was exported
+(``RUN/original/export/manifest.json``, :mod:`export.original`), the original's files too, first, as the
+reference of the speed-up column. The tables go to ``RUN/bench/<device>`` (``<device>`` is the profile key,
+``host``, or ``<profile>-virtual`` with ``--virtual``: the folders the pipeline's bench stage writes).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from compress.errors import InputError
+from export.original import original_dir
 
 RUNS = Path("runs")
 
@@ -44,3 +47,14 @@ def default_out(run: Path, device: str, virtual: bool) -> Path:
     """``RUN/bench/<device>``: where the tables of a run's bench on ``device`` go (``-virtual`` appended for a
     virtual device)."""
     return run / "bench" / (f"{device}-virtual" if virtual else device)
+
+
+def original_export(run: Path) -> tuple[Path, str] | None:
+    """``(manifest, model label)`` of the run's exported original (``RUN/original/export/manifest.json``), or
+    None when the original was not exported (or its manifest is unreadable)."""
+    manifest = original_dir(run) / "export" / "manifest.json"
+    try:
+        label = json.loads(manifest.read_text()).get("model")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return (manifest, str(label)) if label else None

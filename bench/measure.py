@@ -79,7 +79,7 @@ def _host_checked(specs: list[ModelSpec], device_label: str, figures: str) -> tu
     ok, failed = [], {}
     for s in specs:
         c = checks[str(s.path)]
-        s.ops = c.ops
+        s.ops, s.input_shape = c.ops, c.input_shape
         if c.ok is False:
             res = ModelResult(spec=s, problem="load-failed",
                               error=f"{s.path.name} does not load on the host (LiteRT): {c.error}; not timed")

@@ -19,8 +19,9 @@ class ModelSpec:
     """One .tflite file to time: ``label`` (e.g. ``pruned``), ``dtype`` (fp32/fp16/int8), ``path``.
 
     ``macs`` is the generator's multiply-accumulate count per image (MACs, ``None`` when unknown);
-    ``size_bytes`` and ``sha256`` describe the file; ``ops`` maps the graph's op types to node counts once the
-    host load check (:mod:`bench.host_check`) has read it.
+    ``size_bytes`` and ``sha256`` describe the file; ``ops`` maps the graph's op types to node counts and
+    ``input_shape`` is its first input's shape (NHWC) once the host load check (:mod:`bench.host_check`) has
+    read it.
     """
 
     label: str
@@ -31,6 +32,7 @@ class ModelSpec:
     sha256: str = ""
     source: str = ""
     ops: dict[str, int] | None = None
+    input_shape: list[int] | None = None
 
     @property
     def key(self) -> str:

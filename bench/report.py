@@ -46,7 +46,8 @@ class RunReport:
         for s in self.specs:
             row = (dict(self.entries[s.key][0]) if s.key in self.entries
                    else pending_row(s, d["device_label"], figures, why_missing))
-            row.update(speedup=None, speedup_basis=None, runner_version=row.get("runner_version") or self.runner_version)
+            row.update(speedup=None, speedup_basis=None, macs_ratio=None,
+                       runner_version=row.get("runner_version") or self.runner_version)
             rows.append(row)
         d["reference"] = add_speedups(rows, self.reference)
         d["rows"] = rows

@@ -136,14 +136,25 @@ def _delegate(res: ModelResult, host: bool, flags: list[str]) -> str:
     return next(o for o in outs if o.delegate.coverage == worst).delegate.describe()
 
 
+def input_text(shape: list[int] | None) -> str:
+    """``"256×256"`` for an image input (NHWC [1, H, W, C]); the whole shape joined by × for any other
+    (DCGAN's z: ``1×1×1×100``); ``-`` when unknown."""
+    if not shape:
+        return "-"
+    if len(shape) == 4 and shape[1] > 1 and shape[2] > 1:
+        return f"{shape[1]}×{shape[2]}"
+    return "×".join(map(str, shape))
+
+
 def _base_row(spec: ModelSpec, device_label: str, figures: str) -> dict[str, Any]:
     return {
-        "model": spec.label, "dtype": spec.dtype, "device": device_label, "figures": figures,
+        "model": spec.label, "dtype": spec.dtype, "input": input_text(spec.input_shape), "device": device_label,
+        "figures": figures,
         "median_ms": None, "p95_ms": None, "mean_ms": None, "std_ms": None, "min_ms": None,
         "repeat_spread_ms": None, "inferences": None, "init_ms": None, "first_ms": None, "warmup_ms": None,
         "peak_mem_mb": None, "size_mb": round(spec.size_mb, 4), "macs": spec.macs, "delegate": "n/a",
         "cpu_ops": "-", "gpu_precision": "-", "thermal": "n/a", "thermal_max_status": None, "repeats_ok": "0/0",
-        "speedup": None, "speedup_basis": None, "stats_form": None, "runner_version": None,
+        "speedup": None, "speedup_basis": None, "macs_ratio": None, "stats_form": None, "runner_version": None,
         "file": str(spec.path), "sha256": spec.sha256,
     }
 
@@ -211,7 +222,8 @@ def pending_row(spec: ModelSpec, device_label: str, figures: str, why: str) -> d
 
 def add_speedups(rows: list[dict[str, Any]], reference: str | None = None) -> str | None:
     """Fill ``speedup`` = reference model's latency / the row's, per dtype (×), and ``speedup_basis``: the
-    median where both rows have one, else the mean. Returns the reference label.
+    median where both rows have one, else the mean; and ``macs_ratio`` = reference model's MACs / the row's
+    (what the speed-up would be if latency followed MACs). Returns the reference label.
 
     The reference is ``reference`` if given, else ``unpruned`` if present, else the first model. Nothing is
     filled when the run has a single model label.
@@ -225,6 +237,8 @@ def add_speedups(rows: list[dict[str, Any]], reference: str | None = None) -> st
         b = base.get(r["dtype"])
         if b is None or r["status"] != "ok":
             continue
+        if r.get("macs") and b.get("macs"):
+            r["macs_ratio"] = round(b["macs"] / r["macs"], 4)
         key = "median_ms" if r["median_ms"] and b["median_ms"] else "mean_ms"
         if r[key] and b[key]:
             r["speedup"], r["speedup_basis"] = round(b[key] / r[key], 4), key[:-3]

@@ -17,8 +17,8 @@ from bench.rows import PLAIN_FLAGS
 
 COLUMNS = ["model", "dtype", "device", "figures", "median_ms", "p95_ms", "mean_ms", "std_ms", "min_ms",
            "repeat_spread_ms", "inferences", "init_ms", "first_ms", "warmup_ms", "peak_mem_mb", "size_mb", "macs",
-           "delegate", "cpu_ops", "gpu_precision", "thermal", "repeats_ok", "speedup", "speedup_basis",
-           "stats_form", "runner_version", "flags", "status", "problem"]
+           "input", "delegate", "cpu_ops", "gpu_precision", "thermal", "repeats_ok", "speedup", "speedup_basis",
+           "macs_ratio", "stats_form", "runner_version", "flags", "status", "problem"]
 _MD_SPECIAL = re.compile(r"([\\`*_<>\[\]|])")
 FIGURES_BANNER = {
     "virtual": "> **VIRTUAL DEVICE** - host CPU (LiteRT) behind a simulated phone; these are not phone figures.",
@@ -89,13 +89,15 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     return [md_escape(row["model"]), row["dtype"], _fmt(row["median_ms"]), _fmt(row["p95_ms"]), _fmt(row["mean_ms"]),
             _fmt(row["std_ms"]), _fmt(row["min_ms"]), _fmt(row["repeat_spread_ms"]), _fmt(row["inferences"]),
             _fmt(row["init_ms"], 1), _fmt(row["first_ms"]), _fmt(row["warmup_ms"]), _fmt(row["peak_mem_mb"], 1),
-            _fmt(row["size_mb"], 3), format_macs(row["macs"]), md_escape(row["delegate"]), md_escape(row["cpu_ops"]),
-            md_escape(row["gpu_precision"]), md_escape(row["thermal"]), row["repeats_ok"], speed, flags]
+            _fmt(row["size_mb"], 3), format_macs(row["macs"]), row.get("input", "-"), md_escape(row["delegate"]),
+            md_escape(row["cpu_ops"]),
+            md_escape(row["gpu_precision"]), md_escape(row["thermal"]), row["repeats_ok"], speed,
+            f"{row['macs_ratio']:.2f}×" if row.get("macs_ratio") else "-", flags]
 
 
 MD_HEADER = ["model", "dtype", "median ms", "p95 ms", "mean ms", "std ms", "min ms", "spread ms", "inferences",
-             "init ms", "first ms", "warm-up ms", "peak MB", "size MB", "MACs", "delegate", "CPU ops",
-             "GPU precision", "thermal", "repeats ok", "speedup", "flags"]
+             "init ms", "first ms", "warm-up ms", "peak MB", "size MB", "MACs", "input", "delegate", "CPU ops",
+             "GPU precision", "thermal", "repeats ok", "speedup", "MACs ratio", "flags"]
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -119,7 +121,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(_row_cells(row)) + " |" for row in rows]
     if report.get("reference"):
         lines += ["", f"speedup: latency of `{md_escape(report['reference'])}` ÷ the row's, same dtype (medians; "
-                  "means where marked)."]
+                  "means where marked); MACs ratio: its MACs ÷ the row's."]
     problems = [r for r in rows if r.get("problem")]
     if problems:
         lines += ["", "Problems:"] + [f"- {md_escape(r['model'])} {r['dtype']} ({r['status']}): "

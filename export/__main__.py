@@ -1,5 +1,12 @@
 """``python -m export RUN_DIR --dtype fp32|fp16|int8|all|LIST`` (or ``--latest runs/``): see export/pipeline.py.
 
+``--input-size 256`` exports a fully convolutional generator (pix2pix, CycleGAN) at 256 x 256 whatever its
+training size (export/inputs.py); ``--original`` exports the unpruned generator of the run's family and width
+instead, into ``RUN_DIR/original/export`` (export/original.py; weights: ``--original-weights``).
+
+Output: the files exported (only the dtypes asked for) with their figures and ``wrote .../manifest.json``; an
+unchanged run prints one line, ``export skipped (unchanged): ...``.
+
 Exit status: 0 exported (or skipped: unchanged), 1 a quality gate was missed (figures printed; nothing
 installed unless ``--accept-gate-failure``) or a converter failed, 2 bad input (InputError, printed without
 a traceback), and the statuses of :func:`compress.cli_errors.run_cli` (OS errors in one line, 130 on Ctrl-C,
@@ -22,18 +29,20 @@ from compress.runlock import run_lock
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
 from export.onnx_export import ExportError
 from export.options import DTYPE_CHOICES, ExportOptions, parse_dtypes
+from export.original import INIT, is_original, prepare_original, read_original
 from export.pipeline import GateFailure, export_run
 from quantize import DEFAULT_TARGET_DB, IO_DTYPES, MODES
 
 
 def latest_run(runs_root: str | Path) -> Path:
     """The most recently modified folder under ``runs_root`` (searched recursively, depth <= 3) that holds
-    ``generator.pt`` and ``architecture.json``. Raises InputError when there is none."""
+    ``generator.pt`` and ``architecture.json`` and is not a run's original (:mod:`export.original`). Raises
+    InputError when there is none."""
     root = Path(runs_root)
     if not root.is_dir():
         raise InputError(f"--latest {root}: not a folder; expected the runs/ folder of `python -m compress`")
     found = [p.parent for pattern in ("generator.pt", "*/generator.pt", "*/*/generator.pt")
-             for p in root.glob(pattern) if (p.parent / "architecture.json").is_file()]
+             for p in root.glob(pattern) if (p.parent / "architecture.json").is_file() and not is_original(p.parent)]
     if not found:
         raise InputError(f"--latest {root}: no finished compress run (a folder with generator.pt and "
                          "architecture.json) under it")
@@ -75,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "on N test inputs (DCGAN: N samples) against compress.evaluate's real set (slow: "
                         "~0.1 s per image on a CPU; default 0 = off)")
     p.add_argument("--threads", type=int, default=2, help="LiteRT threads for the parity runs (default 2)")
+    p.add_argument("--input-size", type=int, metavar="S",
+                   help="export at S x S (e.g. 256: the phone's input size) whatever the training size; the "
+                        "parity gates and int8 calibration use the images resized to S x S (fully convolutional "
+                        "generators only: DCGAN keeps its fixed size; default: the training size)")
+    p.add_argument("--original", action="store_true",
+                   help="export the unpruned generator of RUN_DIR's family and width instead, into "
+                        "RUN_DIR/original/export (the original beside the compressed one)")
+    p.add_argument("--original-weights", default=INIT, metavar="W",
+                   help=f"weights of --original: {INIT} (default: initialised, latency only), a baseline run folder "
+                        "(python -m compress --baseline unpruned) or a state-dict .pt of the unpruned generator")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -88,7 +107,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         heldout_count=args.heldout_count, int8_io=args.int8_io, int8_mode=args.int8_mode,
         int8_target_db=args.int8_target_db,
         extra_float_ops=tuple(o.strip() for o in args.extra_float_ops.split(",") if o.strip()),
-        fid_count=args.fid, threads=args.threads)
+        fid_count=args.fid, threads=args.threads, input_size=args.input_size)
 
 
 def _fmt(x) -> str:
@@ -98,7 +117,8 @@ def _fmt(x) -> str:
 
 
 def print_figures(files: list[dict], stream=None) -> None:
-    """One line per exported file (PSNR, gate, max abs diff, size, GPU readiness), plus the FID change of int8."""
+    """One line per file of ``files`` (PSNR, gate, max abs diff, size, GPU readiness), plus the FID change of
+    int8."""
     stream = stream or sys.stdout
     print(f"{'file':28s} {'PSNR dB':>9s} {'gate dB':>8s} {'max|diff|':>10s} {'bytes':>10s} {'GPU ready':>9s}",
           file=stream)
@@ -140,12 +160,17 @@ def _log_to(run_dir: Path) -> None:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    # the console shows warnings (INFO with -v); RUN_DIR/log.txt below gets INFO whatever the console shows
+    console = logging.StreamHandler()
+    console.setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[console])
     if (args.run_dir is None) == (args.latest is None):
         raise InputError("give exactly one of RUN_DIR or --latest RUNS")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads {args.threads}: expected an integer >= 1 (LiteRT threads)")
+    if args.original_weights != INIT and not args.original:
+        raise InputError(f"--original-weights {args.original_weights}: applies to --original only")
     run_dir = Path(args.run_dir) if args.run_dir else latest_run(args.latest)
     options = options_from_args(args)
     try:
@@ -153,6 +178,12 @@ def _run(argv: Sequence[str] | None) -> int:
         with run_lock(run_dir, f"python -m export {run_dir}") if run_dir.is_dir() else contextlib.nullcontext():
             if run_dir.is_dir():
                 _log_to(run_dir)
+            if args.original:
+                original, wrote = prepare_original(run_dir, args.original_weights)
+                if wrote:
+                    print(f"wrote {original}: the unpruned generator of {run_dir}, "
+                          f"{read_original(run_dir)['weights']['text']}")
+                run_dir = original
             manifest = export_run(run_dir, options)
     except GateFailure as exc:
         print_figures(exc.figures, sys.stderr)
@@ -162,9 +193,12 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else run_dir / "export"
+    asked = [e for e in manifest["files"] if e["dtype"] in options.dtypes]  # what this command was asked for
     if manifest.get("skipped"):
-        print(f"{out / 'manifest.json'}: unchanged run, export skipped (--force re-exports)")
-    print_figures(manifest["files"])
+        print(f"export skipped (unchanged): {out / 'manifest.json'} holds "
+              f"{', '.join(e['path'] for e in asked)} of this run and these options (--force re-exports)")
+        return 0
+    print_figures(asked)
     if manifest.get("gate_failures"):
         print("gate failures accepted: " + "; ".join(manifest["gate_failures"]))
     print(f"wrote {out / 'manifest.json'}")

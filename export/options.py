@@ -21,6 +21,9 @@ Dtype = Literal["fp32", "fp16", "int8"]
 DTYPES: tuple[Dtype, ...] = get_args(Dtype)
 #: What ``--dtype`` accepts: a dtype, "all", or a comma list of those.
 DTYPE_CHOICES = (*DTYPES, "all")
+#: Range of ``--input-size`` (pixels): below 16 the downsamplings of the image generators leave almost nothing;
+#: 4096 is a sanity bound (one 64-channel float32 activation at 4096 x 4096 is 4 GiB).
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096
 
 
 def parse_dtypes(spec: str | Sequence[str]) -> tuple[Dtype, ...]:
@@ -69,6 +72,11 @@ class ExportOptions:
         fid_count: when > 0 (count, >= 2) and int8 is exported, also the FID change of int8 on up to this many
             test inputs (DCGAN: samples) under ``python -m compress.evaluate``'s protocol; 0 = off.
         threads: LiteRT threads for the parity runs (count).
+        input_size: side S (pixels) of the exported S x S input (``--input-size``), for generators whose input
+            is an image (fully convolutional: pix2pix, CycleGAN); the parity gates and the int8 calibration
+            then use the held-out / calibration images resized to S x S (:mod:`export.inputs`). None: the
+            training size of the run. A generator with a fixed size (DCGAN: z in, 32 x 32 out) refuses any
+            other size (:func:`export.inputs.export_input_shape`).
 
     Raises:
         InputError: on construction, for any value outside the ranges above (message names the CLI flag).
@@ -87,6 +95,7 @@ class ExportOptions:
     extra_float_ops: tuple[str, ...] = ()
     fid_count: int = 0
     threads: int = 2
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         # frozen: normalised values are set through object.__setattr__
@@ -115,6 +124,10 @@ class ExportOptions:
             raise InputError("--extra-float-ops applies to --int8-mode robust only (naive quantizes every op)")
         if self.fid_count != 0 and self.fid_count < 2:
             raise InputError(f"--fid {self.fid_count}; expected 0 (off) or a number of images >= 2")
+        if self.input_size is not None and not (isinstance(self.input_size, int) and
+                                                MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE):
+            raise InputError(f"--input-size {self.input_size!r}; expected a side in pixels from {MIN_INPUT_SIZE} "
+                             f"to {MAX_INPUT_SIZE} (e.g. 256, the phone's input size of paper Table 3)")
         if self.calibration_dir is not None and not self.calibration_dir.is_dir():
             raise InputError(f"--calibration-dir {self.calibration_dir} does not exist or is not a folder; "
                              "expected a folder of source-domain images")

@@ -2,7 +2,8 @@
 
 Output folder (default ``RUN_DIR/export/``)::
 
-    generator.onnx            fixed 1 x C x H x W input "input", output "output" (NCHW)
+    generator.onnx            fixed 1 x C x H x W input "input", output "output" (NCHW); H x W is the
+                              training size, or ``ExportOptions.input_size`` (:func:`export.inputs.export_input_shape`)
     generator_fp32.tflite     NHWC input/output, float32
     generator_fp16.tflite     NHWC, fp16 weights (DEQUANTIZE ops), float32 I/O
     generator_int8.tflite     NHWC, int8 (mode and I/O dtype in the manifest)
@@ -43,7 +44,7 @@ import torch
 
 from compress.errors import InputError
 from compress.io import atomic_write_json, sha256_file, staging_dir
-from export.inputs import resolve_input_sets
+from export.inputs import export_input_shape, resolve_input_sets
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, check_onnx, export_onnx
 from export.options import DTYPES, ExportOptions
 from export.parity import GATES_DB, io_details, parity
@@ -122,7 +123,8 @@ def _options_record(options: ExportOptions) -> dict:
     return {"heldout_count": options.heldout_count, "int8_io": options.int8_io, "int8_mode": options.int8_mode,
             "fid_count": options.fid_count, "extra_float_ops": list(options.extra_float_ops),
             "int8_target_db": float(options.int8_target_db), "calibration_count": options.calibration_count,
-            "calibration_dir": str(options.calibration_dir.resolve()) if options.calibration_dir else None}
+            "calibration_dir": str(options.calibration_dir.resolve()) if options.calibration_dir else None,
+            "input_size": options.input_size}
 
 
 def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
@@ -153,8 +155,8 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
             LOGGER.info("export of %s is up to date (%s): skipped", run_dir, out_dir / MANIFEST)
             return {**old, "skipped": True}
 
-    shape = tuple(int(s) for s in arch["input_shape"])
-    sets = resolve_input_sets(arch, calibration_dir=options.calibration_dir,
+    shape = export_input_shape(arch, generator, options.input_size)  # InputError: a size it cannot take
+    sets = resolve_input_sets(arch, input_shape=shape, calibration_dir=options.calibration_dir,
                               calibration_count=options.calibration_count, heldout_count=options.heldout_count,
                               need_calibration="int8" in wanted)
     with torch.no_grad():
@@ -169,7 +171,10 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
             "family": arch["family"],
             "macs": int(count_macs(generator, shape)),
             "params": int(count_params(generator)),
-            "macs_convention": "compress.macs (conv MACs at output resolution, ConvTranspose included)",
+            "macs_convention": "compress.macs (conv MACs at output resolution, ConvTranspose included), at the "
+                               "exported input size",
+            "image_size_hw": [int(s) for s in reference.shape[2:]],  # what the file takes/gives (DCGAN: gives)
+            "training_input_shape": [int(s) for s in arch["input_shape"]],
             "source": source,
             "options": recorded,
             "inputs": sets.description,
@@ -248,7 +253,7 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
                  "conversion_s": conv_s, "input": io["input"], "output": io["output"],
                  "gpu_delegate": gpu_delegate_check(final), **detail}
         if dtype == "int8" and options.fid_count > 0:
-            entry["fid"] = _fid_change(run_dir, arch, generator, final, options.fid_count, threads)
+            entry["fid"] = _fid_change(run_dir, arch, generator, final, options.fid_count, threads, shape)
         files.append(entry)
         LOGGER.info("%s: PSNR %.2f dB, max abs diff %.3g", FILE_NAMES[dtype], fig["psnr_db"], fig["max_abs_diff"])
     for entry in files:
@@ -306,14 +311,16 @@ def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, sou
     atomic_write_json(out_dir / MANIFEST, manifest)
 
 
-def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: int, threads: int) -> dict:
+def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: int, threads: int,
+                shape: tuple) -> dict:
     """FID and KID of the PyTorch fp32 outputs and of the int8 TFLite outputs, on the same inputs, against the
     same real images: the protocol of ``python -m compress.evaluate`` (:func:`compress.evaluate.core.evaluation_data`,
     family default real set, cached reference statistics), with at most ``count`` inputs (DCGAN: ``count``
     samples, z seed 0). The FID change of int8 is ``fid_int8 - fid_fp32``; both use the same N, so the
     small-sample bias of FID cancels in the difference.
 
-    FID is a figure, not a gate: when the dataset is missing, the reason is recorded under ``skipped``.
+    FID is a figure, not a gate: when the dataset is missing, the reason is recorded under ``skipped``. Image
+    inputs are resized (bicubic) to the exported ``shape`` (1, C, H, W) when it is not the training size.
     """
     from compress.evaluate import distance, reference
     from compress.evaluate.core import EvalSettings, check_run_dir, evaluation_data, generate
@@ -325,8 +332,11 @@ def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: in
         data = evaluation_data(arch, files.config, settings)
     except InputError as exc:
         return {"skipped": str(exc)}
-    inputs = data.inputs.numpy().astype(np.float32)
-    fp32 = generate(generator, data.inputs, progress=False)
+    x = data.inputs
+    if tuple(x.shape[2:]) != tuple(shape[2:]):  # images of the training size, file of another
+        x = torch.nn.functional.interpolate(x, size=tuple(shape[2:]), mode="bicubic", align_corners=False).clamp(-1, 1)
+    inputs = x.numpy().astype(np.float32)
+    fp32 = generate(generator, x, progress=False)
     int8 = torch.from_numpy(run_tflite(int8_path, inputs, threads))
     real = reference.reference_statistics(data.real, name=data.real_label, progress=False)
     out = {"n_fake": int(len(inputs)), "n_real": int(len(real.features)), "protocol": data.description,

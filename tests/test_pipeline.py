@@ -1,9 +1,10 @@
 """The main job's small form, end to end on real horse2zebra images (issue 7, item 4).
 
 Runs the same code as ``make pipeline`` (``bench.pipeline``): data fetch from the mirror, compress (CycleGAN,
-32 px, ngf 8, a few dozen steps), evaluate (FID on a handful of images), export fp32/fp16/int8 (gates accepted
-for a tiny model, recorded), bench on the host and on the virtual device (private adb server), release. Then
-reruns the pipeline to check that unchanged stages are skipped, and checks the release folder.
+32 px, ngf 8, a few dozen steps), evaluate (FID on a handful of images), export fp32/fp16/int8 at 256 x 256 (the
+default export size) of the compressed generator and of the original (unpruned, initialised weights; gates
+accepted for a tiny model, recorded), bench of both on the host and on the virtual device (private adb server),
+release. Then reruns the pipeline to check that unchanged stages are skipped, and checks the release folder.
 """
 from __future__ import annotations
 
@@ -82,11 +83,19 @@ def test_small_pipeline_end_to_end_on_real_images(finished):
     # gates may be missed by a 60-step model: accepted, but then recorded in the manifest and the release
     if not manifest["gates_passed"]:
         assert manifest["gate_failures"]
+    # exported at the phone's size whatever the training size, the original beside it
+    assert manifest["image_size_hw"] == [256, 256] and manifest["training_input_shape"] == [1, 3, 32, 32]
+    original = json.loads((run / "original" / "export" / "manifest.json").read_text())
+    assert original["model"] == "cyclegan:original" and original["image_size_hw"] == [256, 256]
+    assert original["macs"] > manifest["macs"]
+    assert json.loads((run / "original" / "original.json").read_text())["weights"]["latency_only"]
     for target, kind in (("host", "host"), ("sm8450-virtual", "virtual")):
         lat = json.loads((run / "bench" / target / "latency.json").read_text())
         assert lat["complete"] and not lat["aborted"], lat.get("aborted")
         assert {r["dtype"] for r in lat["rows"]} == {"fp32", "fp16", "int8"}
-        assert all(r["status"] == "ok" and kind in r["flags"] for r in lat["rows"]), lat["rows"]
+        assert [r["model"] for r in lat["rows"]] == ["cyclegan:original"] * 3 + ["cyclegan:tiny"] * 3
+        assert all(r["status"] == "ok" and kind in r["flags"] and r["input"] == "256×256" for r in lat["rows"])
+        assert lat["reference"] == "cyclegan:original" and all(r["speedup"] for r in lat["rows"][3:])
         assert lat["device"]["kind"] == kind
 
 
@@ -94,7 +103,8 @@ def test_small_pipeline_end_to_end_on_real_images(finished):
 def test_release_folder_is_complete_and_readable(finished):
     rel = finished["release"]
     for name in ("index.md", "compression_report.md", "compression_report.json", "export_manifest.json",
-                 "pipeline.json", "config.json", "training.png", "release.json",
+                 "pipeline.json", "config.json", "training.png", "release.json", "release-tiny.html", "speedup.png",
+                 "original/export_manifest.json", "original/original.json",
                  "latency/host/latency.md", "latency/host/latency.csv", "latency/host/latency.json",
                  "latency/host/latency.png", "latency/sm8450-virtual/latency.md",
                  "latency/sm8450-virtual/latency.png"):
@@ -102,7 +112,10 @@ def test_release_folder_is_complete_and_readable(finished):
     assert list((rel / "samples").glob("converge_*.png")) and list((rel / "samples").glob("search_*.png"))
     assert (rel / "evaluation.json").is_file() and (rel / "evaluation_grid.png").is_file()
     index = (rel / "index.md").read_text()
-    for text in ("## Warnings", "## Summary", "| MACs |", "| params |", "FID / KID", "## Latency",
+    for text in ("## Headline: original vs compressed at 256×256", "| host CPU | int8 | 256×256 |",
+                 "| SM8450 (Snapdragon 8 Gen 1) virtual | fp32 | 256×256 |", "**host**: ", "**virtual**: ",
+                 "latency only", "| speed-up | MACs ratio |", "## Warnings", "## Summary", "| MACs at 32×32 |",
+                 "| MACs at 256×256 (exported) |", "| params |", "FID / KID", "## Latency",
                  "host CPU figures", "VIRTUAL device", "not phone figures",
                  "## GPU-delegate coverage", "generator_int8.tflite", "## Machines behind each figure",
                  "## Pipeline stages", "last real run", "![", "Small preset"):
@@ -112,8 +125,13 @@ def test_release_folder_is_complete_and_readable(finished):
 
     for link in re.findall(r"\]\(([^)]+)\)", index):
         assert (rel / link).exists(), link
-    # the latency rows are inline: one per dtype per target
-    assert index.count("| cyclegan:tiny | ") >= 6, index
+    # the latency rows are inline: one per dtype per target, original beside compressed
+    lat = index.split("## Latency")[1].split("\n## ")[0]
+    row = (r"^\| (fp32|fp16|int8) \| 256×256 \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \| \*\*[0-9.]+×\*\* \| "
+           r"[0-9.]+× \|")
+    assert len(re.findall(row, lat, re.M)) == 6, lat
+    page = (rel / "release-tiny.html").read_text()
+    assert page.count('src="data:image/png;base64,') >= 3 and 'src="samples/' not in page
     summary = index.split("## Summary")[1].split("\n## ")[0]
     assert "not measured" not in summary and "8 generated" in summary, summary
     # no leftovers of the atomic build beside the folder

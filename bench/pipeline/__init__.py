@@ -7,6 +7,8 @@ importing only those below it:
 * :mod:`~bench.pipeline.stages` - :class:`PipelineConfig` and :class:`Pipeline`, the stage runner;
 * :mod:`~bench.pipeline.phone` - is a phone attached (:func:`detect_phone`);
 * :mod:`~bench.pipeline.release` - the release folder (``python -m bench.pipeline.release RUN``);
+* :mod:`~bench.pipeline.compare` - original beside compressed: the headline, the latency tables, the plot;
+* :mod:`~bench.pipeline.page` - the release as one self-contained HTML page;
 * :mod:`~bench.pipeline.record` - ``RUN/pipeline.json``, :data:`STAGES` and the skip checks.
 """
 from bench.pipeline.phone import detect_phone

@@ -11,13 +11,21 @@ data       ``python -m compress.data fetch NAME --dest DATA_DIR``          fetch
 compress   ``python -m compress --model M --dataset D --target T           RUN holds a finished generator.pt
            --preset P --run-dir RUN [extra]`` (``--resume`` after a stop)  whose config.json is this config
 evaluate   ``python -m compress.evaluate RUN [extra]``                     its own skip-if-unchanged
-export     ``python -m export RUN --dtype all --accept-gate-failure``      its own skip-if-unchanged (manifest)
-bench      ``python bench/run_adb.py --device sm8450 --models MANIFEST``   same manifest sha256s, same settings,
-           on the attached phone; without one ``--device host`` and the    same device (stamp file in the
-           virtual device (private adb server on 127.0.0.1)                output folder), complete tables
+export     ``python -m export RUN --dtype all --input-size 256             its own skip-if-unchanged (manifest)
+           --accept-gate-failure``, then the same with ``--original``
+           (the unpruned generator of the same family and width)
+bench      ``python bench/run_adb.py --device sm8450 --models              same manifest sha256s, same settings,
+           ORIGINAL_MANIFEST MANIFEST --reference LABEL`` on the attached  same device (stamp file in the
+           phone; without one ``--device host`` and the virtual device     output folder), complete tables
+           (private adb server on 127.0.0.1)
 release    :func:`bench.pipeline.release.build_release`                    never (cheap; always rebuilt)
            (``python -m bench.pipeline.release RUN``)
 =========  ==============================================================  =====================================
+
+Latency is measured at ``--input-size`` (default 256 x 256, the phone's input size of paper Table 3) whatever
+the training size; a generator with a fixed size (DCGAN) keeps its own. The original beside the compressed
+generator has the weights of ``--original-weights``: ``init`` (initialised: latency only), a baseline run
+(``python -m compress --baseline unpruned``), a state-dict ``.pt``, or ``none`` (no original).
 
 Phone detection: ``adb devices`` on the default adb server (port 5037; started like ``adb devices`` does, and
 nothing else), ignoring virtual devices; a phone whose getprop matches the ``--device`` profile is benched. With
@@ -38,10 +46,11 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.pipeline.record import STAGES, timings_markdown
-from bench.pipeline.stages import Pipeline, PipelineConfig
+from bench.pipeline.stages import DEFAULT_INPUT_SIZE, NO_ORIGINAL, Pipeline, PipelineConfig
 from bench.profiles import check_device
 from compress.cli_errors import run_cli
 from compress.errors import InputError
+from export.original import INIT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", default="all", help="export dtypes: fp32, fp16, int8 or all [all]")
     ap.add_argument("--export-arg", action="append", default=[], metavar="FLAG",
                     help="extra flag for python -m export (repeatable)")
+    ap.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, metavar="S",
+                    help=f"export and bench at S x S whatever the training size [{DEFAULT_INPUT_SIZE}; 0: the "
+                         "training size; generators with a fixed size (DCGAN) keep theirs]")
+    ap.add_argument("--original-weights", default=INIT, metavar="W",
+                    help=f"weights of the original (unpruned) generator exported and benched beside the "
+                         f"compressed one: {INIT} (initialised: latency only), a baseline run folder (python -m "
+                         f"compress --baseline unpruned), a state-dict .pt, or {NO_ORIGINAL} [{INIT}]")
     ap.add_argument("--strict-gates", action="store_true",
                     help="stop when an export quality gate is missed (default: accept, the release lists it)")
     ap.add_argument("--device", default="sm8450", help="phone profile for bench (sm8450, dimensity1200) or host")
@@ -93,8 +109,12 @@ def _split_flags(items: list[str]) -> list[str]:
 
 def config_from_args(a: argparse.Namespace) -> PipelineConfig:
     """The :class:`PipelineConfig` of parsed flags. Raises :class:`InputError` for ``--run-dir`` with
-    ``--latest``, a ``--latest`` folder without a finished run, or an unknown ``--device``."""
+    ``--latest``, a ``--latest`` folder without a finished run, an unknown ``--device`` or a negative
+    ``--input-size``."""
     check_device(a.device)
+    if a.input_size < 0:
+        raise InputError(f"--input-size {a.input_size}; expected a side in pixels (e.g. 256) or 0 for the "
+                         "training size")
     if a.run_dir and a.latest:
         raise InputError("give --run-dir or --latest, not both")
     if a.latest:
@@ -108,7 +128,8 @@ def config_from_args(a: argparse.Namespace) -> PipelineConfig:
                           evaluate_args=_split_flags(a.evaluate_arg), dtype=a.dtype,
                           export_args=_split_flags(a.export_arg), strict_gates=a.strict_gates, device=a.device,
                           phone=a.phone, serial=a.serial, bench_args=_split_flags(a.bench_arg),
-                          release_dir=a.release_dir)
+                          release_dir=a.release_dir, input_size=a.input_size or None,
+                          original=a.original_weights)
 
 
 def _run(argv: Sequence[str] | None) -> int:

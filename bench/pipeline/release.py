@@ -3,12 +3,17 @@
 ``python -m bench.pipeline.release RUN_DIR [--out release/]`` (the pipeline's last stage, ``make release``) writes
 ``release/<run name>/``::
 
-    index.md                     one page: what was compressed, target vs achieved MACs, params, FID/KID,
-                                 latency tables inline, delegate coverage, warnings, machines, stage times
+    index.md                     one page: the headline (original vs compressed latency per chipset and dtype,
+                                 paper Table 3's form), what was compressed, target vs achieved MACs, params,
+                                 FID/KID, latency tables inline, delegate coverage, warnings, machines, stage times
+    release-<name>.html          the same page as one self-contained HTML file (images inline), to mail or attach
+    speedup.png                  original and compressed latency side by side per dtype, one panel per target
     compression_report.{md,json} from the compress stage
     config.json                  the compress run's config
     evaluation.json, evaluation_grid.png   from the evaluate stage (when present)
     export_manifest.json         the export manifest (sha256, parity PSNR, gates, GPU readiness per file)
+    original/                    the original's export_manifest.json, original.json (where its weights came
+                                 from) and evaluation.json (a baseline run's), when the original was exported
     latency/<target>/latency.{md,csv,json,png}   bench output per target (phone, or host and virtual device)
     samples/*.png                the last search and converging sample grids of the run
     training.png                 MACs reduction and losses over the training steps (from metrics.jsonl)
@@ -29,11 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.pipeline.compare import (chipset, comparison_plot, headline_markdown, macs_text, pairs, target_kind,
+                                    target_markdown)
+from bench.pipeline.page import markdown_page
 from bench.pipeline.record import RECORD, STAGES, load_json
 from bench.tables import format_macs
 from compress.errors import InputError
 from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from compress.machine import machine_text
+from export.original import ORIGINAL_DIR, ORIGINAL_RECORD
 
 DTYPE_ORDER = {"onnx": 0, "fp32": 1, "fp16": 2, "int8": 3}
 
@@ -179,13 +188,7 @@ def _bench_targets(run: Path) -> list[tuple[str, Path, dict]]:
         if isinstance(lat, dict) and "rows" in lat:
             found.append((d.name, d, lat))
     kind_rank = {"phone": 0, "host": 1, "virtual": 2}
-    return sorted(found, key=lambda t: (kind_rank[_target_kind(t[2])], t[0]))
-
-
-def _target_kind(lat: dict) -> str:
-    """``phone``, ``host`` or ``virtual``: what kind of machine a bench target's ``latency.json`` is from."""
-    k = lat.get("figures") or (lat.get("device") or {}).get("kind")  # figures: bench's --runner-kind host
-    return k if k in ("host", "virtual") else "phone"
+    return sorted(found, key=lambda t: (kind_rank[target_kind(t[2])], t[0]))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -201,16 +204,42 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
         raise InputError(f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
     dest = Path(release_root) / (name or run.resolve().name)
     with atomic_dir(dest) as tmp:
-        _fill(run, report, tmp)
+        _fill(run, report, tmp, dest.name)
     return dest
 
 
-def _fill(run: Path, report: dict, out: Path) -> None:
+def page_name(release_name: str) -> str:
+    """File name of the release's self-contained HTML page: ``release-<name>.html``."""
+    return f"release-{release_name}.html"
+
+
+def load_original(run: Path) -> dict[str, Any]:
+    """The run's original as the release shows it: ``manifest`` (its export manifest), ``record``
+    (``original.json``: where its weights came from) and ``evaluation`` (a baseline run's ``evaluation.json``);
+    each None when absent (:mod:`export.original`)."""
+    folder = run / ORIGINAL_DIR
+    return {"manifest": load_json(folder / "export" / "manifest.json"), "record": load_json(folder / ORIGINAL_RECORD),
+            "evaluation": load_json(folder / "evaluation.json")}
+
+
+def export_size(manifest: dict | None) -> str:
+    """``256×256``: the image size a manifest's files take (or give, DCGAN), ``?`` when unknown."""
+    hw = (manifest or {}).get("image_size_hw")
+    if not hw:
+        shape = ((manifest or {}).get("input") or {}).get("shape") or []
+        hw = shape[1:3] if len(shape) == 4 else None
+    return f"{hw[0]}×{hw[1]}" if hw else "?"
+
+
+def _fill(run: Path, report: dict, out: Path, name: str) -> None:
     files: dict[str, str] = {}
     for src, dst in (("compression_report.md", "compression_report.md"),
                      ("compression_report.json", "compression_report.json"), ("config.json", "config.json"),
                      ("evaluation.json", "evaluation.json"), ("evaluation_grid.png", "evaluation_grid.png"),
-                     ("export/manifest.json", "export_manifest.json"), ("pipeline.json", "pipeline.json")):
+                     ("export/manifest.json", "export_manifest.json"), ("pipeline.json", "pipeline.json"),
+                     (f"{ORIGINAL_DIR}/export/manifest.json", "original/export_manifest.json"),
+                     (f"{ORIGINAL_DIR}/{ORIGINAL_RECORD}", f"original/{ORIGINAL_RECORD}"),
+                     (f"{ORIGINAL_DIR}/evaluation.json", "original/evaluation.json")):
         if _copy(run / src, out / dst):
             files[dst] = dst
     samples = []
@@ -229,18 +258,25 @@ def _fill(run: Path, report: dict, out: Path) -> None:
     manifest = load_json(run / "export" / "manifest.json")
     ev = load_json(run / "evaluation.json")
     record = load_json(run / RECORD) or {}
-    text = index_markdown(run, report, config, manifest, ev, targets, record, samples, files)
+    original = load_original(run)
+    if comparison_plot(targets, (original["manifest"] or {}).get("model"), (manifest or {}).get("model"),
+                       out / "speedup.png", export_size(manifest)):
+        files["speedup.png"] = "speedup.png"
+    files[page_name(name)] = "page"  # written below, from the index itself
+    text = index_markdown(run, report, config, manifest, ev, targets, record, samples, files, original)
     atomic_write_text(out / "index.md", text)
+    atomic_write_text(out / page_name(name), markdown_page(text, out, f"Release: {name}"))
     atomic_write_json(out / "release.json", {
         "run_dir": str(run.resolve()), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": sorted(files),
-        "samples": samples, "latency_targets": [t for t, _ in targets],
-        "warnings": collect_warnings(report, config, manifest, ev, targets, record)})
+        "page": page_name(name), "samples": samples, "latency_targets": [t for t, _ in targets],
+        "warnings": collect_warnings(report, config, manifest, ev, targets, record, original)})
 
 
 # --------------------------------------------------------------------------------------------------------
 def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict | None,
-                     targets: list[tuple[str, dict]], record: dict) -> list[str]:
-    """Everything a release manager must not miss, one line each."""
+                     targets: list[tuple[str, dict]], record: dict, original: dict | None = None) -> list[str]:
+    """Everything a release manager must not miss, one line each. ``original`` is :func:`load_original`'s
+    (None: not looked at)."""
     w: list[str] = []
     st = ((report.get("search") or {}).get("status") or {}).get("G") or {}
     if not report.get("target_reached"):
@@ -261,11 +297,18 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
             gd = e.get("gpu_delegate") or {}
             if gd and not gd.get("gpu_ready", True):
                 w.append(f"{e['path']} is not GPU-delegate ready: {gd.get('reason') or gd.get('version_problems')}.")
+    if original is not None:
+        om, orec = original.get("manifest"), original.get("record") or {}
+        if om is None:
+            w.append("The original (unpruned) generator was not exported: no speed-up beside the MACs ratio "
+                     "(export stage with --original-weights none, or not run).")
+        elif not (orec.get("weights") or {}).get("latency_only"):  # initialised weights: PSNR means nothing
+            w += [f"Original's export quality gate missed (accepted): {g}." for g in om.get("gate_failures") or []]
     if ev is None:
         w.append("No evaluation.json: FID/KID not measured (evaluate stage not run or unavailable).")
     if not targets:
         w.append("No latency measurements (bench stage not run).")
-    elif all(_target_kind(lat) != "phone" for _, lat in targets):
+    elif all(target_kind(lat) != "phone" for _, lat in targets):
         w.append("No phone was attached: latency figures are from the host CPU and the VIRTUAL device (host CPU "
                  "behind a simulated phone); they are NOT phone figures.")
     for tname, lat in targets:
@@ -298,35 +341,85 @@ def _what(report: dict, config: dict) -> str:
             f"`{report.get('preset')}` preset")
 
 
-def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None, ev: dict | None,
-                   targets: list[tuple[str, dict]], record: dict, samples: list[str],
-                   files: dict[str, str]) -> str:
-    """The release index page (module docstring)."""
+def _weights_note(original: dict) -> str:
+    """What the original is and where its weights came from, for the headline."""
+    rec = original.get("record") or {}
+    w = rec.get("weights") or {}
+    g = {k: v for k, v in (rec.get("generator") or {}).items() if k not in ("channels", "in_channels", "out_channels")}
+    what = f"the unpruned {rec.get('family', '?')} generator ({', '.join(f'{k} {v}' for k, v in g.items())})"
+    if w.get("latency_only"):
+        return (f"Original: {what}, **initialised weights: latency only**. fp32/fp16 latency does not depend on "
+                "the weight values; int8 latency does not either (the same int8 graph), but the int8 scales come from "
+                "the activations of the calibration images, so the original's int8 quality (PSNR, FID) means "
+                "nothing; robust int8's float selection (convolutions kept in float, listed in each manifest) is "
+                "decided from the outputs and can differ between the two generators.")
+    return f"Original: {what}, {w.get('text', 'trained weights')}."
+
+
+def _headline(report: dict, manifest: dict | None, targets: list[tuple[str, dict]], original: dict,
+              files: dict[str, str]) -> list[str]:
+    """The Table-3-style headline: chipset × dtype × original ms, compressed ms, speed-up (see
+    :mod:`bench.pipeline.compare`), with the export size, the training size and the original's weights."""
+    size = export_size(manifest)
+    shape = report.get("input_shape") or []
+    trained = f"{shape[-2]}×{shape[-1]}" if len(shape) == 4 else "?"
+    om = original.get("manifest")
+    L = [f"## Headline: original vs compressed at {size}", ""]
+    if not targets:
+        return L + ["No latency measured (bench stage not run).", ""]
+    L += headline_markdown(targets, (om or {}).get("model"), (manifest or {}).get("model"), size)
+    L += ["", f"Latency (median ms) at **{size}** input"
+          + (f" (the generator was trained at {trained}; it is fully convolutional, so the same weights run at "
+             f"{size})" if trained != size and trained != "?" and "1×1" not in trained else "")
+          + ". Speed-up = original ÷ compressed latency on the same machine in the same dtype; MACs ratio = "
+          f"original ÷ compressed MACs at {size}"
+          + (f" ({macs_text(om, manifest)})" if om and manifest else "") + ". The machine column says what "
+          "measured each figure: **phone** figures only come from a phone; **host** and **virtual** rows are this "
+          "machine's CPU, never phone figures."]
+    L += ["", _weights_note(original) if om else
+          "No original was exported (`--original-weights none`): no speed-up, only the compressed latency."]
+    if files.get("speedup.png"):
+        L += ["", "![original vs compressed latency](speedup.png)"]
+    return L + [""]
+
+
+def _summary(report: dict, manifest: dict | None, ev: dict | None, targets: list[tuple[str, dict]],
+             original: dict) -> list[str]:
+    """The summary table: MACs (training size and exported size), params, latency of the first target, FID."""
     o, p = report.get("original", {}), report.get("pruned", {})
     st = ((report.get("search") or {}).get("status") or {}).get("G") or {}
-    evs = evaluation_summary(ev)
-    L = [f"# Release: {run.resolve().name}", "",
-         f"Compressed {_what(report, config)} with CoroNetGAN to remove "
-         f"**{report.get('target_macs_reduction', 0):.0%}** of the generator's MACs. Built "
-         f"{time.strftime('%Y-%m-%d %H:%M %Z')} from `{run}`.", ""]
-    warnings = collect_warnings(report, config, manifest, ev, targets, record)
-    L += ["## Warnings", ""] + ([f"- ⚠ {x}" for x in warnings] or ["- none"]) + [""]
-
-    # --- summary table
+    evs, oevs = evaluation_summary(ev), evaluation_summary(original.get("evaluation"))
+    om = original.get("manifest")
+    shape = report.get("input_shape") or []
+    trained = f"{shape[-2]}×{shape[-1]}" if len(shape) == 4 else ""
     reached = "reached" if report.get("target_reached") else f"**NOT reached** ({st.get('status', '?')})"
-    L += ["## Summary", "", "| | original | compressed | |", "|---|---|---|---|",
-          f"| MACs | {_macs(o.get('macs'))} | {_macs(p.get('macs'))} | **{report.get('achieved_macs_reduction', 0):.1%}"
-          f"** removed; target {report.get('target_macs_reduction', 0):.0%} ± {report.get('tolerance', 0):.0%}: "
-          f"{reached} |",
-          f"| params | {o.get('params', 0) / 1e6:.3f} M | {p.get('params', 0) / 1e6:.3f} M | "
-          f"{p.get('params', 0) / max(1, o.get('params', 1)):.3f}× |"]
+    L = ["## Summary", "", "| | original | compressed | |", "|---|---|---|---|",
+         f"| MACs{' at ' + trained if trained else ''} | {_macs(o.get('macs'))} | {_macs(p.get('macs'))} | "
+         f"**{report.get('achieved_macs_reduction', 0):.1%}** removed; target "
+         f"{report.get('target_macs_reduction', 0):.0%} ± {report.get('tolerance', 0):.0%}: {reached} |"]
+    if manifest and om and export_size(manifest) != trained:
+        L.append(f"| MACs at {export_size(manifest)} (exported) | {_macs(om.get('macs'))} | "
+                 f"{_macs(manifest.get('macs'))} | {macs_text(om, manifest).split(', ')[-1]} |")
+    L.append(f"| params | {o.get('params', 0) / 1e6:.3f} M | {p.get('params', 0) / 1e6:.3f} M | "
+             f"{p.get('params', 0) / max(1, o.get('params', 1)):.3f}× |")
+    if targets:
+        _, lat = targets[0]
+        for pr in pairs(lat, (om or {}).get("model"), (manifest or {}).get("model")):
+            vs = "-" if pr.speedup is None else f"speed-up **{pr.speedup:.2f}×**" + (
+                f" (MACs ratio {pr.macs_ratio:.2f}×)" if pr.macs_ratio is not None else "")
+            L.append(f"| latency {pr.dtype} on {chipset(lat)} ({target_kind(lat)}), median | "
+                     f"{_f((pr.original or {}).get('median_ms'))} ms | {_f((pr.compressed or {}).get('median_ms'))} ms "
+                     f"| {vs} |")
     if evs:
         kid = (f"{evs['kid']:.4f}" + (f" ± {evs['kid_std']:.4f}" if evs.get("kid_std") is not None else "")
                if evs.get("kid") is not None else "-")
         extra = f"{evs['images']} generated images" if evs.get("images") else ""
         if evs.get("n_real") or evs.get("reference"):
             extra += f" vs {evs.get('n_real', '')} real ({evs.get('reference', '')})"
-        L.append(f"| FID / KID | | {_f(evs.get('fid'))} / {kid} | {extra} ([evaluation.json](evaluation.json)) |")
+        ofid = (f"{_f(oevs.get('fid'))} ([baseline run's](original/evaluation.json), "
+                f"{oevs.get('images', '?')} images)" if oevs.get("fid") is not None else "")
+        L.append(f"| FID / KID | {ofid} | {_f(evs.get('fid'))} / {kid} | {extra} "
+                 "([evaluation.json](evaluation.json)) |")
     else:
         L.append("| FID / KID | | not measured | |")
     b = report.get("budget") or {}
@@ -338,58 +431,90 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
     if evs.get("protocol"):
         L += ["", f"FID protocol: {evs['protocol']}. FID is biased upwards for small image counts: compare "
               "figures only at the same counts."]
-    L.append("")
+    return L + [""]
 
-    # --- export
-    if manifest:
-        L += ["## Exported files", "",
-              "| file | dtype | size MB | PSNR vs PyTorch dB | gate dB | GPU-delegate ready |", "|---|---|---|---|---|---|"]
-        for e in sorted(manifest.get("files", []), key=lambda e: DTYPE_ORDER.get(e.get("dtype"), 9)):
+
+def _exported(manifest: dict | None, original: dict) -> list[str]:
+    """The exported files of both generators: size, input, PSNR vs PyTorch, gate, GPU readiness."""
+    om = original.get("manifest")
+    if not manifest and not om:
+        return []
+    L = ["## Exported files", "",
+         "| generator | file | dtype | input | size MB | PSNR vs PyTorch dB | gate dB | GPU-delegate ready |",
+         "|---|---|---|---|---|---|---|---|"]
+    for who, man in (("original", om), ("compressed", manifest)):
+        for e in sorted((man or {}).get("files", []), key=lambda e: DTYPE_ORDER.get(e.get("dtype"), 9)):
             gd = e.get("gpu_delegate") or {}
             ready = "-" if not gd else ("yes" if gd.get("gpu_ready") else "**no**")
-            psnr = e.get("psnr_db")
-            L.append(f"| {e['path']} | {e.get('dtype')} | {e.get('size_bytes', 0) / 1e6:.3f} | "
-                     f"{_f(psnr if not isinstance(psnr, str) else psnr)} | {_f(e.get('gate_db'), 0)} | {ready} |")
-        L += ["", f"Gates: {'passed' if manifest.get('gates_passed') else '**missed** (accepted, see warnings)'}. "
-              f"Converters: {', '.join(f'{k} {v}' for k, v in (manifest.get('converter_versions') or {}).items() if v)}. "
-              "Details: [export_manifest.json](export_manifest.json).", ""]
+            L.append(f"| {who} | {e['path']} | {e.get('dtype')} | {export_size(man)} | "
+                     f"{e.get('size_bytes', 0) / 1e6:.3f} | {_f(e.get('psnr_db'))} | {_f(e.get('gate_db'), 0)} | "
+                     f"{ready} |")
+    if manifest:
+        gates = "passed" if manifest.get("gates_passed") else "**missed** (accepted, see warnings)"
+        versions = ", ".join(f"{k} {v}" for k, v in (manifest.get("converter_versions") or {}).items() if v)
+        L += ["", f"Gates (compressed): {gates}. Converters: {versions}. "
+              "Details: [export_manifest.json](export_manifest.json)"
+              + (", [original/export_manifest.json](original/export_manifest.json)" if om else "") + "."]
+    if om and ((original.get("record") or {}).get("weights") or {}).get("latency_only"):
+        L += ["", "The original's PSNR compares its files with its own PyTorch outputs; with initialised weights "
+              "it says nothing about a trained generator."]
+    return L + [""]
 
-    # --- latency
-    L += ["## Latency", ""]
+
+def _latency(targets: list[tuple[str, dict]], manifest: dict | None, original: dict,
+             files: dict[str, str]) -> list[str]:
+    """One table per bench target: original and compressed per dtype with the speed-up beside the MACs ratio."""
+    om = original.get("manifest")
+    L = ["## Latency", ""]
     if not targets:
-        L += ["Not measured.", ""]
+        return L + ["Not measured.", ""]
     for tname, lat in targets:
-        kind = _target_kind(lat)
+        kind = target_kind(lat)
         label = lat.get("device_label", tname)
         note = {"phone": "**phone figures**",
                 "host": "**host CPU figures** (LiteRT, no GPU delegate) - not phone figures",
                 "virtual": "**VIRTUAL device** (host CPU behind a simulated phone, simulated delegate lines) - "
                            "not phone figures"}[kind]
         c = lat.get("config") or {}
-        L += [f"### {label}", "", f"{note}. Protocol: {c.get('warmup')} warm-up + {c.get('runs')} timed runs × "
-              f"{c.get('repeats')} repeats, {c.get('threads')} threads"
+        L += [f"### {label}", "", f"{note}, at {export_size(manifest)} input. Protocol: {c.get('warmup')} warm-up + "
+              f"{c.get('runs')} timed runs × {c.get('repeats')} repeats, {c.get('threads')} threads"
               + (f", GPU delegate ({c.get('gpu_backend')})" if c.get("use_gpu") and kind != "host" else ", CPU")
               + f". Full table: [latency/{tname}/latency.md](latency/{tname}/latency.md) "
-              f"([csv](latency/{tname}/latency.csv), [json](latency/{tname}/latency.json)).", "",
-              "| model | dtype | median ms | p95 ms | mean ms | init ms | size MB | delegate | flags |",
-              "|---|---|---|---|---|---|---|---|---|"]
-        for r in lat.get("rows", []):
-            L.append(f"| {r['model']} | {r['dtype']} | {_f(r.get('median_ms'))} | {_f(r.get('p95_ms'))} | "
-                     f"{_f(r.get('mean_ms'))} | {_f(r.get('init_ms'), 1)} | {_f(r.get('size_mb'), 3)} | "
-                     f"{r.get('delegate', '-')} | {', '.join(r.get('flags', [])) or '-'} |")
+              f"([csv](latency/{tname}/latency.csv), [json](latency/{tname}/latency.json)).", ""]
+        L += target_markdown(lat, (om or {}).get("model"), (manifest or {}).get("model"))
         if lat.get("aborted"):
             L.append(f"\n**Aborted:** {lat['aborted']}")
         if files.get(f"latency/{tname}/latency.png"):
             L += ["", f"![latency on {tname}](latency/{tname}/latency.png)"]
         L.append("")
+    return L
+
+
+def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None, ev: dict | None,
+                   targets: list[tuple[str, dict]], record: dict, samples: list[str],
+                   files: dict[str, str], original: dict | None = None) -> str:
+    """The release index page (module docstring); ``original`` is :func:`load_original`'s."""
+    original = original or {"manifest": None, "record": None, "evaluation": None}
+    evs = evaluation_summary(ev)
+    L = [f"# Release: {run.resolve().name}", "",
+         f"Compressed {_what(report, config)} with CoroNetGAN to remove "
+         f"**{report.get('target_macs_reduction', 0):.0%}** of the generator's MACs. Built "
+         f"{time.strftime('%Y-%m-%d %H:%M %Z')} from `{run}`.", ""]
+    L += _headline(report, manifest, targets, original, files)
+    warnings = collect_warnings(report, config, manifest, ev, targets, record, original)
+    L += ["## Warnings", ""] + ([f"- ⚠ {x}" for x in warnings] or ["- none"]) + [""]
+    L += _summary(report, manifest, ev, targets, original)
+    L += _exported(manifest, original)
+    L += _latency(targets, manifest, original, files)
 
     # --- delegate coverage
-    L += ["## GPU-delegate coverage", "",
+    L += ["## GPU-delegate coverage", "", "Of the compressed generator's files.", "",
           "| file | static check (export) | measured delegate (bench) |", "|---|---|---|"]
     measured: dict[str, list[str]] = {}
+    label = (manifest or {}).get("model")
     for tname, lat in targets:
         for r in lat.get("rows", []):
-            if _target_kind(lat) != "host":
+            if target_kind(lat) != "host" and (label is None or r["model"] == label):
                 measured.setdefault(r["dtype"], []).append(f"{tname}: {r.get('delegate')}")
     for e in sorted((manifest or {}).get("files", []), key=lambda e: DTYPE_ORDER.get(e.get("dtype"), 9)):
         if e.get("dtype") == "onnx":
@@ -460,9 +585,16 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
             "compression_report.json": "compression report, machine-readable", "config.json": "compress config",
             "evaluation.json": "FID/KID and evaluation settings", "evaluation_grid.png": "evaluation images",
             "export_manifest.json": "export manifest (sha256, PSNR, gates, GPU check)",
-            "pipeline.json": "pipeline record (stage status, wall times)", "training.png": "training curves"}
-    L += [f"- [{f}]({f}): {desc.get(f, '')}" for f in sorted(files) if not f.startswith("latency/")]
-    L += [f"- [latency/{t}/](latency/{t}/latency.md): latency tables and chart ({_target_kind(lat)})"
+            "pipeline.json": "pipeline record (stage status, wall times)", "training.png": "training curves",
+            "speedup.png": "original vs compressed latency per dtype and target",
+            "original/export_manifest.json": "the original's export manifest",
+            f"original/{ORIGINAL_RECORD}": "what the original is and where its weights came from",
+            "original/evaluation.json": "the original's FID/KID (its baseline run's evaluation)"}
+
+    page = "this page as one HTML file with the images inline (to mail or attach)"
+    L += [f"- [{f}]({f}): {page if files[f] == 'page' else desc.get(f, '')}"
+          for f in sorted(files) if not f.startswith("latency/")]
+    L += [f"- [latency/{t}/](latency/{t}/latency.md): latency tables and chart ({target_kind(lat)})"
           for t, lat in targets]
     L += [f"- [{s}]({s})" for s in samples]
     L.append("")

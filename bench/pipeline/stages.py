@@ -25,11 +25,17 @@ from bench.results import BenchError
 from bench.virtual_session import VirtualSession
 from compress.errors import InputError
 from compress.io import atomic_write_json, sha256_file
+from export.original import INIT, original_dir, read_original
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Host and virtual-device runs share this machine's few cores: 2 threads, no cool-down (no phone to cool).
 NO_PHONE_BENCH_ARGS = ["--threads", "2", "--cooldown", "0"]
+#: The release's latency is measured at the phone's input size, whatever the training size (paper Table 3:
+#: 256 x 256); generators with a fixed size (DCGAN) keep theirs.
+DEFAULT_INPUT_SIZE = 256
+#: ``--original-weights`` value that leaves the original out (no export, no bench).
+NO_ORIGINAL = "none"
 
 
 @dataclass
@@ -52,6 +58,8 @@ class PipelineConfig:
     serial: str | None = None
     bench_args: list[str] = field(default_factory=list)
     release_dir: Path = Path("release")
+    input_size: int | None = DEFAULT_INPUT_SIZE   # None: the training size
+    original: str = INIT                    # the original's weights: init, a baseline run, a .pt, or none
     python: str = sys.executable
 
     def __post_init__(self) -> None:
@@ -85,10 +93,19 @@ class Pipeline:
         self.env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [self.env.get("PYTHONPATH")] if p])
 
     # -- record -------------------------------------------------------------------------------------
+    def run_settings(self) -> dict[str, Any]:
+        """What the stage records say the run is: model, dataset, target and preset from the run's own
+        ``config.json`` once compress wrote it (``make export RUN=<a pix2pix run>`` records pix2pix, not the
+        command line's defaults), else from the pipeline's settings; and the later stages' settings."""
+        conf = load_json(self.cfg.run_dir / "config.json") or {}
+        mine = {"model": self.cfg.model, "dataset": self.cfg.dataset, "target": self.cfg.target,
+                "preset": self.preset}
+        return {"run_dir": str(self.cfg.run_dir), **{k: conf.get(k, v) for k, v in mine.items()},
+                "device": self.cfg.device, "dtype": self.cfg.dtype, "input_size": self.cfg.input_size,
+                "original": self.cfg.original}
+
     def _record(self, stage: str, result: dict[str, Any]) -> None:
-        record_stage(self.cfg.run_dir, stage, result, {
-            "run_dir": str(self.cfg.run_dir), "model": self.cfg.model, "dataset": self.cfg.dataset,
-            "target": self.cfg.target, "preset": self.preset, "device": self.cfg.device, "dtype": self.cfg.dtype})
+        record_stage(self.cfg.run_dir, stage, result, self.run_settings())
 
     def _sh(self, cmd: list[str]) -> int:
         self.echo("+ " + " ".join(cmd))
@@ -181,20 +198,55 @@ class Pipeline:
     def manifest_path(self) -> Path:
         return self.cfg.run_dir / "export" / "manifest.json"
 
-    def stage_export(self) -> dict[str, Any]:
-        self._need_run("export")
-        before = mtime(self.manifest_path)
-        cmd = [self.cfg.python, "-m", "export", str(self.cfg.run_dir), "--dtype", self.cfg.dtype]
+    @property
+    def original_manifest_path(self) -> Path | None:
+        """The original's export manifest (``RUN/original/export/manifest.json``), None with ``--original-weights
+        none``."""
+        if self.cfg.original == NO_ORIGINAL:
+            return None
+        return original_dir(self.cfg.run_dir) / "export" / "manifest.json"
+
+    def export_size_args(self) -> list[str]:
+        """``--input-size S`` when the run's generator takes an image (:func:`export.inputs.takes_image_input`),
+        else nothing: a generator with a fixed size (DCGAN) is exported at that size."""
+        if self.cfg.input_size is None:
+            return []
+        from compress.artifacts import load_architecture
+        from export.inputs import takes_image_input
+
+        arch = load_architecture(self.cfg.run_dir)
+        return ["--input-size", str(self.cfg.input_size)] if takes_image_input(arch) else []
+
+    def export_commands(self) -> list[list[str]]:
+        """``python -m export RUN ...`` for the compressed generator, then the same with ``--original`` (unless
+        ``--original-weights none``)."""
+        cmd = [self.cfg.python, "-m", "export", str(self.cfg.run_dir), "--dtype", self.cfg.dtype,
+               *self.export_size_args()]
         if not self.cfg.strict_gates:
             cmd.append("--accept-gate-failure")
-        rc = self._sh(cmd + self.cfg.export_args)
-        if rc != 0:
-            raise StageFailed(f"export exited {rc} ({'a quality gate was missed' if rc == 1 else 'bad input'}; "
-                              "figures above)")
-        man = load_json(self.manifest_path) or {}
-        detail = "gates passed" if man.get("gates_passed") else "GATES MISSED (accepted): " + "; ".join(
-            man.get("gate_failures") or [])
-        return {"status": status_by_mtime(self.manifest_path, before), "detail": detail}
+        cmd += self.cfg.export_args
+        if self.cfg.original == NO_ORIGINAL:
+            return [cmd]
+        return [cmd, cmd + ["--original", "--original-weights", self.cfg.original]]
+
+    def stage_export(self) -> dict[str, Any]:
+        self._need_run("export")
+        details, statuses = [], []
+        for cmd, path, who in zip(self.export_commands(), (self.manifest_path, self.original_manifest_path),
+                                  ("compressed", "original")):
+            before = mtime(path)
+            rc = self._sh(cmd)
+            if rc != 0:
+                raise StageFailed(f"export of the {who} generator exited {rc} "
+                                  f"({'a quality gate was missed' if rc == 1 else 'bad input'}; figures above)")
+            man = load_json(path) or {}
+            statuses.append(status_by_mtime(path, before))
+            if who == "original" and ((read_original(self.cfg.run_dir) or {}).get("weights") or {}).get("latency_only"):
+                details.append("original: initialised weights (latency only)")
+            else:
+                details.append(f"{who}: " + ("gates passed" if man.get("gates_passed") else
+                                             "GATES MISSED (accepted): " + "; ".join(man.get("gate_failures") or [])))
+        return {"status": "ran" if "ran" in statuses else "skipped", "detail": "; ".join(details)}
 
     # -- bench ----------------------------------------------------------------------------------------
     def bench_targets(self) -> list[dict[str, Any]]:
@@ -214,30 +266,43 @@ class Pipeline:
         base = [] if target["kind"] == "phone" else list(NO_PHONE_BENCH_ARGS)
         return base + list(self.cfg.bench_args)
 
+    def bench_manifests(self) -> list[Path]:
+        """The export manifests to bench, the original's first (the speed-up reference) when it was exported.
+        Raises :class:`StageFailed` when the compressed generator's is missing or a file differs from its entry."""
+        paths = [p for p in (self.original_manifest_path, self.manifest_path) if p is not None]
+        found = []
+        for path in paths:
+            man = load_json(path)
+            if not man or not man.get("files"):
+                if path == self.manifest_path:
+                    raise StageFailed(f"bench: no export manifest at {path}; run the export stage first")
+                continue
+            for e in man["files"]:
+                p = path.parent / e["path"]
+                if str(e["path"]).endswith(".tflite") and (not p.is_file() or sha256_file(p) != e.get("sha256")):
+                    raise StageFailed(f"bench: {p} is missing or differs from its manifest entry; re-export")
+            found.append(path)
+        return found
+
     def stage_bench(self) -> dict[str, Any]:
-        man_path = self.manifest_path
-        man = load_json(man_path)
-        if not man or not man.get("files"):
-            raise StageFailed(f"bench: no export manifest at {man_path}; run the export stage first")
-        root = man_path.parent
-        models = {e["path"]: e.get("sha256") for e in man["files"] if str(e["path"]).endswith(".tflite")}
-        for p in list(models):
-            if not (root / p).is_file() or sha256_file(root / p) != models[p]:
-                raise StageFailed(f"bench: {root / p} is missing or differs from its manifest entry; re-export")
+        manifests = self.bench_manifests()
+        models = {str(m.parent / e["path"]): e.get("sha256") for m in manifests
+                  for e in load_json(m)["files"] if str(e["path"]).endswith(".tflite")}
+        reference = (load_json(manifests[0]) or {}).get("model") if len(manifests) > 1 else None
         targets = self.bench_targets()
         results, worst = [], 0
         for t in targets:
             out = self.cfg.run_dir / "bench" / t["name"]
             settings = self.bench_settings(t)
-            stamp = {"manifest_sha256": sha256_file(man_path), "models": models, "settings": settings,
-                     "device": self.cfg.device, "kind": t["kind"], "serial": t.get("serial")}
+            stamp = {"manifest_sha256": {str(m): sha256_file(m) for m in manifests}, "models": models,
+                     "settings": settings, "device": self.cfg.device, "kind": t["kind"], "serial": t.get("serial")}
             if bench_is_current(out, stamp):
                 results.append(f"{t['name']}: skipped (unchanged)")
                 continue
             if out.exists():
                 shutil.rmtree(out)
             out.mkdir(parents=True)
-            rc = self._bench_one(t, out, settings)
+            rc = self._bench_one(t, out, manifests, reference, settings)
             # 0 all rows measured, 1 some rows flagged as failed (kept: the release shows them)
             if rc in (0, 1):
                 atomic_write_json(out / STAMP, stamp)
@@ -248,9 +313,10 @@ class Pipeline:
             raise StageFailed("bench: " + "; ".join(results))
         return {"status": status, "detail": "; ".join(results), "targets": [t["kind"] for t in targets]}
 
-    def _bench_one(self, target: dict[str, Any], out: Path, settings: list[str]) -> int:
+    def _bench_one(self, target: dict[str, Any], out: Path, manifests: list[Path], reference: str | None,
+                   settings: list[str]) -> int:
         script = str(REPO / "bench" / "run_adb.py")
-        models = ["--models", str(self.manifest_path)]
+        models = ["--models", *map(str, manifests)] + (["--reference", reference] if reference else [])
         if target["kind"] == "host":
             return self._sh([self.cfg.python, script, "--device", HOST, *models, "--out", str(out), *settings])
         if target["kind"] == "phone":

@@ -1,0 +1,250 @@
+"""Issue 16: export at the phone's input size, the original beside the compressed generator, the release's
+headline and HTML page, and run metadata from the run's own config. Synthetic run folders (no training, no
+data mirror; tests/release_fixtures.py); the exact-command tests of ``make export`` are in test_make_export.py.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.pipeline.release import build_release, page_name
+from bench.pipeline.stages import Pipeline, PipelineConfig
+from compress.artifacts import load_generator, save_generator
+from compress.errors import InputError
+from compress.families import get_family
+from compress.io import sha256_file
+from export import ExportOptions
+from export.__main__ import latest_run, main as export_main
+from export.inputs import export_input_shape, resolve_input_sets
+from export.original import is_original, prepare_original, read_original
+from release_fixtures import TINY, synthetic_run
+
+from bench_adb_fixtures import FAST, REPO, report, tiny_models  # noqa: F401
+
+
+# --- 1. export at any input size ---------------------------------------------------------------------
+def test_image_generators_export_at_any_size_their_layers_divide(tmp_path):
+    gen, arch = load_generator(synthetic_run(tmp_path / "runs" / "c", "cyclegan", 32))
+    assert export_input_shape(arch, gen) == (1, 3, 32, 32)
+    assert export_input_shape(arch, gen, 256) == (1, 3, 256, 256)
+    with pytest.raises(InputError, match=r"--input-size 30: the cyclegan generator returns 32x32 outputs for 30x30"):
+        export_input_shape(arch, gen, 30)
+    gen, arch = load_generator(synthetic_run(tmp_path / "runs" / "p", "pix2pix", 32))
+    assert export_input_shape(arch, gen, 64) == (1, 3, 64, 64)
+    with pytest.raises(InputError, match=r"--input-size 40: the pix2pix generator \(trained at 32x32\) cannot take "
+                                         r"40x40 inputs .*expected a side that its downsampling layers divide"):
+        export_input_shape(arch, gen, 40)
+
+
+def test_dcgan_keeps_its_fixed_size(tmp_path, capsys):
+    run = synthetic_run(tmp_path / "runs" / "d", "dcgan", 32)
+    gen, arch = load_generator(run)
+    assert export_input_shape(arch, gen, 32) == (1, 8, 1, 1)  # the size it has: accepted
+    assert export_main([str(run), "--input-size", "256", "--dtype", "fp32"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --input-size 256: the dcgan generator takes a 8x1x1 input (a latent vector, not an image); its "
+        "output size is fixed at 32x32 by its layers. Export it without --input-size (or with --input-size 32)\n")
+    assert not (run / "export").exists()
+
+
+def test_calibration_and_heldout_images_are_resized_to_the_export_size(tmp_path):
+    _, arch = load_generator(synthetic_run(tmp_path / "runs" / "c", "cyclegan", 32))
+    sets = resolve_input_sets(arch, input_shape=(1, 3, 64, 64), calibration_count=3, heldout_count=2)
+    assert sets.calibration.shape == (3, 3, 64, 64) and sets.heldout.shape == (2, 3, 64, 64)
+    assert sets.description["size_hw"] == [64, 64]
+    assert resolve_input_sets(arch, heldout_count=2, need_calibration=False).heldout.shape == (2, 3, 32, 32)
+
+
+def test_input_size_is_checked_with_its_flag():
+    with pytest.raises(InputError, match=r"--input-size 8; expected a side in pixels from 16 to 4096"):
+        ExportOptions(input_size=8)
+    assert ExportOptions(input_size=256).input_size == 256
+
+
+# --- 2. the original ---------------------------------------------------------------------------------
+def test_original_with_initialised_weights_is_latency_only_and_stable(tmp_path):
+    run = synthetic_run(tmp_path / "runs" / "c")
+    dest, wrote = prepare_original(run)
+    assert wrote and dest == run / "original" and is_original(dest)
+    rec = read_original(run)
+    assert rec["weights"]["latency_only"] and rec["weights"]["kind"] == "initialised"
+    full = get_family("cyclegan").generator(**TINY["cyclegan"])
+    gen, arch = load_generator(dest)
+    assert gen.channels == full.channels and arch["dataset"] == json.loads((run / "architecture.json").read_text())[
+        "dataset"]
+    sha = sha256_file(dest / "generator.pt")
+    assert prepare_original(run) == (dest, False) and sha256_file(dest / "generator.pt") == sha
+    # --latest never takes the original (written last, so newest) for a run
+    assert latest_run(tmp_path / "runs") == run
+    with pytest.raises(InputError, match="already an original"):
+        prepare_original(dest)
+
+
+def test_original_with_trained_weights_from_a_baseline_run_or_a_state_dict(tmp_path):
+    run = synthetic_run(tmp_path / "runs" / "c")
+    fam = get_family("cyclegan")
+    torch.manual_seed(5)
+    full = fam.generator(**TINY["cyclegan"])
+    baseline = tmp_path / "runs" / "unpruned"
+    save_generator(baseline, full, 32, {})
+    (baseline / "evaluation.json").write_text(json.dumps({"fid": 123.4, "n_fake": 8}))
+    dest, wrote = prepare_original(run, baseline)
+    rec = read_original(run)
+    assert wrote and rec["weights"]["kind"] == "baseline run" and not rec["weights"]["latency_only"]
+    gen, _ = load_generator(dest)
+    assert all(torch.equal(a, b) for a, b in zip(gen.state_dict().values(), full.state_dict().values()))
+    assert json.loads((dest / "evaluation.json").read_text())["fid"] == 123.4
+    ckpt = tmp_path / "g.pt"
+    torch.save(full.state_dict(), ckpt)
+    assert prepare_original(run, ckpt)[1] and read_original(run)["weights"]["kind"] == "checkpoint"
+    assert not (dest / "evaluation.json").exists()  # a state dict has no evaluation of its own
+
+
+def test_original_weights_of_another_generator_are_refused(tmp_path):
+    run = synthetic_run(tmp_path / "runs" / "c")
+    with pytest.raises(InputError, match=r"--original-weights .*runs/c: its generator is pruned"):
+        prepare_original(run, run)
+    wider = tmp_path / "runs" / "wide"
+    save_generator(wider, get_family("cyclegan").generator(ngf=8, n_blocks=1), 32, {})
+    with pytest.raises(InputError, match=r"expected an unpruned cyclegan run with generator .*'ngf': 4"):
+        prepare_original(run, wider)
+    bad = tmp_path / "bad.pt"
+    torch.save(load_generator(run)[0].state_dict(), bad)  # the pruned weights
+    with pytest.raises(InputError, match=r"bad.pt does not match .*weights .* vs architecture"):
+        prepare_original(run, bad)
+    with pytest.raises(InputError, match=r"--original-weights nowhere: no such file or folder"):
+        prepare_original(run, "nowhere")
+    assert export_main([str(run), "--original-weights", "nowhere"]) == 2
+
+
+def test_bench_as_typed_takes_the_original_too(tmp_path, tiny_models):
+    """``python bench/run_adb.py --device host`` with no --models: the newest run's manifest and its original's,
+    the original first and the speed-up reference."""
+    run = tmp_path / "runs" / "newest"
+    for folder, label, src in ((run / "export", "cyclegan:newest", tiny_models["pruned"]["fp32"]),
+                               (run / "original" / "export", "cyclegan:original", tiny_models["unpruned"]["fp32"])):
+        folder.mkdir(parents=True)
+        shutil.copy(src, folder / "generator_fp32.tflite")
+        tflite = folder / "generator_fp32.tflite"
+        entry = {"path": tflite.name, "dtype": "fp32", "sha256": sha256_file(tflite)}
+        (folder / "manifest.json").write_text(json.dumps({"model": label, "macs": 400 if "orig" in label else 100,
+                                                          "files": [entry]}))
+    for d in (run, run / "original"):
+        (d / "generator.pt").write_bytes(b"x")
+        (d / "architecture.json").write_text("{}")
+    (run / "original" / "original.json").write_text("{}")
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "run_adb.py"), "--device", "host", *FAST], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    rep = report(run / "bench" / "host")
+    assert [row["model"] for row in rep["rows"]] == ["cyclegan:original", "cyclegan:newest"]
+    assert rep["reference"] == "cyclegan:original" and rep["rows"][1]["speedup"] > 0
+    assert rep["rows"][1]["macs_ratio"] == 4.0 and rep["rows"][1]["input"] != "-"
+    md = (run / "bench" / "host" / "latency.md").read_text()
+    assert "| input |" in md and "MACs ratio" in md and "4.00×" in md
+
+
+# --- 3./6. the release: headline, tables, HTML page ------------------------------------------------------
+def _latency(kind: str, rows: list[tuple[str, str, float]]) -> dict:
+    device = {"phone": {"kind": "phone", "profile": "sm8450", "soc": "SM8450", "manufacturer": "samsung",
+                        "model": "SM-S901B", "gpu_renderer": "Adreno (TM) 730"},
+              "host": {"kind": "host", "profile": "host", "soc": "AMD EPYC", "runtime": "ai-edge-litert 2.1.0 (CPU)"},
+              "virtual": {"kind": "virtual", "profile": "sm8450", "soc": "QTI SM8450"}}[kind]
+    return {"device_label": kind, "device": device, "complete": True, "aborted": None,
+            "config": {"warmup": 1, "runs": 5, "repeats": 1, "threads": 2, "use_gpu": kind != "host",
+                       "gpu_backend": "cl"},
+            "rows": [{"model": m, "dtype": d, "input": "256×256", "median_ms": ms, "p95_ms": ms * 1.1,
+                      "status": "ok", "flags": [] if kind == "phone" else [kind], "size_mb": 0.1,
+                      "macs": 300 if m.endswith("original") else 100, "delegate": "full"} for m, d, ms in rows]}
+
+
+def _released_run(tmp_path: Path, with_original: bool = True) -> Path:
+    run = synthetic_run(tmp_path / "runs" / "r")
+    exp = run / "export"
+    exp.mkdir()
+    man = {"model": "cyclegan:r", "macs": 100, "image_size_hw": [256, 256], "gates_passed": True,
+           "files": [{"path": "generator_fp32.tflite", "dtype": "fp32", "size_bytes": 1000, "psnr_db": 90.0,
+                      "gate_db": 60}]}
+    (exp / "manifest.json").write_text(json.dumps(man))
+    if with_original:
+        prepare_original(run)
+        (run / "original" / "export").mkdir()
+        (run / "original" / "export" / "manifest.json").write_text(json.dumps({**man, "model": "cyclegan:original",
+                                                                                "macs": 300}))
+    for target, kind in (("sm8450", "phone"), ("host", "host"), ("sm8450-virtual", "virtual")):
+        (run / "bench" / target).mkdir(parents=True)
+        rows = [("cyclegan:original", "fp32", 10.0), ("cyclegan:r", "fp32", 4.0),
+                ("cyclegan:original", "int8", 6.0), ("cyclegan:r", "int8", 3.0)]
+        lat = _latency(kind, rows if with_original else [r for r in rows if r[0] == "cyclegan:r"])
+        (run / "bench" / target / "latency.json").write_text(json.dumps(lat))
+        for ext in ("md", "csv"):  # bench's own tables, linked from the release
+            (run / "bench" / target / f"latency.{ext}").write_text(f"{kind} table\n")
+    return run
+
+
+def test_release_headline_is_paper_table_3_with_the_machine_in_each_row(tmp_path):
+    rel = build_release(_released_run(tmp_path), tmp_path / "release")
+    index = (rel / "index.md").read_text()
+    assert index.index("## Headline: original vs compressed at 256×256") < index.index("## Warnings")
+    head = index.split("## Headline")[1].split("\n## ")[0]
+    assert ("| SM8450 (Snapdragon 8 Gen 1) | fp32 | 256×256 | 10.00 | 4.00 | **2.50×** | 3.00× | **phone**: samsung "
+            "SM-S901B, Adreno (TM) 730, GPU delegate (cl) |") in head
+    assert ("| host CPU | int8 | 256×256 | 6.00 | 3.00 | **2.00×** | 3.00× | **host**: AMD EPYC CPU, ai-edge-litert "
+            "2.1.0 (CPU), 2 threads (not a phone figure) |") in head
+    assert "| SM8450 (Snapdragon 8 Gen 1) virtual | fp32 |" in head and "**virtual**: this host's CPU" in head
+    assert "trained at 32×32" in head and "initialised weights: latency only" in head and "int8 scales" in head
+    # every latency table: original and compressed per dtype, the speed-up beside the MACs ratio
+    lat = index.split("## Latency")[1].split("\n## ")[0]
+    assert lat.count("| speed-up | MACs ratio |") == 3
+    assert "| fp32 | 256×256 | 10.00 / 11.00 | 4.00 / 4.40 | **2.50×** | 3.00× |" in lat
+    assert "| latency fp32 on SM8450 (Snapdragon 8 Gen 1) (phone), median | 10.00 ms | 4.00 ms | speed-up **2.50×** " \
+           "(MACs ratio 3.00×) |" in index
+    assert (rel / "speedup.png").read_bytes()[:4] == b"\x89PNG"
+    assert (rel / "original" / "original.json").is_file()
+    for link in re.findall(r"\]\(([^)]+)\)", index):
+        assert (rel / link).exists(), link
+
+
+def test_release_page_is_one_self_contained_html_file(tmp_path):
+    rel = build_release(_released_run(tmp_path), tmp_path / "release", name="v1")
+    page = (rel / page_name("v1")).read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<title>Release: v1</title>" in page
+    srcs = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<th>speed-up</th>" in page and "<strong>2.50×</strong>" in page
+    assert f"[{page_name('v1')}]({page_name('v1')})" in (rel / "index.md").read_text()
+
+
+def test_release_without_an_original_says_so(tmp_path):
+    rel = build_release(_released_run(tmp_path, with_original=False), tmp_path / "release")
+    index = (rel / "index.md").read_text()
+    assert "The original (unpruned) generator was not exported" in index
+    assert "| SM8450 (Snapdragon 8 Gen 1) | fp32 | 256×256 | - | 4.00 | - | - | **phone**" in index
+
+
+# --- 5. run metadata is the run's own ------------------------------------------------------------------
+def test_stage_records_take_model_dataset_target_from_the_run(tmp_path):
+    run = synthetic_run(tmp_path / "runs" / "p2p", "pix2pix")
+    p = Pipeline(PipelineConfig(run_dir=run), echo=lambda s: None)  # the defaults say cyclegan / horse2zebra
+    p._record("export", {"status": "skipped"})
+    rec = json.loads((run / "pipeline.json").read_text())["pipeline"]
+    assert (rec["model"], rec["dataset"], rec["target"]) == ("pix2pix", str(tmp_path / "runs" / "data"), 0.5)
+
+
+def test_export_stage_commands_at_the_phone_size_with_the_original(tmp_path):
+    run = synthetic_run(tmp_path / "runs" / "c")
+    cmds = Pipeline(PipelineConfig(run_dir=run, python="py"), echo=lambda s: None).export_commands()
+    assert cmds == [["py", "-m", "export", str(run), "--dtype", "all", "--input-size", "256", "--accept-gate-failure"],
+                    ["py", "-m", "export", str(run), "--dtype", "all", "--input-size", "256", "--accept-gate-failure",
+                     "--original", "--original-weights", "init"]]
+    dcgan = synthetic_run(tmp_path / "runs" / "d", "dcgan")
+    cfg = PipelineConfig(run_dir=dcgan, python="py", original="none")
+    assert Pipeline(cfg, echo=lambda s: None).export_commands() == [
+        ["py", "-m", "export", str(dcgan), "--dtype", "all", "--accept-gate-failure"]]
