@@ -45,7 +45,15 @@ IO_DTYPES: tuple[Int8Io, ...] = get_args(Int8Io)
 #: TFLite builtin ops kept in float by the robust mode (InstanceNorm decomposition by onnx2tf 1.29.24:
 #: MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL; plus the residual ADD). Source: the
 #: measurements in docs/export.md ("int8: what keeps it usable").
-FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
+#: SQRT and DIV: the InstanceNorm with per-channel epsilon of :mod:`quantize.equalize`
+#: (:class:`quantize.equalize.ChannelEpsInstanceNorm`) converts to MEAN, SUB, MUL, MEAN, ADD, SQRT, DIV.
+#: LEAKY_RELU (the U-Net's down path): tflite-runtime 2.14's int8 kernel rounds the negative branch down
+#: (measured on a pix2pix file: -1 step on 47% of the negative outputs, a bias that adds up over six layers:
+#: 26.5 dB against PyTorch where LiteRT 2.1 computes 36.3 dB from the same file; 36.3 dB in both with the op in
+#: float).
+FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD", "SQRT", "DIV", "LEAKY_RELU")
+#: Value range of generator images (inputs of pix2pix/CycleGAN, outputs of every family): fixed, not calibrated.
+IMAGE_RANGE = (-1.0, 1.0)
 
 
 def _tf():
@@ -74,6 +82,38 @@ def representative_dataset(calibration_nchw: np.ndarray, signature_input: str = 
     return gen
 
 
+def fix_io_ranges(calibrated: bytes, input_range: tuple[float, float] | None,
+                  output_range: tuple[float, float] | None) -> bytes:
+    """Set the recorded min/max of the calibrated model's input and output tensor (None: keep the calibrated one).
+
+    The quantizer derives a tensor's int8 scale and zero point from the min/max that calibration recorded in the
+    tensor's quantization parameters; for the model's input and output the range is known in advance (images in
+    [-1, 1]), so it is written instead of measured: an input set whose darkest pixel is -0.72 must not make the
+    file clip every darker pixel of a later input. (The int8 TANH kernel has its own fixed output scale, 1/128,
+    which the quantizer keeps: [-1, 127/128].)
+
+    Args:
+        calibrated: the calibrate-only .tflite (``_experimental_calibrate_only``), bytes.
+        input_range, output_range: (lo, hi) with lo < hi, or None.
+    Returns:
+        the rewritten calibrated model (bytes).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
+                                             _convert_model_from_object_to_bytearray)
+
+    model = _convert_model_from_bytearray_to_object(bytearray(calibrated))
+    sg = model.subgraphs[0]
+    for index, rng in ((sg.inputs[0], input_range), (sg.outputs[0], output_range)):
+        if rng is None:
+            continue
+        tensor = sg.tensors[index]
+        if tensor.quantization is None:
+            tensor.quantization = schema.QuantizationParametersT()
+        tensor.quantization.min, tensor.quantization.max = [float(rng[0])], [float(rng[1])]
+    return bytes(_convert_model_from_object_to_bytearray(model))
+
+
 class QuantizedModel(NamedTuple):
     """Result of :func:`quantize_saved_model`: ``content`` (.tflite bytes), ``float_nodes`` (tensor names kept
     in float besides the ``float_ops``) and ``selection`` (the report of
@@ -87,7 +127,9 @@ class QuantizedModel(NamedTuple):
 def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarray, *, mode: Int8Mode = "robust",
                          io_dtype: Int8Io = "int8", float_ops: Iterable[str] = FLOAT_OPS,
                          per_channel: bool = True, target_db: float = DEFAULT_TARGET_DB,
-                         validation_count: int = DEFAULT_VALIDATION_COUNT) -> QuantizedModel:
+                         validation_count: int = DEFAULT_VALIDATION_COUNT,
+                         input_range: tuple[float, float] | None = IMAGE_RANGE,
+                         output_range: tuple[float, float] | None = IMAGE_RANGE) -> QuantizedModel:
     """Quantize the SavedModel to int8 (module docstring) and return a :class:`QuantizedModel`.
 
     Args:
@@ -100,6 +142,8 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
         target_db: robust mode: validation PSNR (dB) the float selection of InstanceNorm-feeding convolutions
             aims for; <= 0 turns the selection off (only ``float_ops`` in float).
         validation_count: calibration inputs the selection validates on (the first ones).
+        input_range, output_range: fixed value range of the model's input/output tensor (robust mode;
+            :func:`fix_io_ranges`); None keeps the calibrated range (DCGAN's noise input).
     Raises:
         ValueError: unknown mode/io_dtype or an empty calibration set (the CLI checks these first and
             raises InputError).
@@ -123,7 +167,7 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     from tensorflow.lite.python import convert as tfl_convert
 
     conv._experimental_calibrate_only = True
-    calibrated = conv.convert()
+    calibrated = fix_io_ranges(conv.convert(), input_range, output_range)
     float_ops = list(float_ops)
 
     def quantize(nodes: list[str]) -> bytes:
