@@ -60,9 +60,11 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         detail["equalisation"] = report
     float_ops = tuple(FLOAT_OPS) + tuple(o for o in options.extra_float_ops if o not in FLOAT_OPS)
     noise = sets.description.get("kind") == "noise"
+    source = sets.calibration[:len(sets.calibration) - sets.description.get("target_domain_count", 0)]
     result = quantize_saved_model(saved_model, sets.calibration, mode=options.int8_mode, io_dtype=options.int8_io,
                                   float_ops=float_ops, target_db=options.int8_target_db,
-                                  input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE)
+                                  input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE,
+                                  correction_nchw=source)
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({
@@ -72,6 +74,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         "fixed_ranges": {"input": list(NOISE_RANGE if noise else IMAGE_RANGE), "output": list(IMAGE_RANGE)}
         if options.int8_mode == "robust" else None,
         "float_nodes": result.float_nodes, "float_selection": result.selection,
+        "bias_correction": result.bias_correction,
         "calibration_count": int(len(sets.calibration)),
         "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, x / 127.5 - 1; "
                                "N(0,1) noise for dcgan), no mean/std"})

@@ -60,7 +60,8 @@ def io_details(path: str | Path) -> dict:
                "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
         if scale:
             info = np.iinfo(d["dtype"])
-            out["value_range"] = [(int(info.min) - int(zero)) * float(scale), (int(info.max) - int(zero)) * float(scale)]
+            out["value_range"] = [(int(info.min) - int(zero)) * float(scale),
+                                  (int(info.max) - int(zero)) * float(scale)]
         return out
 
     ins, outs = sig.get("inputs", [None]), sig.get("outputs", [None])

@@ -32,6 +32,7 @@ from typing import Iterable, Literal, NamedTuple, get_args
 
 import numpy as np
 
+from quantize.bias_correction import correct_biases
 from quantize.sensitivity import DEFAULT_TARGET_DB, DEFAULT_VALIDATION_COUNT, select_float_nodes
 
 LOGGER = logging.getLogger("coronetgan.quantize")
@@ -114,14 +115,57 @@ def fix_io_ranges(calibrated: bytes, input_range: tuple[float, float] | None,
     return bytes(_convert_model_from_object_to_bytearray(model))
 
 
+def restore_float_weights(content: bytes) -> bytes:
+    """Give every convolution that computes in float (float activation input) float32 weights again.
+
+    ``mlir_quantize`` keeps a deny-listed convolution's activations in float but still stores its weights as int8
+    (a "hybrid" op, dynamic-range kernels); tflite-runtime 2.14 refuses such a TRANSPOSE_CONV (``weights->type !=
+    input->type (INT8 != FLOAT32)``) and its arithmetic is not int8 anyway. The int8 weights are dequantized with
+    their own (per-channel) scales into float32 constants, so a convolution kept in float is plainly float.
+    Returns the rewritten model (the input when there is nothing to rewrite).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
+                                             _convert_model_from_object_to_bytearray)
+
+    builtin, ttype = schema.BuiltinOperator, schema.TensorType
+    model = _convert_model_from_bytearray_to_object(bytearray(content))
+    sg = model.subgraphs[0]
+    activation_input = {builtin.CONV_2D: 0, builtin.DEPTHWISE_CONV_2D: 0, builtin.TRANSPOSE_CONV: 2,
+                        builtin.FULLY_CONNECTED: 0}
+    rewritten = 0
+    for op in sg.operators:
+        oc = model.operatorCodes[op.opcodeIndex]
+        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+        if code not in activation_input or len(op.inputs) < 2:
+            continue
+        act, weight = sg.tensors[op.inputs[activation_input[code]]], sg.tensors[op.inputs[1]]
+        if act.type != ttype.FLOAT32 or weight.type != ttype.INT8 or weight.quantization is None:
+            continue
+        q = weight.quantization
+        values = np.frombuffer(bytes(bytearray(model.buffers[weight.buffer].data)), np.int8).astype(np.float32)
+        values = values.reshape(weight.shape)
+        scale, zero = np.asarray(q.scale, np.float32), np.asarray(q.zeroPoint, np.float32)
+        if len(scale) > 1:
+            shape = [1] * values.ndim
+            shape[q.quantizedDimension] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        model.buffers[weight.buffer].data = ((values - zero) * scale).astype(np.float32).view(np.uint8).ravel()
+        weight.type, weight.quantization = ttype.FLOAT32, None
+        rewritten += 1
+    return bytes(_convert_model_from_object_to_bytearray(model)) if rewritten else content
+
+
 class QuantizedModel(NamedTuple):
     """Result of :func:`quantize_saved_model`: ``content`` (.tflite bytes), ``float_nodes`` (tensor names kept
-    in float besides the ``float_ops``) and ``selection`` (the report of
-    :func:`quantize.sensitivity.select_float_nodes`; empty for naive mode)."""
+    in float besides the ``float_ops``), ``selection`` (the report of
+    :func:`quantize.sensitivity.select_float_nodes`; empty for naive mode) and ``bias_correction`` (the report
+    of :func:`quantize.bias_correction.correct_biases`; None when off)."""
 
     content: bytes
     float_nodes: list
     selection: dict
+    bias_correction: dict | None = None
 
 
 def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarray, *, mode: Int8Mode = "robust",
@@ -129,7 +173,8 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
                          per_channel: bool = True, target_db: float = DEFAULT_TARGET_DB,
                          validation_count: int = DEFAULT_VALIDATION_COUNT,
                          input_range: tuple[float, float] | None = IMAGE_RANGE,
-                         output_range: tuple[float, float] | None = IMAGE_RANGE) -> QuantizedModel:
+                         output_range: tuple[float, float] | None = IMAGE_RANGE,
+                         bias_correction: bool = True, correction_nchw: np.ndarray | None = None) -> QuantizedModel:
     """Quantize the SavedModel to int8 (module docstring) and return a :class:`QuantizedModel`.
 
     Args:
@@ -144,6 +189,10 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
         validation_count: calibration inputs the selection validates on (the first ones).
         input_range, output_range: fixed value range of the model's input/output tensor (robust mode;
             :func:`fix_io_ranges`); None keeps the calibrated range (DCGAN's noise input).
+        bias_correction: robust mode: empirical bias correction (:mod:`quantize.bias_correction`) of every
+            int8 file made, the float selection's included.
+        correction_nchw: inputs the bias correction measures on (default: ``calibration_nchw``); the export
+            gives the run's source-domain images only.
     Raises:
         ValueError: unknown mode/io_dtype or an empty calibration set (the CLI checks these first and
             raises InputError).
@@ -169,13 +218,19 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     conv._experimental_calibrate_only = True
     calibrated = fix_io_ranges(conv.convert(), input_range, output_range)
     float_ops = list(float_ops)
+    correction_nchw = calibration_nchw if correction_nchw is None else correction_nchw
+    corrections: dict = {}
 
     def quantize(nodes: list[str]) -> bytes:
-        return tfl_convert.mlir_quantize(
+        content = restore_float_weights(tfl_convert.mlir_quantize(
             calibrated, disable_per_channel=not per_channel, fully_quantize=True,
             input_data_type=_tf_dtype(io_dtype), output_data_type=_tf_dtype(io_dtype),
-            denylisted_ops=float_ops, denylisted_nodes=list(nodes))
+            denylisted_ops=float_ops, denylisted_nodes=list(nodes)))
+        if bias_correction:
+            content, corrections["last"] = correct_biases(content, calibrated, correction_nchw)
+        return content
 
     nodes, selection = select_float_nodes(calibrated, calibration_nchw, quantize, target_db=target_db,
                                           validation_count=validation_count)
-    return QuantizedModel(quantize(nodes), nodes, selection)
+    content = quantize(nodes)
+    return QuantizedModel(content, nodes, selection, corrections.get("last"))

@@ -347,7 +347,8 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
             gd = e.get("gpu_delegate") or {}
             ready = "-" if not gd else ("yes" if gd.get("gpu_ready") else "**no**")
             psnr = e.get("psnr_db")
-            L.append(f"| {e['path']} | {e.get('dtype')} | {e.get('size_bytes', 0) / 1e6:.3f} | "
+            label = e.get("label") or e.get("dtype")
+            L.append(f"| {e['path']} | {label} | {e.get('size_bytes', 0) / 1e6:.3f} | "
                      f"{_f(psnr if not isinstance(psnr, str) else psnr)} | {_f(e.get('gate_db'), 0)} | {ready} |")
         L += ["", f"Gates: {'passed' if manifest.get('gates_passed') else '**missed** (accepted, see warnings)'}. "
               f"Converters: {', '.join(f'{k} {v}' for k, v in (manifest.get('converter_versions') or {}).items() if v)}. "
