@@ -106,7 +106,7 @@ def print_figures(files: list[dict], stream=None) -> None:
         gate = f"{e['gate_db']:.0f}" if "gate_db" in e else "-"
         gpu = str(e["gpu_delegate"]["gpu_ready"]) if "gpu_delegate" in e else "-"
         runtimes = ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in (e.get("runtimes") or {}).items())
-        print(f"{e['path']:24s} {e.get('label', e['dtype']):40s} {_fmt(e.get('psnr_db', '-')):>8s} "
+        print(f"{e['path']:24s} {e.get('label') or e.get('dtype', '-'):40s} {_fmt(e.get('psnr_db', '-')):>8s} "
               f"{_fmt(e.get('min_image_psnr_db', '-')):>6s} {_fmt(unseen.get('psnr_db', '-')):>7s} "
               f"{_fmt(unseen.get('min_image_psnr_db', '-')):>6s} {gate:>5s} {e['max_abs_diff']:>9.3g} "
               f"{str(e.get('size_bytes', '-')):>10s} {gpu:>5s}  {runtimes or '-'}", file=stream)

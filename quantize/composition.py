@@ -13,8 +13,8 @@ that ships, not the converter's intent:
 * **MACs** per convolution from the tensor shapes (CONV_2D: output elements x kh x kw x C_in / groups;
   TRANSPOSE_CONV: input elements x kh x kw x C_out; DEPTHWISE: output elements x kh x kw; FULLY_CONNECTED:
   C_in x C_out per row); the int8 share is the part computed by int8 convolutions.
-* **Float ops**: every other op whose output is a float tensor, by op name with counts (QUANTIZE/DEQUANTIZE are
-  counted apart as conversions).
+* **Float ops**: every op that computes in float (a float or hybrid convolution, any other op with a float output),
+  by op name with counts (QUANTIZE/DEQUANTIZE are counted apart as conversions).
 * **I/O**: dtype, scale/zero point and the value range an integer tensor can represent,
   ``[(q_min - zero_point) * scale, (q_max - zero_point) * scale]``.
 
@@ -118,6 +118,8 @@ def describe(model: str | Path | bytes) -> dict:
                 kind = "hybrid" if w_dtype in ("int8", "int4", "uint8") else "float"
             else:
                 kind = "int8"
+            if kind != "int8":
+                float_ops[name] = float_ops.get(name, 0) + 1
             convs.append({"op": name, "name": tensor(outs[0]).Name().decode(), "kind": kind,
                           "activation_dtype": act_dtype, "weight_dtype": w_dtype,
                           "weight_bytes": w_bytes + bias_bytes,
