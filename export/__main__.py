@@ -55,13 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", default="int8", choices=IO_DTYPES,
                    help="input/output tensor type of the int8 model (default int8)")
     p.add_argument("--int8-mode", default="robust", choices=MODES,
-                   help="robust (default): InstanceNorm/residual element-wise ops in float, plus the "
-                        "convolutions feeding an InstanceNorm that int8 hurts most (see --int8-target-db), the "
-                        "rest int8; naive: every op int8")
+                   help="robust (default): every convolution int8, InstanceNorm/residual element-wise ops and "
+                        "LEAKY_RELU in float, bias correction; naive: the converter's full-integer recipe")
     p.add_argument("--int8-target-db", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
-                   help="robust int8: keep InstanceNorm-feeding convolutions in float, most sensitive first, "
-                        f"until int8 matches float to DB on calibration inputs (default {DEFAULT_TARGET_DB:g}; "
-                        "0 = off)")
+                   help="robust int8, last resort: when int8 misses DB against float on calibration inputs, keep "
+                        "InstanceNorm-feeding convolutions in float, most sensitive first, until it does (the "
+                        f"file is then labelled mixed; default {DEFAULT_TARGET_DB:g}; 0 = off)")
     p.add_argument("--no-equalise", action="store_true",
                    help="int8 from the generator as trained, without the equalisation that folds BatchNorm and "
                         "equalises channel ranges (see docs/export.md)")

@@ -15,6 +15,7 @@ same command and the same measurement. The files are then measured here, whateve
 * file size, and the size against the fp32 file of the same export;
 * what the file is made of (:mod:`quantize.composition`): label (``int8`` or ``int8 (mixed: N of M convolutions
   float)``), share of weight bytes and of MACs in int8, hybrid ops;
+* ops computing in float (int8 files; QUANTIZE/DEQUANTIZE not counted) against all ops of the file;
 * host latency in LiteRT (``ai_edge_litert``) and in tflite-runtime 2.14: interpreter with ``--threads`` threads,
   ``--warmup`` runs, then the median of ``--runs`` (>= 20) timed ``invoke()`` calls on a zero input; a runtime that
   cannot load the file gets its error instead;
@@ -130,6 +131,7 @@ def measure_files(out: Path, run: Path, runs: int, threads: int = 2) -> list[dic
                      "size_bytes": path.stat().st_size, "size_ratio_to_fp32": path.stat().st_size / fp32_size,
                      "int8_share": comp["int8_share"] if dtype == "int8" else None,
                      "hybrid_ops": comp["hybrid_ops"], "float_ops": comp["float_ops"] if dtype == "int8" else None,
+                     "op_count": comp["op_count"], "conversions": comp["conversions"],
                      "heldout": {k: figures[k] for k in ("psnr_db", "min_image_psnr_db", "max_abs_diff")},
                      "unseen": figures.get("unseen"),
                      "latency": {rt: host_latency_ms(path, threads, runs=runs, runtime=rt)
@@ -140,7 +142,7 @@ def measure_files(out: Path, run: Path, runs: int, threads: int = 2) -> list[dic
 
 def run_benchmark(out: Path, data_root: Path, steps: int, runs: int, families: Sequence[str],
                   pairs: dict[str, tuple[Path, Path]] | None = None, before: Path | None = None,
-                  fid_count: int = 0) -> list[dict]:
+                  fid_count: int = 0, threads: int = 2) -> list[dict]:
     """Rows of the table (one per family x model x code x dtype); see the module docstring.
 
     ``pairs``: family -> (unpruned run, pruned run) folders used instead of the trained stand-ins (only read; the
@@ -168,7 +170,7 @@ def run_benchmark(out: Path, data_root: Path, steps: int, runs: int, families: S
                 export_s = time.perf_counter() - t0
                 logging.info("exported %s %s with the %s code in %.0f s", fam, label, code_label, export_s)
                 fids = {e["dtype"]: e.get("fid") for e in manifest["files"]}
-                for r in measure_files(work / code_label, run, runs):
+                for r in measure_files(work / code_label, run, runs, threads):
                     rows.append({"family": fam, "model": label, "code": code_label, "source": source,
                                  "export_s": export_s, "macs": manifest["macs"], "params": manifest["params"],
                                  "input_shape": manifest["input"]["shape"], "generator": arch.get("generator"),
@@ -193,12 +195,18 @@ def _share(share: dict | None) -> str:
     return " / ".join("-" if share[k] is None else f"{100 * share[k]:.0f}%" for k in ("weight_bytes", "macs"))
 
 
+def _float_ops(r: dict) -> str:
+    if r["float_ops"] is None:
+        return "-"
+    return f"{sum(r['float_ops'].values())} of {r['op_count']}"
+
+
 def to_markdown(rows: list[dict]) -> str:
     """The benchmark table (one row per family x model x code x dtype), the runtime errors and the sources."""
-    lines = ["| family | model | code | file | size bytes | x fp32 | int8 share (weights / MACs) | "
+    lines = ["| family | model | code | file | size bytes | x fp32 | int8 share (weights / MACs) | ops in float | "
              "held-out PSNR dB (pooled / worst) | unseen PSNR dB (pooled / worst) | LiteRT ms | tflite-runtime ms | "
              "GPU ready |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     errors = {}
     for r in rows:
         lat = r["latency"]
@@ -206,7 +214,7 @@ def to_markdown(rows: list[dict]) -> str:
             if "error" in v:
                 errors.setdefault(v["error"], []).append(f"{r['family']} {r['model']} {r['code']} {r['label']}")
         lines.append(f"| {r['family']} | {r['model']} | {r['code']} | {r['label']} | {r['size_bytes']:,} | "
-                     f"{r['size_ratio_to_fp32']:.2f} | {_share(r['int8_share'])} | "
+                     f"{r['size_ratio_to_fp32']:.2f} | {_share(r['int8_share'])} | {_float_ops(r)} | "
                      f"{_db(r['heldout'], 'psnr_db')} / {_db(r['heldout'], 'min_image_psnr_db')} | "
                      f"{_db(r['unseen'], 'psnr_db')} / {_db(r['unseen'], 'min_image_psnr_db')} | "
                      f"{_latency(lat['litert'])} | {_latency(lat['tflite-runtime'])} | "
@@ -230,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="real-data mirror (default $CORONETGAN_DATA_MIRROR or ../shared/data)")
     p.add_argument("--steps", type=int, default=150, help="training steps of each stand-in generator")
     p.add_argument("--runs", type=int, default=30, help="timed runs per file and runtime (>= 20)")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads for the latency (default 2)")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--md", default=None, help="also write the markdown table to this file")
     p.add_argument("--fid", type=int, default=0, metavar="N",
@@ -257,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    rows = run_benchmark(out, data, args.steps, max(20, args.runs), families, pairs, before, args.fid)
+    rows = run_benchmark(out, data, args.steps, max(20, args.runs), families, pairs, before, args.fid, args.threads)
     (out / "benchmark.json").write_text(json.dumps(rows, indent=2, default=str))
     md = to_markdown(rows)
     if args.md:

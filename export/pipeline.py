@@ -5,7 +5,8 @@ Output folder (default ``RUN_DIR/export/``)::
     generator.onnx            fixed 1 x C x H x W input "input", output "output" (NCHW)
     generator_fp32.tflite     NHWC input/output, float32
     generator_fp16.tflite     NHWC, fp16 weights (DEQUANTIZE ops), float32 I/O
-    generator_int8.tflite     NHWC, int8 (mode and I/O dtype in the manifest)
+    generator_int8.tflite     NHWC, int8 from the equalised generator (export/int8_file.py); its label, composition,
+                              mode and I/O in the manifest
     manifest.json             written LAST; its presence means every file it lists is complete
 
 Atomicity: everything is produced in a private staging folder beside the output folder

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -48,8 +46,9 @@ HOMOGENEOUS_BETWEEN_CONVS = {
     "cyclegan": "ReLU, reflection padding, residual sums",
     "dcgan": "ReLU",
 }
-#: Cross-layer equalisation sweeps (Nagel et al. iterate until the scales stop changing; a few sweeps suffice
-#: for these chains, measured: the largest |log s| of a sweep falls below 1e-3 by the fourth).
+#: Cross-layer equalisation sweeps at most (Nagel et al. iterate until the scales stop changing). Measured on the
+#: generators of docs/export.md: after 8 sweeps the next one would still move a range by at most 7% on the U-Nets
+#: (their skip concatenations couple the links) and by under 1% on DCGAN; the first sweep moves them by up to 7x.
 CLE_SWEEPS = 8
 #: Channels whose largest |value| is below this fraction of the tensor's loudest channel are treated as dead
 #: (constant): they are left unscaled, since scaling them up would only amplify float rounding.
@@ -342,13 +341,3 @@ def equalise_for_int8(generator: nn.Module, inputs: np.ndarray) -> tuple[nn.Modu
                 "change| %.2g", len(folded), len(norms), len(cle), change)
     return out, {"folded_batch_norms": folded, "instance_norm_inputs": norms, "cross_layer": cle,
                  "max_abs_change": change}
-
-
-def largest_output_change(a: nn.Module, b: nn.Module, inputs: Iterable[np.ndarray]) -> float:
-    """Largest |a(x) - b(x)| over the inputs (each (N, C, H, W) float32); both modules in eval mode."""
-    worst = 0.0
-    with torch.no_grad():
-        for x in inputs:
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            worst = max(worst, float((a(t) - b(t)).abs().max()))
-    return worst if math.isfinite(worst) else math.inf

@@ -9,16 +9,21 @@ Modes (``--int8-mode``):
 * ``naive``: the textbook full-integer recipe: ``TFLiteConverter`` with ``Optimize.DEFAULT``, the
   representative dataset, ``supported_ops = [TFLITE_BUILTINS_INT8]``, every op int8, per-channel weights
   (the converter's default). Measured here: GAN generators lose a lot (see docs/export.md).
-* ``robust`` (default): calibrate once, then quantize with ``tensorflow.lite.python.convert.mlir_quantize``
-  keeping in float the ops that int8 ruins in these generators (:data:`FLOAT_OPS`): the seven element-wise
-  ops of onnx2tf's InstanceNorm decomposition (MEAN, SQUARED_DIFFERENCE, ADD, RSQRT, SUB, MUL) and the
-  residual additions (ADD). Convolutions (CONV_2D, TRANSPOSE_CONV), padding, concatenation and activations
-  stay int8 with per-channel weights; QUANTIZE/DEQUANTIZE ops sit at the float islands. It is what
-  TensorFlow's QuantizationDebugger does with ``denylisted_ops``, without the debugger. Then
-  :func:`quantize.sensitivity.select_float_nodes` keeps in float, by node name, the convolutions feeding an
-  InstanceNorm whose int8 output the norm would amplify most, one at a time until the int8 model matches the
-  float one to ``target_db`` (35 dB) on calibration inputs. (Measured on a CoroNetGAN 75% CycleGAN generator:
-  26.9 dB without it, 36.0 dB with its two upsampling convolutions in float; docs/export.md.)
+* ``robust`` (default): calibrate once, fix the input/output ranges (:func:`fix_io_ranges`: images [-1, 1],
+  not what the representative images happen to reach), then quantize with
+  ``tensorflow.lite.python.convert.mlir_quantize`` keeping in float only the element-wise ops of
+  :data:`FLOAT_OPS`: those of an InstanceNorm (onnx2tf's MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL, or
+  MEAN, SUB, MUL, MEAN, ADD, SQRT, DIV for the per-channel-epsilon norm of :mod:`quantize.equalize`), the residual
+  additions, and LEAKY_RELU (tflite-runtime 2.14 rounds its int8 kernel's negative branch the wrong way).
+  Convolutions (CONV_2D, TRANSPOSE_CONV), padding, concatenation and ReLU stay int8 with per-channel weights;
+  QUANTIZE/DEQUANTIZE ops sit at the float islands. It is what TensorFlow's QuantizationDebugger does with
+  ``denylisted_ops``, without the debugger. Every file made is then bias-corrected
+  (:mod:`quantize.bias_correction`). The accuracy comes first from the equalised generator the export feeds in
+  (:mod:`quantize.equalize`); only as a **last resort**, when the int8 model still misses ``target_db`` (35 dB)
+  against the float one on calibration inputs, :func:`quantize.sensitivity.select_float_nodes` keeps in float, by
+  node name, the convolutions feeding an InstanceNorm whose int8 output the norm would amplify most, one at a
+  time; their weights are made float again (:func:`restore_float_weights`: no hybrid op), and the file's label
+  says how many (:func:`quantize.composition.int8_label`).
 
 ``io_dtype`` ("int8", "uint8" or "float32") sets the model's input and output tensor type; integer I/O
 carries the scale/zero point in the tensor's quantization parameters (the input of [-1, 1] images has scale
