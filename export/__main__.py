@@ -69,13 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", default="int8", choices=IO_DTYPES,
                    help="input/output tensor type of the int8 model (default int8)")
     p.add_argument("--int8-mode", default="robust", choices=MODES,
-                   help="robust (default): InstanceNorm/residual element-wise ops in float, plus the "
-                        "convolutions feeding an InstanceNorm that int8 hurts most (see --int8-target-db), the "
-                        "rest int8; naive: every op int8")
+                   help="robust (default): every convolution int8, InstanceNorm/residual element-wise ops and "
+                        "LEAKY_RELU in float, bias correction; naive: the converter's full-integer recipe")
     p.add_argument("--int8-target-db", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
-                   help="robust int8: keep InstanceNorm-feeding convolutions in float, most sensitive first, "
-                        f"until int8 matches float to DB on calibration inputs (default {DEFAULT_TARGET_DB:g}; "
-                        "0 = off)")
+                   help="robust int8, last resort: when int8 misses DB against float on calibration inputs, keep "
+                        "InstanceNorm-feeding convolutions in float, most sensitive first, until it does (the "
+                        f"file is then labelled mixed; default {DEFAULT_TARGET_DB:g}; 0 = off)")
+    p.add_argument("--no-equalise", action="store_true",
+                   help="int8 from the generator as trained, without the equalisation that folds BatchNorm and "
+                        "equalises channel ranges (see docs/export.md)")
     p.add_argument("--extra-float-ops", default="", metavar="OPS",
                    help="comma list of TFLite ops also kept in float in robust int8, e.g. "
                         "TRANSPOSE_CONV,STRIDED_SLICE (see docs/export.md)")
@@ -105,7 +107,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         dtypes=parse_dtypes(args.dtype), out_dir=args.out, accept_gate_failure=args.accept_gate_failure,
         force=args.force, calibration_dir=args.calibration_dir, calibration_count=args.calibration_count,
         heldout_count=args.heldout_count, int8_io=args.int8_io, int8_mode=args.int8_mode,
-        int8_target_db=args.int8_target_db,
+        int8_target_db=args.int8_target_db, int8_equalise=not args.no_equalise,
         extra_float_ops=tuple(o.strip() for o in args.extra_float_ops.split(",") if o.strip()),
         fid_count=args.fid, threads=args.threads, input_size=args.input_size)
 
@@ -117,26 +119,36 @@ def _fmt(x) -> str:
 
 
 def print_figures(files: list[dict], stream=None) -> None:
-    """One line per file of ``files`` (PSNR, gate, max abs diff, size, GPU readiness), plus the FID change of
-    int8."""
+    """One line per exported file (label, PSNR pooled/worst on the held-out inputs and on the unseen photos, gate,
+    max abs diff, size, GPU readiness, runtimes that ran it), plus what the int8 file is made of and the FID change."""
     stream = stream or sys.stdout
-    print(f"{'file':28s} {'PSNR dB':>9s} {'gate dB':>8s} {'max|diff|':>10s} {'bytes':>10s} {'GPU ready':>9s}",
-          file=stream)
+    print(f"{'file':24s} {'label':40s} {'PSNR dB':>8s} {'worst':>6s} {'unseen':>7s} {'worst':>6s} {'gate':>5s} "
+          f"{'max|diff|':>9s} {'bytes':>10s} {'GPU':>5s}  runtimes", file=stream)
     for e in files:
-        psnr = _fmt(e["psnr_db"]) if "psnr_db" in e else "-"
+        unseen = e.get("unseen") or {}
         gate = f"{e['gate_db']:.0f}" if "gate_db" in e else "-"
         gpu = str(e["gpu_delegate"]["gpu_ready"]) if "gpu_delegate" in e else "-"
-        size = str(e.get("size_bytes", "-"))
-        print(f"{e['path']:28s} {psnr:>9s} {gate:>8s} {e['max_abs_diff']:>10.3g} {size:>10s} {gpu:>9s}",
-              file=stream)
+        runtimes = ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in (e.get("runtimes") or {}).items())
+        print(f"{e['path']:24s} {e.get('label') or e.get('dtype', '-'):40s} {_fmt(e.get('psnr_db', '-')):>8s} "
+              f"{_fmt(e.get('min_image_psnr_db', '-')):>6s} {_fmt(unseen.get('psnr_db', '-')):>7s} "
+              f"{_fmt(unseen.get('min_image_psnr_db', '-')):>6s} {gate:>5s} {e['max_abs_diff']:>9.3g} "
+              f"{str(e.get('size_bytes', '-')):>10s} {gpu:>5s}  {runtimes or '-'}", file=stream)
+        share = e.get("int8_share")
+        if share:
+            pct = {k: "-" if v is None else f"{100 * v:.0f}%" for k, v in share.items()}
+            ratio = e.get("size_ratio_to_fp32")
+            print(f"  int8 share: {pct['weight_bytes']} of the weight bytes, {pct['macs']} of the MACs; "
+                  f"{e['convolutions_total'] - e['convolutions_float']} of {e['convolutions_total']} convolutions "
+                  f"int8" + (f"; {ratio:.2f} x the fp32 file" if ratio else ""), file=stream)
+            if e.get("float_ops"):
+                print("  ops left in float: " + ", ".join(f"{k} x{v}" for k, v in e["float_ops"].items()),
+                      file=stream)
         sel = e.get("float_selection") or {}
-        if sel.get("candidates"):
+        if sel.get("float_convolutions"):
             traj = sel["trajectory"]
-            span = (f"; validation PSNR {_fmt(traj[0]['validation_psnr_db'])} -> "
-                    f"{_fmt(traj[-1]['validation_psnr_db'])} dB (target {sel['target_db']:g})" if traj else
-                    " (selection off)")
-            print(f"  robust int8: {sel['float_convolutions']} of {len(sel['candidates'])} InstanceNorm-feeding "
-                  f"convolutions kept in float{span}", file=stream)
+            print(f"  last resort: {sel['float_convolutions']} of {len(sel['candidates'])} InstanceNorm-feeding "
+                  f"convolutions kept in float; validation PSNR {_fmt(traj[0]['validation_psnr_db'])} -> "
+                  f"{_fmt(traj[-1]['validation_psnr_db'])} dB (target {sel['target_db']:g})", file=stream)
         fid = e.get("fid")
         if fid and "fid_delta" in fid:
             print(f"  FID change of int8 ({fid['n_fake']} outputs vs {fid['n_real']} real, {fid['real_set']}): "

@@ -63,10 +63,13 @@ class ExportOptions:
         calibration_count: representative inputs for int8 (count, >= 1; default 100).
         heldout_count: held-out inputs of the parity gates (count, >= 1; default 8).
         int8_io: input/output tensor type of the int8 model, one of :data:`quantize.IO_DTYPES`.
-        int8_mode: "robust" (InstanceNorm ops and the most norm-sensitive convolutions in float) or "naive"
-            (every op int8), see :mod:`quantize.int8`.
-        int8_target_db: robust int8: validation PSNR (dB, in [0, 100]) up to which the convolutions feeding an
-            InstanceNorm are kept in float, most sensitive first (:mod:`quantize.sensitivity`); 0 turns that off.
+        int8_mode: "robust" (every convolution int8; InstanceNorm, residual and LEAKY_RELU element-wise ops in
+            float; bias correction) or "naive" (the converter's full-integer recipe), see :mod:`quantize.int8`.
+        int8_target_db: robust int8, last resort: validation PSNR (dB, in [0, 100]) below which the convolutions
+            feeding an InstanceNorm are kept in float, most sensitive first (:mod:`quantize.sensitivity`; the file
+            is then labelled mixed); 0 turns that off.
+        int8_equalise: make int8 from the equalised generator (:mod:`quantize.equalize`: BatchNorm folded,
+            InstanceNorm inputs and cross-layer ranges equalised; ``--no-equalise`` turns it off).
         extra_float_ops: upper-case TFLite builtin op names kept in float in addition to
             :data:`quantize.FLOAT_OPS` (robust int8 only), e.g. ``("TRANSPOSE_CONV", "STRIDED_SLICE")``.
         fid_count: when > 0 (count, >= 2) and int8 is exported, also the FID change of int8 on up to this many
@@ -92,6 +95,7 @@ class ExportOptions:
     int8_io: Int8Io = "int8"
     int8_mode: Int8Mode = "robust"
     int8_target_db: float = DEFAULT_TARGET_DB
+    int8_equalise: bool = True
     extra_float_ops: tuple[str, ...] = ()
     fid_count: int = 0
     threads: int = 2

@@ -1,35 +1,68 @@
-"""The parity figures of an exported .tflite against PyTorch (PSNR in dB, max abs diff), its I/O, and the gates.
+"""The figures of an exported .tflite against PyTorch (PSNR in dB, max abs diff), in every runtime, and the gates.
 
 PSNR is taken over the generator's value range [-1, 1] (peak-to-peak 2, :func:`quantize.metrics.psnr_db`):
-``PSNR = 10 log10(2**2 / MSE)`` with the MSE pooled over every pixel of every held-out input.
-``max_abs_diff`` is the largest |TFLite - PyTorch| over the same pixels (units of the [-1, 1] range).
-Identical outputs give ``PSNR = inf`` (written as the string "inf" in JSON). The TFLite outputs come from
-:func:`quantize.litert.run_tflite`.
+``PSNR = 10 log10(2**2 / MSE)`` with the MSE pooled over every pixel of every input of a set (``psnr_db``), and
+per image (``min_image_psnr_db``, the worst). ``max_abs_diff`` is the largest |TFLite - PyTorch| over the same
+pixels (units of the [-1, 1] range). Identical outputs give ``PSNR = inf`` (written as the string "inf" in JSON).
 
-Quality gates (issue 4, item 3): fp32 >= 60 dB, fp16 >= 45 dB, int8 >= 30 dB.
+Each file is run on two input sets: the run's held-out images (test split; DCGAN: noise seed 1) and, for image
+generators, the unseen photos of :mod:`export.photos`; and in every runtime of :data:`quantize.litert.RUNTIMES`
+(LiteRT, whose figures are the file's, and tflite-runtime 2.14, which must load and run the file as well).
+
+Quality gates (:func:`gate_failures`; issue 4, item 3, and issue 15):
+
+* pooled PSNR on the held-out inputs and on the unseen photos: fp32 >= 60 dB, fp16 >= 45 dB, int8 >= 30 dB
+  (:data:`GATES_DB`), in LiteRT and in tflite-runtime;
+* int8, worst single image of either set >= 27 dB (:data:`MIN_IMAGE_GATES_DB`);
+* every runtime loads and runs the file;
+* int8: no hybrid op (float activations against int8 weights) and, for generators above
+  :data:`SIZE_GATE_MIN_PARAMS` parameters, a file at most :data:`INT8_SIZE_RATIO` times the fp32 file.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from quantize.litert import make_interpreter
+from quantize.litert import DEFAULT_RUNTIME, RUNTIMES, make_interpreter, run_tflite, runtime_version
 from quantize.metrics import psnr_db
 
 GATES_DB = {"fp32": 60.0, "fp16": 45.0, "int8": 30.0}
+#: Worst single image (held-out or unseen) of an int8 file, dB.
+MIN_IMAGE_GATES_DB = {"int8": 27.0}
+#: Largest int8 size / fp32 size: int8 weights are a quarter of fp32 ones; 0.30 leaves room for the int32 biases,
+#: quantization parameters and graph, not for convolutions kept in float.
+INT8_SIZE_RATIO = 0.30
+#: Generators with fewer parameters than this are exempt from the size gate (their file is mostly graph).
+SIZE_GATE_MIN_PARAMS = 100_000
+
+
+def json_float(x: float) -> float | str:
+    """A float for JSON: inf/-inf as strings."""
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def _float(x) -> float:
+    return float(x) if not isinstance(x, str) else (math.inf if x == "inf" else -math.inf)
 
 
 def io_details(path: str | Path) -> dict:
-    """Names, shapes, dtypes and quantization of the model's (single) input and output."""
+    """Names, shapes, dtypes, quantization and, for integer tensors, the representable value range
+    ``[(q_min - zero_point) * scale, (q_max - zero_point) * scale]`` of the model's (single) input and output."""
     it = make_interpreter(path, 1)
     sig = it.get_signature_list().get("serving_default", {})
 
     def one(d: dict, sig_name: str | None) -> dict:
         scale, zero = d["quantization"]
-        return {"name": sig_name or d["name"], "tensor_name": d["name"], "shape": [int(s) for s in d["shape"]],
-                "dtype": np.dtype(d["dtype"]).name, "layout": "NHWC",
-                "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
+        out = {"name": sig_name or d["name"], "tensor_name": d["name"], "shape": [int(s) for s in d["shape"]],
+               "dtype": np.dtype(d["dtype"]).name, "layout": "NHWC",
+               "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
+        if scale:
+            info = np.iinfo(d["dtype"])
+            out["value_range"] = [(int(info.min) - int(zero)) * float(scale),
+                                  (int(info.max) - int(zero)) * float(scale)]
+        return out
 
     ins, outs = sig.get("inputs", [None]), sig.get("outputs", [None])
     return {"input": one(it.get_input_details()[0], ins[0] if ins else None),
@@ -37,7 +70,90 @@ def io_details(path: str | Path) -> dict:
 
 
 def parity(ref_nchw: np.ndarray, out_nchw: np.ndarray) -> dict:
-    """{"psnr_db", "min_image_psnr_db", "max_abs_diff"} of ``out`` against ``ref`` (both (N, C, H, W))."""
+    """{"psnr_db", "min_image_psnr_db", "worst_image" (index), "max_abs_diff"} of ``out`` against ``ref`` (both
+    (N, C, H, W))."""
     per_image = [psnr_db(r, o) for r, o in zip(ref_nchw, out_nchw)]
     return {"psnr_db": psnr_db(ref_nchw, out_nchw), "min_image_psnr_db": min(per_image),
+            "worst_image": int(np.argmin(per_image)),
             "max_abs_diff": float(np.abs(ref_nchw.astype(np.float64) - out_nchw).max())}
+
+
+def _json_figures(fig: dict) -> dict:
+    return {"psnr_db": json_float(fig["psnr_db"]), "min_image_psnr_db": json_float(fig["min_image_psnr_db"]),
+            "max_abs_diff": fig["max_abs_diff"]}
+
+
+def file_figures(path: str | Path, heldout: np.ndarray, reference: np.ndarray, unseen=None,
+                 unseen_reference: np.ndarray | None = None, threads: int = 2) -> dict:
+    """The figures of one .tflite (module docstring).
+
+    Args:
+        path: the .tflite.
+        heldout, reference: held-out inputs (N, C, H, W) and the PyTorch fp32 outputs on them.
+        unseen, unseen_reference: an :class:`export.photos.UnseenSet` and the PyTorch outputs on its inputs, or None.
+        threads: interpreter threads.
+    Returns:
+        {"psnr_db", "min_image_psnr_db", "max_abs_diff"} (LiteRT, held-out), "runtimes": {runtime: {"version",
+        "ok", and "psnr_db", "min_image_psnr_db", "max_abs_diff" or "error"}}, and with ``unseen`` "unseen":
+        {"psnr_db", "min_image_psnr_db", "worst_image" (name), "max_abs_diff", "count"}.
+    Raises:
+        RuntimeError: LiteRT cannot run the file (the export cannot measure it at all).
+    """
+    runtimes, primary = {}, None
+    for rt in RUNTIMES:
+        entry = {"version": runtime_version(rt)}
+        try:
+            fig = parity(reference, run_tflite(path, heldout, threads, rt))
+        except Exception as exc:  # the runtimes raise RuntimeError/ValueError/ImportError: all mean "does not run"
+            if rt == DEFAULT_RUNTIME:
+                raise RuntimeError(f"{Path(path).name} does not run in {rt}: {type(exc).__name__}: {exc}") from exc
+            runtimes[rt] = {**entry, "ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:600]}"}
+            continue
+        runtimes[rt] = {**entry, "ok": True, **_json_figures(fig)}
+        if rt == DEFAULT_RUNTIME:
+            primary = fig
+    out = {**_json_figures(primary), "runtimes": runtimes}
+    if unseen is not None and len(unseen.inputs):
+        fig = parity(unseen_reference, run_tflite(path, unseen.inputs, threads))
+        out["unseen"] = {**_json_figures(fig), "worst_image": unseen.names[fig["worst_image"]],
+                         "count": int(len(unseen.inputs))}
+    return out
+
+
+def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> list[str]:
+    """Every gate (module docstring) that a manifest's file entries miss, one readable line each.
+
+    ``params``: parameters of the generator (size gate); ``onnx_max_abs_diff``: the ONNX gate (onnxruntime vs
+    PyTorch)."""
+    failures = []
+    for e in files:
+        if e["dtype"] == "onnx":
+            if not e["max_abs_diff"] <= onnx_max_abs_diff:
+                failures.append(f"generator.onnx: onnxruntime vs PyTorch max abs diff {e['max_abs_diff']:.3g} "
+                                f"> {onnx_max_abs_diff:g}")
+            continue
+        name, gate = e["path"], e["gate_db"]
+        sets = [("held-out", e)] + ([("unseen photos", e["unseen"])] if e.get("unseen") else [])
+        for label, fig in sets:
+            psnr = _float(fig["psnr_db"])
+            if not psnr >= gate:
+                failures.append(f"{name}: PSNR {psnr:.2f} dB on the {label} inputs < gate {gate:.0f} dB "
+                                f"(max abs diff {fig['max_abs_diff']:.3g})")
+            worst_gate = e.get("min_image_gate_db")
+            worst = _float(fig["min_image_psnr_db"])
+            if worst_gate is not None and not worst >= worst_gate:
+                which = f" ({fig['worst_image']})" if fig.get("worst_image") else ""
+                failures.append(f"{name}: worst {label} image{which} {worst:.2f} dB < gate {worst_gate:.0f} dB")
+        for rt, r in (e.get("runtimes") or {}).items():
+            if not r["ok"]:
+                failures.append(f"{name}: does not run in {rt} {r.get('version')}: {r['error'][:200]}")
+            elif rt != DEFAULT_RUNTIME and not _float(r["psnr_db"]) >= gate:
+                failures.append(f"{name}: PSNR {_float(r['psnr_db']):.2f} dB in {rt} < gate {gate:.0f} dB")
+        if e["dtype"] == "int8":
+            if e.get("hybrid_ops"):
+                failures.append(f"{name}: hybrid ops (float activations, int8 weights): {', '.join(e['hybrid_ops'])}")
+            ratio = e.get("size_ratio_to_fp32")
+            if ratio is not None and params > SIZE_GATE_MIN_PARAMS and not ratio <= INT8_SIZE_RATIO:
+                failures.append(f"{name}: {ratio:.2f} x the fp32 file > {INT8_SIZE_RATIO:.2f} x "
+                                f"({e.get('label', 'int8')})")
+    return failures

@@ -6,7 +6,8 @@ Output folder (default ``RUN_DIR/export/``)::
                               training size, or ``ExportOptions.input_size`` (:func:`export.inputs.export_input_shape`)
     generator_fp32.tflite     NHWC input/output, float32
     generator_fp16.tflite     NHWC, fp16 weights (DEQUANTIZE ops), float32 I/O
-    generator_int8.tflite     NHWC, int8 (mode and I/O dtype in the manifest)
+    generator_int8.tflite     NHWC, int8 from the equalised generator (export/int8_file.py); its label, composition,
+                              mode and I/O in the manifest
     manifest.json             written LAST; its presence means every file it lists is complete
 
 Atomicity: everything is produced in a private staging folder beside the output folder
@@ -45,10 +46,11 @@ import torch
 from compress.errors import InputError
 from compress.io import atomic_write_json, sha256_file, staging_dir
 from export.inputs import export_input_shape, resolve_input_sets
-from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, check_onnx, export_onnx
+from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
 from export.options import DTYPES, ExportOptions
-from export.parity import GATES_DB, io_details, parity
-from quantize import FLOAT_OPS, quantize_saved_model
+from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, file_figures, gate_failures, io_details
+from export.representative import representative_sets
+from quantize.composition import describe, int8_label
 from quantize.litert import run_tflite
 
 LOGGER = logging.getLogger("coronetgan.export")
@@ -56,7 +58,7 @@ LOGGER = logging.getLogger("coronetgan.export")
 FILE_NAMES = {"onnx": "generator.onnx", "fp32": "generator_fp32.tflite", "fp16": "generator_fp16.tflite",
               "int8": "generator_int8.tflite"}
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 
 class GateFailure(RuntimeError):
@@ -73,16 +75,13 @@ def converter_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "onnx", "onnxruntime", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert", "numpy"):
+    for pkg in ("torch", "onnx", "onnxruntime", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert", "tflite-runtime",
+                "scikit-image", "numpy"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _json_float(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
 def _source_info(run_dir: Path) -> dict:
@@ -123,6 +122,7 @@ def _options_record(options: ExportOptions) -> dict:
     return {"heldout_count": options.heldout_count, "int8_io": options.int8_io, "int8_mode": options.int8_mode,
             "fid_count": options.fid_count, "extra_float_ops": list(options.extra_float_ops),
             "int8_target_db": float(options.int8_target_db), "calibration_count": options.calibration_count,
+            "int8_equalise": options.int8_equalise,
             "calibration_dir": str(options.calibration_dir.resolve()) if options.calibration_dir else None,
             "input_size": options.input_size}
 
@@ -159,6 +159,8 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
     sets = resolve_input_sets(arch, input_shape=shape, calibration_dir=options.calibration_dir,
                               calibration_count=options.calibration_count, heldout_count=options.heldout_count,
                               need_calibration="int8" in wanted)
+    if "int8" in wanted:
+        sets = representative_sets(arch, sets)
     with torch.no_grad():
         reference = generator(torch.from_numpy(sets.heldout)).numpy()
 
@@ -180,9 +182,10 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
             "inputs": sets.description,
             "converter_versions": converter_versions(),
             "gates_db": {d: GATES_DB[d] for d in wanted},
+            "min_image_gates_db": {d: MIN_IMAGE_GATES_DB[d] for d in wanted if d in MIN_IMAGE_GATES_DB},
             "onnx_gate_max_abs_diff": ORT_MAX_ABS_DIFF,
         })
-        failures = _gate_failures(manifest)
+        failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)
         manifest["gates_passed"] = not failures
         manifest["gate_failures"] = failures
         if failures and not options.accept_gate_failure:
@@ -199,6 +202,8 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
                options: ExportOptions) -> dict:
     from export.gpu_check import gpu_delegate_check
     from export.gpu_compat import unfuse_transpose_conv_activations
+    from export.int8_file import build_int8_file
+    from export.photos import unseen_inputs
     from export.tflite_convert import run_onnx2tf, sample_data_from_inputs
 
     wanted, threads = options.dtypes, options.threads
@@ -208,13 +213,14 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
     onnx_path = export_onnx(generator, shape, staging / FILE_NAMES["onnx"])
     onnx_check = check_onnx(onnx_path, generator, sets.heldout, tolerance=math.inf)
     timings["onnx_s"] = time.perf_counter() - t0
-    files.append({"path": FILE_NAMES["onnx"], "dtype": "onnx", "format": "onnx", "layout": "NCHW",
+    files.append({"path": FILE_NAMES["onnx"], "dtype": "onnx", "label": "onnx", "format": "onnx", "layout": "NCHW",
                   "max_abs_diff": onnx_check["max_abs_diff"], "checker": onnx_check["checker"],
                   "runtime": "onnxruntime (CPU)", "conversion_s": timings["onnx_s"]})
 
     t0 = time.perf_counter()
     samples = sets.heldout if len(sets.calibration) == 0 else sets.calibration
-    converted = run_onnx2tf(onnx_path, staging / "onnx2tf", staging / "work", sample_data_from_inputs(samples))
+    sample_data = sample_data_from_inputs(samples)
+    converted = run_onnx2tf(onnx_path, staging / "onnx2tf", staging / "work", sample_data)
     timings["onnx2tf_s"] = time.perf_counter() - t0
     products = {}
     if "fp32" in wanted:
@@ -223,39 +229,40 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         products["fp16"] = (converted["fp16"], timings["onnx2tf_s"],
                             {"precision": "float16 weights (DEQUANTIZE to float32 at run time)"})
     if "int8" in wanted:
-        t0 = time.perf_counter()
-        float_ops = tuple(FLOAT_OPS) + tuple(o for o in options.extra_float_ops if o not in FLOAT_OPS)
-        result = quantize_saved_model(converted["saved_model"], sets.calibration, mode=options.int8_mode,
-                                      io_dtype=options.int8_io, float_ops=float_ops, target_db=options.int8_target_db)
-        p = staging / "int8.tflite"
-        p.write_bytes(result.content)
-        detail = {"precision": "int8", "int8_mode": options.int8_mode, "int8_io": options.int8_io,
-                  "weights": "per-channel int8",
-                  "float_ops": list(float_ops) if options.int8_mode == "robust" else [],
-                  "float_nodes": result.float_nodes, "float_selection": result.selection,
-                  "calibration_count": int(len(sets.calibration)),
-                  "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, "
-                                         "x / 127.5 - 1; N(0,1) noise for dcgan), no mean/std"}
-        products["int8"] = (p, time.perf_counter() - t0 + timings["onnx2tf_s"], detail)
+        path, seconds, detail = build_int8_file(staging, generator, shape, sets, options, converted["saved_model"],
+                                                sample_data)
+        timings["int8_s"] = seconds
+        products["int8"] = (path, seconds + (0.0 if options.int8_equalise else timings["onnx2tf_s"]), detail)
 
+    unseen = unseen_inputs(arch["family"], (shape[2], shape[3]))
+    unseen_reference = None
+    if unseen is not None:
+        with torch.no_grad():
+            unseen_reference = generator(torch.from_numpy(unseen.inputs)).numpy()
+    fp32_size = converted["fp32"].stat().st_size
     io_top = None
     for dtype, (path, conv_s, detail) in products.items():
         final = staging / FILE_NAMES[dtype]
         os.replace(path, final)
         detail = {**detail, "unfused_transpose_conv_activations": unfuse_transpose_conv_activations(final)}
-        out = run_tflite(final, sets.heldout, threads)
-        fig = parity(reference, out)
+        try:
+            figures = file_figures(final, sets.heldout, reference, unseen, unseen_reference, threads)
+        except RuntimeError as exc:
+            raise ExportError(str(exc)) from exc
         io = io_details(final)
         io_top = io_top or io
-        entry = {"path": FILE_NAMES[dtype], "dtype": dtype, "format": "tflite", "layout": "NHWC",
-                 "psnr_db": _json_float(fig["psnr_db"]), "min_image_psnr_db": _json_float(fig["min_image_psnr_db"]),
-                 "max_abs_diff": fig["max_abs_diff"], "gate_db": GATES_DB[dtype],
-                 "conversion_s": conv_s, "input": io["input"], "output": io["output"],
-                 "gpu_delegate": gpu_delegate_check(final), **detail}
+        entry = {"path": FILE_NAMES[dtype], "dtype": dtype, "label": dtype, "format": "tflite", "layout": "NHWC",
+                 **figures, "gate_db": GATES_DB[dtype], "conversion_s": conv_s,
+                 "input": io["input"], "output": io["output"], "gpu_delegate": gpu_delegate_check(final), **detail}
+        if dtype in MIN_IMAGE_GATES_DB:
+            entry["min_image_gate_db"] = MIN_IMAGE_GATES_DB[dtype]
+        if dtype == "int8":
+            entry.update(_int8_composition(final, fp32_size))
         if dtype == "int8" and options.fid_count > 0:
             entry["fid"] = _fid_change(run_dir, arch, generator, final, options.fid_count, threads, shape)
         files.append(entry)
-        LOGGER.info("%s: PSNR %.2f dB, max abs diff %.3g", FILE_NAMES[dtype], fig["psnr_db"], fig["max_abs_diff"])
+        LOGGER.info("%s (%s): PSNR %s dB, max abs diff %.3g", FILE_NAMES[dtype], entry["label"], figures["psnr_db"],
+                    figures["max_abs_diff"])
     for entry in files:
         p = staging / entry["path"]
         entry["sha256"] = sha256_file(p)
@@ -268,6 +275,7 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         "output": {"name": OUTPUT_NAME, "shape": [1, nchw_out[1], nchw_out[2], nchw_out[0]], "dtype": "float32",
                    "layout": "NHWC", "value_range": [-1, 1], "onnx_shape": [1, *nchw_out], "onnx_layout": "NCHW"},
         "files": files,
+        "unseen_inputs": unseen.description if unseen is not None else None,
         "timings_s": timings,
     }
     if io_top is not None:
@@ -275,20 +283,16 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
     return manifest
 
 
-def _gate_failures(manifest: dict) -> list[str]:
-    failures = []
-    for e in manifest["files"]:
-        if e["dtype"] == "onnx":
-            if not e["max_abs_diff"] <= ORT_MAX_ABS_DIFF:
-                failures.append(f"generator.onnx: onnxruntime vs PyTorch max abs diff {e['max_abs_diff']:.3g} "
-                                f"> {ORT_MAX_ABS_DIFF:g}")
-            continue
-        psnr = e["psnr_db"]
-        psnr = math.inf if psnr == "inf" else float(psnr)
-        if not psnr >= e["gate_db"]:
-            failures.append(f"{e['path']}: PSNR {psnr:.2f} dB < gate {e['gate_db']:.0f} dB "
-                            f"(max abs diff {e['max_abs_diff']:.3g})")
-    return failures
+def _int8_composition(path: Path, fp32_size: int) -> dict:
+    """The manifest fields that say what the int8 file really is (:func:`quantize.composition.describe`): its label,
+    the int8 share of weight bytes and MACs, the ops left in float by name, hybrid ops, and its size against fp32."""
+    comp = describe(path)
+    return {"label": int8_label(comp), "int8_share": comp["int8_share"],
+            "convolutions_float": len(comp["float_convolutions"]) + len(comp["hybrid_ops"]),
+            "convolutions_total": comp["convolution_count"], "float_convolutions": comp["float_convolutions"],
+            "hybrid_ops": comp["hybrid_ops"], "float_ops": comp["float_ops"], "conversions": comp["conversions"],
+            "weight_bytes": comp["weight_bytes"], "op_count": comp["op_count"],
+            "size_ratio_to_fp32": path.stat().st_size / fp32_size}
 
 
 def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, source: dict,

@@ -2,7 +2,11 @@
 
 The entry point export uses is :func:`quantize_saved_model`; the option values it accepts are :data:`MODES`
 (:data:`Int8Mode`), :data:`IO_DTYPES` (:data:`Int8Io`), :data:`FLOAT_OPS` and :data:`DEFAULT_TARGET_DB`.
-LiteRT helpers (interpreter, runs on NCHW inputs, operator codes) live in :mod:`quantize.litert`, PSNR in
+Before ONNX export the generator is made int8-friendly without changing its function by :mod:`quantize.equalize`
+(BatchNorm folding, InstanceNorm-input and cross-layer equalisation); after quantization
+:mod:`quantize.bias_correction` removes the mean error per channel, and :mod:`quantize.composition` says what a
+file really is (int8 share of weights and MACs, ops left in float, its label). The last-resort float selection is
+:mod:`quantize.sensitivity`. LiteRT/tflite-runtime helpers live in :mod:`quantize.litert`, PSNR in
 :mod:`quantize.metrics`. This package imports nothing from ``export`` or ``bench``.
 """
 from quantize.int8 import FLOAT_OPS, IO_DTYPES, MODES, Int8Io, Int8Mode, QuantizedModel, quantize_saved_model

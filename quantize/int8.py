@@ -9,16 +9,21 @@ Modes (``--int8-mode``):
 * ``naive``: the textbook full-integer recipe: ``TFLiteConverter`` with ``Optimize.DEFAULT``, the
   representative dataset, ``supported_ops = [TFLITE_BUILTINS_INT8]``, every op int8, per-channel weights
   (the converter's default). Measured here: GAN generators lose a lot (see docs/export.md).
-* ``robust`` (default): calibrate once, then quantize with ``tensorflow.lite.python.convert.mlir_quantize``
-  keeping in float the ops that int8 ruins in these generators (:data:`FLOAT_OPS`): the seven element-wise
-  ops of onnx2tf's InstanceNorm decomposition (MEAN, SQUARED_DIFFERENCE, ADD, RSQRT, SUB, MUL) and the
-  residual additions (ADD). Convolutions (CONV_2D, TRANSPOSE_CONV), padding, concatenation and activations
-  stay int8 with per-channel weights; QUANTIZE/DEQUANTIZE ops sit at the float islands. It is what
-  TensorFlow's QuantizationDebugger does with ``denylisted_ops``, without the debugger. Then
-  :func:`quantize.sensitivity.select_float_nodes` keeps in float, by node name, the convolutions feeding an
-  InstanceNorm whose int8 output the norm would amplify most, one at a time until the int8 model matches the
-  float one to ``target_db`` (35 dB) on calibration inputs. (Measured on a CoroNetGAN 75% CycleGAN generator:
-  26.9 dB without it, 36.0 dB with its two upsampling convolutions in float; docs/export.md.)
+* ``robust`` (default): calibrate once, fix the input/output ranges (:func:`fix_io_ranges`: images [-1, 1],
+  not what the representative images happen to reach), then quantize with
+  ``tensorflow.lite.python.convert.mlir_quantize`` keeping in float only the element-wise ops of
+  :data:`FLOAT_OPS`: those of an InstanceNorm (onnx2tf's MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL, or
+  MEAN, SUB, MUL, MEAN, ADD, SQRT, DIV for the per-channel-epsilon norm of :mod:`quantize.equalize`), the residual
+  additions, and LEAKY_RELU (tflite-runtime 2.14 rounds its int8 kernel's negative branch the wrong way).
+  Convolutions (CONV_2D, TRANSPOSE_CONV), padding, concatenation and ReLU stay int8 with per-channel weights;
+  QUANTIZE/DEQUANTIZE ops sit at the float islands. It is what TensorFlow's QuantizationDebugger does with
+  ``denylisted_ops``, without the debugger. Every file made is then bias-corrected
+  (:mod:`quantize.bias_correction`). The accuracy comes first from the equalised generator the export feeds in
+  (:mod:`quantize.equalize`); only as a **last resort**, when the int8 model still misses ``target_db`` (35 dB)
+  against the float one on calibration inputs, :func:`quantize.sensitivity.select_float_nodes` keeps in float, by
+  node name, the convolutions feeding an InstanceNorm whose int8 output the norm would amplify most, one at a
+  time; their weights are made float again (:func:`restore_float_weights`: no hybrid op), and the file's label
+  says how many (:func:`quantize.composition.int8_label`).
 
 ``io_dtype`` ("int8", "uint8" or "float32") sets the model's input and output tensor type; integer I/O
 carries the scale/zero point in the tensor's quantization parameters (the input of [-1, 1] images has scale
@@ -32,6 +37,7 @@ from typing import Iterable, Literal, NamedTuple, get_args
 
 import numpy as np
 
+from quantize.bias_correction import correct_biases
 from quantize.sensitivity import DEFAULT_TARGET_DB, DEFAULT_VALIDATION_COUNT, select_float_nodes
 
 LOGGER = logging.getLogger("coronetgan.quantize")
@@ -45,7 +51,15 @@ IO_DTYPES: tuple[Int8Io, ...] = get_args(Int8Io)
 #: TFLite builtin ops kept in float by the robust mode (InstanceNorm decomposition by onnx2tf 1.29.24:
 #: MEAN, SQUARED_DIFFERENCE, MEAN, ADD, RSQRT, SUB, MUL; plus the residual ADD). Source: the
 #: measurements in docs/export.md ("int8: what keeps it usable").
-FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
+#: SQRT and DIV: the InstanceNorm with per-channel epsilon of :mod:`quantize.equalize`
+#: (:class:`quantize.equalize.ChannelEpsInstanceNorm`) converts to MEAN, SUB, MUL, MEAN, ADD, SQRT, DIV.
+#: LEAKY_RELU (the U-Net's down path): tflite-runtime 2.14's int8 kernel rounds the negative branch down
+#: (measured on a pix2pix file: -1 step on 47% of the negative outputs, a bias that adds up over six layers:
+#: 26.5 dB against PyTorch where LiteRT 2.1 computes 36.3 dB from the same file; 36.3 dB in both with the op in
+#: float).
+FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD", "SQRT", "DIV", "LEAKY_RELU")
+#: Value range of generator images (inputs of pix2pix/CycleGAN, outputs of every family): fixed, not calibrated.
+IMAGE_RANGE = (-1.0, 1.0)
 
 
 def _tf():
@@ -74,20 +88,98 @@ def representative_dataset(calibration_nchw: np.ndarray, signature_input: str = 
     return gen
 
 
+def fix_io_ranges(calibrated: bytes, input_range: tuple[float, float] | None,
+                  output_range: tuple[float, float] | None) -> bytes:
+    """Set the recorded min/max of the calibrated model's input and output tensor (None: keep the calibrated one).
+
+    The quantizer derives a tensor's int8 scale and zero point from the min/max that calibration recorded in the
+    tensor's quantization parameters; for the model's input and output the range is known in advance (images in
+    [-1, 1]), so it is written instead of measured: an input set whose darkest pixel is -0.72 must not make the
+    file clip every darker pixel of a later input. (The int8 TANH kernel has its own fixed output scale, 1/128,
+    which the quantizer keeps: [-1, 127/128].)
+
+    Args:
+        calibrated: the calibrate-only .tflite (``_experimental_calibrate_only``), bytes.
+        input_range, output_range: (lo, hi) with lo < hi, or None.
+    Returns:
+        the rewritten calibrated model (bytes).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
+                                             _convert_model_from_object_to_bytearray)
+
+    model = _convert_model_from_bytearray_to_object(bytearray(calibrated))
+    sg = model.subgraphs[0]
+    for index, rng in ((sg.inputs[0], input_range), (sg.outputs[0], output_range)):
+        if rng is None:
+            continue
+        tensor = sg.tensors[index]
+        if tensor.quantization is None:
+            tensor.quantization = schema.QuantizationParametersT()
+        tensor.quantization.min, tensor.quantization.max = [float(rng[0])], [float(rng[1])]
+    return bytes(_convert_model_from_object_to_bytearray(model))
+
+
+def restore_float_weights(content: bytes) -> bytes:
+    """Give every convolution that computes in float (float activation input) float32 weights again.
+
+    ``mlir_quantize`` keeps a deny-listed convolution's activations in float but still stores its weights as int8
+    (a "hybrid" op, dynamic-range kernels); tflite-runtime 2.14 refuses such a TRANSPOSE_CONV (``weights->type !=
+    input->type (INT8 != FLOAT32)``) and its arithmetic is not int8 anyway. The int8 weights are dequantized with
+    their own (per-channel) scales into float32 constants, so a convolution kept in float is plainly float.
+    Returns the rewritten model (the input when there is nothing to rewrite).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
+                                             _convert_model_from_object_to_bytearray)
+
+    builtin, ttype = schema.BuiltinOperator, schema.TensorType
+    model = _convert_model_from_bytearray_to_object(bytearray(content))
+    sg = model.subgraphs[0]
+    activation_input = {builtin.CONV_2D: 0, builtin.DEPTHWISE_CONV_2D: 0, builtin.TRANSPOSE_CONV: 2,
+                        builtin.FULLY_CONNECTED: 0}
+    rewritten = 0
+    for op in sg.operators:
+        oc = model.operatorCodes[op.opcodeIndex]
+        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+        if code not in activation_input or len(op.inputs) < 2:
+            continue
+        act, weight = sg.tensors[op.inputs[activation_input[code]]], sg.tensors[op.inputs[1]]
+        if act.type != ttype.FLOAT32 or weight.type != ttype.INT8 or weight.quantization is None:
+            continue
+        q = weight.quantization
+        values = np.frombuffer(bytes(bytearray(model.buffers[weight.buffer].data)), np.int8).astype(np.float32)
+        values = values.reshape(weight.shape)
+        scale, zero = np.asarray(q.scale, np.float32), np.asarray(q.zeroPoint, np.float32)
+        if len(scale) > 1:
+            shape = [1] * values.ndim
+            shape[q.quantizedDimension] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        model.buffers[weight.buffer].data = ((values - zero) * scale).astype(np.float32).view(np.uint8).ravel()
+        weight.type, weight.quantization = ttype.FLOAT32, None
+        rewritten += 1
+    return bytes(_convert_model_from_object_to_bytearray(model)) if rewritten else content
+
+
 class QuantizedModel(NamedTuple):
     """Result of :func:`quantize_saved_model`: ``content`` (.tflite bytes), ``float_nodes`` (tensor names kept
-    in float besides the ``float_ops``) and ``selection`` (the report of
-    :func:`quantize.sensitivity.select_float_nodes`; empty for naive mode)."""
+    in float besides the ``float_ops``), ``selection`` (the report of
+    :func:`quantize.sensitivity.select_float_nodes`; empty for naive mode) and ``bias_correction`` (the report
+    of :func:`quantize.bias_correction.correct_biases`; None when off)."""
 
     content: bytes
     float_nodes: list
     selection: dict
+    bias_correction: dict | None = None
 
 
 def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarray, *, mode: Int8Mode = "robust",
                          io_dtype: Int8Io = "int8", float_ops: Iterable[str] = FLOAT_OPS,
                          per_channel: bool = True, target_db: float = DEFAULT_TARGET_DB,
-                         validation_count: int = DEFAULT_VALIDATION_COUNT) -> QuantizedModel:
+                         validation_count: int = DEFAULT_VALIDATION_COUNT,
+                         input_range: tuple[float, float] | None = IMAGE_RANGE,
+                         output_range: tuple[float, float] | None = IMAGE_RANGE,
+                         bias_correction: bool = True, correction_nchw: np.ndarray | None = None) -> QuantizedModel:
     """Quantize the SavedModel to int8 (module docstring) and return a :class:`QuantizedModel`.
 
     Args:
@@ -100,6 +192,12 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
         target_db: robust mode: validation PSNR (dB) the float selection of InstanceNorm-feeding convolutions
             aims for; <= 0 turns the selection off (only ``float_ops`` in float).
         validation_count: calibration inputs the selection validates on (the first ones).
+        input_range, output_range: fixed value range of the model's input/output tensor (robust mode;
+            :func:`fix_io_ranges`); None keeps the calibrated range (DCGAN's noise input).
+        bias_correction: robust mode: empirical bias correction (:mod:`quantize.bias_correction`) of every
+            int8 file made, the float selection's included.
+        correction_nchw: inputs the bias correction measures on (default: ``calibration_nchw``); the export
+            gives the run's source-domain images only.
     Raises:
         ValueError: unknown mode/io_dtype or an empty calibration set (the CLI checks these first and
             raises InputError).
@@ -123,15 +221,21 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     from tensorflow.lite.python import convert as tfl_convert
 
     conv._experimental_calibrate_only = True
-    calibrated = conv.convert()
+    calibrated = fix_io_ranges(conv.convert(), input_range, output_range)
     float_ops = list(float_ops)
+    correction_nchw = calibration_nchw if correction_nchw is None else correction_nchw
+    corrections: dict = {}
 
     def quantize(nodes: list[str]) -> bytes:
-        return tfl_convert.mlir_quantize(
+        content = restore_float_weights(tfl_convert.mlir_quantize(
             calibrated, disable_per_channel=not per_channel, fully_quantize=True,
             input_data_type=_tf_dtype(io_dtype), output_data_type=_tf_dtype(io_dtype),
-            denylisted_ops=float_ops, denylisted_nodes=list(nodes))
+            denylisted_ops=float_ops, denylisted_nodes=list(nodes)))
+        if bias_correction:
+            content, corrections["last"] = correct_biases(content, calibrated, correction_nchw)
+        return content
 
     nodes, selection = select_float_nodes(calibrated, calibration_nchw, quantize, target_db=target_db,
                                           validation_count=validation_count)
-    return QuantizedModel(quantize(nodes), nodes, selection)
+    content = quantize(nodes)
+    return QuantizedModel(content, nodes, selection, corrections.get("last"))

@@ -1,4 +1,8 @@
-"""LiteRT access to a .tflite: an interpreter, a run on NCHW inputs, and the flatbuffer's operator-code table.
+"""TFLite interpreters for a .tflite, a run on NCHW inputs, and the flatbuffer's operator-code table.
+
+Two runtimes (:data:`RUNTIMES`): LiteRT (``ai_edge_litert`` 2.1, the default) and the older stand-alone
+``tflite_runtime`` 2.14 that many deployments still ship; an exported file must load and run in both (an int8
+file with a hybrid op, float activations against int8 weights, fails to prepare in tflite-runtime 2.14).
 
 Every exported .tflite is NHWC (onnx2tf's layout); the generator's tensors are NCHW. :func:`run_tflite` does the
 transposes and, for integer I/O, the (de)quantization with the tensor's own scale/zero point, so callers compare
@@ -11,10 +15,31 @@ from pathlib import Path
 import numpy as np
 
 
-def make_interpreter(path: str | Path | bytes, num_threads: int = 2):
-    """A LiteRT (``ai_edge_litert``) interpreter with tensors allocated, from a .tflite path or its bytes."""
-    from ai_edge_litert.interpreter import Interpreter
+#: Runtime name -> (Python module of its ``Interpreter``, distribution name for its version).
+RUNTIMES = {"litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
+            "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime")}
+DEFAULT_RUNTIME = "litert"
 
+
+def runtime_version(runtime: str) -> str | None:
+    """Installed version of a runtime of :data:`RUNTIMES` (None when it is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(RUNTIMES[runtime][1])
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def make_interpreter(path: str | Path | bytes, num_threads: int = 2, runtime: str = DEFAULT_RUNTIME):
+    """An interpreter of ``runtime`` (a key of :data:`RUNTIMES`) with tensors allocated, from a .tflite path or
+    its bytes. Raises ValueError for an unknown runtime, ImportError when it is not installed, and the
+    runtime's own error (RuntimeError/ValueError) when the model fails to load or prepare."""
+    import importlib
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    Interpreter = importlib.import_module(RUNTIMES[runtime][0]).Interpreter
     if isinstance(path, bytes):
         it = Interpreter(model_content=path, num_threads=num_threads)
     else:
@@ -39,14 +64,15 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def run_tflite(path: str | Path | bytes, inputs_nchw: np.ndarray, num_threads: int = 2) -> np.ndarray:
+def run_tflite(path: str | Path | bytes, inputs_nchw: np.ndarray, num_threads: int = 2,
+               runtime: str = DEFAULT_RUNTIME) -> np.ndarray:
     """Run the model (path or .tflite bytes) on each input (N, C, H, W) float32 and return (N, C, H, W) float32 outputs.
 
     Inputs are transposed to NHWC (the layout of every exported .tflite) and quantized with the input
     tensor's scale/zero point when the model has integer I/O; outputs are dequantized likewise.
-    A DCGAN input (N, nz, 1, 1) becomes (1, 1, 1, nz).
+    A DCGAN input (N, nz, 1, 1) becomes (1, 1, 1, nz). ``runtime``: see :func:`make_interpreter`.
     """
-    it = make_interpreter(path, num_threads)
+    it = make_interpreter(path, num_threads, runtime)
     inp, outp = it.get_input_details()[0], it.get_output_details()[0]
     outs = []
     for x in inputs_nchw:

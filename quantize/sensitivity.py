@@ -1,4 +1,8 @@
-"""Which convolutions robust int8 keeps in float: InstanceNorm sensitivity, then a measured selection.
+"""The last resort of robust int8: which convolutions to keep in float (InstanceNorm sensitivity, measured selection).
+
+Since the export equalises the inputs of every InstanceNorm before quantization (:mod:`quantize.equalize`), the
+selection normally finds the int8 model on target and keeps nothing in float; it acts only when equalisation is
+off (``--no-equalise``) or not enough, and the file is then labelled ``int8 (mixed: N of M convolutions float)``.
 
 Why. An int8 activation tensor has one scale for all its channels (per-tensor activations, the TFLite
 full-integer scheme), with step ``s = (max - min) / 255`` over the calibration set (range widened to include

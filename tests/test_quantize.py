@@ -1,4 +1,4 @@
-"""Unit checks of quantize/ and the parity figures (no conversion: fast)."""
+"""Unit checks of quantize/ (equalisation, labels) and of the export gates (no conversion: fast)."""
 from __future__ import annotations
 
 import math
@@ -30,8 +30,13 @@ def test_psnr_units():
 
 
 def test_gates_and_float_ops():
+    from export.parity import INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB
+
     assert GATES_DB == {"fp32": 60.0, "fp16": 45.0, "int8": 30.0}
-    assert {"MEAN", "SQUARED_DIFFERENCE", "RSQRT"} <= set(FLOAT_OPS)
+    assert MIN_IMAGE_GATES_DB == {"int8": 27.0} and INT8_SIZE_RATIO == 0.30
+    assert {"MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SQRT", "DIV", "LEAKY_RELU"} <= set(FLOAT_OPS)
+    # convolutions, padding, concatenation and ReLU are never on the deny-list
+    assert not {"CONV_2D", "TRANSPOSE_CONV", "PAD", "MIRROR_PAD", "CONCATENATION", "RELU"} & set(FLOAT_OPS)
 
 
 def test_bad_mode_and_empty_calibration(tmp_path):
@@ -42,3 +47,142 @@ def test_bad_mode_and_empty_calibration(tmp_path):
         quantize_saved_model(tmp_path, x, io_dtype="int16")
     with pytest.raises(ValueError, match="empty"):
         quantize_saved_model(tmp_path, x[:0])
+
+
+# ------------------------------------------------------------------ equalisation (quantize/equalize.py)
+
+
+def _randomised(family: str, **kwargs):
+    """A small generator of ``family`` with random weights and random BatchNorm statistics (so folding is not the
+    identity), in eval mode."""
+    import torch
+
+    from compress.models import build_generator
+
+    torch.manual_seed(0)
+    gen = build_generator({"family": family, "generator": kwargs})
+    with torch.no_grad():
+        for m in gen.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.2, 3.0)
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.3, 0.3)
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                # channels of very different scale, the case the equalisation is for
+                dim = 1 if isinstance(m, torch.nn.ConvTranspose2d) else 0
+                shape = [1] * 4
+                shape[dim] = -1
+                m.weight.mul_(torch.logspace(-1.5, 0.5, m.weight.shape[dim]).reshape(shape))
+    return gen.eval()
+
+
+def _inputs(family: str, gen, n: int = 4, size: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if family == "dcgan":
+        return rng.standard_normal((n, gen.channels["input"], 1, 1)).astype(np.float32)
+    return rng.uniform(-1, 1, (n, 3, size, size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("family,kwargs", [("pix2pix", {"ngf": 8, "num_downs": 5}),
+                                           ("cyclegan", {"ngf": 8, "n_blocks": 2}),
+                                           ("dcgan", {"ngf": 8, "nz": 16})])
+def test_equalisation_keeps_the_float_function(family, kwargs):
+    """BatchNorm folding, InstanceNorm-input equalisation and cross-layer equalisation change the weights, not the
+    function: the float output moves by <= 1e-5 on inputs the equalisation never saw."""
+    import torch
+
+    from quantize.equalize import ChannelEpsInstanceNorm, equalise_for_int8
+
+    gen = _randomised(family, **kwargs)
+    eq, report = equalise_for_int8(gen, _inputs(family, gen, 8))
+    x = torch.from_numpy(_inputs(family, gen, 4) * 1.1)
+    with torch.no_grad():
+        assert float((gen(x) - eq(x)).abs().max()) <= 1e-5
+    mods = dict(eq.named_modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)) for m in eq.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in gen.modules()) == bool(report["folded_batch_norms"])
+    if family == "cyclegan":  # every convolution but the head feeds an InstanceNorm; the trunk has no CLE link
+        assert len(report["instance_norm_inputs"]) == len(gen.prunable_convs()) - 1 and not report["cross_layer"]
+        for rec in report["instance_norm_inputs"]:
+            assert isinstance(mods[rec["norm"]], ChannelEpsInstanceNorm)
+            assert rec["range_spread_before"] > 2 and rec["range_spread_after"] == pytest.approx(1.0, abs=1e-3)
+            assert float(mods[rec["conv"]].bias.detach().abs().max()) == 0.0
+    else:  # every latent written by one convolution is equalised with its readers (ReLU/LeakyReLU, concat)
+        assert report["cross_layer"] and not report["instance_norm_inputs"]
+        for rec in report["cross_layer"]:
+            assert rec["weight_range_spread_after"] <= rec["weight_range_spread_before"] + 1e-6
+    assert report["max_abs_change"] <= 1e-5
+
+
+def test_batch_norm_folds_into_transposed_convolution_output_channels():
+    """ConvTranspose2d weights are (in, out, k, k): the fold scales dim 1 and adds a bias where there was none."""
+    import torch
+
+    from quantize.equalize import fold_batch_norms
+
+    gen = _randomised("dcgan", ngf=8, nz=16)
+    folded = _randomised("dcgan", ngf=8, nz=16)
+    assert fold_batch_norms(folded) == ["norms.0", "norms.1", "norms.2"]
+    assert folded.convs[0].bias is not None and folded.convs[0].bias.shape == (folded.convs[0].weight.shape[1],)
+    z = torch.from_numpy(_inputs("dcgan", gen))
+    with torch.no_grad():
+        assert float((gen(z) - folded(z)).abs().max()) <= 1e-5
+
+
+def test_channel_eps_instance_norm_matches_instance_norm():
+    import torch
+
+    from quantize.equalize import ChannelEpsInstanceNorm
+
+    x = torch.randn(2, 5, 7, 6) * torch.logspace(-3, 1, 5).reshape(1, 5, 1, 1)
+    ref = torch.nn.InstanceNorm2d(5, affine=False)(x)
+    assert torch.allclose(ChannelEpsInstanceNorm(torch.full((5,), 1e-5))(x), ref, atol=1e-5)
+    # the rewrite's identity (float64: float32 rounding of the shifted, scaled input is not the point here):
+    # scaling channel c by s_c and adding a constant, with eps_c = eps * s_c**2, gives the same output
+    s = torch.logspace(0, 3, 5, dtype=torch.float64)
+    scaled = ChannelEpsInstanceNorm(1e-5 * s ** 2).double()(x.double() * s.reshape(1, 5, 1, 1) + 3.0)
+    assert torch.allclose(scaled, ref.double(), atol=1e-5)
+
+
+# ------------------------------------------------------------------ gates and composition
+
+
+def _entry(**kw) -> dict:
+    base = {"path": "generator_int8.tflite", "dtype": "int8", "label": "int8", "psnr_db": 35.0,
+            "min_image_psnr_db": 31.0, "max_abs_diff": 0.1, "gate_db": 30.0, "min_image_gate_db": 27.0,
+            "unseen": {"psnr_db": 34.0, "min_image_psnr_db": 30.0, "worst_image": "photo:retina",
+                       "max_abs_diff": 0.2},
+            "runtimes": {"litert": {"ok": True, "psnr_db": 35.0, "version": "2.1.0"},
+                         "tflite-runtime": {"ok": True, "psnr_db": 35.0, "version": "2.14.0"}},
+            "hybrid_ops": [], "size_ratio_to_fp32": 0.26}
+    base.update(kw)
+    return base
+
+
+def test_gate_failures_name_every_miss():
+    from export.parity import gate_failures
+
+    assert gate_failures([_entry()], params=500_000, onnx_max_abs_diff=1e-4) == []
+    fails = gate_failures([_entry(unseen={"psnr_db": 31.0, "min_image_psnr_db": 20.5, "worst_image": "edges:moon",
+                                          "max_abs_diff": 1.0},
+                                  runtimes={"litert": {"ok": True, "psnr_db": 35.0, "version": "2.1.0"},
+                                            "tflite-runtime": {"ok": False, "version": "2.14.0",
+                                                               "error": "RuntimeError: failed to prepare"}},
+                                  hybrid_ops=["TRANSPOSE_CONV x"], size_ratio_to_fp32=0.4,
+                                  label="int8 (mixed: 1 of 12 convolutions float)")],
+                          params=500_000, onnx_max_abs_diff=1e-4)
+    text = "\n".join(fails)
+    assert "worst unseen photos image (edges:moon) 20.50 dB < gate 27 dB" in text
+    assert "does not run in tflite-runtime 2.14.0" in text and "hybrid ops" in text
+    assert "0.40 x the fp32 file > 0.30 x (int8 (mixed: 1 of 12 convolutions float))" in text
+    # the size gate spares generators of at most 0.1 M parameters (their file is mostly graph)
+    assert gate_failures([_entry(size_ratio_to_fp32=0.4)], params=90_000, onnx_max_abs_diff=1e-4) == []
+
+
+def test_int8_label():
+    from quantize.composition import int8_label
+
+    convs = [{"kind": "int8"}, {"kind": "int8"}, {"kind": "float"}, {"kind": "hybrid"}]
+    assert int8_label({"convolution_count": 2, "convolutions": convs[:2]}) == "int8"
+    assert int8_label({"convolution_count": 4, "convolutions": convs}) == "int8 (mixed: 2 of 4 convolutions float)"

@@ -446,7 +446,7 @@ def _exported(manifest: dict | None, original: dict) -> list[str]:
         for e in sorted((man or {}).get("files", []), key=lambda e: DTYPE_ORDER.get(e.get("dtype"), 9)):
             gd = e.get("gpu_delegate") or {}
             ready = "-" if not gd else ("yes" if gd.get("gpu_ready") else "**no**")
-            L.append(f"| {who} | {e['path']} | {e.get('dtype')} | {export_size(man)} | "
+            L.append(f"| {who} | {e['path']} | {e.get('label') or e.get('dtype')} | {export_size(man)} | "
                      f"{e.get('size_bytes', 0) / 1e6:.3f} | {_f(e.get('psnr_db'))} | {_f(e.get('gate_db'), 0)} | "
                      f"{ready} |")
     if manifest:

@@ -52,7 +52,7 @@ class PipelineConfig:
     evaluate_args: list[str] = field(default_factory=list)
     dtype: str = "all"
     export_args: list[str] = field(default_factory=list)
-    strict_gates: bool = False              # False: --accept-gate-failure, the release lists the misses
+    strict_gates: bool = False              # False: --accept-gate-failure when a release follows (it lists misses)
     device: str = "sm8450"                  # phone profile; "host" = host CPU only
     phone: str = "auto"                     # auto: bench on the phone if attached; never: host + virtual
     serial: str | None = None
@@ -88,6 +88,7 @@ class Pipeline:
         self.cfg = cfg
         self.echo = echo or (lambda s: print(s, flush=True))
         self.preset = resolve_preset(cfg.preset)
+        self.stages: tuple[str, ...] = tuple(STAGES)  # what this run() does: export accepts misses only for a release
         self.env = dict(os.environ)
         # bench/, compress/... importable by the subprocesses even without the editable install
         self.env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [self.env.get("PYTHONPATH")] if p])
@@ -222,7 +223,7 @@ class Pipeline:
         ``--original-weights none``)."""
         cmd = [self.cfg.python, "-m", "export", str(self.cfg.run_dir), "--dtype", self.cfg.dtype,
                *self.export_size_args()]
-        if not self.cfg.strict_gates:
+        if not self.cfg.strict_gates and "release" in self.stages:  # alone (make export): the gates fail loudly
             cmd.append("--accept-gate-failure")
         cmd += self.cfg.export_args
         if self.cfg.original == NO_ORIGINAL:
@@ -345,6 +346,7 @@ class Pipeline:
         failed (later stages that need its output are not run; the release is still built when its inputs
         exist). Raises :class:`InputError` for bad input (a stage's settings or the run folder)."""
         order = [s for s in STAGES if s in stages]
+        self.stages = tuple(order)
         failed: str | None = None
         for stage in order:
             if failed and stage != "release":

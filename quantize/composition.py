@@ -1,0 +1,163 @@
+"""What a .tflite file is made of: which convolutions run in int8, which ops compute in float, its I/O.
+
+Read from the flatbuffer alone (``tensorflow.lite.python.schema_py_generated``), so the figures describe the file
+that ships, not the converter's intent:
+
+* **Convolutions** (CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED), each classified by the type of
+  its activation input and of its stored weights: ``int8`` (integer activations, int8 weights), ``float`` (float
+  activations and float weights; fp16 weights behind a DEQUANTIZE count as float) or ``hybrid`` (float
+  activations against int8 weights: "dynamic range" kernels, which tflite-runtime 2.14 refuses for
+  TRANSPOSE_CONV and which a file labelled int8 must not contain).
+* **Weight bytes**: the constant filter and bias bytes of every convolution; the int8 share is the part that
+  belongs to int8 convolutions (int8 filters, int32 biases).
+* **MACs** per convolution from the tensor shapes (CONV_2D: output elements x kh x kw x C_in / groups;
+  TRANSPOSE_CONV: input elements x kh x kw x C_out; DEPTHWISE: output elements x kh x kw; FULLY_CONNECTED:
+  C_in x C_out per row); the int8 share is the part computed by int8 convolutions.
+* **Float ops**: every op that computes in float (a float or hybrid convolution, any other op with a float output),
+  by op name with counts (QUANTIZE/DEQUANTIZE are counted apart as conversions).
+* **I/O**: dtype, scale/zero point and the value range an integer tensor can represent,
+  ``[(q_min - zero_point) * scale, (q_max - zero_point) * scale]``.
+
+:func:`int8_label` turns it into the label shown everywhere a file is listed: ``int8`` when every convolution is
+int8, else ``int8 (mixed: N of M convolutions float)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from quantize.litert import operator_codes
+
+#: Ops whose second input is a weight tensor; the activation input index differs for TRANSPOSE_CONV.
+CONV_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "TRANSPOSE_CONV": 2, "FULLY_CONNECTED": 0}
+#: Ops that only convert between float and integer representations.
+CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
+_FLOAT_TYPES = ("float32", "float16", "float64")
+
+
+def _type_names() -> dict[int, str]:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    return {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+def _conv_macs(op: str, weight: list[int], act_in: list[int], out: list[int]) -> int:
+    if op == "CONV_2D":  # filter (C_out, kh, kw, C_in / groups)
+        return int(np.prod(out)) * weight[1] * weight[2] * weight[3]
+    if op == "DEPTHWISE_CONV_2D":  # filter (1, kh, kw, C_out)
+        return int(np.prod(out)) * weight[1] * weight[2]
+    if op == "TRANSPOSE_CONV":  # filter (C_out, kh, kw, C_in): every input element meets kh x kw x C_out weights
+        return int(np.prod(act_in)) * weight[0] * weight[1] * weight[2]
+    return int(np.prod(act_in[:-1])) * weight[0] * weight[1] if len(weight) == 2 else 0  # FULLY_CONNECTED
+
+
+def describe(model: str | Path | bytes) -> dict:
+    """The composition of a .tflite (module docstring), JSON-ready.
+
+    Returns:
+        {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"float"|"hybrid", "activation_dtype",
+        "weight_dtype", "weight_bytes", "macs"}], "convolution_count", "float_convolutions", "hybrid_ops",
+        "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; 1.0 for a file without convolutions is never
+        reported: None), "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "conversions":
+        {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "input", "output"} with "input"/"output" = {"name", "dtype",
+        "shape", "quantization": {"scale", "zero_point"} or None, "value_range": [lo, hi] or None}.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    content = model if isinstance(model, bytes) else Path(model).read_bytes()
+    root = schema.Model.GetRootAsModel(content, 0)
+    codes = [name for name, _ in operator_codes(root)]
+    types = _type_names()
+    sg = root.Subgraphs(0)
+
+    def tensor(t: int):
+        return sg.Tensors(t)
+
+    def dtype(t: int) -> str:
+        return types.get(tensor(t).Type(), str(tensor(t).Type()))
+
+    def shape(t: int) -> list[int]:
+        ten = tensor(t)
+        return [int(s) for s in ten.ShapeAsNumpy()] if ten.ShapeLength() else []
+
+    def const_bytes(t: int) -> int:
+        buf = root.Buffers(tensor(t).Buffer())
+        return int(buf.DataLength() or buf.Size()) if buf is not None else 0
+
+    producer = {}
+    ops = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        ins = [int(t) for t in op.InputsAsNumpy()] if op.InputsLength() else []
+        outs = [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        ops.append((codes[op.OpcodeIndex()], ins, outs))
+        for t in outs:
+            producer[t] = i
+
+    def stored(t: int) -> tuple[str, int]:
+        """(dtype as stored, constant bytes) of a weight, looking through a DEQUANTIZE of a constant (fp16)."""
+        k = producer.get(t)
+        if k is not None and ops[k][0] == "DEQUANTIZE" and const_bytes(ops[k][1][0]):
+            return dtype(ops[k][1][0]), const_bytes(ops[k][1][0])
+        return dtype(t), const_bytes(t)
+
+    convs, float_ops, conversions = [], {}, {}
+    weight_by_dtype: dict[str, int] = {}
+    for name, ins, outs in ops:
+        if name in CONV_OPS and len(ins) > 1:
+            act, w = ins[CONV_OPS[name]], ins[1]
+            act_dtype, (w_dtype, w_bytes) = dtype(act), stored(w)
+            bias_bytes = 0
+            bias_index = 3 if name == "TRANSPOSE_CONV" else 2
+            if len(ins) > bias_index and ins[bias_index] >= 0:
+                b_dtype, bias_bytes = stored(ins[bias_index])
+                weight_by_dtype[b_dtype] = weight_by_dtype.get(b_dtype, 0) + bias_bytes
+            weight_by_dtype[w_dtype] = weight_by_dtype.get(w_dtype, 0) + w_bytes
+            if act_dtype in _FLOAT_TYPES:
+                kind = "hybrid" if w_dtype in ("int8", "int4", "uint8") else "float"
+            else:
+                kind = "int8"
+            if kind != "int8":
+                float_ops[name] = float_ops.get(name, 0) + 1
+            convs.append({"op": name, "name": tensor(outs[0]).Name().decode(), "kind": kind,
+                          "activation_dtype": act_dtype, "weight_dtype": w_dtype,
+                          "weight_bytes": w_bytes + bias_bytes,
+                          "macs": _conv_macs(name, shape(w), shape(act), shape(outs[0]))})
+        elif name in CONVERSION_OPS:
+            conversions[name] = conversions.get(name, 0) + 1
+        elif outs and dtype(outs[0]) in _FLOAT_TYPES:
+            float_ops[name] = float_ops.get(name, 0) + 1
+    total_bytes = sum(c["weight_bytes"] for c in convs)
+    total_macs = sum(c["macs"] for c in convs)
+    int8_convs = [c for c in convs if c["kind"] == "int8"]
+    share = {"weight_bytes": sum(c["weight_bytes"] for c in int8_convs) / total_bytes if total_bytes else None,
+             "macs": sum(c["macs"] for c in int8_convs) / total_macs if total_macs else None}
+    return {"convolutions": convs, "convolution_count": len(convs),
+            "float_convolutions": [c["name"] for c in convs if c["kind"] == "float"],
+            "hybrid_ops": [f"{c['op']} {c['name']}" for c in convs if c["kind"] == "hybrid"],
+            "int8_share": share, "weight_bytes": dict(sorted(weight_by_dtype.items())),
+            "float_ops": dict(sorted(float_ops.items())), "conversions": dict(sorted(conversions.items())),
+            "op_count": len(ops),
+            "input": _io(sg, sg.Inputs(0), dtype, shape), "output": _io(sg, sg.Outputs(0), dtype, shape)}
+
+
+def _io(sg, t: int, dtype, shape) -> dict:
+    ten = sg.Tensors(t)
+    q = ten.Quantization()
+    out = {"name": ten.Name().decode(), "dtype": dtype(t), "shape": shape(t), "quantization": None,
+           "value_range": None}
+    if q is not None and q.ScaleLength() == 1 and dtype(t) not in _FLOAT_TYPES:
+        scale, zero = float(q.Scale(0)), int(q.ZeroPoint(0))
+        info = np.iinfo(np.dtype(dtype(t)))
+        out["quantization"] = {"scale": scale, "zero_point": zero}
+        out["value_range"] = [(int(info.min) - zero) * scale, (int(info.max) - zero) * scale]
+    return out
+
+
+def int8_label(composition: dict) -> str:
+    """``int8`` when every convolution of the file is int8, else ``int8 (mixed: N of M convolutions float)`` (hybrid
+    convolutions count as float: their arithmetic is float)."""
+    total = composition["convolution_count"]
+    not_int8 = sum(1 for c in composition["convolutions"] if c["kind"] != "int8")
+    return "int8" if not_int8 == 0 else f"int8 (mixed: {not_int8} of {total} convolutions float)"
