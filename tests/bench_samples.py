@@ -1,7 +1,7 @@
 """Sample benchmark_model outputs (older and newer forms) for the parser tests.
 
-Written after the format that METHOD-NOTES.md ("TFLite benchmark_model") and TFLite's
-benchmark_tflite_model.cc describe; numbers are illustrative of a 256×256 generator on a phone GPU.
+Written after the format that TFLite's benchmark_model prints (tensorflow/lite/tools/benchmark,
+benchmark_tflite_model.cc); numbers are illustrative of a 256×256 generator on a phone GPU.
 """
 
 NEWER_FULL = """\
