@@ -105,7 +105,7 @@ def measure_files(out: Path, run: Path, runs: int, threads: int = 2) -> list[dic
     """Figures of every .tflite in ``out`` exported from ``run`` (module docstring), one dict per dtype."""
     import torch
 
-    from compress.models import load_generator
+    from compress.artifacts import load_generator
     from export.gpu_check import gpu_delegate_check
     from export.inputs import resolve_input_sets
     from export.parity import file_figures

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from compress.data.images import list_images
-from export.inputs import InputSets, load_images
+from compress.families.calibration import InputSets, load_images
 
 
 def _twin_folder(folder: Path) -> Path | None:

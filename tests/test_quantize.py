@@ -57,7 +57,7 @@ def _randomised(family: str, **kwargs):
     identity), in eval mode."""
     import torch
 
-    from compress.models import build_generator
+    from compress.artifacts import build_generator
 
     torch.manual_seed(0)
     gen = build_generator({"family": family, "generator": kwargs})
