@@ -12,7 +12,9 @@ def _pipeline(tmp_path: Path, commands: list, rc: int) -> Pipeline:
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
     (run / "generator.pt").write_bytes(b"stand-in")  # the export stage only checks that the run finished
-    pipe = Pipeline(PipelineConfig(run_dir=run, preset="small", dtype="int8"), echo=lambda line: None)
+    # the training size and no original: the stand-in run has no architecture.json to size or rebuild from
+    pipe = Pipeline(PipelineConfig(run_dir=run, preset="small", dtype="int8", input_size=None, original="none"),
+                    echo=lambda line: None)
     pipe._sh = lambda cmd: commands.append(cmd) or rc  # the export command is what is checked, not run
     return pipe
 
