@@ -118,7 +118,7 @@ def read_manifest(path: Path) -> list[ModelSpec]:
     """Model specs from an export ``manifest.json`` (tolerant reader).
 
     Accepted: ``{"model": label, "macs": N, "files": [{"path", "dtype", ...}]}``; ``files`` may also be a
-    ``{dtype: path}`` object, entries may carry their own ``label``/``model``/``macs``, and a top-level list
+    ``{dtype: path}`` object, entries may carry their own ``model``/``macs``, and a top-level list
     or ``{"models": [...]}`` of such objects is read entry by entry. Relative paths are relative to the
     manifest's folder. A file entry's ``sha256`` (as export writes it) must match the file. Raises
     :class:`InputError` for unreadable manifests, ones that list no file, and files whose sha256 differs.
@@ -148,7 +148,8 @@ def read_manifest(path: Path) -> list[ModelSpec]:
                 p = path.parent / p
             if p.suffix.lower() != ".tflite":
                 continue  # manifests may also list .onnx files
-            specs.append(_spec(str(f.get("label") or f.get("model") or label), f.get("dtype"), p,
+            # a file entry's "label" is its dtype label in export manifests ("int8 (mixed: ...)"), not a model name
+            specs.append(_spec(str(f.get("model") or label), f.get("dtype"), p,
                                _int_or_none(f.get("macs")) or macs, f"manifest {path}", f.get("sha256")))
     if not specs:
         raise InputError(f"--models {path}: the manifest lists no .tflite file (expected 'files': "
