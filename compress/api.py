@@ -44,7 +44,8 @@ def setup_logging(run_dir: Path) -> None:
 def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) both CoroNetGAN stages for ``cfg`` in ``run_dir``, logging to ``run_dir/log.txt``.
 
-    The run folder is locked for the run (:mod:`compress.runlock`): a second process on it is refused.
+    The run folder is locked for the run (:mod:`compress.runlock`): a second process on it is refused (under
+    torchrun the lock is rank 0's, for the group).
 
     Returns:
         The compression report (``run_dir/compression_report.json``): MACs and params before/after, the
@@ -60,6 +61,10 @@ def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -
 
     run_dir = Path(run_dir)
     setup_logging(run_dir)
+    from compress.distributed import environment_rank
+
+    if environment_rank() != 0:     # torchrun: rank 0 holds the lock for the whole group (it alone writes)
+        return Trainer(cfg, run_dir, resume=resume).run()
     with run_lock(run_dir, f"python -m compress{' --resume' if resume else ''} --run-dir {run_dir}"):
         return Trainer(cfg, run_dir, resume=resume).run()
 
