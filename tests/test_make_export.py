@@ -30,7 +30,7 @@ def _make(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_stage_targets_pass_no_makefile_defaults_of_the_run():
-    r = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "export", "DTYPE=int8", "PY=python"],
+    r = subprocess.run(["make", "-n", "--no-print-directory", "-f", str(REPO / "Makefile"), "export", "DTYPE=int8", "PY=python"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == (
         "python -m bench.pipeline --dtype int8 --device sm8450 --input-size 256 --original-weights init "
