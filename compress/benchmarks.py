@@ -117,7 +117,7 @@ def controllability_run(model: str, target: float, run_dir: Path, search_steps: 
 
 def controllability(quick: bool = False, retry_steps: int = 0, out_name: str = "controllability",
                     targets: dict | None = None, threads: int = 0) -> dict:
-    """Run the controllability table (10 runs; ``quick``: DCGAN at 0.5 with a 10-step budget).
+    """Run the controllability table (11 runs; ``quick``: DCGAN at 0.5 with a 10-step budget).
 
     Args:
         retry_steps: when > 0, a run that ends ``budget_exhausted`` is rerun with this search budget (steps);

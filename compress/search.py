@@ -11,8 +11,10 @@ Paper 3.2-3.3 / Algorithm 1. Two rules decide when the masks freeze, each a name
   channel by channel when one proximal step jumps past).
 
 The search ends when every compressed network (the generator, and the discriminator with G+D) is frozen.
-A budget that runs out first ends the search with status ``budget_exhausted`` and the achieved reduction;
-a network whose first check is already past the window freezes there with status ``overshoot``.
+A budget that runs out first ends the search with status ``budget_exhausted`` and the achieved reduction
+(inside the window but short of the target, :meth:`SearchController.exhaust` first removes the channels of
+smallest |z| one at a time up to the target); a network whose first check is already past the window freezes
+there with status ``overshoot``.
 """
 from __future__ import annotations
 
@@ -184,11 +186,25 @@ class SearchController:
                            "masks frozen there", name, r, self.target, self.tolerance)
 
     def exhaust(self, step: int) -> None:
-        """The budget ran out: freeze every network still searching with status ``budget_exhausted``."""
+        """The budget ran out: freeze every network still searching.
+
+        Inside the window but short of the target, the channels of smallest |z| are removed one at a time until
+        the target (:meth:`_greedy_finish`, the state closest to it is kept): they are the entries the next
+        proximal steps would have zeroed first (eq. 5 shrinks every entry by the same amount), so the stop lands
+        on the target instead of wherever the budget ended; status ``reached``. Short of the window, status
+        ``budget_exhausted`` with the achieved reduction (no channel is removed that the search did not remove).
+        """
         for name, st in self.status.items():
             if st.status == "searching":
-                st.reduction = self.networks[name].macs_reduction()
+                net = self.networks[name]
+                st.reduction = net.macs_reduction()
                 if abs(st.reduction - self.target) <= self.tolerance:
+                    if st.reduction < self.target:
+                        before = st.reduction
+                        self._greedy_finish(name)
+                        LOGGER.info("%s: search budget ran out at step %d inside the window, short of the target "
+                                    "(MACs reduction %.4f); removed the channels of smallest |z| one at a time: "
+                                    "%.4f", name, step, before, net.macs_reduction())
                     self._freeze(name, step, "reached")
                     continue
                 self._freeze(name, step, "budget_exhausted")

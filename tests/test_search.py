@@ -29,3 +29,54 @@ def test_dhp_terminate_is_remaining_macs_within_limit(r, stop):
 ])
 def test_centring_decision_table(r, snap, inwin, fine, expected):
     assert centring_decision(r, T, TOL, has_snapshot=snap, in_window=inwin, batch_by_batch=fine) is expected
+
+
+def test_budget_ending_inside_the_window_short_of_the_target_finishes_on_the_target():
+    """The budget runs out with the reduction inside the window but short of the target: the controller removes
+    the channels of smallest |z| up to the target (what the next proximal steps would zero first), instead of
+    freezing wherever the budget ended (pix2pix 95% at 400 steps used to stop at 94.4%)."""
+    import torch
+
+    from compress.hyper import HyperNetwork
+    from compress.models import DCGANGenerator
+    from compress.search import SearchController
+
+    torch.manual_seed(0)
+    hyper = HyperNetwork(DCGANGenerator(ngf=16), (1, 100, 1, 1))
+    ctl = SearchController({"G": hyper}, target=T, tolerance=TOL, check_interval=10 ** 9, regularization=1.0)
+    while hyper.macs_reduction() < T - TOL:
+        ctl.proximal("G", lr=0.002)
+    before = hyper.macs_reduction()
+    assert T - TOL <= before < T - 0.005, before
+    z_before = {k: z.detach().clone() for k, z in hyper.prunable_latents().items()}
+    masks_before = {k: m.clone() for k, m in hyper.masks().items()}
+    ctl.exhaust(step=400)
+    st = ctl.status["G"]
+    assert st.status == "reached" and st.step == 400
+    assert abs(st.reduction - T) < abs(before - T) and abs(st.reduction - T) <= 0.005, st.reduction
+    # only channels that were among the smallest |z| still kept were removed, and none came back
+    after = hyper.masks()
+    removed = {k: masks_before[k] & ~after[k] for k in z_before}
+    assert any(m.any() for m in removed.values())
+    assert all(not (after[k] & ~masks_before[k]).any() for k in z_before)
+    largest_removed = max(z_before[k][m].abs().max() for k, m in removed.items() if m.any())
+    smallest_kept = min(z_before[k][after[k]].abs().min() for k in z_before if after[k].any())
+    assert largest_removed <= smallest_kept
+
+
+def test_budget_ending_short_of_the_window_removes_nothing():
+    import torch
+
+    from compress.hyper import HyperNetwork
+    from compress.models import DCGANGenerator
+    from compress.search import SearchController
+
+    torch.manual_seed(0)
+    hyper = HyperNetwork(DCGANGenerator(ngf=16), (1, 100, 1, 1))
+    ctl = SearchController({"G": hyper}, target=T, tolerance=TOL, check_interval=10 ** 9, regularization=1.0)
+    for _ in range(20):
+        ctl.proximal("G", lr=0.002)
+    before = hyper.macs_reduction()
+    assert before < T - TOL
+    ctl.exhaust(step=20)
+    assert ctl.status["G"].status == "budget_exhausted" and ctl.status["G"].reduction == before
