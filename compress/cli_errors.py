@@ -66,9 +66,35 @@ def os_error_exit(exc: OSError) -> int:
     return EXIT_INPUT if exc.errno in PATH_ERRNOS else EXIT_FAILED
 
 
+#: The signal that interrupted the CLI body (SIGINT or SIGTERM), None while it runs undisturbed.
+_PENDING: dict[str, int | None] = {"signum": None}
+
+
 def _raise_terminated(signum: int, _frame) -> None:
     signal.signal(signum, signal.SIG_IGN)  # once: a second SIGTERM must not cut the cleanup short
+    _PENDING["signum"] = signum
     raise Terminated()
+
+
+def _raise_interrupted(signum: int, _frame) -> None:
+    _PENDING["signum"] = signum
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise again a Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) that arrived while :func:`run_cli`
+    ran its body and whose exception may have been lost.
+
+    Python prints and then ignores an exception raised inside a finalizer (``__del__``, a weakref callback, a
+    garbage-collection pass); a signal that lands there would let a training run go on. Loops that run for
+    long (the trainer's steps) call this once per step.
+
+    Raises:
+        KeyboardInterrupt / Terminated: a signal was received and not yet acted on by the caller.
+    """
+    signum = _PENDING["signum"]
+    if signum is not None:
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def run_cli(body: Callable[[], int]) -> int:
@@ -81,9 +107,12 @@ def run_cli(body: Callable[[], int]) -> int:
     only), and failures of log handlers are not printed as tracebacks (a full disk fails every log line).
     Anything else (a bug) keeps its traceback.
     """
-    previous = None
+    previous = previous_int = None
+    _PENDING["signum"] = None
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # an ignored SIGINT (nohup) stays so
+            previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
     except ValueError:  # not the main thread: signals stay as they are
         pass
     logging.raiseExceptions = False
@@ -106,5 +135,8 @@ def run_cli(body: Callable[[], int]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+        _PENDING["signum"] = None
         sys.stderr.flush()
 

@@ -36,6 +36,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from compress.accel import Accel
+from compress.cli_errors import raise_if_interrupted
 from compress.artifacts import save_generator
 from compress.config import RunConfig, config_conflicts
 from compress.data.stream import BatchStream, to_device
@@ -489,6 +490,7 @@ class Trainer:
         with progress(total=budget, initial=step, desc=desc, unit="it") as bar:
             done = self.controller.done
             while not done and step < budget:
+                raise_if_interrupted()
                 logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller,
                                 hooks=self.hooks)
                 step += 1
@@ -545,6 +547,7 @@ class Trainer:
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
         with progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it") as bar:
             while step < budget:
+                raise_if_interrupted()
                 lr = self._lr_at(step, budget)
                 for opt in (opt_G, opt_D):
                     for g in opt.param_groups:

@@ -427,3 +427,25 @@ def test_export_stopped_inside_onnx2tf_leaves_no_child_and_no_staging(tmp_path):
             assert proc.returncode == -signal.SIGKILL and len(left) == 1
             staging_dir(run, ".export.staging")   # what the next export does first
             assert not left[0].exists()
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_cli(capsys):
+    """Python ignores an exception raised inside ``__del__``: a Ctrl-C landing there would let a run go on.
+    run_cli records the signal and the trainer's loops call raise_if_interrupted once per step."""
+    import signal as _signal
+
+    from compress.cli_errors import EXIT_INTERRUPTED, raise_if_interrupted, run_cli
+
+    class SignalInFinalizer:
+        def __del__(self):
+            os.kill(os.getpid(), _signal.SIGINT)
+
+    def body() -> int:
+        SignalInFinalizer()                 # collected at once; its KeyboardInterrupt is printed and ignored
+        raise_if_interrupted()
+        return 0
+
+    assert run_cli(body) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
+    raise_if_interrupted()                  # reset once run_cli returned: nothing pending
+    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
