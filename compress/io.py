@@ -106,17 +106,17 @@ def atomic_write_json(dest: str | os.PathLike, obj: Any) -> Path:
 
 
 class _RecordingWriter:
-    """A file for ``torch.save`` that keeps the OSError of a failed write: torch reports a full disk only as
-    ``RuntimeError: ... unexpected pos`` from its zip writer."""
+    """A file for ``torch.save`` that keeps the OSError of a failed write, or the Ctrl-C / SIGTERM that arrived
+    during one: torch's zip writer turns both into ``RuntimeError: ... unexpected pos``."""
 
     def __init__(self, fh):
         self.fh = fh
-        self.error: OSError | None = None
+        self.error: BaseException | None = None
 
     def write(self, data) -> int:
         try:
             return self.fh.write(data)
-        except OSError as exc:
+        except (OSError, KeyboardInterrupt) as exc:
             self.error = exc
             raise
 
@@ -129,6 +129,7 @@ def atomic_torch_save(obj: Any, dest: str | os.PathLike) -> Path:
 
     Raises:
         OSError: the write failed (no space left...), naming ``dest``.
+        KeyboardInterrupt: Ctrl-C (or SIGTERM) during the write; ``dest`` is left as it was.
     """
     import torch
 

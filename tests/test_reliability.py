@@ -352,9 +352,12 @@ def test_a_read_only_run_folder_is_one_line(case_id, command, readonly_run):
 def test_ctrl_c_ends_compress_with_one_line(tmp_path):
     npz = tiny_cifar(tmp_path / "t.npz")
     run = tmp_path / "run"
+    # SIGINT as a terminal delivers it to a foreground job: a test run started in the background of a
+    # non-interactive shell inherits SIGINT ignored, and Python then leaves it ignored (no KeyboardInterrupt)
     proc = subprocess.Popen([sys.executable, "-m", "compress", *DCGAN_TINY, "--dataset", str(npz), "--steps", "100000",
                              "--search-steps", "100", "--run-dir", str(run)], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (run / CHECKPOINT).exists():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -432,20 +435,62 @@ def test_export_stopped_inside_onnx2tf_leaves_no_child_and_no_staging(tmp_path):
 def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_cli(capsys):
     """Python ignores an exception raised inside ``__del__``: a Ctrl-C landing there would let a run go on.
     run_cli records the signal and the trainer's loops call raise_if_interrupted once per step."""
-    import signal as _signal
-
     from compress.cli_errors import EXIT_INTERRUPTED, raise_if_interrupted, run_cli
 
     class SignalInFinalizer:
         def __del__(self):
-            os.kill(os.getpid(), _signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
 
     def body() -> int:
         SignalInFinalizer()                 # collected at once; its KeyboardInterrupt is printed and ignored
         raise_if_interrupted()
         return 0
 
-    assert run_cli(body) == EXIT_INTERRUPTED
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
-    raise_if_interrupted()                  # reset once run_cli returned: nothing pending
-    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+    # Python's own Ctrl-C handler, as in a foreground process (a test run started in the background of a shell
+    # has SIGINT ignored, which run_cli leaves as it is)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert run_cli(body) == EXIT_INTERRUPTED
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
+        raise_if_interrupted()              # reset once run_cli returned: nothing pending
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    """nohup / a background job: SIGINT ignored on entry is not turned back on by run_cli."""
+    from compress.cli_errors import run_cli
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert run_cli(lambda: 0 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else 1) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_checkpoint_write_stays_a_ctrl_c(tmp_path, monkeypatch):
+    """torch's zip writer turns an exception raised by the file's write() into ``RuntimeError: unexpected pos``;
+    a Ctrl-C there must still reach run_cli as a KeyboardInterrupt (exit 130, no traceback), nothing half-written."""
+    import compress.io as cio
+
+    class Interrupting:
+        def __init__(self, fh):
+            self.fh, self.calls = fh, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return self.fh.write(data)
+
+        def flush(self):
+            self.fh.flush()
+
+    original = cio._RecordingWriter.__init__
+    monkeypatch.setattr(cio._RecordingWriter, "__init__", lambda self, fh: original(self, Interrupting(fh)))
+    dest = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        cio.atomic_torch_save({"w": torch.zeros(4096)}, dest)
+    assert list(tmp_path.iterdir()) == []
