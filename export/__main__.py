@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "LEAKY_RELU in float, bias correction; naive: the converter's full-integer recipe")
     p.add_argument("--int8-target-db", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
                    help="robust int8, last resort: when int8 misses DB against float on calibration inputs, keep "
-                        "InstanceNorm-feeding convolutions in float, most sensitive first, until it does (the "
-                        f"file is then labelled mixed; default {DEFAULT_TARGET_DB:g}; 0 = off)")
+                        "InstanceNorm-feeding convolutions in float, the one that measurably helps most first, "
+                        f"until it does and the worst input reaches DB - 3 (the file is then labelled mixed; default {DEFAULT_TARGET_DB:g}; 0 = off)")
     p.add_argument("--no-equalise", action="store_true",
                    help="int8 from the generator as trained, without the equalisation that folds BatchNorm and "
                         "equalises channel ranges (see docs/export.md)")
@@ -148,7 +148,8 @@ def print_figures(files: list[dict], stream=None) -> None:
             traj = sel["trajectory"]
             print(f"  last resort: {sel['float_convolutions']} of {len(sel['candidates'])} InstanceNorm-feeding "
                   f"convolutions kept in float; validation PSNR {_fmt(traj[0]['validation_psnr_db'])} -> "
-                  f"{_fmt(traj[-1]['validation_psnr_db'])} dB (target {sel['target_db']:g})", file=stream)
+                  f"{_fmt(traj[sel['float_convolutions']]['validation_psnr_db'])} dB (target {sel['target_db']:g}; "
+                  f"{sel.get('quantizations', '?')} files measured)", file=stream)
         fid = e.get("fid")
         if fid and "fid_delta" in fid:
             print(f"  FID change of int8 ({fid['n_fake']} outputs vs {fid['n_real']} real, {fid['real_set']}): "

@@ -74,7 +74,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         "fixed_ranges": {"input": list(NOISE_RANGE if noise else IMAGE_RANGE), "output": list(IMAGE_RANGE)}
         if options.int8_mode == "robust" else None,
         "float_nodes": result.float_nodes, "float_selection": result.selection,
-        "bias_correction": result.bias_correction,
+        "bias_correction": result.bias_correction, "norm_input_ranges": result.norm_ranges,
         "calibration_count": int(len(sets.calibration)),
         "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, x / 127.5 - 1; "
                                "N(0,1) noise for dcgan), no mean/std"})

@@ -66,8 +66,9 @@ class ExportOptions:
         int8_mode: "robust" (every convolution int8; InstanceNorm, residual and LEAKY_RELU element-wise ops in
             float; bias correction) or "naive" (the converter's full-integer recipe), see :mod:`quantize.int8`.
         int8_target_db: robust int8, last resort: validation PSNR (dB, in [0, 100]) below which the convolutions
-            feeding an InstanceNorm are kept in float, most sensitive first (:mod:`quantize.sensitivity`; the file
-            is then labelled mixed); 0 turns that off.
+            feeding an InstanceNorm are kept in float, the one that measurably helps most first, until the pooled PSNR
+            reaches it and the worst input reaches it minus 3 dB (:mod:`quantize.sensitivity`; the file is then
+            labelled mixed); 0 turns that off.
         int8_equalise: make int8 from the equalised generator (:mod:`quantize.equalize`: BatchNorm folded,
             InstanceNorm inputs and cross-layer ranges equalised; ``--no-equalise`` turns it off).
         extra_float_ops: upper-case TFLite builtin op names kept in float in addition to

@@ -18,10 +18,11 @@ Modes (``--int8-mode``):
   Convolutions (CONV_2D, TRANSPOSE_CONV), padding, concatenation and ReLU stay int8 with per-channel weights;
   QUANTIZE/DEQUANTIZE ops sit at the float islands. It is what TensorFlow's QuantizationDebugger does with
   ``denylisted_ops``, without the debugger. Every file made is then bias-corrected
-  (:mod:`quantize.bias_correction`). The accuracy comes first from the equalised generator the export feeds in
-  (:mod:`quantize.equalize`); only as a **last resort**, when the int8 model still misses ``target_db`` (35 dB)
-  against the float one on calibration inputs, :func:`quantize.sensitivity.select_float_nodes` keeps in float, by
-  node name, the convolutions feeding an InstanceNorm whose int8 output the norm would amplify most, one at a
+  (:mod:`quantize.bias_correction`; the float selection's trial files on fewer inputs). The accuracy comes first from the equalised generator the export feeds in
+  (:mod:`quantize.equalize`), then from MSE-best clipping ranges for the convolution outputs that feed an InstanceNorm
+  (:mod:`quantize.norm_ranges`, kept when they measure better); only as a **last resort**, when the int8 model still misses ``target_db`` (30 dB: the
+  int8 gate) against the float one on calibration inputs, :func:`quantize.sensitivity.select_float_nodes` keeps in
+  float, by node name, the InstanceNorm-feeding convolutions whose float version measurably helps most, one at a
   time; their weights are made float again (:func:`restore_float_weights`: no hybrid op), and the file's label
   says how many (:func:`quantize.composition.int8_label`).
 
@@ -33,11 +34,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable, Literal, NamedTuple, get_args
+from typing import Callable, Iterable, Literal, NamedTuple, get_args
 
 import numpy as np
 
-from quantize.bias_correction import correct_biases
+from quantize.bias_correction import DEFAULT_CORRECTION_COUNT, correct_biases
+from quantize.litert import run_tflite
+from quantize.metrics import psnr_db
+from quantize.norm_ranges import clip_norm_input_ranges
 from quantize.sensitivity import DEFAULT_TARGET_DB, DEFAULT_VALIDATION_COUNT, select_float_nodes
 
 LOGGER = logging.getLogger("coronetgan.quantize")
@@ -58,6 +62,11 @@ IO_DTYPES: tuple[Int8Io, ...] = get_args(Int8Io)
 #: 26.5 dB against PyTorch where LiteRT 2.1 computes 36.3 dB from the same file; 36.3 dB in both with the op in
 #: float).
 FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD", "SQRT", "DIV", "LEAKY_RELU")
+#: Inputs the bias correction of each trial file of the float selection measures on (the final file: all of
+#: :data:`quantize.bias_correction.DEFAULT_CORRECTION_COUNT`). The correction reruns the model once per
+#: convolution and input, so on the main job's CycleGAN at 256 px a 100-input correction made each of the
+#: selection's 18 trial files cost about 22 s on the 2-core VM (7.8 min in all; docs/export.md).
+SELECTION_CORRECTION_COUNT = 16
 #: Value range of generator images (inputs of pix2pix/CycleGAN, outputs of every family): fixed, not calibrated.
 IMAGE_RANGE = (-1.0, 1.0)
 
@@ -161,16 +170,38 @@ def restore_float_weights(content: bytes) -> bytes:
     return bytes(_convert_model_from_object_to_bytearray(model)) if rewritten else content
 
 
+def _choose_norm_ranges(calibrated: bytes, calibration_nchw: np.ndarray, validation_nchw: np.ndarray,
+                        quantize: Callable[[bytes], bytes]) -> tuple[bytes, dict]:
+    """The calibrated model with the clipped InstanceNorm-input ranges of :mod:`quantize.norm_ranges`, or without
+    them, whichever makes the all-int8 file (``quantize(calibrated model) -> .tflite bytes``) closer to the float
+    model on ``validation_nchw`` (pooled PSNR). Returns (model, report {"kept", "validation_psnr_db":
+    {"calibrated", "clipped"}, "tensors": per-tensor choices}); a model with nothing to clip comes back as is."""
+    clipped, tensors = clip_norm_input_ranges(calibrated, calibration_nchw)
+    report = {"kept": False, "validation_psnr_db": None, "tensors": tensors}
+    if not any(t["factor"] < 1.0 for t in tensors):
+        return calibrated, report
+    reference = run_tflite(calibrated, validation_nchw)
+    scores = {name: psnr_db(reference, run_tflite(quantize(model), validation_nchw))
+              for name, model in (("calibrated", calibrated), ("clipped", clipped))}
+    report["validation_psnr_db"] = scores
+    report["kept"] = scores["clipped"] > scores["calibrated"]
+    LOGGER.info("int8 InstanceNorm-input ranges: all-int8 validation PSNR %.2f dB calibrated, %.2f dB clipped (%s)",
+                scores["calibrated"], scores["clipped"], "kept" if report["kept"] else "not kept")
+    return (clipped if report["kept"] else calibrated), report
+
+
 class QuantizedModel(NamedTuple):
     """Result of :func:`quantize_saved_model`: ``content`` (.tflite bytes), ``float_nodes`` (tensor names kept
     in float besides the ``float_ops``), ``selection`` (the report of
     :func:`quantize.sensitivity.select_float_nodes`; empty for naive mode) and ``bias_correction`` (the report
-    of :func:`quantize.bias_correction.correct_biases`; None when off)."""
+    of :func:`quantize.bias_correction.correct_biases`; None when off) and ``norm_ranges`` (what
+    :func:`quantize.norm_ranges.clip_norm_input_ranges` chose and whether it was kept; None when off)."""
 
     content: bytes
     float_nodes: list
     selection: dict
     bias_correction: dict | None = None
+    norm_ranges: dict | None = None
 
 
 def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarray, *, mode: Int8Mode = "robust",
@@ -179,7 +210,8 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
                          validation_count: int = DEFAULT_VALIDATION_COUNT,
                          input_range: tuple[float, float] | None = IMAGE_RANGE,
                          output_range: tuple[float, float] | None = IMAGE_RANGE,
-                         bias_correction: bool = True, correction_nchw: np.ndarray | None = None) -> QuantizedModel:
+                         bias_correction: bool = True, correction_nchw: np.ndarray | None = None,
+                         clip_norm_ranges: bool = True) -> QuantizedModel:
     """Quantize the SavedModel to int8 (module docstring) and return a :class:`QuantizedModel`.
 
     Args:
@@ -198,6 +230,9 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
             int8 file made, the float selection's included.
         correction_nchw: inputs the bias correction measures on (default: ``calibration_nchw``); the export
             gives the run's source-domain images only.
+        clip_norm_ranges: robust mode: MSE-best clipping ranges for the convolution outputs that feed an
+            InstanceNorm (:mod:`quantize.norm_ranges`), kept only when the all-int8 file made with them matches the
+            float model better on the validation inputs than the one made with the calibrated ranges.
     Raises:
         ValueError: unknown mode/io_dtype or an empty calibration set (the CLI checks these first and
             raises InputError).
@@ -226,16 +261,21 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     correction_nchw = calibration_nchw if correction_nchw is None else correction_nchw
     corrections: dict = {}
 
-    def quantize(nodes: list[str]) -> bytes:
+    def quantize(model: bytes, nodes: list[str], correction_count: int = DEFAULT_CORRECTION_COUNT) -> bytes:
         content = restore_float_weights(tfl_convert.mlir_quantize(
-            calibrated, disable_per_channel=not per_channel, fully_quantize=True,
+            model, disable_per_channel=not per_channel, fully_quantize=True,
             input_data_type=_tf_dtype(io_dtype), output_data_type=_tf_dtype(io_dtype),
             denylisted_ops=float_ops, denylisted_nodes=list(nodes)))
         if bias_correction:
-            content, corrections["last"] = correct_biases(content, calibrated, correction_nchw)
+            content, corrections["last"] = correct_biases(content, calibrated, correction_nchw, correction_count)
         return content
 
-    nodes, selection = select_float_nodes(calibrated, calibration_nchw, quantize, target_db=target_db,
-                                          validation_count=validation_count)
-    content = quantize(nodes)
-    return QuantizedModel(content, nodes, selection, corrections.get("last"))
+    ranged, norm_ranges = calibrated, None
+    if clip_norm_ranges:
+        ranged, norm_ranges = _choose_norm_ranges(calibrated, calibration_nchw, calibration_nchw[:validation_count],
+                                                  lambda model: quantize(model, [], SELECTION_CORRECTION_COUNT))
+    nodes, selection = select_float_nodes(
+        ranged, calibration_nchw, lambda nodes: quantize(ranged, nodes, SELECTION_CORRECTION_COUNT),
+        target_db=target_db, validation_count=validation_count)
+    content = quantize(ranged, nodes)
+    return QuantizedModel(content, nodes, selection, corrections.get("last"), norm_ranges)

@@ -337,6 +337,12 @@ def test_quiet_channel_is_equalised_and_float_selection_is_the_labelled_last_res
     assert equalised["label"] == "int8" and equalised["float_selection"]["float_convolutions"] == 0
     up2 = [r for r in equalised["equalisation"]["instance_norm_inputs"] if r["conv"] == "up2"][0]
     assert up2["range_spread_before"] > 30 and up2["range_spread_after"] == pytest.approx(1.0, abs=1e-3)
+    # MSE ranges under the norm: one per InstanceNorm-feeding convolution, kept only when measured better
+    ranges = equalised["norm_input_ranges"]
+    assert len(ranges["tensors"]) == len(equalised["float_selection"]["candidates"]) > 0
+    assert all(0 < t["factor"] <= 1 and t["error_ratio"] <= 1 for t in ranges["tensors"])
+    if ranges["validation_psnr_db"]:
+        assert ranges["kept"] == (ranges["validation_psnr_db"]["clipped"] > ranges["validation_psnr_db"]["calibrated"])
 
     assert export_main([str(run), "--dtype", "int8", "--no-equalise", "--out", str(tmp_path / "on")]) == 0
     assert "last resort: 1 of" in capsys.readouterr().out
@@ -348,6 +354,9 @@ def test_quiet_channel_is_equalised_and_float_selection_is_the_labelled_last_res
     top = sel["candidates"][0]
     assert top["op"] == "TRANSPOSE_CONV" and top["shape"][-1] == width and top["sensitivity"] > 2
     assert set(top["nodes"]) <= set(on["float_nodes"]) and sel["float_convolutions"] >= 1
+    # chosen by measurement: one round over every candidate, each trial file measured on pooled and worst input
+    assert sel["trajectory"][1]["added"] == top["nodes"][0] and sel["quantizations"] >= 1 + len(sel["candidates"])
+    assert sel["trajectory"][1]["validation_worst_db"] <= sel["trajectory"][1]["validation_psnr_db"]
     assert on["label"] == f"int8 (mixed: {sel['float_convolutions']} of {on['convolutions_total']} convolutions float)"
     assert on["hybrid_ops"] == [] and on["runtimes"]["tflite-runtime"]["ok"]
     assert on["int8_share"]["macs"] < 1.0 and "TRANSPOSE_CONV" in on["float_ops"]

@@ -186,3 +186,88 @@ def test_int8_label():
     convs = [{"kind": "int8"}, {"kind": "int8"}, {"kind": "float"}, {"kind": "hybrid"}]
     assert int8_label({"convolution_count": 2, "convolutions": convs[:2]}) == "int8"
     assert int8_label({"convolution_count": 4, "convolutions": convs}) == "int8 (mixed: 2 of 4 convolutions float)"
+
+
+def _additive_measure(base: float, gains: dict, worst_gap: float = 2.0):
+    """A model whose validation PSNR is ``base`` plus the gain of each candidate kept in float; the worst input
+    ``worst_gap`` dB lower. Records every call."""
+    calls = []
+
+    def measure(chosen):
+        calls.append(list(chosen))
+        pooled = base + sum(gains[c] for c in chosen)
+        return pooled, pooled - worst_gap
+    return measure, calls
+
+
+def test_forward_select_takes_the_measured_gain_not_the_rank():
+    """The main job's CycleGAN at 256 px (docs/export.md): the convolution worth most ranked last by sensitivity.
+    The walk in sensitivity order would move every candidate before it; the measured selection moves one."""
+    from quantize.sensitivity import forward_select
+
+    ranked = ["c0", "c1", "c2", "c3", "c4"]  # decreasing sensitivity
+    measure, calls = _additive_measure(27.8, {"c0": 0.3, "c1": 0.1, "c2": 0.05, "c3": 0.05, "c4": 4.6})
+    chosen, k, steps, n = forward_select(ranked, measure, target_db=32.0, worst_target_db=29.0)
+    assert k == 1 and chosen[:k] == ["c4"]
+    assert steps[0] == pytest.approx((27.8, 25.8)) and steps[1] == pytest.approx((32.4, 30.4))
+    assert n == len(calls) == 1 + len(ranked)  # all-int8, then one round over the five
+
+
+def test_forward_select_needs_the_worst_input_too_and_stops_on_reaching_both():
+    from quantize.sensitivity import forward_select
+
+    ranked = ["a", "b", "c"]
+    # pooled reaches 32 with "b" alone, but its worst input is 4 dB lower: "a" is needed as well
+    measure, _ = _additive_measure(30.0, {"a": 1.5, "b": 2.5, "c": 0.1}, worst_gap=4.0)
+    chosen, k, steps, n = forward_select(ranked, measure, target_db=32.0, worst_target_db=29.0)
+    assert chosen[:k] == ["b", "a"] and steps[k][1] >= 29.0
+    assert n == 1 + 3 + 2
+    # already on target: one measurement, nothing in float
+    measure, calls = _additive_measure(40.0, {"a": 1.0})
+    assert forward_select(["a"], measure, target_db=32.0, worst_target_db=29.0)[:2] == ([], 0)
+    assert len(calls) == 1
+
+
+def test_forward_select_bounded_cost_and_best_step_when_target_never_reached():
+    from quantize.sensitivity import forward_select
+
+    ranked = [f"c{i}" for i in range(6)]
+    gains = {"c0": 0.5, "c1": -0.2, "c2": 1.0, "c3": 0.2, "c4": -0.4, "c5": 0.1}
+    measure, calls = _additive_measure(20.0, gains)
+    chosen, k, steps, n = forward_select(ranked, measure, target_db=32.0, worst_target_db=29.0, measured_rounds=2)
+    # two measured rounds (6 + 5 trials), then the rest in the second round's order (one each)
+    assert chosen[:2] == ["c2", "c0"] and chosen[2:] == ["c3", "c5", "c1", "c4"]
+    assert n == len(calls) == 1 + 6 + 5 + 4
+    # never on target: the step with the highest PSNR (c2, c0, c3, c5: 21.8 dB), not the last
+    assert k == 4 and steps[k][0] == pytest.approx(21.8)
+    with pytest.raises(ValueError, match="measured_rounds 0"):
+        from quantize.sensitivity import select_float_nodes
+        select_float_nodes(b"", np.zeros((1, 3, 4, 4), np.float32), lambda nodes: b"", measured_rounds=0)
+
+
+def _channel_histogram(values: np.ndarray, lo: float, hi: float, bins: int = 2048) -> np.ndarray:
+    idx = np.clip(((values - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
+    return np.bincount(idx, minlength=bins).astype(np.float64)
+
+
+def test_norm_range_error_clips_rare_peaks_and_keeps_a_full_range():
+    """MSE under the norm (quantize/norm_ranges.py): a channel whose range comes from rare peaks (spread 0.31 on
+    a +-22 range, the main job's last transposed convolution) is best served by a narrower range; a channel that
+    fills its range uniformly is not (clipping costs more than the finer step saves)."""
+    from quantize.norm_ranges import FACTORS, range_error
+
+    rng = np.random.default_rng(0)
+    lo, hi = -22.0, 22.0
+    peaky = np.concatenate([rng.normal(0, 0.3, 200_000), [21.9]])  # one input's peak sets the range
+    flat = rng.uniform(lo, hi, 200_000)
+    for values, expect_clip in ((peaky, True), (flat, False)):
+        hist, var = _channel_histogram(values, lo, hi)[None], np.array([values.var()])
+        errors = {f: range_error(hist, var, lo, hi, f) for f in FACTORS}
+        best = min(errors, key=errors.get)
+        if expect_clip:
+            assert best <= 0.6 and errors[best] < 0.6 * errors[1.0]
+        else:
+            assert best == 1.0
+    # the rounding-noise term alone: a full range on a unit-variance channel is step^2 / 12
+    hist = _channel_histogram(np.zeros(10), lo, hi)[None]
+    assert range_error(hist, np.array([1.0]), lo, hi, 1.0) == pytest.approx((44 / 255) ** 2 / 12)
