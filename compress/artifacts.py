@@ -5,7 +5,6 @@ generator from these two files alone, without the hypernetwork (:func:`load_gene
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,7 +12,7 @@ import torch
 
 from compress.errors import InputError
 from compress.families import generator_input_shape, get_family
-from compress.io import atomic_torch_save, atomic_write_json
+from compress.io import atomic_torch_save, atomic_write_json, read_json
 from compress.models.base import PrunableNetwork
 
 ARCHITECTURE_FILE = "architecture.json"
@@ -73,10 +72,7 @@ def load_architecture(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path} is missing; expected the architecture file that `python -m compress` writes "
                          "at the end of a run (is the run finished?)")
-    try:
-        arch = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})") from None
+    arch = read_json(path)
     _check_architecture(arch, path)
     return arch
 

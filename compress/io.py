@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from compress.errors import InputError
+
 
 def umask() -> int:
     """The process's umask (read from ``/proc/self/status`` where possible: setting it to read it back is not
@@ -83,6 +85,22 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         if isinstance(exc, OSError) and exc.filename in (None, str(tmp_path), tmp_path):
             raise _named(exc, dest) from exc
         raise
+
+
+def read_json(path: str | os.PathLike, missing_hint: str = "") -> Any:
+    """The JSON value in ``path`` (a file a user can hand over: a run's config, report or evaluation).
+
+    Raises:
+        InputError: the file is missing (``"{path} is missing; {missing_hint}"``), or not valid UTF-8 JSON
+            (``"{path} is not valid JSON (...)"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} is missing" + (f"; {missing_hint}" if missing_hint else ""))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc})") from None
 
 
 def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:

@@ -16,7 +16,6 @@ the run's seed (same configuration, same random streams): its kept counts equal 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from compress.cli_errors import run_cli
 from compress.errors import InputError
-from compress.io import atomic_write_json, atomic_write_text
+from compress.io import atomic_write_json, atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,13 +104,7 @@ def selection_table(rows: Sequence[dict], run_dir: str) -> str:
 
 
 def _main(args: argparse.Namespace) -> int:
-    cfg_path = Path(args.run_dir) / "config.json"
-    if not cfg_path.is_file():
-        raise InputError(f"{cfg_path} is missing; expected a run folder written by `python -m compress`")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{cfg_path} is not valid JSON ({exc})") from None
+    config = read_json(Path(args.run_dir) / "config.json", "expected a run folder written by `python -m compress`")
     if config.get("baseline"):
         raise InputError(f"{args.run_dir} is a --baseline {config['baseline']} run; expected a CoroNetGAN run")
     if args.latent_lr is not None and not args.latent_lr > 0:

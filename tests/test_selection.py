@@ -49,3 +49,14 @@ def test_cli_names_a_missing_run_folder(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'nope' / 'config.json'} is missing; expected a run folder " \
                                   "written by `python -m compress`"
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00"])
+def test_cli_names_a_corrupt_config(tmp_path, content):
+    """compress.io.read_json, shared by the run-file readers: a corrupt or non-UTF-8 config.json is one line
+    naming the file, exit 2, no traceback."""
+    (tmp_path / "config.json").write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "compress.selection", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'config.json'} is not valid JSON (")

@@ -21,19 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 from compress.errors import InputError
-from compress.io import atomic_write_text
+from compress.io import atomic_write_text, read_json
 
 BASELINE_LABELS = {"unpruned": "unpruned", "uniform": "uniform width", "random": "random pruning"}
 _ORDER = {"unpruned": 0, None: 1, "uniform": 2, "random": 3}
-
-
-def _read(path: Path, hint: str) -> dict:
-    if not path.is_file():
-        raise InputError(f"{path} is missing; {hint}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})") from None
 
 
 def load_row(run_dir: str | Path) -> dict:
@@ -43,8 +34,8 @@ def load_row(run_dir: str | Path) -> dict:
         InputError: ``evaluation.json`` or ``compression_report.json`` missing / invalid (named).
     """
     run_dir = Path(run_dir)
-    ev = _read(run_dir / "evaluation.json", f"run `python -m compress.evaluate {run_dir}` first")
-    rep = _read(run_dir / "compression_report.json", "expected a run folder finished by `python -m compress`")
+    ev = read_json(run_dir / "evaluation.json", f"run `python -m compress.evaluate {run_dir}` first")
+    rep = read_json(run_dir / "compression_report.json", "expected a run folder finished by `python -m compress`")
     baseline = rep.get("baseline") or None
     target = rep.get("target_macs_reduction")
     if baseline in ("uniform", "random"):

@@ -39,7 +39,7 @@ from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS, fid_from_fea
 from compress.evaluate.reference import reference_statistics
 from compress.families import FAMILIES, get_family
 from compress.families.evaluation import EvalData
-from compress.io import atomic_write_json, atomic_write_text
+from compress.io import atomic_write_json, atomic_write_text, read_json
 from compress.macs import count_macs, count_params
 from compress.io import sha256_file
 
@@ -135,10 +135,7 @@ def check_run_dir(run_dir: str | Path) -> RunFiles:
     for name, attr in (("config.json", "config"), (REPORT_JSON, "report")):
         p = run_dir / name
         if p.is_file():
-            try:
-                setattr(files, attr, json.loads(p.read_text()))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{p} is not valid JSON ({exc})") from None
+            setattr(files, attr, read_json(p))
     return files
 
 
