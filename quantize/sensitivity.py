@@ -51,7 +51,7 @@ PASS_THROUGH_OPS = ("STRIDED_SLICE", "PAD", "MIRROR_PAD")
 CONV_OPS = ("CONV_2D", "TRANSPOSE_CONV", "DEPTHWISE_CONV_2D")
 #: Default pooled validation PSNR the selection aims for: the export's int8 gate itself (30 dB, export/parity.py),
 #: on the validation inputs (calibration = training images), which the gates then check on held-out and unseen
-#: images. No margin on top: on the main job's CycleGAN (docs/export.md) validation ran 0.6-1.4 dB *below* held-out
+#: images. No margin on top: on the main job's CycleGAN (docs/export.md) validation ran 0.5-1.4 dB *below* held-out
 #: and unseen, and a 2 dB margin (32 dB) kept a convolution in float in a file whose all-int8 version passes every
 #: gate. (It was 35 dB with a walk in sensitivity order, which then kept 15 of 17 convolutions in float.) A user
 #: who wants a margin passes ``--int8-target-db 32``.
