@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-target-db", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
                    help="robust int8, last resort: when int8 misses DB against float on calibration inputs, keep "
                         "InstanceNorm-feeding convolutions in float, the one that measurably helps most first, "
-                        f"until it does and the worst input reaches DB - 3 (the file is then labelled mixed; default {DEFAULT_TARGET_DB:g}; 0 = off)")
+                        "until it does and the worst input reaches DB - 3 (the file is then labelled mixed; "
+                        f"default {DEFAULT_TARGET_DB:g}; 0 = off)")
     p.add_argument("--no-equalise", action="store_true",
                    help="int8 from the generator as trained, without the equalisation that folds BatchNorm and "
                         "equalises channel ranges (see docs/export.md)")

@@ -16,9 +16,9 @@ observable and a clipped mean is not linear in the bias).
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+
+from quantize.litert import inspecting_interpreter
 
 #: Representative inputs the means are measured on (at most; the first ones of the set given).
 DEFAULT_CORRECTION_COUNT = 100
@@ -26,12 +26,7 @@ DEFAULT_CORRECTION_COUNT = 100
 
 def _channel_means(content: bytes, names: list[str], inputs_nhwc: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel mean (last axis) of the named tensors over the inputs, dequantized, float64."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with warnings.catch_warnings():  # "intended for debugging": reading intermediate tensors is the point here
-        warnings.simplefilter("ignore", UserWarning)
-        it = Interpreter(model_content=content, experimental_preserve_all_tensors=True)
-    it.allocate_tensors()
+    it = inspecting_interpreter(content)
     inp = it.get_input_details()[0]
     details = {d["name"]: d for d in it.get_tensor_details()}
     sums = {n: 0.0 for n in names}

@@ -18,9 +18,10 @@ Modes (``--int8-mode``):
   Convolutions (CONV_2D, TRANSPOSE_CONV), padding, concatenation and ReLU stay int8 with per-channel weights;
   QUANTIZE/DEQUANTIZE ops sit at the float islands. It is what TensorFlow's QuantizationDebugger does with
   ``denylisted_ops``, without the debugger. Every file made is then bias-corrected
-  (:mod:`quantize.bias_correction`; the float selection's trial files on fewer inputs). The accuracy comes first from the equalised generator the export feeds in
-  (:mod:`quantize.equalize`), then from MSE-best clipping ranges for the convolution outputs that feed an InstanceNorm
-  (:mod:`quantize.norm_ranges`, kept when they measure better); only as a **last resort**, when the int8 model still misses ``target_db`` (30 dB: the
+  (:mod:`quantize.bias_correction`; the float selection's trial files on fewer inputs). The accuracy comes first
+  from the equalised generator the export feeds in (:mod:`quantize.equalize`), then from MSE-best clipping ranges
+  for the convolution outputs that feed an InstanceNorm (:mod:`quantize.norm_ranges`, kept when they measure
+  better); only as a **last resort**, when the int8 model still misses ``target_db`` (30 dB: the
   int8 gate) against the float one on calibration inputs, :func:`quantize.sensitivity.select_float_nodes` keeps in
   float, by node name, the InstanceNorm-feeding convolutions whose float version measurably helps most, one at a
   time; their weights are made float again (:func:`restore_float_weights`: no hybrid op), and the file's label

@@ -48,6 +48,23 @@ def make_interpreter(path: str | Path | bytes, num_threads: int = 2, runtime: st
     return it
 
 
+def inspecting_interpreter(model_content: bytes):
+    """A LiteRT interpreter of ``model_content`` (.tflite bytes) that keeps every intermediate tensor readable after
+    ``invoke()`` (``experimental_preserve_all_tensors``), tensors allocated: what the calibration-time measurements
+    of :mod:`quantize` read (per-channel statistics of convolution outputs). LiteRT's "intended for debugging"
+    warning is silenced, reading intermediate tensors being the point. Raises the runtime's error when the model
+    fails to load or prepare."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        it = Interpreter(model_content=model_content, experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    return it
+
+
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     dtype = detail["dtype"]
     if dtype in (np.float32, np.float16):

@@ -27,11 +27,11 @@ model and keeps the unclipped ranges when they do better (:func:`quantize.int8.q
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
 
+from quantize.litert import inspecting_interpreter
 from quantize.sensitivity import NormInput, norm_inputs
 
 #: Range factors tried (1 = the calibrated min/max).
@@ -44,12 +44,7 @@ def _histograms(calibrated: bytes, candidates: Sequence[NormInput], inputs_nhwc:
                 ranges: dict[int, tuple[float, float]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per-channel value histograms (C, BINS) and mean per-input spatial variances (C,) of each candidate's
     convolution output, over ``ranges[tensor]``."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with warnings.catch_warnings():  # "intended for debugging": reading intermediate tensors is the point here
-        warnings.simplefilter("ignore", UserWarning)
-        it = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
-    it.allocate_tensors()
+    it = inspecting_interpreter(calibrated)
     inp = it.get_input_details()[0]
     out: dict[int, list] = {}
     for x in inputs_nhwc:

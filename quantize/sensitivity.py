@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from quantize.litert import operator_codes, run_tflite
+from quantize.litert import inspecting_interpreter, operator_codes, run_tflite
 from quantize.metrics import psnr_db
 
 LOGGER = logging.getLogger("coronetgan.quantize")
@@ -151,12 +150,7 @@ def measure_sensitivity(model_content: bytes, candidates: Sequence[NormInput],
     """
     if not candidates:
         return []
-    from ai_edge_litert.interpreter import Interpreter
-
-    with warnings.catch_warnings():  # "intended for debugging": reading intermediate tensors is the point here
-        warnings.simplefilter("ignore", UserWarning)
-        it = Interpreter(model_content=model_content, experimental_preserve_all_tensors=True)
-    it.allocate_tensors()
+    it = inspecting_interpreter(model_content)
     inp = it.get_input_details()[0]
     lo = {c._conv_tensor: 0.0 for c in candidates}
     hi = dict(lo)
