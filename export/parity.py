@@ -155,5 +155,16 @@ def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> l
             ratio = e.get("size_ratio_to_fp32")
             if ratio is not None and params > SIZE_GATE_MIN_PARAMS and not ratio <= INT8_SIZE_RATIO:
                 failures.append(f"{name}: {ratio:.2f} x the fp32 file > {INT8_SIZE_RATIO:.2f} x "
-                                f"({e.get('label', 'int8')})")
+                                f"({e.get('label', 'int8')}{_size_detail(e.get('file_bytes'))})")
     return failures
+
+
+def _size_detail(fb: dict | None) -> str:
+    """``; int8 data N B, quantization parameters N B, tensor names N B, graph N B (n ops, n tensors)`` from a
+    :func:`quantize.composition.file_bytes` record: what the bytes beyond the weights are."""
+    if not fb:
+        return ""
+    return (f"; int8 data {fb['constant_data'].get('int8', 0):,} B, other constants "
+            f"{sum(v for k, v in fb['constant_data'].items() if k != 'int8'):,} B, quantization parameters "
+            f"{fb['quantization_parameters']:,} B, tensor names {fb['tensor_names']:,} B, graph {fb['graph']:,} B "
+            f"({fb['operators']} ops, {fb['tensors']} tensors)")

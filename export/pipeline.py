@@ -7,7 +7,7 @@ Output folder (default ``RUN_DIR/export/``)::
     generator_fp32.tflite     NHWC input/output, float32
     generator_fp16.tflite     NHWC, fp16 weights (DEQUANTIZE ops), float32 I/O
     generator_int8.tflite     NHWC, int8 from the equalised generator (export/int8_file.py); its label, composition,
-                              mode and I/O in the manifest
+                              mode and I/O in the manifest (every .tflite: ``file_bytes``, where its bytes go)
     manifest.json             written LAST; its presence means every file it lists is complete
 
 Atomicity: everything is produced in a private staging folder beside the output folder
@@ -50,7 +50,7 @@ from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, Export
 from export.options import DTYPES, ExportOptions
 from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, file_figures, gate_failures, io_details
 from export.representative import representative_sets
-from quantize.composition import describe, int8_label
+from quantize.composition import describe, file_bytes, int8_label
 from quantize.litert import run_tflite
 
 LOGGER = logging.getLogger("coronetgan.export")
@@ -253,7 +253,8 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         io_top = io_top or io
         entry = {"path": FILE_NAMES[dtype], "dtype": dtype, "label": dtype, "format": "tflite", "layout": "NHWC",
                  **figures, "gate_db": GATES_DB[dtype], "conversion_s": conv_s,
-                 "input": io["input"], "output": io["output"], "gpu_delegate": gpu_delegate_check(final), **detail}
+                 "input": io["input"], "output": io["output"], "gpu_delegate": gpu_delegate_check(final),
+                 "file_bytes": file_bytes(final), **detail}
         if dtype in MIN_IMAGE_GATES_DB:
             entry["min_image_gate_db"] = MIN_IMAGE_GATES_DB[dtype]
         if dtype == "int8":

@@ -94,9 +94,17 @@ def test_int8_is_really_int8(exported, family):
         assert eq["folded_batch_norms"] and eq["cross_layer"]
         assert not {"MUL", "ADD"} & set(q["float_ops"])
     assert q["bias_correction"]["corrected"]
+    # where the bytes go (the size gate's message): the parts add up to the file, int8 data = int8 weights
+    assert q["file_bytes"]["constant_data"]["int8"] == q["weight_bytes"]["int8"]
+    assert q["file_bytes"]["operators"] == q["op_count"]
+    assert q["file_bytes"]["quantization_parameters"] > 0 == by_dtype["fp32"]["file_bytes"]["quantization_parameters"]
     for e in by_dtype.values():
         if e["dtype"] == "onnx":
             continue
+        fb = e["file_bytes"]
+        assert fb["total"] == e["size_bytes"] and fb["graph"] > 0
+        assert sum(fb["constant_data"].values()) + fb["quantization_parameters"] + fb["tensor_names"] + fb["graph"] \
+            == fb["total"]
         assert set(e["runtimes"]) == {"litert", "tflite-runtime"}
         assert all(r["ok"] for r in e["runtimes"].values()), e["runtimes"]
         if family == "dcgan":

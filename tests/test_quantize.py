@@ -170,12 +170,18 @@ def test_gate_failures_name_every_miss():
                                             "tflite-runtime": {"ok": False, "version": "2.14.0",
                                                                "error": "RuntimeError: failed to prepare"}},
                                   hybrid_ops=["TRANSPOSE_CONV x"], size_ratio_to_fp32=0.4,
-                                  label="int8 (mixed: 1 of 12 convolutions float)")],
+                                  label="int8 (mixed: 1 of 12 convolutions float)",
+                                  file_bytes={"total": 163016, "constant_data": {"int8": 110619, "int32": 956,
+                                                                                 "float32": 1748},
+                                              "quantization_parameters": 10968, "tensor_names": 8773,
+                                              "graph": 29952, "tensors": 257, "operators": 196, "buffers": 261})],
                           params=500_000, onnx_max_abs_diff=1e-4)
     text = "\n".join(fails)
     assert "worst unseen photos image (edges:moon) 20.50 dB < gate 27 dB" in text
     assert "does not run in tflite-runtime 2.14.0" in text and "hybrid ops" in text
-    assert "0.40 x the fp32 file > 0.30 x (int8 (mixed: 1 of 12 convolutions float))" in text
+    assert ("0.40 x the fp32 file > 0.30 x (int8 (mixed: 1 of 12 convolutions float); int8 data 110,619 B, other "
+            "constants 2,704 B, quantization parameters 10,968 B, tensor names 8,773 B, graph 29,952 B (196 ops, "
+            "257 tensors))") in text
     # the size gate spares generators of at most 0.1 M parameters (their file is mostly graph)
     assert gate_failures([_entry(size_ratio_to_fp32=0.4)], params=90_000, onnx_max_abs_diff=1e-4) == []
 
