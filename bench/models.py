@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 from compress.errors import InputError
 from compress.io import sha256_file
+from quantize.composition import describe, int8_label
 
 DTYPES = ("fp32", "fp16", "int8")
 _LABELLED = re.compile(r"^(?P<label>[A-Za-z0-9_.+-]+)(?::(?P<dtype>fp32|fp16|int8))?=(?P<path>.+)$")
@@ -21,7 +22,8 @@ class ModelSpec:
     ``macs`` is the generator's multiply-accumulate count per image (MACs, ``None`` when unknown);
     ``size_bytes`` and ``sha256`` describe the file; ``ops`` maps the graph's op types to node counts and
     ``input_shape`` is its first input's shape (NHWC) once the host load check (:mod:`bench.host_check`) has
-    read it.
+    read it. ``dtype_label`` is what the file is, read from it (:func:`quantize.composition.int8_label`): ``int8``
+    or ``int8 (mixed: N of M convolutions float)`` for an int8 file, the dtype otherwise.
     """
 
     label: str
@@ -33,6 +35,7 @@ class ModelSpec:
     source: str = ""
     ops: dict[str, int] | None = None
     input_shape: list[int] | None = None
+    dtype_label: str = ""
 
     @property
     def key(self) -> str:
@@ -102,7 +105,18 @@ def _spec(label: str, dtype: str | None, path: Path, macs: int | None, source: s
                          f"{str(expected_sha256)[:12]}… for {label} {dtype}: the file changed after export; "
                          "re-export the run (or fix the manifest)")
     return ModelSpec(label=label, dtype=dtype, path=path.resolve(), macs=macs, size_bytes=path.stat().st_size,
-                     sha256=sha, source=source)
+                     sha256=sha, source=source, dtype_label=_dtype_label(path, dtype))
+
+
+def _dtype_label(path: Path, dtype: str) -> str:
+    """The label the tables show for the file's dtype: for int8, what its flatbuffer says (a file with float
+    convolutions is ``int8 (mixed: N of M convolutions float)`` wherever it is listed)."""
+    if dtype != "int8":
+        return dtype
+    try:
+        return int8_label(describe(path))
+    except Exception:  # not a readable flatbuffer: the host load check reports the file, not this label
+        return dtype
 
 
 def _int_or_none(v: Any) -> int | None:

@@ -17,7 +17,9 @@ benchmark_model prints, per invocation (a *repeat*), statistics over that invoca
 * ``peak_mem_mb`` - the largest peak memory footprint any repeat reported (MB, as AI Hub's peak memory);
 * ``cpu_ops`` - the ops the GPU delegate left to the CPU, by name with their node counts in the graph;
 * ``gpu_precision`` - ``fp16`` or ``fp32`` GPU arithmetic (``--gpu_precision_loss_allowed``), as printed;
-* ``runner_version`` - the runtime version line of the runner's output, if it prints one.
+* ``runner_version`` - the runtime version line of the runner's output, if it prints one;
+* ``dtype_label`` - what the file is, read from it: ``int8 (mixed: N of M convolutions float)`` for an int8
+  file with float convolutions (:func:`quantize.composition.int8_label`), else the dtype; the tables show it.
 
 The speed-up column compares medians where both rows have them, else means (``speedup_basis``).
 """
@@ -148,7 +150,8 @@ def input_text(shape: list[int] | None) -> str:
 
 def _base_row(spec: ModelSpec, device_label: str, figures: str) -> dict[str, Any]:
     return {
-        "model": spec.label, "dtype": spec.dtype, "input": input_text(spec.input_shape), "device": device_label,
+        "model": spec.label, "dtype": spec.dtype, "dtype_label": spec.dtype_label or spec.dtype,
+        "input": input_text(spec.input_shape), "device": device_label,
         "figures": figures,
         "median_ms": None, "p95_ms": None, "mean_ms": None, "std_ms": None, "min_ms": None,
         "repeat_spread_ms": None, "inferences": None, "init_ms": None, "first_ms": None, "warmup_ms": None,

@@ -18,7 +18,7 @@ from bench.rows import PLAIN_FLAGS
 COLUMNS = ["model", "dtype", "device", "figures", "median_ms", "p95_ms", "mean_ms", "std_ms", "min_ms",
            "repeat_spread_ms", "inferences", "init_ms", "first_ms", "warmup_ms", "peak_mem_mb", "size_mb", "macs",
            "input", "delegate", "cpu_ops", "gpu_precision", "thermal", "repeats_ok", "speedup", "speedup_basis",
-           "macs_ratio", "stats_form", "runner_version", "flags", "status", "problem"]
+           "macs_ratio", "stats_form", "runner_version", "flags", "status", "problem", "dtype_label"]
 _MD_SPECIAL = re.compile(r"([\\`*_<>\[\]|])")
 FIGURES_BANNER = {
     "virtual": "> **VIRTUAL DEVICE** - host CPU (LiteRT) behind a simulated phone; these are not phone figures.",
@@ -86,7 +86,7 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     if row.get("speedup"):
         speed = f"{row['speedup']:.2f}×" + (" (mean)" if row.get("speedup_basis") == "mean" else "")
     flags = ", ".join(x if x in PLAIN_FLAGS else f"**{x}**" for x in row["flags"]) or "-"
-    return [md_escape(row["model"]), row["dtype"], _fmt(row["median_ms"]), _fmt(row["p95_ms"]), _fmt(row["mean_ms"]),
+    return [md_escape(row["model"]), row.get("dtype_label") or row["dtype"], _fmt(row["median_ms"]), _fmt(row["p95_ms"]), _fmt(row["mean_ms"]),
             _fmt(row["std_ms"]), _fmt(row["min_ms"]), _fmt(row["repeat_spread_ms"]), _fmt(row["inferences"]),
             _fmt(row["init_ms"], 1), _fmt(row["first_ms"]), _fmt(row["warmup_ms"]), _fmt(row["peak_mem_mb"], 1),
             _fmt(row["size_mb"], 3), format_macs(row["macs"]), row.get("input", "-"), md_escape(row["delegate"]),

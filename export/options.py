@@ -124,7 +124,7 @@ class ExportOptions:
                                  "names such as TRANSPOSE_CONV,STRIDED_SLICE")
         if not (math.isfinite(self.int8_target_db) and 0.0 <= self.int8_target_db <= 100.0):
             raise InputError(f"--int8-target-db {self.int8_target_db}; expected dB in [0, 100] (0 turns the float "
-                             "selection of robust int8 off; default 35)")
+                             f"selection of robust int8 off; default {DEFAULT_TARGET_DB:g})")
         if self.extra_float_ops and self.int8_mode != "robust":
             raise InputError("--extra-float-ops applies to --int8-mode robust only (naive quantizes every op)")
         if self.fid_count != 0 and self.fid_count < 2:

@@ -16,7 +16,8 @@ Atomicity: everything is produced in a private staging folder beside the output 
 the old manifest has been removed, and the new manifest is written last with
 :func:`compress.io.atomic_write_json`.
 A failed export leaves the previous export's files untouched (but with its manifest removed when the
-install had started) and never a manifest.
+install had started) and never a manifest. An export skipped as unchanged whose installed files missed a gate
+(accepted earlier) raises :class:`GateFailure` again unless ``accept_gate_failure`` is set.
 
 Skip-if-unchanged: the manifest's ``source`` holds the SHA-256 of ``generator.pt`` and ``architecture.json``
 and ``options`` the export settings; when both match, every requested dtype is in the manifest and every
@@ -45,7 +46,7 @@ import torch
 
 from compress.errors import InputError
 from compress.io import atomic_write_json, sha256_file, staging_dir
-from export.inputs import export_input_shape, resolve_input_sets
+from export.inputs import export_input_shape, resolve_input_sets, takes_image_input
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
 from export.options import DTYPES, ExportOptions
 from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, file_figures, gate_failures, io_details
@@ -153,6 +154,14 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
         have = {e["dtype"] for e in old.get("files", [])}
         if set(wanted) <= have and _files_intact(out_dir, old["files"]):
             LOGGER.info("export of %s is up to date (%s): skipped", run_dir, out_dir / MANIFEST)
+            missed = [f for f in old.get("gate_failures") or []
+                      if any(f.startswith(FILE_NAMES[d] + ":") for d in wanted)]
+            if missed and not options.accept_gate_failure:
+                # installed by an earlier --accept-gate-failure: unchanged, but it still missed its gates
+                raise GateFailure(f"the installed export in {out_dir} is up to date but missed its gate(s) (installed "
+                                  "earlier with --accept-gate-failure): " + "; ".join(missed) +
+                                  " (pass --accept-gate-failure to accept it)",
+                                  [e for e in old["files"] if e["dtype"] in wanted], missed)
             return {**old, "skipped": True}
 
     shape = export_input_shape(arch, generator, options.input_size)  # InputError: a size it cannot take
@@ -270,8 +279,11 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         entry["size_bytes"] = p.stat().st_size
     nchw_out = [int(s) for s in reference.shape[1:]]
     manifest = {
+        # the generator's own I/O (PyTorch, ONNX, the float files); each file's, int8 included, is in its entry
         "input": {"name": INPUT_NAME, "shape": [int(shape[0]), int(shape[2]), int(shape[3]), int(shape[1])],
-                  "dtype": "float32", "layout": "NHWC", "value_range": [-1, 1],
+                  "dtype": "float32", "layout": "NHWC",
+                  **({"value_range": [-1, 1]} if takes_image_input(arch) else
+                     {"value_range": None, "distribution": "N(0, 1) noise"}),
                   "onnx_shape": list(shape), "onnx_layout": "NCHW"},
         "output": {"name": OUTPUT_NAME, "shape": [1, nchw_out[1], nchw_out[2], nchw_out[0]], "dtype": "float32",
                    "layout": "NHWC", "value_range": [-1, 1], "onnx_shape": [1, *nchw_out], "onnx_layout": "NCHW"},

@@ -1,7 +1,7 @@
 """What a .tflite file is made of: which convolutions run in int8, which ops compute in float, its I/O.
 
-Read from the flatbuffer alone (``tensorflow.lite.python.schema_py_generated``), so the figures describe the file
-that ships, not the converter's intent:
+Read from the flatbuffer alone (the LiteRT wheel's schema, :func:`quantize.litert.flatbuffer_schema`), so the
+figures describe the file that ships, not the converter's intent:
 
 * **Convolutions** (CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED), each classified by the type of
   its activation input and of its stored weights: ``int8`` (integer activations, int8 weights), ``float`` (float
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.litert import operator_codes
+from quantize.litert import flatbuffer_schema, operator_codes
 
 #: Ops whose second input is a weight tensor; the activation input index differs for TRANSPOSE_CONV.
 CONV_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "TRANSPOSE_CONV": 2, "FULLY_CONNECTED": 0}
@@ -40,7 +40,7 @@ _FLOAT_TYPES = ("float32", "float16", "float64")
 
 
 def _type_names() -> dict[int, str]:
-    from tensorflow.lite.python import schema_py_generated as schema
+    schema = flatbuffer_schema()
 
     return {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
@@ -66,7 +66,7 @@ def describe(model: str | Path | bytes) -> dict:
         {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "input", "output"} with "input"/"output" = {"name", "dtype",
         "shape", "quantization": {"scale", "zero_point"} or None, "value_range": [lo, hi] or None}.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
+    schema = flatbuffer_schema()
 
     content = model if isinstance(model, bytes) else Path(model).read_bytes()
     root = schema.Model.GetRootAsModel(content, 0)
@@ -146,7 +146,7 @@ def describe(model: str | Path | bytes) -> dict:
 
 
 def file_bytes(model: str | Path | bytes) -> dict:
-    """Where the bytes of a .tflite go, read from the flatbuffer (``tensorflow.lite.python.schema_py_generated``).
+    """Where the bytes of a .tflite go, read from the flatbuffer (:func:`quantize.litert.flatbuffer_schema`).
 
     Returns:
         {"total": file size, "constant_data": {dtype: bytes} (each buffer counted once, under the dtype of the
@@ -155,7 +155,7 @@ def file_bytes(model: str | Path | bytes) -> dict:
         rest (operator and tensor tables, shapes, buffer and opcode tables, signatures, metadata, alignment),
         "tensors", "operators", "buffers": counts}. All sizes in bytes.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
+    schema = flatbuffer_schema()
 
     content = model if isinstance(model, bytes) else Path(model).read_bytes()
     root = schema.Model.GetRootAsModel(content, 0)

@@ -82,7 +82,7 @@ def test_interrupt_keeps_every_figure_then_resume_measures_the_rest(adb_server, 
     assert f"**Interrupted:** {what}. The rows below marked not-run were not measured" in md
     assert md.count("| pruned | fp16 | - |") == 1
     csv_lines = (out / "latency.csv").read_text().splitlines()
-    assert len(csv_lines) == 4 and csv_lines[2].endswith(f",virtual;not-run,not-run,not measured: {what}")
+    assert len(csv_lines) == 4 and csv_lines[2].endswith(f",virtual;not-run,not-run,not measured: {what},fp16")
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"  # this run's chart, not the stale one
     assert sorted(f.name for f in (out / "logs").iterdir()) == ["m00_pruned_fp32.log"]
     assert sandbox_run_dirs(vdev.sandbox) == [] and not (vdev.sandbox / LOCK.lstrip("/")).exists()

@@ -65,6 +65,7 @@ def test_manifest_files_and_gates(exported, trained_runs, family):
     # I/O: named, fixed, NHWC
     assert on_disk["input"]["name"] == "input" and on_disk["output"]["name"] == "output"
     assert on_disk["input"]["layout"] == "NHWC"
+    assert on_disk["input"]["value_range"] == ([-1, 1] if family != "dcgan" else None)  # DCGAN: N(0, 1) noise
     n, h, w, c = on_disk["input"]["shape"]
     assert n == 1 and on_disk["input"]["onnx_shape"] == [1, c, h, w]
     for dtype in ("fp32", "fp16", "int8"):
@@ -112,6 +113,10 @@ def test_int8_is_really_int8(exported, family):
         else:  # the scikit-image photos (and, for pix2pix, their edge maps) never seen in calibration or training
             assert e["unseen"]["count"] == (30 if family == "pix2pix" else 15)
             assert _psnr({"psnr_db": e["unseen"]["psnr_db"]}) >= e["gate_db"]
+            for r in e["runtimes"].values():  # each runtime measured on the photos too, and held to the gates
+                assert r["unseen"]["count"] == e["unseen"]["count"]
+                assert _psnr({"psnr_db": r["unseen"]["psnr_db"]}) >= e["gate_db"]
+                assert e["dtype"] != "int8" or _psnr({"psnr_db": r["unseen"]["min_image_psnr_db"]}) >= 27
     assert "scikit-image" in (exported[family]["unseen_inputs"] or {"set": "scikit-image"})["set"]
 
 
@@ -200,6 +205,12 @@ def test_gate_failure_installs_nothing(trained_runs, tmp_path, monkeypatch):
                         "--accept-gate-failure"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["gate_failures"] and manifest["gate_failures_accepted"]
+    # unchanged, the installed files still missed their gate: skipped, but exit 1 again without the flag
+    before = (out / "manifest.json").read_bytes()
+    assert export_main([str(trained_runs["dcgan"]), "--dtype", "fp32", "--out", str(out)]) == 1
+    assert (out / "manifest.json").read_bytes() == before
+    assert export_main([str(trained_runs["dcgan"]), "--dtype", "fp32", "--out", str(out),
+                        "--accept-gate-failure"]) == 0
 
 
 def test_cli_gate_failure_exit_status(trained_runs, monkeypatch, capsys):
@@ -468,6 +479,15 @@ def test_extra_float_ops(trained_runs, tmp_path, capsys):
     assert entry["label"] == label and entry["hybrid_ops"] == [] and entry["runtimes"]["tflite-runtime"]["ok"]
     assert 0 < entry["int8_share"]["weight_bytes"] < 1 and 0 < entry["int8_share"]["macs"] < 1
     assert label in capsys.readouterr().out
+    # the bench reads the label from the file itself: its tables show it in the dtype column
+    from bench.models import parse_model_args
+    from bench.tables import _row_cells
+
+    spec = {s.dtype: s for s in parse_model_args([str(out)])}["int8"]
+    assert spec.dtype_label == label
+    from bench.rows import _base_row
+
+    assert _row_cells(dict(_base_row(spec, "host", "host"), flags=[]))[1] == label
     assert export_main([str(trained_runs["cyclegan"]), "--extra-float-ops", "conv;rm"]) == 2
     assert "is not a TFLite builtin op name" in capsys.readouterr().err
     assert export_main([str(trained_runs["cyclegan"]), "--int8-mode", "naive", "--extra-float-ops", "TANH"]) == 2

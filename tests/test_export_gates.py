@@ -36,3 +36,16 @@ def test_pipeline_with_release_accepts_and_records(tmp_path):
     strict._sh = lambda cmd: seen.append(cmd) or 0
     strict.run(["export", "release"])
     assert "--accept-gate-failure" not in seen[-1]
+
+
+def test_export_stage_alone_accepts_only_the_latency_only_original():
+    """``make export`` with the default ``ORIGINAL=init``: the compressed generator's gates fail loudly; the original
+    with initialised weights is timed, not judged (its PSNR is no quality figure), so its export accepts and the
+    release lists the misses. An original with trained weights (a baseline run) is judged like the compressed one."""
+    pipe = Pipeline(PipelineConfig(run_dir=Path("run"), python="py", input_size=None), echo=lambda s: None)
+    pipe.stages = ("export",)
+    compressed, original = pipe.export_commands()
+    assert "--accept-gate-failure" not in compressed
+    assert original[-1] == "--accept-gate-failure" and original[original.index("--original-weights") + 1] == "init"
+    pipe.cfg.original = "runs/baseline"
+    assert all("--accept-gate-failure" not in cmd for cmd in pipe.export_commands())

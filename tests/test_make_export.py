@@ -68,3 +68,15 @@ def test_make_export_dtype_int8_as_typed(tmp_path):
         "of this run and these options (--force re-exports)"]
     assert not [line for line in out if line.startswith(("wrote", "generator", "file "))], again.stdout
     assert "== export: skipped" in again.stdout and again.stderr == ""
+
+    # files installed earlier with --accept-gate-failure (as `make pipeline` does) that missed a gate: unchanged,
+    # so nothing is converted, but `make export` alone fails loudly (export exits 1, make 2) and changes nothing
+    manifest = run / "export" / "manifest.json"
+    man["gate_failures"] = ["generator_int8.tflite: PSNR 21.00 dB on the held-out inputs < gate 30 dB"]
+    man.update(gates_passed=False, gate_failures_accepted=True)
+    manifest.write_text(json.dumps(man))
+    before = {p.name: p.read_bytes() for p in (run / "export").iterdir()}
+    third = _make(tmp_path, "DTYPE=int8")
+    assert third.returncode == 2 and "export] Error 1" in third.stderr, third.stdout + third.stderr
+    assert "missed its gate(s)" in third.stdout + third.stderr and "PSNR 21.00 dB" in third.stdout + third.stderr
+    assert {p.name: p.read_bytes() for p in (run / "export").iterdir()} == before

@@ -182,6 +182,14 @@ def test_gate_failures_name_every_miss():
     assert ("0.40 x the fp32 file > 0.30 x (int8 (mixed: 1 of 12 convolutions float); int8 data 110,619 B, other "
             "constants 2,704 B, quantization parameters 10,968 B, tensor names 8,773 B, graph 29,952 B (196 ops, "
             "257 tensors))") in text
+    # tflite-runtime is held to the same gates on both sets (its own figures, not LiteRT's)
+    rt = {"ok": True, "version": "2.14.0", "psnr_db": 35.0, "min_image_psnr_db": 31.0, "max_abs_diff": 0.1,
+          "unseen": {"psnr_db": 29.5, "min_image_psnr_db": 25.0, "worst_image": "photo:moon", "max_abs_diff": 1.0}}
+    text = "\n".join(gate_failures([_entry(runtimes={"litert": {"ok": True, "psnr_db": 35.0, "version": "2.1.0"},
+                                                      "tflite-runtime": rt})], params=500_000, onnx_max_abs_diff=1e-4))
+    assert "PSNR 29.50 dB on the unseen photos inputs in tflite-runtime < gate 30 dB" in text
+    assert "worst unseen photos image (photo:moon) 25.00 dB in tflite-runtime < gate 27 dB" in text
+    assert "held-out" not in text
     # the size gate spares generators of at most 0.1 M parameters (their file is mostly graph)
     assert gate_failures([_entry(size_ratio_to_fp32=0.4)], params=90_000, onnx_max_abs_diff=1e-4) == []
 

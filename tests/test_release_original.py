@@ -248,3 +248,14 @@ def test_export_stage_commands_at_the_phone_size_with_the_original(tmp_path):
     cfg = PipelineConfig(run_dir=dcgan, python="py", original="none")
     assert Pipeline(cfg, echo=lambda s: None).export_commands() == [
         ["py", "-m", "export", str(dcgan), "--dtype", "all", "--accept-gate-failure"]]
+
+
+def test_a_mixed_int8_file_is_labelled_in_the_release_tables():
+    """Issue 15: a file with float convolutions is ``int8 (mixed: N of M convolutions float)`` wherever it is shown,
+    the release's latency tables and headline included (the label comes with the bench rows)."""
+    from bench.pipeline.compare import Pair, dtype_cell
+
+    mixed = "int8 (mixed: 1 of 18 convolutions float)"
+    assert dtype_cell(Pair("int8", {"dtype_label": "int8"}, {"dtype_label": "int8"})) == "int8"
+    assert dtype_cell(Pair("int8", {"dtype_label": mixed}, {"dtype_label": "int8"})) == f"int8 (original file: {mixed})"
+    assert dtype_cell(Pair("fp32", None, {"dtype": "fp32"})) == "fp32"

@@ -120,6 +120,14 @@ def pairs(lat: dict, original: str | None, compressed: str | None) -> list[Pair]
     return out
 
 
+def dtype_cell(p: Pair) -> str:
+    """The dtype column of a pair: the dtype, and the label of either file that is not plainly it (``int8 (original
+    file: int8 (mixed: 1 of 18 convolutions float))``: :func:`quantize.composition.int8_label`, via the rows)."""
+    other = [(who, r["dtype_label"]) for who, r in (("original", p.original), ("compressed", p.compressed))
+             if r and r.get("dtype_label") and r["dtype_label"] != p.dtype]
+    return p.dtype + (" (" + "; ".join(f"{who} file: {label}" for who, label in other) + ")" if other else "")
+
+
 def _ms(row: dict | None, with_p95: bool = False) -> str:
     v, basis = _latency(row)
     if v is None:
@@ -145,7 +153,7 @@ def headline_markdown(targets: list[tuple[str, dict]], original: str | None, com
     for _, lat in targets:
         for p in pairs(lat, original, compressed):
             inp = (p.compressed or p.original or {}).get("input") or size
-            lines.append(f"| {md_escape(chipset(lat))} | {p.dtype} | {inp} | {_ms(p.original)} | "
+            lines.append(f"| {md_escape(chipset(lat))} | {dtype_cell(p)} | {inp} | {_ms(p.original)} | "
                          f"{_ms(p.compressed)} | {_ratio(p.speedup, bold=True)} | {_ratio(p.macs_ratio)} | "
                          f"{machine_cell(lat)} |")
     return lines
@@ -164,7 +172,7 @@ def target_markdown(lat: dict, original: str | None, compressed: str | None) -> 
         size = " → ".join(f"{r['size_mb']:.3f}" if r.get("size_mb") is not None else "-"
                           for r in (p.original, p.compressed) if r)
         inp = (p.compressed or p.original or {}).get("input") or "-"
-        lines.append(f"| {p.dtype} | {inp} | {_ms(p.original, True)} | {_ms(p.compressed, True)} | "
+        lines.append(f"| {dtype_cell(p)} | {inp} | {_ms(p.original, True)} | {_ms(p.compressed, True)} | "
                      f"{_ratio(p.speedup, bold=True)} | {_ratio(p.macs_ratio)} | {size} | "
                      f"{md_escape((p.compressed or {}).get('delegate', '-'))} | "
                      f"{md_escape(', '.join(flags)) or '-'} |")

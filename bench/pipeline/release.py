@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline.compare import (chipset, comparison_plot, headline_markdown, macs_text, pairs, target_kind,
-                                    target_markdown)
+from bench.pipeline.compare import (chipset, comparison_plot, dtype_cell, headline_markdown, macs_text, pairs,
+                                    target_kind, target_markdown)
 from bench.pipeline.page import markdown_page
 from bench.pipeline.record import RECORD, STAGES, load_json
 from bench.tables import format_macs
@@ -302,8 +302,11 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
         if om is None:
             w.append("The original (unpruned) generator was not exported: no speed-up beside the MACs ratio "
                      "(export stage with --original-weights none, or not run).")
-        elif not (orec.get("weights") or {}).get("latency_only"):  # initialised weights: PSNR means nothing
+        elif not (orec.get("weights") or {}).get("latency_only"):
             w += [f"Original's export quality gate missed (accepted): {g}." for g in om.get("gate_failures") or []]
+        elif om.get("gate_failures"):  # initialised weights: timed, not judged, but what was timed is said
+            w.append("Original (initialised weights, latency only; its PSNR is not a quality figure), export gates "
+                     "missed (accepted): " + "; ".join(om["gate_failures"]) + ".")
     if ev is None:
         w.append("No evaluation.json: FID/KID not measured (evaluate stage not run or unavailable).")
     if not targets:
@@ -347,13 +350,16 @@ def _weights_note(original: dict) -> str:
     w = rec.get("weights") or {}
     g = {k: v for k, v in (rec.get("generator") or {}).items() if k not in ("channels", "in_channels", "out_channels")}
     what = f"the unpruned {rec.get('family', '?')} generator ({', '.join(f'{k} {v}' for k, v in g.items())})"
+    int8 = next((e for e in (original.get("manifest") or {}).get("files", []) if e.get("dtype") == "int8"), None)
+    mixed = f" Here the original's int8 file is `{int8['label']}`." if int8 and int8.get("label", "int8") != "int8" \
+        else ""
     if w.get("latency_only"):
         return (f"Original: {what}, **initialised weights: latency only**. fp32/fp16 latency does not depend on "
-                "the weight values; int8 latency does not either (the same int8 graph), but the int8 scales come from "
-                "the activations of the calibration images, so the original's int8 quality (PSNR, FID) means "
-                "nothing; robust int8's float selection (convolutions kept in float, listed in each manifest) is "
-                "decided from the outputs and can differ between the two generators.")
-    return f"Original: {what}, {w.get('text', 'trained weights')}."
+                "the weight values, and int8 latency depends on them only through the graph: the int8 scales come "
+                "from the activations of the calibration images, so the original's int8 quality (PSNR, FID) means "
+                "nothing, and robust int8's float selection (convolutions kept in float, listed in each manifest) "
+                "is decided from the outputs and can differ between the two generators." + mixed)
+    return f"Original: {what}, {w.get('text', 'trained weights')}." + mixed
 
 
 def _headline(report: dict, manifest: dict | None, targets: list[tuple[str, dict]], original: dict,
@@ -407,7 +413,7 @@ def _summary(report: dict, manifest: dict | None, ev: dict | None, targets: list
         for pr in pairs(lat, (om or {}).get("model"), (manifest or {}).get("model")):
             vs = "-" if pr.speedup is None else f"speed-up **{pr.speedup:.2f}×**" + (
                 f" (MACs ratio {pr.macs_ratio:.2f}×)" if pr.macs_ratio is not None else "")
-            L.append(f"| latency {pr.dtype} on {chipset(lat)} ({target_kind(lat)}), median | "
+            L.append(f"| latency {dtype_cell(pr)} on {chipset(lat)} ({target_kind(lat)}), median | "
                      f"{_f((pr.original or {}).get('median_ms'))} ms | {_f((pr.compressed or {}).get('median_ms'))} ms "
                      f"| {vs} |")
     if evs:
