@@ -11,7 +11,7 @@ another checkout (label ``before``, e.g. ``git worktree add /tmp/before <commit>
 same command and the same measurement. The files are then measured here, whatever code exported them:
 
 * PSNR against the PyTorch fp32 generator (:mod:`export.parity`), pooled and worst image, on the run's held-out
-  inputs and on the unseen photos of :mod:`export.photos` (LiteRT);
+  inputs and on the unseen photos of :mod:`export.photos` (LiteRT; the photos in tflite-runtime as well);
 * file size, and the size against the fp32 file of the same export;
 * what the file is made of (:mod:`quantize.composition`): label (``int8`` or ``int8 (mixed: N of M convolutions
   float)``), share of weight bytes and of MACs in int8, hybrid ops;
@@ -134,6 +134,7 @@ def measure_files(out: Path, run: Path, runs: int, threads: int = 2) -> list[dic
                      "op_count": comp["op_count"], "conversions": comp["conversions"],
                      "heldout": {k: figures[k] for k in ("psnr_db", "min_image_psnr_db", "max_abs_diff")},
                      "unseen": figures.get("unseen"),
+                     "unseen_tflite_runtime": (figures["runtimes"].get("tflite-runtime") or {}).get("unseen"),
                      "latency": {rt: host_latency_ms(path, threads, runs=runs, runtime=rt)
                                  for rt in ("litert", "tflite-runtime")},
                      "gpu_ready": gpu_delegate_check(path)["gpu_ready"]})
@@ -204,9 +205,9 @@ def _float_ops(r: dict) -> str:
 def to_markdown(rows: list[dict]) -> str:
     """The benchmark table (one row per family x model x code x dtype), the runtime errors and the sources."""
     lines = ["| family | model | code | file | size bytes | x fp32 | int8 share (weights / MACs) | ops in float | "
-             "held-out PSNR dB (pooled / worst) | unseen PSNR dB (pooled / worst) | LiteRT ms | tflite-runtime ms | "
-             "GPU ready |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "held-out PSNR dB (pooled / worst) | unseen PSNR dB (pooled / worst) | unseen, tflite-runtime | "
+             "LiteRT ms | tflite-runtime ms | GPU ready |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     errors = {}
     for r in rows:
         lat = r["latency"]
@@ -217,7 +218,8 @@ def to_markdown(rows: list[dict]) -> str:
                      f"{r['size_ratio_to_fp32']:.2f} | {_share(r['int8_share'])} | {_float_ops(r)} | "
                      f"{_db(r['heldout'], 'psnr_db')} / {_db(r['heldout'], 'min_image_psnr_db')} | "
                      f"{_db(r['unseen'], 'psnr_db')} / {_db(r['unseen'], 'min_image_psnr_db')} | "
-                     f"{_latency(lat['litert'])} | {_latency(lat['tflite-runtime'])} | "
+                     f"{_db(r.get('unseen_tflite_runtime'), 'psnr_db')} / "
+                     f"{_db(r.get('unseen_tflite_runtime'), 'min_image_psnr_db')} | {_latency(lat['litert'])} | {_latency(lat['tflite-runtime'])} | "
                      f"{'yes' if r['gpu_ready'] else 'no'} |")
     lines.append("")
     for err, where in errors.items():

@@ -431,11 +431,16 @@ def test_benchmark_measures_the_files(exported, trained_runs):
     manifest = {e["dtype"]: e for e in exported["cyclegan"]["files"]}
     assert by["int8"]["heldout"]["psnr_db"] == pytest.approx(manifest["int8"]["psnr_db"])
     assert by["int8"]["unseen"]["count"] == 15
+    tr = manifest["int8"]["runtimes"]["tflite-runtime"]["unseen"]  # the photos in the second runtime too
+    assert by["int8"]["unseen_tflite_runtime"]["psnr_db"] == pytest.approx(tr["psnr_db"])
     for r in rows:
         assert all(r["latency"][rt]["median_ms"] > 0 for rt in ("litert", "tflite-runtime"))
     table = to_markdown([{**r, "family": "cyclegan", "model": "unpruned", "code": "after", "source": str(run),
                           "params": 1, "macs": 1, "input_shape": [1, 64, 64, 3], "generator": {}} for r in rows])
     assert "| cyclegan | unpruned | after | int8 |" in table and "100% / 100%" in table
+    u, t = by["int8"]["unseen"], by["int8"]["unseen_tflite_runtime"]
+    assert (f"| {u['psnr_db']:.1f} / {u['min_image_psnr_db']:.1f} | {t['psnr_db']:.1f} / "
+            f"{t['min_image_psnr_db']:.1f} |") in table
 
 
 @pytest.mark.slow
