@@ -86,7 +86,8 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     if row.get("speedup"):
         speed = f"{row['speedup']:.2f}×" + (" (mean)" if row.get("speedup_basis") == "mean" else "")
     flags = ", ".join(x if x in PLAIN_FLAGS else f"**{x}**" for x in row["flags"]) or "-"
-    return [md_escape(row["model"]), row.get("dtype_label") or row["dtype"], _fmt(row["median_ms"]), _fmt(row["p95_ms"]), _fmt(row["mean_ms"]),
+    return [md_escape(row["model"]), row.get("dtype_label") or row["dtype"], _fmt(row["median_ms"]),
+            _fmt(row["p95_ms"]), _fmt(row["mean_ms"]),
             _fmt(row["std_ms"]), _fmt(row["min_ms"]), _fmt(row["repeat_spread_ms"]), _fmt(row["inferences"]),
             _fmt(row["init_ms"], 1), _fmt(row["first_ms"]), _fmt(row["warmup_ms"]), _fmt(row["peak_mem_mb"], 1),
             _fmt(row["size_mb"], 3), format_macs(row["macs"]), row.get("input", "-"), md_escape(row["delegate"]),

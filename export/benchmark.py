@@ -205,7 +205,8 @@ def _float_ops(r: dict) -> str:
 def to_markdown(rows: list[dict]) -> str:
     """The benchmark table (one row per family x model x code x dtype), the runtime errors and the sources."""
     lines = ["| family | model | code | file | size bytes | x fp32 | int8 share (weights / MACs) | ops in float | "
-             "held-out PSNR dB (pooled / worst) | unseen PSNR dB (pooled / worst) | unseen, tflite-runtime | "
+             "held-out PSNR dB (pooled / worst) | unseen PSNR dB (pooled / worst) | unseen, tflite-runtime (pooled / "
+             "worst) | "
              "LiteRT ms | tflite-runtime ms | GPU ready |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     errors = {}
@@ -219,7 +220,8 @@ def to_markdown(rows: list[dict]) -> str:
                      f"{_db(r['heldout'], 'psnr_db')} / {_db(r['heldout'], 'min_image_psnr_db')} | "
                      f"{_db(r['unseen'], 'psnr_db')} / {_db(r['unseen'], 'min_image_psnr_db')} | "
                      f"{_db(r.get('unseen_tflite_runtime'), 'psnr_db')} / "
-                     f"{_db(r.get('unseen_tflite_runtime'), 'min_image_psnr_db')} | {_latency(lat['litert'])} | {_latency(lat['tflite-runtime'])} | "
+                     f"{_db(r.get('unseen_tflite_runtime'), 'min_image_psnr_db')} | {_latency(lat['litert'])} | "
+                     f"{_latency(lat['tflite-runtime'])} | "
                      f"{'yes' if r['gpu_ready'] else 'no'} |")
     lines.append("")
     for err, where in errors.items():

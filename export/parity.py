@@ -179,8 +179,9 @@ def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> l
 
 
 def _size_detail(fb: dict | None) -> str:
-    """``; int8 data N B, quantization parameters N B, tensor names N B, graph N B (n ops, n tensors)`` from a
-    :func:`quantize.composition.file_bytes` record: what the bytes beyond the weights are."""
+    """``; int8 data N B, other constants N B, quantization parameters N B, tensor names N B, graph N B (n ops, n
+    tensors)`` from a :func:`quantize.composition.file_bytes` record (bytes): what the file holds beside its int8
+    weights; ``""`` without a record (manifests written before it existed)."""
     if not fb:
         return ""
     return (f"; int8 data {fb['constant_data'].get('int8', 0):,} B, other constants "

@@ -154,8 +154,9 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
         have = {e["dtype"] for e in old.get("files", [])}
         if set(wanted) <= have and _files_intact(out_dir, old["files"]):
             LOGGER.info("export of %s is up to date (%s): skipped", run_dir, out_dir / MANIFEST)
-            missed = [f for f in old.get("gate_failures") or []
-                      if any(f.startswith(FILE_NAMES[d] + ":") for d in wanted)]
+            # the gates of the stored figures, as this code draws them (the ONNX file feeds every .tflite)
+            missed = gate_failures([e for e in old["files"] if e["dtype"] in ("onnx", *wanted)],
+                                   int(old.get("params") or 0), ORT_MAX_ABS_DIFF)
             if missed and not options.accept_gate_failure:
                 # installed by an earlier --accept-gate-failure: unchanged, but it still missed its gates
                 raise GateFailure(f"the installed export in {out_dir} is up to date but missed its gate(s) (installed "
@@ -282,7 +283,7 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         # the generator's own I/O (PyTorch, ONNX, the float files); each file's, int8 included, is in its entry
         "input": {"name": INPUT_NAME, "shape": [int(shape[0]), int(shape[2]), int(shape[3]), int(shape[1])],
                   "dtype": "float32", "layout": "NHWC",
-                  **({"value_range": [-1, 1]} if takes_image_input(arch) else
+                  **({"value_range": [-1, 1]} if takes_image_input(arch, generator) else
                      {"value_range": None, "distribution": "N(0, 1) noise"}),
                   "onnx_shape": list(shape), "onnx_layout": "NCHW"},
         "output": {"name": OUTPUT_NAME, "shape": [1, nchw_out[1], nchw_out[2], nchw_out[0]], "dtype": "float32",
@@ -325,6 +326,14 @@ def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, sou
         if stale not in keep_paths:
             (out_dir / stale).unlink(missing_ok=True)
     manifest["files"] = sorted(manifest["files"] + kept, key=lambda e: ["onnx", *DTYPES].index(e["dtype"]))
+    if kept:  # the gates of the kept files too: a miss accepted earlier stays listed (and in the release)
+        failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)
+        manifest.update(gates_passed=not failures, gate_failures=failures,
+                        gate_failures_accepted=bool(failures),
+                        gates_db={e["dtype"]: GATES_DB[e["dtype"]] for e in manifest["files"]
+                                  if e["dtype"] in GATES_DB},
+                        min_image_gates_db={e["dtype"]: MIN_IMAGE_GATES_DB[e["dtype"]] for e in manifest["files"]
+                                            if e["dtype"] in MIN_IMAGE_GATES_DB})
     atomic_write_json(out_dir / MANIFEST, manifest)
 
 

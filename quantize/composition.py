@@ -63,8 +63,11 @@ def describe(model: str | Path | bytes) -> dict:
         "weight_dtype", "weight_bytes", "macs"}], "convolution_count", "float_convolutions", "hybrid_ops",
         "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; 1.0 for a file without convolutions is never
         reported: None), "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "conversions":
-        {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "input", "output"} with "input"/"output" = {"name", "dtype",
-        "shape", "quantization": {"scale", "zero_point"} or None, "value_range": [lo, hi] or None}.
+        {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "file_bytes" (:func:`file_bytes`), "input", "output"} with
+        "input"/"output" = {"name", "dtype", "shape", "quantization": {"scale", "zero_point"} or None,
+        "value_range": [lo, hi] or None}.
+    Raises:
+        OSError: the path cannot be read; struct.error / IndexError: not a TFLite flatbuffer.
     """
     schema = flatbuffer_schema()
 
@@ -154,6 +157,8 @@ def file_bytes(model: str | Path | bytes) -> dict:
         min and max (float32) vectors of every tensor, "tensor_names": bytes of the tensor names, "graph": the
         rest (operator and tensor tables, shapes, buffer and opcode tables, signatures, metadata, alignment),
         "tensors", "operators", "buffers": counts}. All sizes in bytes.
+    Raises:
+        OSError: the path cannot be read; struct.error / IndexError: not a TFLite flatbuffer (empty, truncated).
     """
     schema = flatbuffer_schema()
 
