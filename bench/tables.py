@@ -159,9 +159,17 @@ def _bar_value(r: dict[str, Any]) -> tuple[float | None, float | None]:
     return None, None
 
 
+def chart_note(row: dict[str, Any] | None) -> str:
+    """The short form of a row's dtype label for a chart, ``mixed: 1 of 18 float`` for ``int8 (mixed: 1 of 18
+    convolutions float)``; ``""`` when the file is plainly its dtype (or the row has no label)."""
+    label = (row or {}).get("dtype_label") or ""
+    m = re.search(r"mixed: (\d+) of (\d+)", label)
+    return f"mixed: {m[1]} of {m[2]} float" if m else ""
+
+
 def plot(report: dict[str, Any], dest) -> None:
     """Grouped bar chart per model and dtype: median latency (ms) with a whisker to p95 (mean and mean + std for
-    the older output form); flagged rows hatched."""
+    the older output form); flagged rows hatched; a mixed int8 file's bar says so (:func:`chart_note`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,6 +191,8 @@ def plot(report: dict[str, Any], dest) -> None:
             ax.bar(x, h, width * 0.95, color=f"C{j}", label=dt if i == 0 else None,
                    hatch="//" if bad else None, edgecolor="black" if bad else None,
                    yerr=[[0], [max(0.0, (top or h) - h)]], capsize=3)
+            if chart_note(r):
+                ax.text(x, h / 2, chart_note(r), rotation=90, ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_ylabel("median latency (ms), bar to p95")

@@ -259,3 +259,18 @@ def test_a_mixed_int8_file_is_labelled_in_the_release_tables():
     assert dtype_cell(Pair("int8", {"dtype_label": "int8"}, {"dtype_label": "int8"})) == "int8"
     assert dtype_cell(Pair("int8", {"dtype_label": mixed}, {"dtype_label": "int8"})) == f"int8 (original file: {mixed})"
     assert dtype_cell(Pair("fp32", None, {"dtype": "fp32"})) == "fp32"
+
+
+def test_charts_say_which_int8_file_is_mixed(tmp_path):
+    """The label reaches the charts too: a mixed file's bar (bench chart) and tick (release comparison chart)."""
+    from bench.pipeline.compare import comparison_plot
+    from bench.tables import chart_note
+
+    assert chart_note({"dtype_label": "int8 (mixed: 1 of 18 convolutions float)"}) == "mixed: 1 of 18 float"
+    assert chart_note({"dtype_label": "int8"}) == "" == chart_note(None)
+    rows = [{"model": m, "dtype": "int8", "dtype_label": label, "status": "ok", "median_ms": ms, "p95_ms": ms,
+             "macs": 1, "flags": ["host"]}
+            for m, label, ms in (("orig", "int8 (mixed: 1 of 18 convolutions float)", 2.0), ("comp", "int8", 1.0))]
+    lat = {"device": {"kind": "host"}, "rows": rows}
+    assert comparison_plot([("host", lat)], "orig", "comp", tmp_path / "c.png", "256×256")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

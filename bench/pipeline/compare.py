@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.tables import format_macs, md_escape
+from bench.tables import chart_note, format_macs, md_escape
 
 DTYPES = ("fp32", "fp16", "int8")
 #: Bar colours of the plot: original, compressed.
@@ -221,7 +221,9 @@ def comparison_plot(targets: list[tuple[str, dict]], original: str | None, compr
             if p.speedup is not None:
                 ax.text(i, top * 1.05, f"{p.speedup:.2f}×", ha="center", fontsize=9, fontweight="bold")
         ax.set_ylim(0, top * 1.18 if top else 1)
-        ax.set_xticks(range(len(ps)), [p.dtype for p in ps])
+        ax.set_xticks(range(len(ps)), [p.dtype + "".join(f"\n{who}: {chart_note(getattr(p, who))}"
+                                                          for who in ("original", "compressed")
+                                                          if chart_note(getattr(p, who))) for p in ps], fontsize=8)
         kind = target_kind(lat)
         note = {"host": "\nhost CPU: not phone figures", "virtual": "\nvirtual device: not phone figures"}
         ax.set_title(f"{chipset(lat)}{note.get(kind, '')}", fontsize=9)
