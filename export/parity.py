@@ -140,34 +140,13 @@ def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> l
                 failures.append(f"generator.onnx: onnxruntime vs PyTorch max abs diff {e['max_abs_diff']:.3g} "
                                 f"> {onnx_max_abs_diff:g}")
             continue
-        name, gate = e["path"], e["gate_db"]
-        sets = [("held-out", e)] + ([("unseen photos", e["unseen"])] if e.get("unseen") else [])
-        for label, fig in sets:
-            psnr = _float(fig["psnr_db"])
-            if not psnr >= gate:
-                failures.append(f"{name}: PSNR {psnr:.2f} dB on the {label} inputs < gate {gate:.0f} dB "
-                                f"(max abs diff {fig['max_abs_diff']:.3g})")
-            worst_gate = e.get("min_image_gate_db")
-            worst = _float(fig["min_image_psnr_db"])
-            if worst_gate is not None and not worst >= worst_gate:
-                which = f" ({fig['worst_image']})" if fig.get("worst_image") else ""
-                failures.append(f"{name}: worst {label} image{which} {worst:.2f} dB < gate {worst_gate:.0f} dB")
+        name = e["path"]
+        failures += _set_failures(name, e, e, "")  # LiteRT's figures are the file's
         for rt, r in (e.get("runtimes") or {}).items():
             if not r["ok"]:
                 failures.append(f"{name}: does not run in {rt} {r.get('version')}: {r['error'][:200]}")
-                continue
-            if rt == DEFAULT_RUNTIME:  # its figures are the file's, checked above
-                continue
-            for label, fig in [("held-out", r)] + ([("unseen photos", r["unseen"])] if r.get("unseen") else []):
-                if not _float(fig["psnr_db"]) >= gate:
-                    failures.append(f"{name}: PSNR {_float(fig['psnr_db']):.2f} dB on the {label} inputs in {rt} "
-                                    f"< gate {gate:.0f} dB")
-                worst_gate = e.get("min_image_gate_db")
-                if worst_gate is not None and fig.get("min_image_psnr_db") is not None \
-                        and not _float(fig["min_image_psnr_db"]) >= worst_gate:
-                    which = f" ({fig['worst_image']})" if fig.get("worst_image") else ""
-                    failures.append(f"{name}: worst {label} image{which} {_float(fig['min_image_psnr_db']):.2f} dB "
-                                    f"in {rt} < gate {worst_gate:.0f} dB")
+            elif rt != DEFAULT_RUNTIME:
+                failures += _set_failures(name, e, r, f" in {rt}")
         if e["dtype"] == "int8":
             if e.get("hybrid_ops"):
                 failures.append(f"{name}: hybrid ops (float activations, int8 weights): {', '.join(e['hybrid_ops'])}")
@@ -176,6 +155,26 @@ def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> l
                 failures.append(f"{name}: {ratio:.2f} x the fp32 file > {INT8_SIZE_RATIO:.2f} x "
                                 f"({e.get('label', 'int8')}{_size_detail(e.get('file_bytes'))})")
     return failures
+
+
+def _set_failures(name: str, entry: dict, figures: dict, where: str) -> list[str]:
+    """The pooled and worst-image gates of ``entry`` against ``figures`` (held-out, and its ``unseen`` block) of one
+    runtime; ``where`` names a runtime other than the file's own (`` in tflite-runtime``), whose messages then
+    leave out the max abs diff."""
+    gate, worst_gate = entry["gate_db"], entry.get("min_image_gate_db")
+    out = []
+    for label, fig in [("held-out", figures)] + ([("unseen photos", figures["unseen"])] if figures.get("unseen")
+                                                 else []):
+        psnr = _float(fig["psnr_db"])
+        if not psnr >= gate:
+            diff = "" if where else f" (max abs diff {fig['max_abs_diff']:.3g})"
+            out.append(f"{name}: PSNR {psnr:.2f} dB on the {label} inputs{where} < gate {gate:.0f} dB{diff}")
+        if worst_gate is not None and fig.get("min_image_psnr_db") is not None \
+                and not _float(fig["min_image_psnr_db"]) >= worst_gate:
+            which = f" ({fig['worst_image']})" if fig.get("worst_image") else ""
+            out.append(f"{name}: worst {label} image{which} {_float(fig['min_image_psnr_db']):.2f} dB{where} < gate "
+                       f"{worst_gate:.0f} dB")
+    return out
 
 
 def _size_detail(fb: dict | None) -> str:

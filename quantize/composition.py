@@ -63,7 +63,7 @@ def describe(model: str | Path | bytes) -> dict:
         "weight_dtype", "weight_bytes", "macs"}], "convolution_count", "float_convolutions", "hybrid_ops",
         "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; 1.0 for a file without convolutions is never
         reported: None), "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "conversions":
-        {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "file_bytes" (:func:`file_bytes`), "input", "output"} with
+        {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "input", "output"} with
         "input"/"output" = {"name", "dtype", "shape", "quantization": {"scale", "zero_point"} or None,
         "value_range": [lo, hi] or None}.
     Raises:
@@ -144,7 +144,7 @@ def describe(model: str | Path | bytes) -> dict:
             "hybrid_ops": [f"{c['op']} {c['name']}" for c in convs if c["kind"] == "hybrid"],
             "int8_share": share, "weight_bytes": dict(sorted(weight_by_dtype.items())),
             "float_ops": dict(sorted(float_ops.items())), "conversions": dict(sorted(conversions.items())),
-            "op_count": len(ops), "file_bytes": file_bytes(content),
+            "op_count": len(ops),
             "input": _io(sg, sg.Inputs(0), dtype, shape), "output": _io(sg, sg.Outputs(0), dtype, shape)}
 
 
