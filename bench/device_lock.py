@@ -6,10 +6,15 @@ seconds) and ``heartbeat`` (device time, written by bench at each step and by ``
 repeat). A holder is live unless one of these says otherwise:
 
 * it was taken on this host by a process that has ended (or by this process for a run it no longer runs);
-* its heartbeat is older than its ``stale_after`` and none of its runner processes is alive on the device.
+* its heartbeat is older than its ``stale_after`` and none of its runner processes is alive on the device;
+* it has no ``owner`` or no ``heartbeat`` (a run cut off between ``mkdir`` and writing them, or a cut-off
+  ``rm -rf``) and the folder is older than :data:`HALF_WRITTEN_S`, with no runner alive.
 
-A stale lock is taken over with a warning; a live one makes the new run wait (``wait_s``) or refuse with
-:class:`bench.results.DeviceBusy`. Only the holder deletes run folders, so a run never deletes a live one's.
+A stale lock is taken over with a warning, in one device command that moves it away only if its ``owner`` run
+and ``heartbeat`` are still the ones judged stale (two runs judging the same stale lock cannot both take it:
+the second finds the first's fresh lock and re-judges); a live one makes the new run wait (``wait_s``) or
+refuse with :class:`bench.results.DeviceBusy`. Only the holder deletes run folders, so a run never deletes a
+live one's.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ REMOTE_ROOT = "/data/local/tmp"
 RUN_PREFIX = "coronetgan-bench-"
 LOCK = f"{REMOTE_ROOT}/coronetgan-bench.lock"
 POLL_S = 2.0
+HALF_WRITTEN_S = 60  # s; owner and heartbeat are written in the same shell command as the lock folder
 _ACTIVE: set[str] = set()  # run folder names this process holds the lock for
 
 
@@ -84,8 +90,7 @@ class DeviceLock:
             if why:
                 log.warning("device %s: taking over the lock of bench run %s (host %s, pid %s): %s", self.serial,
                             holder.get("run", "?"), holder.get("host", "?"), holder.get("pid", "?"), why)
-                q = shlex.quote(f"{LOCK}.stale-{self.name}")
-                self.sh(f"mv {shlex.quote(LOCK)} {q} 2>/dev/null; rm -rf {q}")
+                self._take_over(holder)
                 continue
             if time.monotonic() >= deadline:
                 raise DeviceBusy(self._busy_message(holder))
@@ -109,6 +114,7 @@ class DeviceLock:
         cmd = (f"if mkdir {L} 2>/dev/null; then printf '%s\\n' {shlex.quote(owner)} > {L}/owner; "
                f"date +%s > {L}/heartbeat; echo lock=acquired; else echo lock=busy; cat {L}/owner 2>/dev/null; "
                f"echo heartbeat=$(cat {L}/heartbeat 2>/dev/null); echo now=$(date +%s); "
+               f"echo lock_mtime=$(stat -c %Y {L} 2>/dev/null); "
                f"R=$(sed -n 's/^run=//p' {L}/owner 2>/dev/null); "
                f"for f in {REMOTE_ROOT}/\"$R\"/out/*.pid; do [ -f \"$f\" ] && kill -0 \"$(cat \"$f\")\" 2>/dev/null "
                f"&& echo live_pid=$(cat \"$f\"); done; fi")
@@ -120,7 +126,20 @@ class DeviceLock:
             f["age_s"] = str(int(f.get("now", "0")) - int(f["heartbeat"]))
         except (KeyError, ValueError):
             f["age_s"] = ""
+        try:
+            f["folder_age_s"] = str(int(f.get("now", "0")) - int(f["lock_mtime"]))
+        except (KeyError, ValueError):
+            f["folder_age_s"] = ""
         return f
+
+    def _take_over(self, h: dict[str, str]) -> bool:
+        """Move the stale lock ``h`` away and delete it, in one device command, only if its owner run and
+        heartbeat are still those of ``h``. Returns whether it was taken over (else another run was faster)."""
+        L, q = shlex.quote(LOCK), shlex.quote(f"{LOCK}.stale-{self.name}")
+        _, out = self.sh(f"if [ \"$(sed -n 's/^run=//p' {L}/owner 2>/dev/null)\" = {shlex.quote(h.get('run', ''))} ] "
+                         f"&& [ \"$(cat {L}/heartbeat 2>/dev/null)\" = {shlex.quote(h.get('heartbeat', ''))} ] "
+                         f"&& mv {L} {q} 2>/dev/null; then rm -rf {q}; echo takeover=done; fi")
+        return _fields(out).get("takeover") == "done"
 
     def _stale(self, h: dict[str, str]) -> str | None:
         """Why the holder ``h`` cannot be live any more, or ``None`` if it may be."""
@@ -135,6 +154,13 @@ class DeviceLock:
                 return f"its bench process {pid} on this host has ended"
         if h.get("live_pid"):
             return None
+        if not h.get("run") or not h.get("age_s"):
+            try:
+                age = int(h.get("folder_age_s", ""))
+            except ValueError:
+                return None
+            return (f"half-written lock (no owner or heartbeat) {age} s old and no runner alive"
+                    if age > HALF_WRITTEN_S else None)
         try:
             age, limit = int(h["age_s"]), int(h.get("stale_after", ""))
         except (KeyError, ValueError):

@@ -30,15 +30,25 @@ def _read_json(p: Path, what: str) -> Any:
         raise InputError(f"{what} {p} is not valid JSON: {e}") from None
 
 
+def _plain_key(key: object) -> bool:
+    """Whether a profile key can name one output folder (``RUN/bench/<key>``): no path separator, not . or .."""
+    return isinstance(key, str) and key not in ("", ".", "..") and not re.search(r"[/\\\0]", key)
+
+
 def load_profiles(path: str | Path | None = None) -> dict[str, Any]:
     """Read the profile data file; returns ``{"match_order": [...], "profiles": {name: profile}}``.
 
-    Raises :class:`InputError` if the file is missing, not JSON, or has no ``profiles`` object.
+    Raises :class:`InputError` if the file is missing, not JSON, has no ``profiles`` object, or a profile key is
+    not a plain name (a path, ``.`` or ``..``: keys name output folders).
     """
     p = Path(path) if path else PROFILES_FILE
     data = _read_json(p, "profile file")
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
         raise InputError(f"profile file {p}: expected an object with a 'profiles' object")
+    bad = [k for k in data["profiles"] if not _plain_key(k)]
+    if bad:  # keys name output folders
+        raise InputError(f"profile file {p}: profile key(s) {', '.join(map(repr, bad))} are not plain names; "
+                         "expected one folder name (no /, \\, . or ..)")
     data.setdefault("match_order", DEFAULT_MATCH_ORDER)
     return data
 
@@ -60,7 +70,8 @@ def is_profile_file(value: str) -> bool:
 
 def _profile_file(value: str) -> dict[str, Any]:
     """The single profile in the file ``value`` (a profile object, or ``{"profiles": {key: profile}}`` with one
-    entry); its key is the entry's key or the file's stem. Raises :class:`InputError` naming the file."""
+    entry); its key is the entry's key or the file's stem, a plain name (it names output folders). Raises
+    :class:`InputError` naming the file."""
     p = Path(value).expanduser()
     data = _read_json(p, "--device profile file")
     order = DEFAULT_MATCH_ORDER
@@ -72,6 +83,10 @@ def _profile_file(value: str) -> dict[str, Any]:
         key, prof = next(iter(data["profiles"].items()))
     else:
         key, prof = p.stem, data
+    if not _plain_key(key):
+        # the key names output folders (RUN/bench/<key>, bench/results/<key>/...): one plain folder name
+        raise InputError(f"--device {value}: profile key {key!r} is not a plain name; expected one folder name "
+                         "(no /, \\, . or ..; rename the file or its 'profiles' entry)")
     if not isinstance(prof, dict) or not isinstance(prof.get("match"), dict) or not prof["match"]:
         raise InputError(f"--device {value}: expected a profile object with a 'match' object of getprop "
                          "patterns, e.g. {\"soc\": \"SM8450\", \"match\": {\"ro.soc.model\": [\"SM8450\"]}}")

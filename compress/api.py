@@ -86,6 +86,8 @@ def compress_model(model: str, target: float, run_dir: str | Path, *, dataset: s
         The compression report (see :func:`run_compression`).
     Raises:
         compress.errors.InputError: unknown family/preset/field or an out-of-range value.
+        compress.errors.TrainingError: a non-finite loss or weights (the last good checkpoint is kept).
+        OSError: the run folder cannot be written (named).
     """
     values: dict[str, Any] = {"model": model, "preset": preset_name, **preset(model, preset_name),
                               "target": target, **overrides}

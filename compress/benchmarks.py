@@ -728,6 +728,9 @@ def memory_table(results: dict) -> str:
 
 # --- CLI -------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m compress.benchmarks WHAT``: the search's controllability, step-cost or memory benchmark
+    (module docstring); writes its results folder and prints the table. Returns the exit status (2: bad
+    input, said in one line)."""
     p = argparse.ArgumentParser(prog="python -m compress.benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=("controllability", "step-cost", "memory", "_memory-worker"))
@@ -783,4 +786,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from compress.cli_errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -123,6 +123,8 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m compress.selection RUN``: the selection diagnostic of a finished run (module docstring), one
+    search per ``--seeds`` entry; prints the comparison. Returns the exit status (2: bad input)."""
     p = argparse.ArgumentParser(prog="python -m compress.selection", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a finished CoroNetGAN run folder (its config.json is read)")

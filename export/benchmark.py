@@ -17,7 +17,7 @@ same command and the same measurement. The files are then measured here, whateve
   float)``), share of weight bytes and of MACs in int8, hybrid ops;
 * ops computing in float (int8 files; QUANTIZE/DEQUANTIZE not counted) against all ops of the file;
 * host latency in LiteRT (``ai_edge_litert``) and in tflite-runtime 2.14: interpreter with ``--threads`` threads,
-  ``--warmup`` runs, then the median of ``--runs`` (>= 20) timed ``invoke()`` calls on a zero input; a runtime that
+  5 untimed warm-up runs, then the median of ``--runs`` (>= 20) timed ``invoke()`` calls on a zero input; a runtime that
   cannot load the file gets its error instead;
 * GPU-delegate readiness (:mod:`export.gpu_check`) and, with ``--fid N``, the FID change of int8 from the manifest.
 
@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from compress.families import FAMILIES
+from compress.io import atomic_write_text
 DTYPE_FILES = {"fp32": "generator_fp32.tflite", "fp16": "generator_fp16.tflite", "int8": "generator_int8.tflite"}
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,6 +236,9 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m export.benchmark``: export and measure every family x generator x dtype (module docstring),
+    write ``OUT/benchmark.json`` and the Markdown table (``--md``). Returns the exit status: 0, or 2 for bad
+    input (a flag, a run folder of ``--pair``, the ``--before`` checkout), said in one line."""
     p = argparse.ArgumentParser(prog="python -m export.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="build/export-bench", help="working folder (stand-in runs and exports)")
@@ -271,13 +275,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     rows = run_benchmark(out, data, args.steps, max(20, args.runs), families, pairs, before, args.fid, args.threads)
-    (out / "benchmark.json").write_text(json.dumps(rows, indent=2, default=str))
+    atomic_write_text(out / "benchmark.json", json.dumps(rows, indent=2, default=str))
     md = to_markdown(rows)
     if args.md:
-        Path(args.md).write_text(md)
+        atomic_write_text(args.md, md)
     print(md)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from compress.cli_errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -114,10 +114,11 @@ class ExportOptions:
             raise InputError(f"--int8-io {self.int8_io!r}; expected one of {', '.join(IO_DTYPES)}")
         if self.int8_mode not in MODES:
             raise InputError(f"--int8-mode {self.int8_mode!r}; expected one of {', '.join(MODES)}")
-        if self.calibration_count < 1:
-            raise InputError(f"--calibration-count {self.calibration_count}; expected >= 1 (default 100)")
-        if self.heldout_count < 1:
-            raise InputError(f"--heldout-count {self.heldout_count}; expected >= 1")
+        for flag, value, least in (("--calibration-count", self.calibration_count, 1),
+                                   ("--heldout-count", self.heldout_count, 1), ("--threads", self.threads, 1),
+                                   ("--fid", self.fid_count, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(f"{flag} {value!r}; expected a whole number >= {least}")
         for op in self.extra_float_ops:
             if not op or not op.replace("_", "").isalnum() or op != op.upper():
                 raise InputError(f"--extra-float-ops: {op!r} is not a TFLite builtin op name; expected upper-case "

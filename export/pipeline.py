@@ -103,6 +103,8 @@ def _load_manifest(out_dir: Path) -> dict | None:
 
 def _files_intact(out_dir: Path, entries: Iterable[dict]) -> bool:
     for e in entries:
+        if not isinstance(e.get("path"), str) or Path(e["path"]).name != e["path"] or e["path"] in (".", ".."):
+            return False  # an export lists bare file names of its own folder; anything else is not ours to keep
         p = out_dir / e["path"]
         if not p.is_file() or p.stat().st_size != e["size_bytes"] or sha256_file(p) != e["sha256"]:
             return False

@@ -294,6 +294,8 @@ def results_md(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python scripts/gpu_check.py``: the prepared GPU check (module docstring), or with ``--make-data`` the
+    copy of its data subset. Returns the exit status (2: bad input, said in one line)."""
     p = argparse.ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--make-data", type=Path, metavar="DIR", help="copy the data subset into DIR and exit")
@@ -360,4 +362,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from compress.cli_errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -200,6 +200,42 @@ def test_a_second_run_on_a_busy_phone_refuses_or_waits(adb_server, vdev, tiny_mo
     assert sandbox_run_dirs(vdev.sandbox) == []
 
 
+def test_a_half_written_lock_is_taken_over_once_old(adb_server, vdev, tiny_models, tmp_path, caplog):
+    """A lock folder without owner or heartbeat (a run cut off between mkdir and writing them) would refuse every
+    run for ever; once older than HALF_WRITTEN_S with no runner alive it is stale."""
+    lock = vdev.sandbox / LOCK.lstrip("/")
+    lock.mkdir()
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    with caplog.at_level("WARNING"):
+        assert run_cli(adb_server, tmp_path / "out", [str(tiny_models["pruned"]["fp32"])]) == 0
+    assert re.search(r"half-written lock \(no owner or heartbeat\) 36\d\d s old and no runner alive", caplog.text)
+    assert not lock.exists()
+
+
+def test_a_stale_lock_is_taken_over_only_if_it_is_still_the_one_judged(tmp_path, monkeypatch):
+    """Two runs judging the same stale lock: the one that moves second finds the first's fresh lock (another
+    owner, another heartbeat) and leaves it alone."""
+    import bench.device_lock as dl
+
+    monkeypatch.setattr(dl, "LOCK", str(tmp_path / "coronetgan-bench.lock"))
+    monkeypatch.setattr(dl, "REMOTE_ROOT", str(tmp_path))
+
+    def sh(cmd: str) -> tuple[int, str]:
+        r = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True)
+        return r.returncode, r.stdout
+
+    lock = tmp_path / "coronetgan-bench.lock"
+    lock.mkdir()
+    (lock / "owner").write_text("run=coronetgan-bench-old\nhost=other\npid=1\nstale_after=60\n")
+    (lock / "heartbeat").write_text("100\n")
+    a, b = (dl.DeviceLock(sh, f"{tmp_path}/coronetgan-bench-{x}", "S", 60) for x in "ab")
+    seen_by_b = b._try()
+    assert b._stale(seen_by_b) and a._stale(a._try())
+    assert a._take_over(a._try()) and a._try() is None  # a took it over and holds a fresh lock
+    assert not b._take_over(seen_by_b)  # b's judgement is about the old lock: a's live lock stays
+    assert (lock / "owner").read_text().startswith("run=coronetgan-bench-a")
+
+
 def test_a_stale_lock_and_folders_are_taken_over(adb_server, vdev, tiny_models, tmp_path, caplog):
     lock = vdev.sandbox / LOCK.lstrip("/")
     lock.mkdir()

@@ -274,3 +274,90 @@ def test_charts_say_which_int8_file_is_mixed(tmp_path):
     lat = {"device": {"kind": "host"}, "rows": rows}
     assert comparison_plot([("host", lat)], "orig", "comp", tmp_path / "c.png", "256×256")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- what a run folder or a phone hands over stays in its place ------------------------------------------
+def test_release_page_inlines_only_images_of_the_release(tmp_path):
+    """The HTML page is mailed: a path or link from a handed-over string (a model name, the phone's getprop
+    answers) must not pull a local file into it or become a script link."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-TOKEN")
+    run = _released_run(tmp_path)
+    report = json.loads((run / "compression_report.json").read_text())
+    report["model"] = f"![x]({secret}) [click](javascript:alert(1)) ![y](../../secret.txt)"
+    (run / "compression_report.json").write_text(json.dumps(report))
+    lat = json.loads((run / "bench" / "sm8450" / "latency.json").read_text())
+    lat["device"]["soc"] = f"![z]({secret})"
+    (run / "bench" / "sm8450" / "latency.json").write_text(json.dumps(lat))
+    rel = build_release(run, tmp_path / "release", name="v1")
+    page = (rel / page_name("v1")).read_text()
+    assert "U0VDUkVULVRPS0VO" not in page and "SECRET-TOKEN" not in page  # base64 or plain
+    assert 'href="javascript' not in page
+    srcs = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+
+
+def test_release_name_is_one_folder_and_replaces_only_a_release(tmp_path):
+    run = _released_run(tmp_path)
+    victim = tmp_path / "keep"
+    victim.mkdir()
+    (victim / "data.txt").write_text("mine")
+    for name in ("../keep", str(victim), "..", "a/b"):
+        with pytest.raises(InputError, match="--name"):
+            build_release(run, tmp_path / "release", name=name)
+    with pytest.raises(InputError, match="not a release folder"):
+        build_release(run, tmp_path, name="keep")
+    assert (victim / "data.txt").read_text() == "mine"
+    rel = build_release(run, tmp_path / "release", name="v1")
+    assert build_release(run, tmp_path / "release", name="v1") == rel  # an older release is replaced
+    r = subprocess.run([sys.executable, "-m", "bench.pipeline.release", str(run), "--out", str(tmp_path),
+                        "--name", "keep"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "keep" in r.stderr
+
+
+def test_release_warns_about_latency_rows_of_files_that_are_not_the_export(tmp_path):
+    run = _released_run(tmp_path)
+    man = json.loads((run / "export" / "manifest.json").read_text())
+    man["files"][0]["sha256"] = "a" * 64
+    (run / "export" / "manifest.json").write_text(json.dumps(man))
+    lat = json.loads((run / "bench" / "host" / "latency.json").read_text())
+    for r in lat["rows"]:
+        r["sha256"] = "a" * 64 if r["model"] == "cyclegan:r" and r["dtype"] == "fp32" else "b" * 64
+    (run / "bench" / "host" / "latency.json").write_text(json.dumps(lat))
+    index = (build_release(run, tmp_path / "release") / "index.md").read_text()
+    warn = [w for w in index.splitlines() if "not the current export" in w]
+    assert len(warn) == 1 and " host: " in warn[0] and "cyclegan:r int8" in warn[0]
+    assert "cyclegan:r fp32" not in warn[0]  # the row of the exported file
+
+
+def test_bench_target_folder_is_the_profile_key_even_for_a_profile_file(tmp_path):
+    prof = tmp_path / "myphone.json"
+    prof.write_text(json.dumps({"soc": "SM8450", "match": {"ro.soc.model": ["SM8450"]}}))
+    targets = Pipeline(PipelineConfig(run_dir=tmp_path / "run", device=str(prof), phone="never"),
+                       echo=lambda s: None).bench_targets()
+    assert [t["name"] for t in targets] == ["host", "myphone-virtual"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"profiles": {"../../x": {"match": {"ro.soc.model": ["X"]}}}}))
+    from bench.profiles import get_profile
+
+    with pytest.raises(InputError, match="not a plain name"):
+        get_profile(str(bad))
+
+
+def test_an_export_keeps_only_files_of_its_own_folder(tmp_path):
+    from export.pipeline import _files_intact
+
+    outside = tmp_path / "outside.tflite"
+    outside.write_bytes(b"x")
+    entry = {"path": "../outside.tflite", "size_bytes": 1, "sha256": sha256_file(outside)}
+    (tmp_path / "export").mkdir()
+    assert not _files_intact(tmp_path / "export", [entry])
+    assert not _files_intact(tmp_path / "export", [{**entry, "path": str(outside)}])
+
+
+def test_export_options_check_counts_as_whole_numbers():
+    for field, flag in (("threads", "--threads"), ("calibration_count", "--calibration-count"),
+                        ("heldout_count", "--heldout-count")):
+        for bad in (0, 2.5, "3"):
+            with pytest.raises(InputError, match=flag):
+                ExportOptions(**{field: bad})

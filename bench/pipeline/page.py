@@ -6,12 +6,15 @@ other file. It renders the subset of Markdown the index uses -- ``#`` headings, 
 pipe tables, images and links, ``**bold**``, `` `code` `` and backslash escapes (:func:`bench.tables.md_escape`)
 -- and nothing more; any other line is a paragraph of escaped text. Links to files of the release folder stay
 relative (they work beside the folder; the page says so).
+
+Strings in the index come partly from files a user or a phone hands over (model names, gate messages, the
+device's getprop answers), so the page trusts no path or link in it: only image files inside the release folder
+are inlined, and links keep only relative paths inside the folder, ``#`` anchors and ``http(s)`` addresses.
 """
 from __future__ import annotations
 
 import base64
 import html
-import mimetypes
 import re
 from pathlib import Path
 
@@ -25,16 +28,39 @@ code{background:#f4f4f4;padding:0 .2em}img{max-width:100%}h1,h2{border-bottom:1p
 .note{color:#666;font-size:.9em}"""
 
 
-def _data_uri(path: Path) -> str | None:
-    """``data:<type>;base64,...`` of an image file, or None when it is not a readable file."""
-    if not path.is_file():
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+                ".svg": "image/svg+xml"}
+_SAFE_SCHEME = re.compile(r"^(https?://|#)", re.I)
+
+
+def _inside(folder: Path, ref: str) -> Path | None:
+    """``folder / ref`` resolved, when ``ref`` is a relative path that stays inside ``folder``; else None."""
+    if not ref or ref.startswith(("/", "\\")) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", ref):
         return None
-    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    root = folder.resolve()
+    path = (root / ref).resolve()
+    return path if path.is_relative_to(root) else None
+
+
+def _data_uri(folder: Path, ref: str) -> str | None:
+    """``data:<type>;base64,...`` of the image ``ref`` (relative to ``folder``), or None when it is not an image
+    file inside ``folder`` (absolute paths, ``..`` out of the folder, symlinks out of it and non-images refused)."""
+    path = _inside(folder, ref)
+    if path is None or not path.is_file() or path.suffix.lower() not in _IMAGE_TYPES:
+        return None
+    return f"data:{_IMAGE_TYPES[path.suffix.lower()]};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _safe_href(folder: Path, ref: str) -> str | None:
+    """``ref`` when it is an ``http(s)`` address, an anchor or a relative path inside ``folder``; else None."""
+    if _SAFE_SCHEME.match(ref) or _inside(folder, ref.split("#", 1)[0]) is not None:
+        return ref
+    return None
 
 
 def inline_html(text: str, folder: Path) -> str:
-    """One line of Markdown inline syntax -> HTML; images under ``folder`` are inlined as data URIs."""
+    """One line of Markdown inline syntax -> HTML; images inside ``folder`` are inlined as data URIs, any other
+    image reference is shown as text, and a link that is not safe (module docstring) loses its ``href``."""
     out, pos = [], 0
     for m in _INLINE.finditer(text):
         out.append(html.escape(text[pos:m.start()]))
@@ -44,10 +70,16 @@ def inline_html(text: str, folder: Path) -> str:
         elif m.group("code") is not None:
             out.append(f"<code>{html.escape(m.group('code'))}</code>")
         elif m.group("src") is not None:
-            src = _data_uri(folder / m.group("src")) or m.group("src")
-            out.append(f'<img alt="{html.escape(m.group("alt"))}" src="{html.escape(src)}">')
+            src = _data_uri(folder, m.group("src"))
+            if src is None:  # not an image of the release: shown as text, never fetched
+                out.append(html.escape(m.group(0)))
+            else:
+                out.append(f'<img alt="{html.escape(m.group("alt"))}" src="{html.escape(src)}">')
         elif m.group("href") is not None:
-            out.append(f'<a href="{html.escape(m.group("href"))}">{inline_html(m.group("text"), folder)}</a>')
+            href = _safe_href(folder, m.group("href"))
+            text = inline_html(m.group("text"), folder)
+            out.append(f'<a href="{html.escape(href)}">{text}</a>' if href is not None
+                       else f"{text} ({html.escape(m.group('href'))})")
         else:
             out.append(f"<strong>{inline_html(m.group('bold'), folder)}</strong>")
     out.append(html.escape(text[pos:]))

@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from bench.pipeline.compare import (chipset, comparison_plot, dtype_cell, headli
                                     target_kind, target_markdown)
 from bench.pipeline.page import markdown_page
 from bench.pipeline.record import RECORD, STAGES, load_json
-from bench.tables import format_macs
+from bench.tables import format_macs, md_escape
 from compress.errors import InputError
 from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from compress.machine import machine_text
@@ -196,13 +197,21 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
                   name: str | None = None) -> Path:
     """Build ``release_root/<name or run folder name>/`` from a finished run (module docstring).
 
-    Raises InputError when ``run_dir`` holds no finished compress run (compression_report.json).
+    Raises InputError when ``run_dir`` holds no finished compress run (compression_report.json), when ``name``
+    is not one folder name (a path, ``.`` or ``..``), or when ``release_root/<name>`` exists and is not
+    a release this function wrote (no ``release.json``): a release replaces only an older release.
     """
     run = Path(run_dir)
     report = load_json(run / "compression_report.json")
     if not isinstance(report, dict):
         raise InputError(f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
-    dest = Path(release_root) / (name or run.resolve().name)
+    folder = name or run.resolve().name
+    if folder in ("", ".", "..") or re.search(r"[/\\\0]", folder):
+        raise InputError(f"--name {folder!r}: expected one folder name inside --out (no /, \\, . or ..)")
+    dest = Path(release_root) / folder
+    if dest.exists() and not (dest.is_dir() and (dest / "release.json").is_file()):
+        raise InputError(f"{dest}: exists and is not a release folder (no release.json); a release replaces only "
+                         "an older release: pick another --name or --out, or move that folder away")
     with atomic_dir(dest) as tmp:
         _fill(run, report, tmp, dest.name)
     return dest
@@ -314,19 +323,26 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
     elif all(target_kind(lat) != "phone" for _, lat in targets):
         w.append("No phone was attached: latency figures are from the host CPU and the VIRTUAL device (host CPU "
                  "behind a simulated phone); they are NOT phone figures.")
+    exported = {e.get("sha256") for m in (manifest, (original or {}).get("manifest")) if m
+                for e in m.get("files", []) if e.get("sha256")}
     for tname, lat in targets:
+        stale = sorted({f"{r.get('model')} {r.get('dtype')}" for r in lat.get("rows", [])
+                        if exported and r.get("sha256") and r["sha256"] not in exported})
+        if stale:
+            w.append(f"{tname}: latency rows of files that are not the current export ({md_escape(', '.join(stale))}"
+                     "): the bench is older than the export; rerun the bench stage.")
         if lat.get("aborted"):
-            w.append(f"Bench on {tname} aborted: {lat['aborted']}.")
+            w.append(f"Bench on {tname} aborted: {md_escape(lat['aborted'])}.")
         elif not lat.get("complete"):
             w.append(f"Bench on {tname} is incomplete.")
         for r in lat.get("rows", []):
             bad = [f for f in r.get("flags", []) if f not in ("virtual", "host")]
             if bad:
                 w.append(f"{tname}: {r['model']} {r['dtype']} flagged {', '.join(bad)}"
-                         + (f" ({r['problem']})" if r.get("problem") else "") + ".")
+                         + (f" ({md_escape(r['problem'])})" if r.get("problem") else "") + ".")
     for stage, res in (record.get("stages") or {}).items():
         if res.get("status") in ("failed", "unavailable"):
-            w.append(f"Pipeline stage `{stage}` {res['status']}: {res.get('detail', '')}")
+            w.append(f"Pipeline stage `{stage}` {res['status']}: {md_escape(res.get('detail', ''))}")
     return w
 
 
@@ -553,13 +569,13 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
         L.append(f"| export, parity PSNR | {pipeline_machine or '-'} |")
     for tname, lat in targets:
         d = lat.get("device") or {}
-        text = lat.get("device_label", tname)
+        text = md_escape(lat.get("device_label", tname))  # the phone's getprop answers: escaped
         if d.get("soc"):
-            text += f"; SoC {d['soc']}"
+            text += f"; SoC {md_escape(d['soc'])}"
         if d.get("runtime"):
-            text += f"; {d['runtime']}"
+            text += f"; {md_escape(d['runtime'])}"
         if d.get("gpu_renderer"):
-            text += f"; GPU {d['gpu_renderer']}"
+            text += f"; GPU {md_escape(d['gpu_renderer'])}"
         L.append(f"| latency ({tname}) | {text} |")
     L.append("")
 
@@ -579,7 +595,7 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
                   if ref.get("load_before") and ref.get("load_after") else "-")
             L.append(f"| {sname} | {r.get('status')} | {_f(r.get('wall_s'), 1)} | "
                      f"{_f(w.get('wall_s'), 1) if w else '-'} | {(w or {}).get('finished', '-')} | {la} |")
-        fails = [f"- `{n}`: {str(stages[n].get('detail', ''))}" for n in STAGES
+        fails = [f"- `{n}`: {md_escape(stages[n].get('detail', ''))}" for n in STAGES
                  if n in stages and stages[n].get("status") in ("failed", "unavailable")]
         L += [""] + fails + ([""] if fails else [])
         if pipeline_machine:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any, Callable, Sequence
 from bench.pipeline.phone import DEFAULT_ADB_PORT, detect_phone
 from bench.pipeline.record import (STAGES, STAMP, bench_is_current, load_json, loadavg, mtime, record_stage,
                                    status_by_mtime)
-from bench.profiles import HOST
+from bench.profiles import HOST, get_profile
 from bench.results import BenchError
 from bench.virtual_session import VirtualSession
 from compress.errors import InputError
@@ -260,13 +259,14 @@ class Pipeline:
         virtual (just host for ``--device host``)."""
         if self.cfg.device == HOST:
             return [{"kind": "host", "name": "host"}]
+        key = get_profile(self.cfg.device)["key"]  # a plain name (a profile file's path is not): RUN/bench/<key>
         if self.cfg.phone != "never":
             serial = detect_phone(self.cfg.device, self.cfg.serial)
             if serial:
-                return [{"kind": "phone", "name": self.cfg.device, "serial": serial}]
+                return [{"kind": "phone", "name": key, "serial": serial}]
             if self.cfg.phone == "require":
                 raise StageFailed(f"bench: no attached phone matches --device {self.cfg.device}")
-        return [{"kind": "host", "name": "host"}, {"kind": "virtual", "name": f"{self.cfg.device}-virtual"}]
+        return [{"kind": "host", "name": "host"}, {"kind": "virtual", "name": f"{key}-virtual"}]
 
     def bench_settings(self, target: dict[str, Any]) -> list[str]:
         base = [] if target["kind"] == "phone" else list(NO_PHONE_BENCH_ARGS)
@@ -284,6 +284,9 @@ class Pipeline:
                     raise StageFailed(f"bench: no export manifest at {path}; run the export stage first")
                 continue
             for e in man["files"]:
+                if Path(str(e.get("path"))).name != e.get("path"):
+                    raise StageFailed(f"bench: {path} lists {e.get('path')!r}; an export manifest lists bare file "
+                                      "names of its own folder; re-export")
                 p = path.parent / e["path"]
                 if str(e["path"]).endswith(".tflite") and (not p.is_file() or sha256_file(p) != e.get("sha256")):
                     raise StageFailed(f"bench: {p} is missing or differs from its manifest entry; re-export")
@@ -305,9 +308,11 @@ class Pipeline:
             if bench_is_current(out, stamp):
                 results.append(f"{t['name']}: skipped (unchanged)")
                 continue
-            if out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True)
+            # Benched in place: the earlier figures stay until the new ones replace them (every table is written
+            # atomically, bench resumes an interrupted run of the same files); the stamp goes first, so a failed
+            # rerun leaves the folder marked as not current and the release warns about rows of other files.
+            out.mkdir(parents=True, exist_ok=True)
+            (out / STAMP).unlink(missing_ok=True)
             rc = self._bench_one(t, out, manifests, reference, settings)
             # 0 all rows measured, 1 some rows flagged as failed (kept: the release shows them)
             if rc in (0, 1):
