@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -19,6 +20,7 @@ from bench.results import BenchError, BenchSettings, Interrupted, ModelResult
 from bench.report import RunReport
 from bench.resume import device_identity, load_previous, reusable
 from bench.rows import summarise
+from compress.errors import InputError
 from compress.io import sha256_file
 
 log = logging.getLogger("bench")
@@ -89,6 +91,30 @@ def _host_checked(specs: list[ModelSpec], device_label: str, figures: str) -> tu
     return ok, failed
 
 
+def _check_connection(device: str, serial: str | None, virtual: bool, adb_port: int | None, connect: str | None,
+                      wait_busy_s: float) -> None:
+    """The connection flags, before anything is started. Raises InputError naming the flag and value."""
+    if device == HOST and (virtual or serial or connect):
+        given = ", ".join(f for f, v in (("--virtual", virtual), ("--serial", serial), ("--connect", connect)) if v)
+        raise InputError(f"--device host times this machine's CPU; {given} are for a phone profile "
+                         "(e.g. --device sm8450)")
+    if virtual and (serial or connect):
+        raise InputError("--virtual starts its own device on a private adb server; --serial / --connect name "
+                         "another one: give one or the other")
+    if adb_port is not None and not (isinstance(adb_port, int) and 1 <= adb_port <= 65535):
+        raise InputError(f"--adb-port {adb_port!r}: expected a TCP port from 1 to 65535")
+    env_port = os.environ.get("ANDROID_ADB_SERVER_PORT")
+    if adb_port is None and env_port is not None and not (env_port.isdigit() and 1 <= int(env_port) <= 65535):
+        raise InputError(f"$ANDROID_ADB_SERVER_PORT={env_port!r}: expected a TCP port from 1 to 65535 (or pass "
+                         "--adb-port)")
+    if connect is not None:
+        host, sep, port = connect.rpartition(":")
+        if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
+            raise InputError(f"--connect {connect!r}: expected HOST:PORT, e.g. 192.168.1.20:5555 or 127.0.0.1:5555")
+    if not (isinstance(wait_busy_s, (int, float)) and math.isfinite(wait_busy_s) and wait_busy_s >= 0):
+        raise InputError(f"--wait-busy {wait_busy_s!r}: expected seconds >= 0")
+
+
 def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out: str | os.PathLike,
                  device: str = HOST, serial: str | None = None, virtual: bool = False, runner: str | None = None,
                  runner_kind: str = "android", adb_host: str = "127.0.0.1", adb_port: int | None = None,
@@ -127,9 +153,13 @@ def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out
     t_start = time.perf_counter()
     device = check_device(device)
     cfg = BenchSettings.from_options(settings)
+    _check_connection(device, serial, virtual, adb_port, connect, wait_busy_s)
     if isinstance(models, (str, os.PathLike)):
         models = [models]
     specs = parse_model_args([str(m) for m in models], macs)
+    if reference is not None and reference not in {s.label for s in specs}:
+        raise InputError(f"--reference {reference!r}: no model has this label; expected one of "
+                         f"{', '.join(sorted({s.label for s in specs}))}")
     out_dir = Path(out)
     backend, device_label, figures, runner_info, vdev = _open_backend(
         device, serial, virtual, runner, runner_kind, adb_host, adb_port, connect, out_dir)

@@ -13,6 +13,7 @@ from quantize.composition import describe, int8_label
 
 DTYPES = ("fp32", "fp16", "int8")
 _LABELLED = re.compile(r"^(?P<label>[A-Za-z0-9_.+-]+)(?::(?P<dtype>fp32|fp16|int8))?=(?P<path>.+)$")
+_WRONG_DTYPE = re.compile(r"^(?P<label>[A-Za-z0-9_.+-]+):(?P<dtype>[^=/]*)=(?P<path>.+)$")
 
 
 @dataclasses.dataclass
@@ -185,6 +186,10 @@ def parse_model_args(args: Iterable[str], macs: dict[str, int] | None = None) ->
         if m and not Path(arg).exists():
             specs.append(_spec(m["label"], m["dtype"], Path(m["path"]), None, f"--models {arg}"))
             continue
+        wrong = _WRONG_DTYPE.match(arg)
+        if wrong and not Path(arg).exists():
+            raise InputError(f"--models {arg}: dtype {wrong['dtype']!r}; expected label:dtype=path.tflite with dtype "
+                             f"one of {', '.join(DTYPES)} (or label=path.tflite)")
         p = Path(arg)
         if p.is_dir():
             if not (p / "manifest.json").is_file():

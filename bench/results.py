@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -92,10 +93,14 @@ class BenchSettings:
         """Returns ``self`` when every value is usable; raises :class:`InputError` naming the bench CLI flag."""
         for flag, v, least in (("--warmup", self.warmup, 0), ("--runs", self.runs, 1),
                                ("--repeats", self.repeats, 1), ("--threads", self.threads, 1)):
-            if v < least:
-                raise InputError(f"{flag} {v}: expected a positive integer")
-        if self.cooldown_s < 0 or self.timeout_s <= 0:
-            raise InputError("--cooldown must be ≥ 0 and --timeout > 0 seconds")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise InputError(f"{flag} {v!r}: expected an integer >= {least}")
+        for flag, v, positive in (("--cooldown", self.cooldown_s, False), ("--min-secs", self.min_secs, False),
+                                  ("--max-secs", self.max_secs, True), ("--timeout", self.timeout_s, True)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if positive else v >= 0)):
+                raise InputError(f"{flag} {v!r}: expected seconds {'> 0' if positive else '>= 0'}")
+        if self.max_secs < self.min_secs:
+            raise InputError(f"--max-secs {self.max_secs:g} < --min-secs {self.min_secs:g}: expected max >= min")
         if self.gpu_backend not in GPU_BACKENDS:
             raise InputError(f"--gpu-backend {self.gpu_backend!r}: expected one of {', '.join(GPU_BACKENDS)}")
         bad = [x for x in self.runner_args if not x.startswith("--") or any(c.isspace() for c in x)]

@@ -48,14 +48,18 @@ def build_generator(arch: Mapping[str, Any]) -> PrunableNetwork:
     """Build the plain generator described by ``arch`` = {"family": ..., "generator": {kwargs}}.
 
     Raises:
-        InputError: unknown family or constructor arguments that the family does not take.
+        InputError: unknown family, constructor arguments that the family does not take, or values of the
+            wrong type or range (e.g. ``channels`` not an object of positive integers).
     """
     family = get_family(arch.get("family", ""))
     kwargs = dict(arch.get("generator", {}))
     try:
         return family.generator(**kwargs)
-    except TypeError as exc:
-        raise InputError(f"architecture for {family.name}: bad generator arguments {sorted(kwargs)}: {exc}") from None
+    except InputError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # JSON of the right form, wrong types
+        raise InputError(f"architecture for {family.name}: bad generator arguments {sorted(kwargs)}: "
+                         f"{type(exc).__name__}: {exc}") from None
 
 
 def load_architecture(run_dir: str | Path) -> dict:
@@ -67,7 +71,8 @@ def load_architecture(run_dir: str | Path) -> dict:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise InputError(f"run folder {run_dir} does not exist; expected a folder written by `python -m compress`")
+        raise InputError(f"run folder {run_dir} " + ("is a file" if run_dir.exists() else "does not exist")
+                         + "; expected a folder written by `python -m compress`")
     path = run_dir / ARCHITECTURE_FILE
     if not path.is_file():
         raise InputError(f"{path} is missing; expected the architecture file that `python -m compress` writes "
@@ -91,6 +96,62 @@ def _check_architecture(arch: Any, path: Path) -> None:
         raise InputError(f"{path}: input_shape is {shape!r}; {expected}")
 
 
+def torch_load_tensors(path: str | Path, what: str, device: torch.device | str = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, so a crafted file cannot run code.
+
+    ``what`` names the expected content in messages (e.g. "a checkpoint of python -m compress").
+    Raises:
+        InputError: the file cannot be read (the OS's reason), is not a torch file or is corrupt (truncated), or
+            holds Python objects other than tensors and plain data (refused: nothing in it is executed); each
+            message names the file and what was expected, never torch's advice to load it unsafely.
+    """
+    import pickle
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except OSError as exc:
+        raise InputError(f"{path} could not be read ({exc.strerror or exc}); expected {what}") from None
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        refused = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
+        if refused is not None:
+            raise InputError(f"{path}: refused to load: it holds Python objects other than tensors and plain data "
+                             f"({refused}); {what} holds none, so this file was modified, made elsewhere or written "
+                             "by an older version; it was not loaded and nothing in it was executed") from None
+        detail = next((ln for ln in lines if ln.startswith("Unsupported operand")), lines[-1] if lines else "")
+        raise InputError(f"{path} could not be read (not a torch file: {detail}); expected {what}: the file is "
+                         "corrupt or of another kind") from None
+    except Exception as exc:  # torch raises several types for corrupt or truncated archives
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise InputError(f"{path} could not be read ({type(exc).__name__}: {first}); expected {what}: the file is "
+                         "corrupt (truncated or not a torch file)") from None
+
+
+def load_state(generator: PrunableNetwork, path: str | Path, architecture: str | Path) -> PrunableNetwork:
+    """Load the state dict file ``path`` into ``generator`` (built from the file ``architecture``, named in
+    messages) with :func:`torch_load_tensors`. Returns ``generator``.
+
+    Raises:
+        InputError: an unreadable or refused file (:func:`torch_load_tensors`), or weights whose names/shapes
+            do not match the architecture (each mismatch is named).
+    """
+    path = Path(path)
+    state = torch_load_tensors(path, "a generator state_dict of python -m compress")
+    if not isinstance(state, dict):
+        raise InputError(f"{path} holds a {type(state).__name__}; expected a state_dict")
+    own = generator.state_dict()
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k}: weights {tuple(state[k].shape)} vs architecture {tuple(v.shape)}"
+                 for k, v in own.items() if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise InputError(f"{path} does not match {architecture}: {shown}")
+    generator.load_state_dict(state)
+    return generator
+
+
 def load_generator(run_dir: str | Path, weights: str = GENERATOR_FILE) -> tuple[PrunableNetwork, dict]:
     """Rebuild the pruned plain generator of a run and load its weights (``weights_only=True``).
 
@@ -102,24 +163,12 @@ def load_generator(run_dir: str | Path, weights: str = GENERATOR_FILE) -> tuple[
     """
     run_dir = Path(run_dir)
     arch = load_architecture(run_dir)
-    generator = build_generator(arch)
+    try:
+        generator = build_generator(arch)
+    except InputError as exc:  # the file the bad value came from
+        raise InputError(f"{run_dir / ARCHITECTURE_FILE}: {exc}") from None
     path = run_dir / weights
     if not path.is_file():
         raise InputError(f"{path} is missing; expected the generator state_dict written at the end of the run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt archives
-        raise InputError(f"{path} could not be read as a torch state_dict ({type(exc).__name__}: {exc}); "
-                         "the file is corrupt or not a generator checkpoint") from None
-    if not isinstance(state, dict):
-        raise InputError(f"{path} holds a {type(state).__name__}; expected a state_dict")
-    own = generator.state_dict()
-    problems = [f"missing {k}" for k in own if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"{k}: weights {tuple(state[k].shape)} vs architecture {tuple(v.shape)}"
-                 for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise InputError(f"{path} does not match {run_dir / ARCHITECTURE_FILE}: {shown}")
-    generator.load_state_dict(state)
+    load_state(generator, path, run_dir / ARCHITECTURE_FILE)
     return generator.eval(), arch

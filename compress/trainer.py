@@ -25,7 +25,6 @@ import itertools
 import json
 import logging
 import math
-import pickle
 import random
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 from compress.accel import Accel
 from compress.cli_errors import raise_if_interrupted
-from compress.artifacts import save_generator
+from compress.artifacts import save_generator, torch_load_tensors
 from compress.config import RunConfig, config_conflicts
 from compress.data.stream import BatchStream, to_device
 from compress.distributed import Distributed, is_main_process
@@ -117,20 +116,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         InputError: a file that is not such a checkpoint (corrupt, truncated, or holding other Python objects:
             refused, not executed); the message names the file.
     """
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported global" in line),
-                      first[0] if first else "")
-        raise InputError(f"{path}: refused to load: it holds Python objects other than tensors and plain data "
-                         f"({detail.strip()}); a checkpoint of python -m compress holds none, so this file was "
-                         "modified, made elsewhere or written by an older version; it was not loaded and nothing in "
-                         "it was executed") from None
-    except Exception as exc:  # torch raises several types for corrupt archives
-        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
-        raise InputError(f"{path} could not be read ({type(exc).__name__}: {first}); the checkpoint is corrupt "
-                         "(truncated or not a torch file)") from None
+    state = torch_load_tensors(path, "a checkpoint of python -m compress", device)
     if not isinstance(state, dict) or not {"stage", "step", "config", "rng"} <= set(state):
         raise InputError(f"{path} is not a checkpoint of python -m compress (expected a dict with stage, step, "
                          "config and rng)")
@@ -165,6 +151,9 @@ class Trainer:
         if not resume and ckpt.is_file():
             raise InputError(f"{self.run_dir} already holds a run ({ckpt}); pass --resume to continue it or "
                              "choose another --run-dir")
+        if not resume and (self.run_dir / "generator.pt").is_file():  # a finished run whose checkpoint is gone
+            raise InputError(f"{self.run_dir} already holds a finished run ({self.run_dir / 'generator.pt'}); a new "
+                             "run would replace it: choose another --run-dir")
         self.family = get_family(cfg.model, "--model")
         self.recipe: GANRecipe = self.family.recipe(cfg)
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -366,10 +355,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
+        self.batches = batches = self._batches()   # the data is checked before config.json is (re)written
+        self.sample_batch = self._sample_batch()
         if self.dist.is_main:
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
-        self.batches = batches = self._batches()
-        self.sample_batch = self._sample_batch()
         total_budget = self.steps_for(cfg.steps, cfg.epochs)
         search_budget = min(self.steps_for(cfg.search_steps, cfg.search_epochs), total_budget)
         converge_budget = cfg.converge_steps or (total_budget - search_budget)   # until the search's length is known

@@ -268,13 +268,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"--before {before}: no export/__main__.py there; expected a checkout of this project")
         families = [f for f in args.families.split(",") if f]
         bad = [f for f in families if f not in FAMILIES]
-        if bad:
-            raise InputError(f"--families {args.families!r}: {bad[0]!r} is not one of {', '.join(FAMILIES)}")
+        if bad or not families:
+            raise InputError(f"--families {args.families!r}: expected comma-separated names from "
+                             f"{', '.join(FAMILIES)}" + (f" ({bad[0]!r} is none of them)" if bad else ""))
+        for flag, value, least in (("--steps", args.steps, 1), ("--runs", args.runs, 20),
+                                   ("--threads", args.threads, 1), ("--fid", args.fid, 0)):
+            if value < least:
+                raise InputError(f"{flag} {value}: expected an integer >= {least}")
+        if args.fid == 1:
+            raise InputError("--fid 1: expected 0 (off) or a number of inputs >= 2")
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out}: a file; expected a folder (created when missing)")
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    rows = run_benchmark(out, data, args.steps, max(20, args.runs), families, pairs, before, args.fid, args.threads)
+    rows = run_benchmark(out, data, args.steps, args.runs, families, pairs, before, args.fid, args.threads)
     atomic_write_text(out / "benchmark.json", json.dumps(rows, indent=2, default=str))
     md = to_markdown(rows)
     if args.md:

@@ -119,10 +119,14 @@ class ExportOptions:
                                    ("--fid", self.fid_count, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise InputError(f"{flag} {value!r}; expected a whole number >= {least}")
-        for op in self.extra_float_ops:
-            if not op or not op.replace("_", "").isalnum() or op != op.upper():
-                raise InputError(f"--extra-float-ops: {op!r} is not a TFLite builtin op name; expected upper-case "
-                                 "names such as TRANSPOSE_CONV,STRIDED_SLICE")
+        if self.extra_float_ops:
+            from quantize.litert import flatbuffer_schema
+
+            builtins = {k for k in vars(flatbuffer_schema().BuiltinOperator) if not k.startswith("_")}
+            for op in self.extra_float_ops:
+                if op not in builtins:
+                    raise InputError(f"--extra-float-ops: {op!r} is not a TFLite builtin op name; expected "
+                                     "upper-case names of the TFLite schema such as TRANSPOSE_CONV,STRIDED_SLICE")
         if not (math.isfinite(self.int8_target_db) and 0.0 <= self.int8_target_db <= 100.0):
             raise InputError(f"--int8-target-db {self.int8_target_db}; expected dB in [0, 100] (0 turns the float "
                              f"selection of robust int8 off; default {DEFAULT_TARGET_DB:g})")
@@ -134,6 +138,9 @@ class ExportOptions:
                                                 MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE):
             raise InputError(f"--input-size {self.input_size!r}; expected a side in pixels from {MIN_INPUT_SIZE} "
                              f"to {MAX_INPUT_SIZE} (e.g. 256, the phone's input size of paper Table 3)")
+        if self.out_dir is not None and self.out_dir.exists() and not self.out_dir.is_dir():
+            raise InputError(f"--out {self.out_dir}: a file; expected a folder for the exported files (created "
+                             "when missing)")
         if self.calibration_dir is not None and not self.calibration_dir.is_dir():
             raise InputError(f"--calibration-dir {self.calibration_dir} does not exist or is not a folder; "
                              "expected a folder of source-domain images")

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from compress.artifacts import (ARCHITECTURE_FILE, GENERATOR_FILE, build_generator, load_architecture,
-                                load_generator, save_generator)
+                                load_state, save_generator)
 from compress.errors import InputError
 from compress.io import atomic_write_bytes, atomic_write_json, sha256_file
 
@@ -118,7 +118,7 @@ def prepare_original(run_dir: str | os.PathLike, weights: str | os.PathLike | No
         and the same weights is left as it is, so that export skips it when nothing changed.
     Raises:
         InputError: a missing or unreadable run; weights of another family or width, or a file that is not a
-            state dict of the unpruned generator (each mismatching tensor named, :func:`load_generator`).
+            state dict of the unpruned generator (each mismatching tensor named, :func:`compress.artifacts.load_state`).
     """
     run = Path(run_dir)
     arch = load_architecture(run)
@@ -134,16 +134,18 @@ def prepare_original(run_dir: str | os.PathLike, weights: str | os.PathLike | No
     if (old is not None and {k: old.get(k) for k in record} == record and (dest / ARCHITECTURE_FILE).is_file()
             and weights_file.is_file() and sha256_file(weights_file) == old.get("generator_pt_sha256")):
         return dest, False
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / ORIGINAL_RECORD).unlink(missing_ok=True)  # from here on the folder is not a complete original
     full_arch = {**arch, "generator": full}
-    atomic_write_json(dest / ARCHITECTURE_FILE, full_arch)
+    # the weights are read and checked before the folder is touched: refused weights leave an earlier original
     if source["kind"] == "initialised":
         with torch.random.fork_rng():
             torch.manual_seed(INIT_SEED)
             generator = build_generator(full_arch)
-    else:
-        generator, _ = load_generator(dest, weights=source["file"])  # InputError names every mismatch
+    else:  # InputError names every mismatch against the unpruned architecture of the run
+        generator = load_state(build_generator(full_arch), source["file"],
+                               f"the unpruned {arch['family']} generator of {run / ARCHITECTURE_FILE}").eval()
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / ORIGINAL_RECORD).unlink(missing_ok=True)  # from here on the folder is not a complete original
+    atomic_write_json(dest / ARCHITECTURE_FILE, full_arch)
     image_size = int(arch["input_shape"][-1]) if arch.get("input_shape") else 256
     save_generator(dest, generator, image_size, arch.get("dataset"))
     evaluation = Path(source.get("run_dir", "")) / "evaluation.json" if source.get("run_dir") else None

@@ -24,7 +24,8 @@ and ``options`` the export settings; when both match, every requested dtype is i
 listed file still has its recorded SHA-256, the export is skipped (``ExportOptions.force`` re-exports). Dtypes
 exported earlier from the same source and not requested now are kept in the manifest.
 
-Errors: :class:`compress.errors.InputError` for bad user input (missing run folder, corrupt weights,
+Errors: :class:`compress.errors.InputError` for bad user input (missing run folder, corrupt weights, an
+unreadable manifest of an earlier export without ``force``,
 architecture/weights mismatch, empty calibration folder; bad options already when
 :class:`export.options.ExportOptions` is built); :class:`export.onnx_export.ExportError` when a converter fails;
 :class:`GateFailure` when a quality gate is missed.
@@ -91,14 +92,27 @@ def _source_info(run_dir: Path) -> dict:
             "architecture_json_sha256": sha256_file(run_dir / "architecture.json")}
 
 
-def _load_manifest(out_dir: Path) -> dict | None:
+def _load_manifest(out_dir: Path, force: bool) -> dict | None:
+    """The earlier export's manifest, None when there is none. One that exists but cannot be read (corrupt,
+    not an object, unreadable) raises InputError unless ``force``: it is what says which files are complete, and
+    the export would otherwise treat every file of another dtype as stale and remove it."""
     path = out_dir / MANIFEST
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        problem = None if isinstance(data, dict) and isinstance(data.get("files"), list) else \
+            "not an object with a 'files' list"
+    except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 errors
+        data, problem = None, (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+    if problem is None:
+        return data
+    if not force:
+        raise InputError(f"{path}: cannot be read as the earlier export's manifest ({problem}); it says which "
+                         "files of this folder are complete. Pass --force to export again from scratch (files of "
+                         "dtypes not exported now are then removed), or restore the file")
+    LOGGER.warning("%s: unreadable (%s); --force: exporting from scratch", path, problem)
+    return None
 
 
 def _files_intact(out_dir: Path, entries: Iterable[dict]) -> bool:
@@ -151,7 +165,7 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
     out_dir = options.out_dir if options.out_dir is not None else run_dir / "export"
     source = _source_info(run_dir)
     recorded = _options_record(options)
-    old = _load_manifest(out_dir)
+    old = _load_manifest(out_dir, options.force)
     if not options.force and _same_source(old, source, recorded):
         have = {e["dtype"] for e in old.get("files", [])}
         if set(wanted) <= have and _files_intact(out_dir, old["files"]):

@@ -269,6 +269,25 @@ def test_corrupt_generator_pt(trained_runs, tmp_path):
     _assert_nothing_complete(run)
 
 
+def test_an_unreadable_manifest_is_refused_before_any_file_is_touched(trained_runs, tmp_path, capsys):
+    """The manifest says which files are complete: a corrupt one is an error (exit 2), not "no earlier export"
+    (which would remove the files of the other dtypes as stale); --force exports from scratch."""
+    run = _copy_run(trained_runs["pix2pix"], tmp_path / "run")
+    exp = run / "export"
+    exp.mkdir()
+    for name in ("generator_fp16.tflite", "generator_int8.tflite"):
+        (exp / name).write_bytes(b"earlier export")
+    for content in (b'{"files": [', b"[1]", b"\xff\xfe"):
+        (exp / "manifest.json").write_bytes(content)
+        with pytest.raises(InputError, match=r"manifest\.json: cannot be read as the earlier export's manifest .*"
+                                             r"--force"):
+            export_run(run, ExportOptions(dtypes=("fp32",)))
+        assert export_main([str(run), "--dtype", "fp32"]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+        assert sorted(p.name for p in exp.iterdir()) == ["generator_fp16.tflite", "generator_int8.tflite",
+                                                         "manifest.json"]
+
+
 def test_architecture_does_not_match_weights(trained_runs, tmp_path):
     run = _copy_run(trained_runs["pix2pix"], tmp_path / "run")
     arch = json.loads((run / "architecture.json").read_text())

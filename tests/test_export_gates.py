@@ -49,3 +49,10 @@ def test_export_stage_alone_accepts_only_the_latency_only_original():
     assert original[-1] == "--accept-gate-failure" and original[original.index("--original-weights") + 1] == "init"
     pipe.cfg.original = "runs/baseline"
     assert all("--accept-gate-failure" not in cmd for cmd in pipe.export_commands())
+
+
+def test_a_stage_command_that_refuses_its_input_makes_the_pipeline_exit_2(tmp_path):
+    """A bad value passed through (``--export-arg=--dtype=int4``) is bad input for the pipeline too: exit 2, as
+    the stage's command said; a failure of the work stays exit 1."""
+    assert _pipeline(tmp_path, [], rc=2).run(["export"]) == 2
+    assert _pipeline(tmp_path, [], rc=3).run(["export"]) == 1

@@ -122,6 +122,15 @@ def test_original_weights_of_another_generator_are_refused(tmp_path):
     with pytest.raises(InputError, match=r"--original-weights nowhere: no such file or folder"):
         prepare_original(run, "nowhere")
     assert export_main([str(run), "--original-weights", "nowhere"]) == 2
+    # refused weights leave an earlier original as it was (still registered, so no run search takes it for a run)
+    dest, _ = prepare_original(run)
+    before = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    with pytest.raises(InputError, match=r"notes.txt could not be read \(not a torch file"):
+        prepare_original(run, text)
+    assert {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()} == before
+    assert is_original(dest)
 
 
 def test_bench_as_typed_takes_the_original_too(tmp_path, tiny_models):
@@ -361,3 +370,19 @@ def test_export_options_check_counts_as_whole_numbers():
         for bad in (0, 2.5, "3"):
             with pytest.raises(InputError, match=flag):
                 ExportOptions(**{field: bad})
+
+
+def test_release_says_which_files_it_could_not_read(tmp_path):
+    """A corrupt, truncated or non-object JSON file is a warning naming it, not "not run" or a traceback."""
+    run = _released_run(tmp_path)
+    (run / "export" / "manifest.json").write_text('{"files": [')
+    (run / "evaluation.json").write_text("[1]")
+    (run / "pipeline.json").write_bytes(b"\xff\xfe")
+    (run / "bench" / "host" / "latency.json").write_text("")
+    index = (build_release(run, tmp_path / "release") / "index.md").read_text()
+    for name, why in (("export/manifest.json", "not JSON"), ("evaluation.json", "a JSON list, not an object"),
+                      ("pipeline.json", "not JSON"), ("bench/host/latency.json", "not JSON")):
+        assert re.search(rf"{re.escape(name)} is unreadable \({re.escape(why)}", index), name
+    (run / "compression_report.json").write_text("[1]")
+    with pytest.raises(InputError, match=r"compression_report.json a JSON list, not an object; expected the report"):
+        build_release(run, tmp_path / "release")

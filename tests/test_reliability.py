@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import signal
 import socket
@@ -90,9 +91,17 @@ def test_a_crafted_generator_is_refused_too(tmp_path):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
     torch.save({"x": Payload()}, run / "generator.pt")
-    with pytest.raises(InputError, match=r"generator\.pt could not be read as a torch state_dict"):
+    with pytest.raises(InputError, match=r"generator\.pt: refused to load: it holds Python objects other than tensors"
+                                         r" and plain data \(Trying to load unsupported GLOBAL posix\.system"):
         load_generator(run)
     assert not (tmp_path / "pwned").exists()
+    # random bytes, a plain pickle, an unreadable file: each said as what it is, never "load it unsafely"
+    for content in (os.urandom(300), pickle.dumps({"a": 1})):
+        (run / "generator.pt").write_bytes(content)
+        with pytest.raises(InputError, match=r"generator\.pt could not be read \(not a torch file: Unsupported "
+                                             r"operand \d+\); expected a generator state_dict") as err:
+            load_generator(run)
+        assert "weights_only" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------ item 3
@@ -494,3 +503,23 @@ def test_ctrl_c_during_a_checkpoint_write_stays_a_ctrl_c(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cio.atomic_torch_save({"w": torch.zeros(4096)}, dest)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ bad input keeps a run
+def test_a_finished_run_is_not_replaced_by_a_new_one(tmp_path):
+    """A finished run whose checkpoint is gone: a new run there would overwrite generator.pt (refused), and bad
+    data is found before config.json is written (the finished run's settings stay those of its generator)."""
+    run = finished_run(tmp_path / "run", tiny_cifar(tmp_path / "t.npz"))
+    config = (run / "config.json").read_bytes()
+    with pytest.raises(InputError, match=r"already holds a finished run .*generator\.pt.*another --run-dir"):
+        Trainer(dcgan_config(tiny_cifar(tmp_path / "t.npz")), run)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(InputError, match=r"missing\.npz does not exist"):
+        Trainer(dcgan_config(tmp_path / "missing.npz"), fresh).run()
+    assert not (fresh / "config.json").exists() and (run / "config.json").read_bytes() == config
+
+
+def test_reference_run_only_with_a_baseline(tmp_path):
+    with pytest.raises(InputError, match=r"--reference-run .* only with --baseline"):
+        dcgan_config(tiny_cifar(tmp_path / "t.npz"), reference_run=str(tmp_path))
+    assert dcgan_config(tiny_cifar(tmp_path / "t.npz"), reference_run=str(tmp_path), baseline="uniform")

@@ -123,6 +123,8 @@ def config_from_args(a: argparse.Namespace) -> PipelineConfig:
         run_dir = latest_run(a.latest)
     else:
         run_dir = a.run_dir or Path("runs/main")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise InputError(f"--run-dir {run_dir}: a file; expected a run folder (created by the compress stage)")
     return PipelineConfig(run_dir=run_dir, model=a.model, dataset=a.dataset, target=a.target, preset=a.preset,
                           data_dir=a.data_dir, compress_args=_split_flags(a.compress_arg),
                           evaluate_args=_split_flags(a.evaluate_arg), dtype=a.dtype,

@@ -38,7 +38,7 @@ from typing import Any
 from bench.pipeline.compare import (chipset, comparison_plot, dtype_cell, headline_markdown, macs_text, pairs,
                                     target_kind, target_markdown)
 from bench.pipeline.page import markdown_page
-from bench.pipeline.record import RECORD, STAGES, load_json
+from bench.pipeline.record import RECORD, STAGES, json_problem, load_json
 from bench.tables import format_macs, md_escape
 from compress.errors import InputError
 from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -204,7 +204,10 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
     run = Path(run_dir)
     report = load_json(run / "compression_report.json")
     if not isinstance(report, dict):
-        raise InputError(f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
+        why = json_problem(run / "compression_report.json")
+        raise InputError(f"{run / 'compression_report.json'} {why}; expected the report of a finished `python -m "
+                         "compress` run" if why else
+                         f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
     folder = name or run.resolve().name
     if folder in ("", ".", "..") or re.search(r"[/\\\0]", folder):
         raise InputError(f"--name {folder!r}: expected one folder name inside --out (no /, \\, . or ..)")
@@ -278,7 +281,19 @@ def _fill(run: Path, report: dict, out: Path, name: str) -> None:
     atomic_write_json(out / "release.json", {
         "run_dir": str(run.resolve()), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": sorted(files),
         "page": page_name(name), "samples": samples, "latency_targets": [t for t, _ in targets],
-        "warnings": collect_warnings(report, config, manifest, ev, targets, record, original)})
+        "warnings": collect_warnings(report, config, manifest, ev, targets, record, original)
+        + unreadable_warnings(run)})
+
+
+def unreadable_warnings(run: Path) -> list[str]:
+    """One warning per file of the run the release reads that exists but is no JSON object (corrupt, truncated,
+    unreadable): the release treats it as missing, and says so instead of "not run"."""
+    paths = [run / n for n in ("config.json", "evaluation.json", "export/manifest.json", RECORD,
+                               f"{ORIGINAL_DIR}/export/manifest.json", f"{ORIGINAL_DIR}/{ORIGINAL_RECORD}",
+                               f"{ORIGINAL_DIR}/evaluation.json")]
+    paths += sorted((run / "bench").glob("*/latency.json")) if (run / "bench").is_dir() else []
+    return [f"{md_escape(p.relative_to(run))} is unreadable ({md_escape(why)}): treated as missing below; "
+            "rerun the stage that writes it." for p in paths if (why := json_problem(p))]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -523,7 +538,7 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
          f"**{report.get('target_macs_reduction', 0):.0%}** of the generator's MACs. Built "
          f"{time.strftime('%Y-%m-%d %H:%M %Z')} from `{run}`.", ""]
     L += _headline(report, manifest, targets, original, files)
-    warnings = collect_warnings(report, config, manifest, ev, targets, record, original)
+    warnings = collect_warnings(report, config, manifest, ev, targets, record, original) + unreadable_warnings(run)
     L += ["## Warnings", ""] + ([f"- ⚠ {x}" for x in warnings] or ["- none"]) + [""]
     L += _summary(report, manifest, ev, targets, original)
     L += _exported(manifest, original)

@@ -77,7 +77,12 @@ def resolve_preset(preset: str) -> str:
 
 
 class StageFailed(RuntimeError):
-    """A stage's command failed; the message says which and how."""
+    """A stage's command failed; the message says which and how. ``exit_code``: 2 when the command refused its
+    input (it exited 2: the pipeline then exits 2 too), else 1."""
+
+    def __init__(self, message: str, rc: int | None = None):
+        super().__init__(message)
+        self.exit_code = 2 if rc == 2 else 1
 
 
 class Pipeline:
@@ -125,7 +130,7 @@ class Pipeline:
         present = (dest / spec.name).is_dir() or any((dest / f).is_dir() for f in spec.folders)
         rc = self._sh([self.cfg.python, "-m", "compress.data", "fetch", spec.name, "--dest", str(dest)])
         if rc != 0:
-            raise StageFailed(f"data: `python -m compress.data fetch {spec.name}` exited {rc}")
+            raise StageFailed(f"data: `python -m compress.data fetch {spec.name}` exited {rc}", rc)
         return {"status": "skipped" if present else "ran",
                 "detail": f"{spec.name} in {dest}" + (" (verified copy already there)" if present else "")}
 
@@ -172,7 +177,7 @@ class Pipeline:
         cmd = base + (["--resume", "--run-dir", str(run)] if started else [*self.compress_argv(), "--run-dir", str(run)])
         rc = self._sh(cmd)
         if rc != 0:
-            raise StageFailed(f"compress exited {rc} (log: {run / 'log.txt'})")
+            raise StageFailed(f"compress exited {rc} (log: {run / 'log.txt'})", rc)
         return {"status": "ran", "detail": "resumed from checkpoints/last.pt" if started else "new run"}
 
     def _need_run(self, stage: str) -> None:
@@ -189,7 +194,7 @@ class Pipeline:
         before = mtime(out)
         rc = self._sh([self.cfg.python, "-m", "compress.evaluate", str(self.cfg.run_dir), *self.cfg.evaluate_args])
         if rc != 0:
-            raise StageFailed(f"evaluate: `python -m compress.evaluate {self.cfg.run_dir}` exited {rc}")
+            raise StageFailed(f"evaluate: `python -m compress.evaluate {self.cfg.run_dir}` exited {rc}", rc)
         if not out.is_file():
             raise StageFailed(f"evaluate exited 0 but wrote no {out}")
         return {"status": status_by_mtime(out, before), "detail": str(out)}
@@ -243,7 +248,7 @@ class Pipeline:
             rc = self._sh(cmd)
             if rc != 0:
                 raise StageFailed(f"export of the {who} generator exited {rc} "
-                                  f"({'a quality gate was missed' if rc == 1 else 'bad input'}; figures above)")
+                                  f"({'a quality gate was missed' if rc == 1 else 'bad input'}; figures above)", rc)
             man = load_json(path) or {}
             statuses.append(status_by_mtime(path, before))
             if who == "original" and ((read_original(self.cfg.run_dir) or {}).get("weights") or {}).get("latency_only"):
@@ -321,7 +326,7 @@ class Pipeline:
             results.append(f"{t['name']}: exit {rc}")
         status = "skipped" if all(r.endswith("skipped (unchanged)") for r in results) else "ran"
         if worst >= 2:
-            raise StageFailed("bench: " + "; ".join(results))
+            raise StageFailed("bench: " + "; ".join(results), worst)
         return {"status": status, "detail": "; ".join(results), "targets": [t["kind"] for t in targets]}
 
     def _bench_one(self, target: dict[str, Any], out: Path, manifests: list[Path], reference: str | None,
@@ -353,11 +358,13 @@ class Pipeline:
     # -- driver ---------------------------------------------------------------------------------------
     def run(self, stages: Sequence[str] = STAGES) -> int:
         """Run ``stages`` in pipeline order; returns the exit status: 0 every stage ran or was skipped, 1 a stage
-        failed (later stages that need its output are not run; the release is still built when its inputs
-        exist). Raises :class:`InputError` for bad input (a stage's settings or the run folder)."""
+        failed, 2 a stage's command refused its input (exit 2: a bad flag passed through, e.g. ``--export-arg``);
+        later stages that need the failed one's output are not run, the release is still built when its inputs
+        exist. Raises :class:`InputError` for bad input (a stage's settings or the run folder)."""
         order = [s for s in STAGES if s in stages]
         self.stages = tuple(order)
         failed: str | None = None
+        code = 0
         for stage in order:
             if failed and stage != "release":
                 self.echo(f"== {stage}: not run ({failed} failed)")
@@ -371,9 +378,9 @@ class Pipeline:
                 res = getattr(self, f"stage_{stage}")()
             except StageFailed as e:
                 res = {"status": "failed", "detail": str(e)}
-                failed = stage
+                failed, code = stage, max(code, e.exit_code)
             res.update(wall_s=round(time.perf_counter() - t0, 2), load_before=load0, load_after=loadavg(),
                        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             self._record(stage, res)
             self.echo(f"== {stage}: {res['status']} in {res['wall_s']:.1f} s - {res.get('detail', '')}")
-        return 1 if failed else 0
+        return code

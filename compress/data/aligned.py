@@ -126,7 +126,8 @@ class AlignedDataset(Dataset):
     def _detect_layout(self, phase: str, layout: str) -> str:
         combined, dir_a, dir_b = self.root / phase, self.root / f"{phase}A", self.root / f"{phase}B"
         if not self.root.is_dir():
-            raise InputError(f"aligned dataset folder {self.root} does not exist (expected {combined}/ or "
+            raise InputError(f"aligned dataset folder {self.root} "
+                             + ("is a file" if self.root.exists() else "does not exist") + f" (expected {combined}/ or "
                              f"{dir_a}/ + {dir_b}/)")
         if layout in ("auto", "combined") and combined.is_dir():
             self.folder = combined

@@ -27,10 +27,16 @@ def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
     """Parse ``<sha256>  ./folder/file`` lines into ``{"folder/file": sha256}`` (``./`` and ``*`` dropped).
 
     Raises:
-        InputError: a line that is not ``<64 hex digits><space(s)><path>`` (names file and line number).
+        InputError: a file that is not UTF-8 text, or a line that is not ``<64 hex digits><space(s)><path>``
+            (names file and line number).
     """
     sums = {}
-    for no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected sha256sum lines "
+                         "'<sha256>  ./path'") from None
+    for no, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split(None, 1)

@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "fetch" and not (math.isfinite(args.timeout) and args.timeout > 0):
             raise InputError(f"--timeout {args.timeout:g}: expected a number of seconds > 0")
         if args.cmd == "fetch":
+            dest = Path(args.dest)
+            if dest.exists() and not dest.is_dir():
+                raise InputError(f"--dest {dest}: a file; expected a folder (created when missing)")
             print(fetch_dataset(args.name, args.dest, args.mirror, force=args.force, timeout=args.timeout))
         elif args.cmd == "resolve":
             print(resolve_dataset(args.name, args.mirror, args.data_dir))

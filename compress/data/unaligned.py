@@ -44,7 +44,8 @@ class UnalignedDataset(Dataset):
                  skip_bad: bool = False, validate: bool = False, generator: torch.Generator | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise InputError(f"unaligned dataset folder {self.root} does not exist (expected a folder "
+            raise InputError(f"unaligned dataset folder {self.root} "
+                             + ("is a file" if self.root.exists() else "does not exist") + " (expected a folder "
                              f"holding {phase}A/ and {phase}B/)")
         dirs = (self.root / f"{phase}A", self.root / f"{phase}B")
         if check_direction(direction):

@@ -126,7 +126,8 @@ def check_run_dir(run_dir: str | Path) -> RunFiles:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise InputError(f"run folder {run_dir} does not exist; expected a folder written by `python -m compress`")
+        raise InputError(f"run folder {run_dir} " + ("is a file" if run_dir.exists() else "does not exist")
+                         + "; expected a folder written by `python -m compress`")
     files = RunFiles(run_dir, run_dir / "generator.pt", run_dir / "architecture.json")
     for path, what in ((files.architecture, "the architecture file"), (files.generator, "the generator weights")):
         if not path.is_file():
