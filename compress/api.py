@@ -57,9 +57,10 @@ def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -
         OSError: the run folder cannot be written (named).
     """
     from compress.runlock import run_lock
-    from compress.trainer import Trainer
+    from compress.trainer import Trainer, pick_device
 
     run_dir = Path(run_dir)
+    pick_device(cfg.device)  # a device this machine lacks is refused before the run folder is created
     setup_logging(run_dir)
     from compress.distributed import environment_rank
 

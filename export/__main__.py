@@ -188,9 +188,10 @@ def _run(argv: Sequence[str] | None) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else latest_run(args.latest)
     options = options_from_args(args)
     try:
-        # a missing run folder is reported by export_run; the lock would create it
-        with run_lock(run_dir, f"python -m export {run_dir}") if run_dir.is_dir() else contextlib.nullcontext():
-            if run_dir.is_dir():
+        # a folder that is no finished run is reported by export_run; the lock and the log would write into it
+        is_run = (run_dir / "architecture.json").is_file()
+        with run_lock(run_dir, f"python -m export {run_dir}") if is_run else contextlib.nullcontext():
+            if is_run:
                 _log_to(run_dir)
             if args.original:
                 original, wrote = prepare_original(run_dir, args.original_weights)

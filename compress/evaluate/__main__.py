@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -70,7 +71,7 @@ def _setup_logging(run_dir: Path) -> logging.Handler | None:
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(sh)
-    if not run_dir.is_dir():
+    if not (run_dir / "architecture.json").is_file():  # not a finished run: nothing is written into it
         return None
     fh = logging.FileHandler(run_dir / "log.txt")
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -88,6 +89,8 @@ def _run(argv: list[str]) -> int:
     if argv[:1] == [folders.COMMAND]:
         return folders.main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.quiet:  # every bar, the data readers' included (tqdm >= 4.66 reads TQDM_* from the environment)
+        os.environ["TQDM_DISABLE"] = "1"
     settings = EvalSettings(num_samples=args.num_samples, real_set=args.real_set, max_real=args.max_real,
                             kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, seed=args.seed,
                             batch_size=args.batch_size)
@@ -95,8 +98,9 @@ def _run(argv: list[str]) -> int:
     for run_dir in args.run_dirs:
         handler = None
         try:
-            # a missing folder is reported by evaluate_run; the lock would create it
-            with run_lock(run_dir, f"python -m compress.evaluate {run_dir}") if run_dir.is_dir() \
+            # a folder that is no finished run is reported by evaluate_run; the lock and the log would write there
+            is_run = (run_dir / "architecture.json").is_file()
+            with run_lock(run_dir, f"python -m compress.evaluate {run_dir}") if is_run \
                     else contextlib.nullcontext():
                 handler = _setup_logging(run_dir)
                 ev = evaluate_run(run_dir, settings, device=args.device, force=args.force,

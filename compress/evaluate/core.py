@@ -233,6 +233,9 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
 
     from compress.artifacts import load_architecture
 
+    dev = pick_device(device or "auto")  # checked before anything, a skipped evaluation included
+    if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise InputError(f"--cache-dir {cache_dir}: a file; expected a folder for the FID reference statistics")
     files = check_run_dir(run_dir)
     run_dir = files.run_dir
     arch = load_architecture(run_dir)
@@ -254,7 +257,6 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
     t = {}
     t0 = time.perf_counter()
     generator, arch = load_generator(run_dir)
-    dev = pick_device(device or "auto")
     data = evaluation_data(arch, files.config, s)
     t["load"] = time.perf_counter() - t0
 
