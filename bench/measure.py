@@ -96,7 +96,7 @@ def _check_connection(device: str, serial: str | None, virtual: bool, adb_port: 
     """The connection flags, before anything is started. Raises InputError naming the flag and value."""
     if device == HOST and (virtual or serial or connect):
         given = ", ".join(f for f, v in (("--virtual", virtual), ("--serial", serial), ("--connect", connect)) if v)
-        raise InputError(f"--device host times this machine's CPU; {given} are for a phone profile "
+        raise InputError(f"--device host times this machine's CPU; {given}: only with a phone profile "
                          "(e.g. --device sm8450)")
     if virtual and (serial or connect):
         raise InputError("--virtual starts its own device on a private adb server; --serial / --connect name "

@@ -162,8 +162,8 @@ class RunConfig:
             raise InputError(f"--baseline {self.baseline!r}: expected one of {', '.join(BASELINES)}")
         if self.reference_run and not self.baseline:
             raise InputError(f"--reference-run {self.reference_run}: only with --baseline "
-                             f"({' | '.join(BASELINES)}): a baseline matches that CoroNetGAN run; a CoroNetGAN run "
-                             "searches its own masks")
+                             f"{', '.join(BASELINES[:-1])} or {BASELINES[-1]}: a baseline matches that CoroNetGAN "
+                             "run; a CoroNetGAN run searches its own masks")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.steps and self.search_steps and self.search_steps > self.steps:

@@ -148,6 +148,25 @@ def _nothing(paths, monkeypatch):
     yield
 
 
+def _corrupt_manifest(paths, monkeypatch):
+    finished_run(paths["run"], paths["npz"])
+    (paths["run"] / "export").mkdir()
+    (paths["run"] / "export" / "manifest.json").write_text('{"files": [')
+    (paths["run"] / "export" / "generator_int8.tflite").write_bytes(b"an earlier export")
+    yield
+    assert (paths["run"] / "export" / "generator_int8.tflite").read_bytes() == b"an earlier export"
+
+
+def _finished_with_original(paths, monkeypatch):
+    from export.original import prepare_original
+
+    finished_run(paths["run"], paths["npz"])
+    original, _ = prepare_original(paths["run"])
+    before = {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()}
+    yield
+    assert {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()} == before  # still registered
+
+
 SETUP = {
     "resume-conflict": _saved, "resume-corrupt-config": _corrupt_config, "resume-no-checkpoint": _saved,
     "resume-crafted-checkpoint": _crafted_checkpoint, "resume-truncated-checkpoint": _truncated_checkpoint,
@@ -157,6 +176,10 @@ SETUP = {
     "export-threads-zero": _finished, "export-out-under-file": _finished,
     "export-architecture-form": _bad_architecture('{"family": "dcgan", "generator": {}, "input_shape": "big"}'),
     "bad-image-before-step-1": _bad_image, "bench-out-under-file": _model_file,
+    "compress-finished-run": _finished, "compress-reference-run-alone": _finished, "export-out-is-file": _finished,
+    "export-manifest-corrupt": _corrupt_manifest, "export-original-weights-not-torch": _finished_with_original,
+    "bench-adb-port": _model_file, "bench-host-with-virtual": _model_file, "bench-connect-no-port": _model_file,
+    "bench-label-dtype": _model_file, "bench-cooldown-negative": _model_file,
     "disk-full-checkpoint": _disk_full_at_checkpoints,
     "ctrl-c-compress": _interrupt("compress.trainer:gan_step", after=5),
     "ctrl-c-evaluate": _interrupt("compress.evaluate.__main__:evaluate_run"),
