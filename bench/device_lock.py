@@ -11,8 +11,8 @@ repeat). A holder is live unless one of these says otherwise:
   ``rm -rf``) and the folder is older than :data:`HALF_WRITTEN_S`, with no runner alive.
 
 A stale lock is taken over with a warning, in one device command that moves it away only if its ``owner`` run
-and ``heartbeat`` are still the ones judged stale (two runs judging the same stale lock cannot both take it:
-the second finds the first's fresh lock and re-judges); a live one makes the new run wait (``wait_s``) or
+and ``heartbeat`` are still the ones judged stale (test and ``mv`` in one shell command: a second run judging the
+same stale lock finds the first's fresh lock instead, short of a race inside that command); a live one makes the new run wait (``wait_s``) or
 refuse with :class:`bench.results.DeviceBusy`. Only the holder deletes run folders, so a run never deletes a
 live one's.
 """
@@ -88,9 +88,12 @@ class DeviceLock:
                 break
             why = self._stale(holder)
             if why:
-                log.warning("device %s: taking over the lock of bench run %s (host %s, pid %s): %s", self.serial,
-                            holder.get("run", "?"), holder.get("host", "?"), holder.get("pid", "?"), why)
-                self._take_over(holder)
+                if self._take_over(holder):
+                    log.warning("device %s: took over the lock of bench run %s (host %s, pid %s): %s", self.serial,
+                                holder.get("run", "?"), holder.get("host", "?"), holder.get("pid", "?"), why)
+                else:
+                    log.info("device %s: the stale lock of bench run %s changed meanwhile (another run took it "
+                             "first); judging it again", self.serial, holder.get("run", "?"))
                 continue
             if time.monotonic() >= deadline:
                 raise DeviceBusy(self._busy_message(holder))
@@ -115,6 +118,7 @@ class DeviceLock:
                f"date +%s > {L}/heartbeat; echo lock=acquired; else echo lock=busy; cat {L}/owner 2>/dev/null; "
                f"echo heartbeat=$(cat {L}/heartbeat 2>/dev/null); echo now=$(date +%s); "
                f"echo lock_mtime=$(stat -c %Y {L} 2>/dev/null); "
+               f"[ -f {L}/owner ] && echo has_owner=1; [ -f {L}/heartbeat ] && echo has_heartbeat=1; "
                f"R=$(sed -n 's/^run=//p' {L}/owner 2>/dev/null); "
                f"for f in {REMOTE_ROOT}/\"$R\"/out/*.pid; do [ -f \"$f\" ] && kill -0 \"$(cat \"$f\")\" 2>/dev/null "
                f"&& echo live_pid=$(cat \"$f\"); done; fi")
@@ -152,9 +156,11 @@ class DeviceLock:
                 return "this process no longer runs it"
             if pid != os.getpid() and not _pid_alive(pid):
                 return f"its bench process {pid} on this host has ended"
+            if pid != os.getpid():
+                return None  # its bench process on this host is alive
         if h.get("live_pid"):
             return None
-        if not h.get("run") or not h.get("age_s"):
+        if not h.get("has_owner") or not h.get("has_heartbeat"):  # files absent, not a heartbeat being rewritten
             try:
                 age = int(h.get("folder_age_s", ""))
             except ValueError:

@@ -104,7 +104,8 @@ def _check_connection(device: str, serial: str | None, virtual: bool, adb_port: 
     if adb_port is not None and not (isinstance(adb_port, int) and 1 <= adb_port <= 65535):
         raise InputError(f"--adb-port {adb_port!r}: expected a TCP port from 1 to 65535")
     env_port = os.environ.get("ANDROID_ADB_SERVER_PORT")
-    if adb_port is None and env_port is not None and not (env_port.isdigit() and 1 <= int(env_port) <= 65535):
+    if (device != HOST and not virtual and adb_port is None and env_port is not None
+            and not (env_port.isdigit() and 1 <= int(env_port) <= 65535)):  # host and virtual do not use it
         raise InputError(f"$ANDROID_ADB_SERVER_PORT={env_port!r}: expected a TCP port from 1 to 65535 (or pass "
                          "--adb-port)")
     if connect is not None:

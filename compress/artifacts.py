@@ -119,9 +119,19 @@ def torch_load_tensors(path: str | Path, what: str, device: torch.device | str =
             raise InputError(f"{path}: refused to load: it holds Python objects other than tensors and plain data "
                              f"({refused}); {what} holds none, so this file was modified, made elsewhere or written "
                              "by an older version; it was not loaded and nothing in it was executed") from None
-        detail = next((ln for ln in lines if ln.startswith("Unsupported operand")), lines[-1] if lines else "")
-        raise InputError(f"{path} could not be read (not a torch file: {detail}); expected {what}: the file is "
-                         "corrupt or of another kind") from None
+        operand = next((ln for ln in lines if ln.startswith("Unsupported operand")), None)
+        if operand is not None:
+            raise InputError(f"{path} could not be read (not a torch file: {operand}); expected {what}: the file is "
+                             "corrupt or of another kind") from None
+        # torch's own lines around the reason are advice about loading unsafely: never passed on
+        boilerplate = ("Weights only load failed", "In PyTorch 2.6", "Re-running", "Please file an issue",
+                       "Check the documentation", "WeightsUnpickler error:")
+        detail = next((ln.split("WeightsUnpickler error:", 1)[1].strip() for ln in lines
+                       if "WeightsUnpickler error:" in ln and ln.split("WeightsUnpickler error:", 1)[1].strip()),
+                      None) or next((ln for ln in lines if not ln.startswith(boilerplate)
+                                     and "weights_only" not in ln), type(exc).__name__)
+        raise InputError(f"{path} could not be read by the tensors-only loader ({detail}); expected {what}: the "
+                         "file is corrupt or holds other data; it was not loaded") from None
     except Exception as exc:  # torch raises several types for corrupt or truncated archives
         first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise InputError(f"{path} could not be read ({type(exc).__name__}: {first}); expected {what}: the file is "
@@ -141,10 +151,12 @@ def load_state(generator: PrunableNetwork, path: str | Path, architecture: str |
     if not isinstance(state, dict):
         raise InputError(f"{path} holds a {type(state).__name__}; expected a state_dict")
     own = generator.state_dict()
-    problems = [f"missing {k}" for k in own if k not in state]
+    problems = [f"{k}: a {type(v).__name__}, not a tensor" for k, v in state.items() if not torch.is_tensor(v)]
+    state = {k: v for k, v in state.items() if torch.is_tensor(v)}
+    problems += [f"missing {k}" for k in own if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in own]
     problems += [f"{k}: weights {tuple(state[k].shape)} vs architecture {tuple(v.shape)}"
-                 for k, v in own.items() if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)]
+                 for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise InputError(f"{path} does not match {architecture}: {shown}")

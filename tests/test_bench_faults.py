@@ -246,6 +246,6 @@ def test_a_stale_lock_and_folders_are_taken_over(adb_server, vdev, tiny_models, 
     (old / "out").mkdir(parents=True)
     with caplog.at_level("WARNING"):
         assert run_cli(adb_server, tmp_path / "out", [str(tiny_models["pruned"]["fp32"])]) == 0
-    assert re.search(r"taking over the lock of bench run coronetgan-bench-20200101-000000-abcdef \(host another-host, "
+    assert re.search(r"took over the lock of bench run coronetgan-bench-20200101-000000-abcdef \(host another-host, "
                      r"pid 1\): no heartbeat for 36\d\d s \(limit 600 s\) and no runner alive", caplog.text)
     assert not old.exists() and not lock.exists()

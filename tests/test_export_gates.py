@@ -56,3 +56,43 @@ def test_a_stage_command_that_refuses_its_input_makes_the_pipeline_exit_2(tmp_pa
     the stage's command said; a failure of the work stays exit 1."""
     assert _pipeline(tmp_path, [], rc=2).run(["export"]) == 2
     assert _pipeline(tmp_path, [], rc=3).run(["export"]) == 1
+
+
+def test_a_failed_bench_rerun_keeps_the_earlier_complete_tables(tmp_path):
+    """The bench stage benches in place (an interrupted run resumes there), with the last complete tables kept
+    aside and put back when the new run fails (device lost, busy): a release never loses its figures to a rerun
+    that measured nothing."""
+    import json
+
+    import pytest
+
+    from bench.pipeline.stages import STAMP, StageFailed
+
+    pipe = _pipeline(tmp_path, [], rc=0)
+    manifest = tmp_path / "run" / "export" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"model": "m", "files": []}))
+    pipe.bench_manifests = lambda: [manifest]
+    pipe.bench_targets = lambda: [{"kind": "host", "name": "host"}]
+    out = tmp_path / "run" / "bench" / "host"
+    out.mkdir(parents=True)
+    (out / "latency.json").write_text(json.dumps({"complete": True, "rows": [{"model": "old"}]}))
+    (out / STAMP).write_text(json.dumps({"settings": ["older"]}))
+
+    def bench(rc):
+        def one(target, folder, manifests, reference, settings):
+            (folder / "latency.json").write_text(json.dumps({"complete": False, "rows": [{"model": "new"}]}))
+            return rc
+        return one
+
+    pipe._bench_one = bench(3)
+    with pytest.raises(StageFailed, match=r"the earlier complete tables are kept; this attempt's tables and logs: "
+                                          r".*\.host\.failed"):
+        pipe.stage_bench()
+    assert json.loads((out / "latency.json").read_text())["rows"] == [{"model": "old"}]
+    assert json.loads((out.parent / ".host.failed" / "latency.json").read_text())["rows"] == [{"model": "new"}]
+    assert not (out.parent / ".host.prev").exists()
+    pipe._bench_one = bench(0)
+    assert pipe.stage_bench()["status"] == "ran"
+    assert json.loads((out / "latency.json").read_text())["rows"] == [{"model": "new"}] and (out / STAMP).is_file()
+    assert not (out.parent / ".host.prev").exists()

@@ -297,8 +297,12 @@ def test_release_page_inlines_only_images_of_the_release(tmp_path):
     (run / "compression_report.json").write_text(json.dumps(report))
     lat = json.loads((run / "bench" / "sm8450" / "latency.json").read_text())
     lat["device"]["soc"] = f"![z]({secret})"
+    lat["device"]["model"] = "x|![t](https://tracker.example/p.png)"
     (run / "bench" / "sm8450" / "latency.json").write_text(json.dumps(lat))
     rel = build_release(run, tmp_path / "release", name="v1")
+    index = (rel / "index.md").read_text()
+    assert "![t](" not in index and "![z](" not in index and "x\\|\\!\\[t\\]" not in index
+    assert "x\\|!\\[t\\](https://tracker.example/p.png)" in index  # shown as text, the table intact
     page = (rel / page_name("v1")).read_text()
     assert "U0VDUkVULVRPS0VO" not in page and "SECRET-TOKEN" not in page  # base64 or plain
     assert 'href="javascript' not in page
@@ -384,5 +388,5 @@ def test_release_says_which_files_it_could_not_read(tmp_path):
                       ("pipeline.json", "not JSON"), ("bench/host/latency.json", "not JSON")):
         assert re.search(rf"{re.escape(name)} is unreadable \({re.escape(why)}", index), name
     (run / "compression_report.json").write_text("[1]")
-    with pytest.raises(InputError, match=r"compression_report.json a JSON list, not an object; expected the report"):
+    with pytest.raises(InputError, match=r"compression_report.json: a JSON list, not an object; expected the report"):
         build_release(run, tmp_path / "release")

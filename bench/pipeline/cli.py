@@ -111,7 +111,7 @@ def config_from_args(a: argparse.Namespace) -> PipelineConfig:
     """The :class:`PipelineConfig` of parsed flags. Raises :class:`InputError` for ``--run-dir`` with
     ``--latest``, a ``--latest`` folder without a finished run, an unknown ``--device`` or a negative
     ``--input-size``."""
-    check_device(a.device)
+    device = check_device(a.device)  # canonical: host, a profile key or a profile file's path
     if a.input_size < 0:
         raise InputError(f"--input-size {a.input_size}; expected a side in pixels (e.g. 256) or 0 for the "
                          "training size")
@@ -128,7 +128,7 @@ def config_from_args(a: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(run_dir=run_dir, model=a.model, dataset=a.dataset, target=a.target, preset=a.preset,
                           data_dir=a.data_dir, compress_args=_split_flags(a.compress_arg),
                           evaluate_args=_split_flags(a.evaluate_arg), dtype=a.dtype,
-                          export_args=_split_flags(a.export_arg), strict_gates=a.strict_gates, device=a.device,
+                          export_args=_split_flags(a.export_arg), strict_gates=a.strict_gates, device=device,
                           phone=a.phone, serial=a.serial, bench_args=_split_flags(a.bench_arg),
                           release_dir=a.release_dir, input_size=a.input_size or None,
                           original=a.original_weights)

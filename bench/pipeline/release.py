@@ -181,13 +181,32 @@ def _samples(run: Path) -> list[Path]:
     return out
 
 
+#: free text a phone reports (getprop) or a host describes, shown in the index's tables and headings
+_DEVICE_TEXT = ("manufacturer", "model", "soc", "gpu_renderer", "runtime", "fingerprint", "name", "build")
+
+
+def _escaped_device(lat: dict) -> dict:
+    """``lat`` with the device's free-text fields Markdown-escaped once (:func:`bench.tables.md_escape`), so that
+    every place the index shows them is safe; keys such as ``profile`` stay as they are (they are looked up)."""
+    device = dict(lat.get("device") or {})
+    for k in _DEVICE_TEXT:
+        if isinstance(device.get(k), str):
+            device[k] = md_escape(device[k])
+    out = {**lat, "device": device}
+    if isinstance(lat.get("device_label"), str):
+        out["device_label"] = md_escape(lat["device_label"])
+    return out
+
+
 def _bench_targets(run: Path) -> list[tuple[str, Path, dict]]:
     """(name, folder, latency.json) per bench target, phone first, then host, then virtual."""
     found = []
     for d in sorted((run / "bench").glob("*")) if (run / "bench").is_dir() else []:
+        if d.name.startswith("."):  # a bench in progress or one that failed (bench.pipeline.stages)
+            continue
         lat = load_json(d / "latency.json")
         if isinstance(lat, dict) and "rows" in lat:
-            found.append((d.name, d, lat))
+            found.append((d.name, d, _escaped_device(lat)))
     kind_rank = {"phone": 0, "host": 1, "virtual": 2}
     return sorted(found, key=lambda t: (kind_rank[target_kind(t[2])], t[0]))
 
@@ -205,7 +224,7 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
     report = load_json(run / "compression_report.json")
     if not isinstance(report, dict):
         why = json_problem(run / "compression_report.json")
-        raise InputError(f"{run / 'compression_report.json'} {why}; expected the report of a finished `python -m "
+        raise InputError(f"{run / 'compression_report.json'}: {why}; expected the report of a finished `python -m "
                          "compress` run" if why else
                          f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
     folder = name or run.resolve().name
@@ -291,7 +310,8 @@ def unreadable_warnings(run: Path) -> list[str]:
     paths = [run / n for n in ("config.json", "evaluation.json", "export/manifest.json", RECORD,
                                f"{ORIGINAL_DIR}/export/manifest.json", f"{ORIGINAL_DIR}/{ORIGINAL_RECORD}",
                                f"{ORIGINAL_DIR}/evaluation.json")]
-    paths += sorted((run / "bench").glob("*/latency.json")) if (run / "bench").is_dir() else []
+    paths += sorted(p for p in (run / "bench").glob("*/latency.json") if not p.parent.name.startswith(".")) \
+        if (run / "bench").is_dir() else []
     return [f"{md_escape(p.relative_to(run))} is unreadable ({md_escape(why)}): treated as missing below; "
             "rerun the stage that writes it." for p in paths if (why := json_problem(p))]
 
@@ -584,13 +604,13 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
         L.append(f"| export, parity PSNR | {pipeline_machine or '-'} |")
     for tname, lat in targets:
         d = lat.get("device") or {}
-        text = md_escape(lat.get("device_label", tname))  # the phone's getprop answers: escaped
+        text = lat.get("device_label", tname)  # the device's text fields are escaped on reading (_escaped_device)
         if d.get("soc"):
-            text += f"; SoC {md_escape(d['soc'])}"
+            text += f"; SoC {d['soc']}"
         if d.get("runtime"):
-            text += f"; {md_escape(d['runtime'])}"
+            text += f"; {d['runtime']}"
         if d.get("gpu_renderer"):
-            text += f"; GPU {md_escape(d['gpu_renderer'])}"
+            text += f"; GPU {d['gpu_renderer']}"
         L.append(f"| latency ({tname}) | {text} |")
     L.append("")
 

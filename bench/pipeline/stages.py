@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from bench.profiles import HOST, get_profile
 from bench.results import BenchError
 from bench.virtual_session import VirtualSession
 from compress.errors import InputError
-from compress.io import atomic_write_json, sha256_file
+from compress.io import atomic_write_json, replace_dir, sha256_file
 from export.original import INIT, original_dir, read_original
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +75,12 @@ def resolve_preset(preset: str) -> str:
     import torch
 
     return "paper" if torch.cuda.is_available() else "small"
+
+
+def aside_bench_dir(out: Path, what: str) -> Path:
+    """``.<name>.<what>`` beside a bench target's folder ``out``: the last complete tables while a new bench runs
+    (``prev``), or a failed attempt's (``failed``). Hidden: the release reads only the targets' own folders."""
+    return out.with_name(f".{out.name}.{what}")
 
 
 class StageFailed(RuntimeError):
@@ -313,17 +320,29 @@ class Pipeline:
             if bench_is_current(out, stamp):
                 results.append(f"{t['name']}: skipped (unchanged)")
                 continue
-            # Benched in place: the earlier figures stay until the new ones replace them (every table is written
-            # atomically, bench resumes an interrupted run of the same files); the stamp goes first, so a failed
-            # rerun leaves the folder marked as not current and the release warns about rows of other files.
+            # Benched in place (bench resumes an interrupted run there: same files, settings and device), with the
+            # last complete tables kept aside until this run completes, and put back if it fails.
+            prev = aside_bench_dir(out, "prev")
+            if (load_json(out / "latency.json") or {}).get("complete"):
+                if prev.exists():
+                    shutil.rmtree(prev)
+                shutil.copytree(out, prev)
             out.mkdir(parents=True, exist_ok=True)
             (out / STAMP).unlink(missing_ok=True)
             rc = self._bench_one(t, out, manifests, reference, settings)
             # 0 all rows measured, 1 some rows flagged as failed (kept: the release shows them)
             if rc in (0, 1):
                 atomic_write_json(out / STAMP, stamp)
+                shutil.rmtree(prev, ignore_errors=True)
+                results.append(f"{t['name']}: exit {rc}")
+            elif prev.exists():
+                failed = replace_dir(out, aside_bench_dir(out, "failed"))
+                replace_dir(prev, out)
+                results.append(f"{t['name']}: exit {rc} (the earlier complete tables are kept; this attempt's "
+                               f"tables and logs: {failed})")
+            else:
+                results.append(f"{t['name']}: exit {rc}")
             worst = max(worst, rc)
-            results.append(f"{t['name']}: exit {rc}")
         status = "skipped" if all(r.endswith("skipped (unchanged)") for r in results) else "ran"
         if worst >= 2:
             raise StageFailed("bench: " + "; ".join(results), worst)

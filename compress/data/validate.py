@@ -20,6 +20,7 @@ import PIL
 from tqdm import tqdm
 
 from compress.data.images import load_rgb
+from compress.progress import shown
 from compress.data.transforms import Preprocess, check_size
 from compress.errors import InputError
 
@@ -126,7 +127,7 @@ def filter_items(items: Iterable[T], check: Callable[[T], None], skip_bad: bool,
     """
     items = list(items)
     good, bad = [], []
-    for item in tqdm(items, desc=f"checking {where}", unit="file", disable=not progress, leave=False):
+    for item in tqdm(items, desc=f"checking {where}", unit="file", disable=not (progress and shown()), leave=False):
         try:
             check(item)
         except InputError as exc:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +32,7 @@ from compress.evaluate.core import EvalSettings, evaluate_run
 from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS
 from compress.families import FAMILIES
 from compress.families.dcgan import DCGAN_DEFAULT_SAMPLES
+from compress.progress import quiet
 from compress.runlock import run_lock
 
 LOGGER = logging.getLogger("coronetgan")
@@ -89,8 +89,6 @@ def _run(argv: list[str]) -> int:
     if argv[:1] == [folders.COMMAND]:
         return folders.main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.quiet:  # every bar, the data readers' included (tqdm >= 4.66 reads TQDM_* from the environment)
-        os.environ["TQDM_DISABLE"] = "1"
     settings = EvalSettings(num_samples=args.num_samples, real_set=args.real_set, max_real=args.max_real,
                             kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, seed=args.seed,
                             batch_size=args.batch_size)
@@ -103,8 +101,9 @@ def _run(argv: list[str]) -> int:
             with run_lock(run_dir, f"python -m compress.evaluate {run_dir}") if is_run \
                     else contextlib.nullcontext():
                 handler = _setup_logging(run_dir)
-                ev = evaluate_run(run_dir, settings, device=args.device, force=args.force,
-                                  cache_dir=args.cache_dir, progress=not args.quiet)
+                with quiet(args.quiet):  # the data readers' bars too
+                    ev = evaluate_run(run_dir, settings, device=args.device, force=args.force,
+                                      cache_dir=args.cache_dir, progress=not args.quiet)
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = status or 2

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from compress.progress import shown
+
 
 @dataclass
 class EvalData:
@@ -58,7 +60,7 @@ def load_resized(paths: list[Path], size: int, desc: str = "read images") -> np.
     from compress.data import load_rgb
 
     out = np.empty((len(paths), size, size, 3), np.uint8)
-    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", leave=False, disable=len(paths) < 50)):
+    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", leave=False, disable=len(paths) < 50 or not shown())):
         img = load_rgb(p)
         if img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)

@@ -21,6 +21,7 @@ from compress.data.codec import float_to_uint8
 from compress.errors import InputError
 from compress.families.evaluation import EvalData, direction_of
 from compress.families.options import NORM, WIDTH, Option
+from compress.progress import shown
 from compress.families.recipe import GANRecipe, gan_loss
 from compress.families.translation import ImageTranslationFamily, constructor_default
 from compress.models.base import PrunableNetwork
@@ -117,7 +118,8 @@ class Pix2Pix(ImageTranslationFamily):
         ds = AlignedDataset(root, phase=phase, direction=direction, load_size=size, crop_size=size, flip=False,
                             train=False)
         n = len(ds) if s.num_samples is None else min(len(ds), s.num_samples)
-        items = [ds[i] for i in tqdm(range(n), desc=f"read {phase}", unit="img", leave=False, disable=n < 50)]
+        items = [ds[i] for i in tqdm(range(n), desc=f"read {phase}", unit="img", leave=False,
+                                     disable=n < 50 or not shown())]
         inputs = torch.stack([it["A"] for it in items])
         targets = torch.stack([it["B"] for it in items])
         real_t = targets[: s.max_real] if s.max_real else targets
