@@ -46,9 +46,14 @@ def test_export_stage_alone_accepts_only_the_latency_only_original():
     pipe.stages = ("export",)
     compressed, original = pipe.export_commands()
     assert "--accept-gate-failure" not in compressed
-    assert original[-1] == "--accept-gate-failure" and original[original.index("--original-weights") + 1] == "init"
+    assert original[-3:] == ["--accept-gate-failure", "--int8-target-db", "0"]
+    assert original[original.index("--original-weights") + 1] == "init"
+    # and nothing kept in float by the PSNR of random weights: its int8 file is all int8 like the compressed one
+    pipe.cfg.export_args = ["--int8-target-db=32"]
+    assert pipe.export_commands()[1][-1] == "--accept-gate-failure"  # a value the user gave is kept
+    pipe.cfg.export_args = []
     pipe.cfg.original = "runs/baseline"
-    assert all("--accept-gate-failure" not in cmd for cmd in pipe.export_commands())
+    assert all("--accept-gate-failure" not in cmd and "--int8-target-db" not in cmd for cmd in pipe.export_commands())
 
 
 def test_a_stage_command_that_refuses_its_input_makes_the_pipeline_exit_2(tmp_path):

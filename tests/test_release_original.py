@@ -252,7 +252,7 @@ def test_export_stage_commands_at_the_phone_size_with_the_original(tmp_path):
     cmds = Pipeline(PipelineConfig(run_dir=run, python="py"), echo=lambda s: None).export_commands()
     assert cmds == [["py", "-m", "export", str(run), "--dtype", "all", "--input-size", "256", "--accept-gate-failure"],
                     ["py", "-m", "export", str(run), "--dtype", "all", "--input-size", "256", "--accept-gate-failure",
-                     "--original", "--original-weights", "init"]]
+                     "--original", "--original-weights", "init", "--int8-target-db", "0"]]
     dcgan = synthetic_run(tmp_path / "runs" / "d", "dcgan")
     cfg = PipelineConfig(run_dir=dcgan, python="py", original="none")
     assert Pipeline(cfg, echo=lambda s: None).export_commands() == [

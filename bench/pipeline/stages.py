@@ -241,9 +241,14 @@ class Pipeline:
         if self.cfg.original == NO_ORIGINAL:
             return [cmd]
         original = cmd + ["--original", "--original-weights", self.cfg.original]
-        if self.cfg.original == INIT and "--accept-gate-failure" not in original:
-            # initialised weights are timed, not judged: their PSNR is no quality figure (the release lists misses)
-            original.append("--accept-gate-failure")
+        if self.cfg.original == INIT:
+            # initialised weights are timed, not judged: their PSNR is no quality figure (the release lists misses),
+            # so nothing is kept in float for it either: its int8 file is all int8, like the compressed one it is
+            # compared with (a float convolution chosen by the PSNR of random weights would skew the speed-up)
+            if "--accept-gate-failure" not in original:
+                original.append("--accept-gate-failure")
+            if not any(a.startswith("--int8-target-db") for a in original):
+                original += ["--int8-target-db", "0"]
         return [cmd, original]
 
     def stage_export(self) -> dict[str, Any]:
