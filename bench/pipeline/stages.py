@@ -394,6 +394,10 @@ class Pipeline:
                 self.echo(f"== {stage}: not run ({failed} failed)")
                 continue
             if stage == "release" and not (self.cfg.run_dir / "compression_report.json").is_file():
+                if order == ["release"]:  # asked for alone: the run folder is the bad input
+                    raise InputError(f"release: {self.cfg.run_dir} holds no finished compress run "
+                                     "(compression_report.json); expected the run folder of a finished "
+                                     "`python -m compress` (--run-dir)")
                 self.echo("== release: not built (no finished compress run)")
                 continue
             self.echo(f"== {stage}")
