@@ -1,13 +1,15 @@
 """Params and MACs accounting of any generator, unpruned or pruned.
 
-Convention (the one that reproduces the published figures, e.g. GAN Compression / OMGD / CoroNetGAN's
-tables, which use thop-style counters): a convolution costs ``output elements x (C_in / groups) x k_h x k_w``
-multiply-accumulates, and a ConvTranspose2d is taken at its **output** resolution with the same formula.
-Norms, activations, padding and additions are not counted. With this rule the U-Net-256 generator has
-54.41 M params / 18.15 G MACs and the ResNet-9 generator 11.38 M params / 56.8 G MACs at 1x3x256x256.
-torch's ``FlopCounterMode`` counts a transposed convolution at its *input* resolution (the arithmetic
-actually needed), which gives 6.05 G and 49.55 G: we keep the published convention so that our
-reductions compare with the papers' figures, and say so in every report.
+Convention (the published one: GAN Compression's 56.8 G for the ResNet-9 CycleGAN generator, reproduced
+exactly): a convolution costs ``output elements x (C_in / groups) x k_h x k_w`` multiply-accumulates, and a
+ConvTranspose2d is taken at its **output** resolution with the same formula. Norms, activations, padding and
+additions are not counted. With this rule the U-Net-256 generator has 54.41 M params / 18.15 G MACs (the
+papers list 18.6 G: 2.5 % more, from a counting detail we have not identified) and the ResNet-9 generator
+11.38 M params / 56.8 G MACs at 1x3x256x256. thop (ultralytics-thop) and torch's ``FlopCounterMode`` count a
+transposed convolution at its *input* resolution (the arithmetic actually needed), which gives 6.05 G and
+49.55 G: we keep the published convention so that our reductions compare with the papers' figures, and say so
+in every report. tests/test_models.py checks every convolution against thop's rules (params equal; MACs equal
+once thop's transposed convolutions are scaled to the output resolution).
 
 ``python -m compress.macs`` prints the table of the three reference generators.
 """

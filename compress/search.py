@@ -193,11 +193,26 @@ class SearchController:
         proximal steps would have zeroed first (eq. 5 shrinks every entry by the same amount), so the stop lands
         on the target instead of wherever the budget ended; status ``reached``. Short of the window, status
         ``budget_exhausted`` with the achieved reduction (no channel is removed that the search did not remove).
+        Past the window (the budget ended between checks, after a step that overshot): back to the last check and
+        channel by channel towards the target, as a check would have done; ``reached``, else ``overshoot``.
         """
         for name, st in self.status.items():
             if st.status == "searching":
                 net = self.networks[name]
                 st.reduction = net.macs_reduction()
+                if st.reduction > self.target + self.tolerance:
+                    # past the window since the last check (the budget ended between checks): as a check would
+                    # have done, back to that check and channel by channel towards the target
+                    if name in self._snapshots:
+                        self._restore(name)
+                        self._greedy_finish(name)
+                    r = net.macs_reduction()
+                    ok = abs(r - self.target) <= self.tolerance
+                    self._freeze(name, step, "reached" if ok else "overshoot")
+                    if not ok:
+                        LOGGER.warning("%s: search budget ran out at step %d past the target: MACs reduction %.3f "
+                                       "for target %.2f+-%.2f", name, step, r, self.target, self.tolerance)
+                    continue
                 if abs(st.reduction - self.target) <= self.tolerance:
                     if st.reduction < self.target:
                         before = st.reduction
@@ -258,6 +273,10 @@ class SearchController:
                 z.copy_(current[k])
 
     def _restore(self, name: str) -> None:
+        """Put back the latent vectors (and so the masks) of the last check. Only they: the hypernetwork's
+        parameters, the norms' statistics and the optimizer state keep their newer values, which is harmless for
+        materialisation (it reads the masks and the weights generated now) but means the restored state is not
+        one the search trained in."""
         with torch.no_grad():
             for k, z in self.networks[name].prunable_latents().items():
                 z.copy_(self._snapshots[name][k])

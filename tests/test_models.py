@@ -98,3 +98,42 @@ def test_build_generator_errors():
 def test_macs_table_command():
     out = subprocess.run([sys.executable, "-m", "compress.macs"], capture_output=True, text=True, check=True).stdout
     assert "54.41" in out and "11.38" in out and "56.80" in out
+
+
+@pytest.mark.parametrize("make,size", [(UNetGenerator, 256), (ResnetGenerator, 64), (DCGANGenerator, None),
+                                       (lambda: ResnetGenerator(ngf=16, n_blocks=3, channels={"trunk": 20,
+                                                                                               "block1": 7}), 64)])
+def test_macs_and_params_agree_with_thop(make, size):
+    """The second, outside counter (ultralytics-thop): params equal (thop.profile); MACs equal convolution by
+    convolution, with thop's own counting rules, once its transposed convolutions (counted at their input
+    resolution, like FlopCounterMode) are scaled to the output resolution that compress.macs uses (the published
+    convention: 56.8 G for ResNet-9)."""
+    from thop import profile
+    from thop.vision.basic_hooks import count_convNd, count_convtNd
+
+    from compress.families import generator_input_shape
+
+    g = make().eval()
+    shape = generator_input_shape(g, size) if size else (1, 100, 1, 1)
+    _, params = profile(g, inputs=(torch.zeros(shape),), verbose=False)
+    assert params == count_params(g)
+    counted: list[float] = []
+
+    def hook(m, inputs, output):
+        m.total_ops = torch.zeros(1, dtype=torch.float64)
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            count_convtNd(m, inputs, output)  # input resolution; x (output / input pixels) = s^2
+            counted.append(float(m.total_ops) * output.shape[-2] * output.shape[-1]
+                           / (inputs[0].shape[-2] * inputs[0].shape[-1]))
+        else:
+            count_convNd(m, inputs, output)
+            counted.append(float(m.total_ops))
+        del m.total_ops
+
+    hooks = [m.register_forward_hook(hook) for m in g.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    with torch.no_grad():
+        g(torch.zeros(shape))
+    for h in hooks:
+        h.remove()
+    assert len(counted) == len(hooks) and sum(counted) == pytest.approx(count_macs(g, shape), rel=1e-9)

@@ -80,3 +80,33 @@ def test_budget_ending_short_of_the_window_removes_nothing():
     assert before < T - TOL
     ctl.exhaust(step=20)
     assert ctl.status["G"].status == "budget_exhausted" and ctl.status["G"].reduction == before
+
+
+def test_budget_ending_past_the_window_between_checks_goes_back_and_finishes_on_the_target():
+    """The budget ends between checks after a step that took the reduction past the window: the controller does
+    what a check would have done (back to the last check, then channel by channel towards the target) instead of
+    freezing the overshoot as ``budget_exhausted``."""
+    import torch
+
+    from compress.hyper import HyperNetwork
+    from compress.models import DCGANGenerator
+    from compress.search import SearchController
+
+    torch.manual_seed(0)
+    hyper = HyperNetwork(DCGANGenerator(ngf=16), (1, 100, 1, 1))
+    ctl = SearchController({"G": hyper}, target=T, tolerance=TOL, check_interval=10 ** 9, regularization=1.0)
+    ctl._snapshot("G")  # the last check, at the start (reduction 0)
+    while hyper.macs_reduction() <= T + TOL:
+        ctl.proximal("G", lr=0.01)
+    assert hyper.macs_reduction() > T + TOL
+    ctl.exhaust(step=50)
+    st = ctl.status["G"]
+    assert st.status == "reached" and abs(st.reduction - T) <= TOL, (st.status, st.reduction)
+    # without a check to go back to, the overshoot is said as such
+    torch.manual_seed(0)
+    hyper = HyperNetwork(DCGANGenerator(ngf=16), (1, 100, 1, 1))
+    ctl = SearchController({"G": hyper}, target=T, tolerance=TOL, check_interval=10 ** 9, regularization=1.0)
+    while hyper.macs_reduction() <= T + TOL:
+        ctl.proximal("G", lr=0.01)
+    ctl.exhaust(step=50)
+    assert ctl.status["G"].status == "overshoot"

@@ -11,9 +11,10 @@ masks (input and output channels), so a channel whose latent entry is under tau 
 after materialisation. DHP's own search runs the full generated weights and applies the masks only at the end;
 but the hypernetwork's biases B0, B1, B2 learn, so a latent entry at zero still generates non-zero weights
 (F = W2 (B0 W1 + B1) + B2), the network comes to rely on them, and pruning at the stop then removes part of what
-was trained (DHP's ``dhp_base.py`` lists masking the forward pass as one of its three designs; we take it).
-The masks are a step function of |z|, so a masked entry gets no gradient from the loss and only eq. 5 moves it
-(plus what Adam's momentum still carries); the kept entries learn as before.
+was trained (DHP's ``resnet_dhp_share.py`` lists masking the forward pass as the third of its designs, built and
+not used; we take it). The masks are a step function of |z|, so a masked entry gets no gradient from the loss
+and only eq. 5 moves it (plus what Adam's momentum still carries): unlike DHP's unmasked search, a channel under
+tau practically does not come back (docs/compress.md); the kept entries learn as before.
 
 Speed (``compress.benchmarks step-cost``): the generated weights depend only on the hypernetwork parameters
 and the latent vectors, so within one training step (one autograd graph) they are generated once and
