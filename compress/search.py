@@ -172,14 +172,7 @@ class SearchController:
             LOGGER.info("%s: one proximal step took the MACs reduction to %.3f, past the target %.2f+-%.2f; "
                         "restoring the previous step and removing the channels of smallest |z| one at a time",
                         name, r, self.target, self.tolerance)
-            self._restore(name)
-            self._greedy_finish(name)
-            r = net.macs_reduction()
-            ok = abs(r - self.target) <= self.tolerance
-            self._freeze(name, step, "reached" if ok else "overshoot")
-            if not ok:
-                LOGGER.warning("%s: no channel-by-channel step lands within the window: MACs reduction %.3f for "
-                               "target %.2f+-%.2f", name, r, self.target, self.tolerance)
+            self._back_and_finish(name, step, "no channel-by-channel step lands within the window")
         else:  # Decision.OVERSHOOT
             self._freeze(name, step, "overshoot")
             LOGGER.warning("%s: MACs reduction %.3f passed the target %.2f+-%.2f before any check below it; "
@@ -203,15 +196,7 @@ class SearchController:
                 if st.reduction > self.target + self.tolerance:
                     # past the window since the last check (the budget ended between checks): as a check would
                     # have done, back to that check and channel by channel towards the target
-                    if name in self._snapshots:
-                        self._restore(name)
-                        self._greedy_finish(name)
-                    r = net.macs_reduction()
-                    ok = abs(r - self.target) <= self.tolerance
-                    self._freeze(name, step, "reached" if ok else "overshoot")
-                    if not ok:
-                        LOGGER.warning("%s: search budget ran out at step %d past the target: MACs reduction %.3f "
-                                       "for target %.2f+-%.2f", name, step, r, self.target, self.tolerance)
+                    self._back_and_finish(name, step, f"search budget ran out at step {step} past the target")
                     continue
                 if abs(st.reduction - self.target) <= self.tolerance:
                     if st.reduction < self.target:
@@ -235,6 +220,19 @@ class SearchController:
         st = self.status[name]
         st.status, st.step, st.reduction = status, step, net.macs_reduction()
         LOGGER.info("%s: masks frozen at step %d (%s), MACs reduction %.4f", name, step, status, st.reduction)
+
+    def _back_and_finish(self, name: str, step: int, why_missed: str) -> None:
+        """Back to the last check (when there is one), then :meth:`_greedy_finish` towards the target; frozen as
+        ``reached`` inside the window, else ``overshoot`` (logged with ``why_missed``)."""
+        if name in self._snapshots:
+            self._restore(name)
+            self._greedy_finish(name)
+        r = self.networks[name].macs_reduction()
+        ok = abs(r - self.target) <= self.tolerance
+        self._freeze(name, step, "reached" if ok else "overshoot")
+        if not ok:
+            LOGGER.warning("%s: %s: MACs reduction %.3f for target %.2f+-%.2f", name, why_missed, r, self.target,
+                           self.tolerance)
 
     @torch.no_grad()
     def _greedy_finish(self, name: str) -> None:
