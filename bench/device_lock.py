@@ -12,9 +12,9 @@ repeat). A holder is live unless one of these says otherwise:
 
 A stale lock is taken over with a warning, in one device command that moves it away only if its ``owner`` run
 and ``heartbeat`` are still the ones judged stale (test and ``mv`` in one shell command: a second run judging the
-same stale lock finds the first's fresh lock instead, short of a race inside that command); a live one makes the new run wait (``wait_s``) or
-refuse with :class:`bench.results.DeviceBusy`. Only the holder deletes run folders, so a run never deletes a
-live one's.
+same stale lock finds the first's fresh lock instead, short of a race inside that command); a live one makes
+the new run wait (``wait_s``) or refuse with :class:`bench.results.DeviceBusy`. Only the holder deletes run
+folders, so a run never deletes a live one's.
 """
 from __future__ import annotations
 

@@ -141,8 +141,9 @@ def reference_table(image_size: int = 256) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m compress.macs``: params and MACs of the reference generators at ``--image-size`` (pixels),
     printed as a table; exit 0."""
-    parser = argparse.ArgumentParser(prog="python -m compress.macs", description="Params and MACs of the reference generators "
-                                     "(ConvTranspose counted at its output resolution, the published convention).")
+    parser = argparse.ArgumentParser(prog="python -m compress.macs",
+                                     description="Params and MACs of the reference generators (ConvTranspose "
+                                     "counted at its output resolution, the published convention).")
     parser.add_argument("--image-size", type=int, default=256)
     args = parser.parse_args(argv)
     print("| generator | input | params (M) | MACs (G) |\n|---|---|---|---|")

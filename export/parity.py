@@ -161,7 +161,10 @@ def _set_failures(name: str, entry: dict, figures: dict, where: str) -> list[str
     """The pooled and worst-image gates of ``entry`` against ``figures`` (held-out, and its ``unseen`` block) of one
     runtime; ``where`` names a runtime other than the file's own (`` in tflite-runtime``), whose messages then
     leave out the max abs diff."""
-    gate, worst_gate = entry["gate_db"], entry.get("min_image_gate_db")
+    # this code's gates, not the ones stored with an entry of an earlier export (a skipped or kept file is judged
+    # as a new one would be); the stored values are the fallback for a dtype without a gate here
+    gate = GATES_DB.get(entry["dtype"], entry.get("gate_db"))
+    worst_gate = MIN_IMAGE_GATES_DB.get(entry["dtype"], entry.get("min_image_gate_db"))
     out = []
     for label, fig in [("held-out", figures)] + ([("unseen photos", figures["unseen"])] if figures.get("unseen")
                                                  else []):

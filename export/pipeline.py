@@ -19,10 +19,11 @@ A failed export leaves the previous export's files untouched (but with its manif
 install had started) and never a manifest. An export skipped as unchanged whose installed files missed a gate
 (accepted earlier) raises :class:`GateFailure` again unless ``accept_gate_failure`` is set.
 
-Skip-if-unchanged: the manifest's ``source`` holds the SHA-256 of ``generator.pt`` and ``architecture.json``
-and ``options`` the export settings; when both match, every requested dtype is in the manifest and every
-listed file still has its recorded SHA-256, the export is skipped (``ExportOptions.force`` re-exports). Dtypes
-exported earlier from the same source and not requested now are kept in the manifest.
+Skip-if-unchanged: the manifest's ``source`` holds the SHA-256 of ``generator.pt`` and ``architecture.json``,
+``options`` the export settings and ``converter_versions`` the tools; when all match, every requested dtype is
+in the manifest and every listed file still has its recorded SHA-256, the export is skipped
+(``ExportOptions.force`` re-exports). Dtypes exported earlier from the same source and not requested now are
+kept in the manifest; every file is judged by this code's gates, a kept or skipped one included.
 
 Errors: :class:`compress.errors.InputError` for bad user input (missing run folder, corrupt weights, an
 unreadable manifest of an earlier export without ``force``,
@@ -131,7 +132,8 @@ def _same_source(old: dict | None, source: dict, recorded: dict) -> bool:
     src = old.get("source", {})
     return (src.get("generator_pt_sha256") == source["generator_pt_sha256"]
             and src.get("architecture_json_sha256") == source["architecture_json_sha256"]
-            and old.get("options") == recorded)
+            and old.get("options") == recorded
+            and old.get("converter_versions") == converter_versions())  # other tools make other files
 
 
 def _options_record(options: ExportOptions) -> dict:
@@ -266,17 +268,17 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         with torch.no_grad():
             unseen_reference = generator(torch.from_numpy(unseen.inputs)).numpy()
     fp32_size = converted["fp32"].stat().st_size
-    io_top = None
     for dtype, (path, conv_s, detail) in products.items():
         final = staging / FILE_NAMES[dtype]
         os.replace(path, final)
         detail = {**detail, "unfused_transpose_conv_activations": unfuse_transpose_conv_activations(final)}
+        if dtype == "fp32":  # the size gate compares with the fp32 file as installed (after that rewrite)
+            fp32_size = final.stat().st_size
         try:
             figures = file_figures(final, sets.heldout, reference, unseen, unseen_reference, threads)
         except RuntimeError as exc:
             raise ExportError(str(exc)) from exc
         io = io_details(final)
-        io_top = io_top or io
         entry = {"path": FILE_NAMES[dtype], "dtype": dtype, "label": dtype, "format": "tflite", "layout": "NHWC",
                  **figures, "gate_db": GATES_DB[dtype], "conversion_s": conv_s,
                  "input": io["input"], "output": io["output"], "gpu_delegate": gpu_delegate_check(final),
@@ -308,9 +310,15 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         "unseen_inputs": unseen.description if unseen is not None else None,
         "timings_s": timings,
     }
-    if io_top is not None:
-        manifest["tflite_signature"] = {"input": io_top["input"]["name"], "output": io_top["output"]["name"]}
+    manifest["tflite_signature"] = _signatures(files)
     return manifest
+
+
+def _signatures(files: list[dict]) -> dict:
+    """``{dtype: {"input", "output"}}``: the ``serving_default`` signature keys of each .tflite file (the
+    converters name them per file: the int8 file's output is ``output_0``, the float files' ``output``)."""
+    return {e["dtype"]: {"input": e["input"]["name"], "output": e["output"]["name"]}
+            for e in files if e.get("format") == "tflite" and isinstance(e.get("input"), dict)}
 
 
 def _int8_composition(path: Path, fp32_size: int) -> dict:
@@ -342,6 +350,7 @@ def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, sou
         if stale not in keep_paths:
             (out_dir / stale).unlink(missing_ok=True)
     manifest["files"] = sorted(manifest["files"] + kept, key=lambda e: ["onnx", *DTYPES].index(e["dtype"]))
+    manifest["tflite_signature"] = _signatures(manifest["files"])
     if kept:  # the gates of the kept files too: a miss accepted earlier stays listed (and in the release)
         failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)
         manifest.update(gates_passed=not failures, gate_failures=failures,

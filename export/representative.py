@@ -9,7 +9,8 @@ input; the unseen photos of :mod:`export.photos` are still never used. CycleGAN'
 already; DCGAN's input is noise.
 
 Which files: side-by-side A|B files (edges2shoes): the other half of the calibration files themselves; A/B
-folders (``trainA`` + ``trainB``): the same number of files of the twin folder.
+folders (``trainA`` + ``trainB``): the partners of the calibration files in the twin folder (paired by name as
+the aligned loader pairs them), or its first files when no name pairs.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from compress.data.aligned import pair_key
 from compress.data.images import list_images
 from compress.families.calibration import InputSets, load_images
 
@@ -41,20 +43,23 @@ def target_domain_images(arch: Mapping[str, Any], sets: InputSets) -> tuple[np.n
     ds = dict(arch.get("dataset") or {})
     cal_dir = Path(desc["calibration_dir"])
     size = tuple(desc["size_hw"])
-    held = set(desc.get("heldout_files") or [])
-    count = len(sets.calibration)
+    cal_files = list(sets.calibration_files)  # exactly the files behind the calibration inputs
     if ds.get("layout") == "side_by_side":
-        files = [f for f in list_images(cal_dir, "calibration image folder") if f.name not in held][:count]
         other = "BtoA" if ds.get("direction", "AtoB") != "BtoA" else "AtoB"
-        images = load_images(files, size, True, other)
-        source = f"{cal_dir} (the other half of the same {len(files)} A|B files)"
+        images = load_images(cal_files, size, True, other)
+        source = f"{cal_dir} (the other half of the same {len(cal_files)} A|B files)"
     else:
         twin = _twin_folder(cal_dir)
         if twin is None:
             return None
-        files = list_images(twin, "target-domain image folder")[:count]
+        partners = {pair_key(p, twin): p for p in list_images(twin, "target-domain image folder")}
+        files = [partners[k] for k in (pair_key(f, cal_dir) for f in cal_files) if k in partners]
+        if files:  # the partners of the calibration files (so none of a held-out image)
+            source = f"{twin} (the partners of the {len(files)} calibration files)"
+        else:  # names that do not pair: photos of the target domain all the same (they are for the ranges)
+            files = list_images(twin, "target-domain image folder")[:len(cal_files)]
+            source = f"{twin} (its first {len(files)} files: no file name pairs with a calibration file)"
         images = load_images(files, size, False)
-        source = str(twin)
     return images, {"target_domain_source": source, "target_domain_count": int(len(images))}
 
 

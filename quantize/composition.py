@@ -101,12 +101,23 @@ def describe(model: str | Path | bytes) -> dict:
         for t in outs:
             producer[t] = i
 
+    counted_buffers: set[int] = set()
+
+    def once(t: int, nbytes: int) -> int:
+        """``nbytes`` the first time the buffer of ``t`` is met, 0 after: the converter shares identical constants
+        (e.g. the zero biases of the equalised convolutions) between tensors, and the file holds them once."""
+        buf = tensor(t).Buffer()
+        if buf in counted_buffers:
+            return 0
+        counted_buffers.add(buf)
+        return nbytes
+
     def stored(t: int) -> tuple[str, int]:
         """(dtype as stored, constant bytes) of a weight, looking through a DEQUANTIZE of a constant (fp16)."""
         k = producer.get(t)
         if k is not None and ops[k][0] == "DEQUANTIZE" and const_bytes(ops[k][1][0]):
-            return dtype(ops[k][1][0]), const_bytes(ops[k][1][0])
-        return dtype(t), const_bytes(t)
+            return dtype(ops[k][1][0]), once(ops[k][1][0], const_bytes(ops[k][1][0]))
+        return dtype(t), once(t, const_bytes(t))
 
     convs, float_ops, conversions = [], {}, {}
     weight_by_dtype: dict[str, int] = {}

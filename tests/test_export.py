@@ -346,6 +346,31 @@ def test_side_by_side_source_takes_left_half(shared_data):
     assert sets.description["heldout_dir"].endswith("val")
 
 
+def test_no_heldout_image_is_ever_a_calibration_image(tmp_path, monkeypatch):
+    """However --calibration-dir names the folders (relative, a symlink, a folder holding the held-out one), the
+    held-out images are left out of the calibration set (compared by resolved path), and the manifest says how
+    many were."""
+    from PIL import Image
+
+    from compress.families.calibration import image_input_sets
+
+    rng = np.random.default_rng(0)
+    for folder, n in (("trainA", 5), ("testA", 4)):
+        (tmp_path / "ds" / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "ds" / folder / f"{i}.png")
+    (tmp_path / "link").symlink_to(tmp_path / "ds" / "testA")
+    monkeypatch.chdir(tmp_path)
+    dataset = {"root": str(tmp_path / "ds"), "source_dir": "trainA", "test_dir": "testA"}
+    for cal_dir in ("ds/testA", "link", "ds"):
+        sets = image_input_sets(dataset, (8, 8), calibration_dir=cal_dir, calibration_count=100, heldout_count=2,
+                                need_calibration=True)
+        held = {(tmp_path / "ds" / "testA" / n).resolve() for n in sets.description["heldout_files"]}
+        assert held and not held & {f.resolve() for f in sets.calibration_files}, cal_dir
+        assert sets.description["heldout_left_out_of_calibration"] == 2, cal_dir
+        assert len(sets.calibration) == len(sets.calibration_files)
+
+
 @pytest.mark.slow
 def test_naive_int8_option_and_uint8_io(exported, trained_runs, tmp_path):
     """The naive variant stays available (the converter's full-integer recipe, no deny-list) so the difference can

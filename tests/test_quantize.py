@@ -288,3 +288,16 @@ def test_norm_range_error_clips_rare_peaks_and_keeps_a_full_range():
     # the rounding-noise term alone: a full range on a unit-variance channel is step^2 / 12
     hist = _channel_histogram(np.zeros(10), lo, hi)[None]
     assert range_error(hist, np.array([1.0]), lo, hi, 1.0) == pytest.approx((44 / 255) ** 2 / 12)
+
+
+def test_gates_are_this_codes_not_the_ones_stored_with_an_entry():
+    """A file exported under lower gates (kept by skip-if-unchanged or by an install of another dtype) is judged by
+    this code's gates, as a new export would be."""
+    from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, gate_failures
+
+    old = _entry(psnr_db=25.0, gate_db=20.0, min_image_psnr_db=22.0, min_image_gate_db=20.0,
+                 runtimes={"litert": {"ok": True, "psnr_db": 25.0, "version": "2.1.0"}}, unseen=None)
+    fails = gate_failures([old], params=500_000, onnx_max_abs_diff=1e-4)
+    assert fails == [f"generator_int8.tflite: PSNR 25.00 dB on the held-out inputs < gate {GATES_DB['int8']:.0f} dB "
+                     "(max abs diff 0.1)",
+                     f"generator_int8.tflite: worst held-out image 22.00 dB < gate {MIN_IMAGE_GATES_DB['int8']:.0f} dB"]

@@ -32,7 +32,9 @@ def check_direction(direction: str) -> bool:
     return direction == "BtoA"
 
 
-def _pair_key(path: Path, folder: Path) -> str:
+def pair_key(path: Path, folder: Path) -> str:
+    """The name that pairs ``path`` (under ``folder``) with its partner in the twin folder: the relative path
+    without suffix, a trailing ``_A``/``_B`` removed (``12_A.jpg`` and ``12_B.jpg``, or ``12.jpg`` in both)."""
     rel = path.relative_to(folder).with_suffix("")
     stem = rel.name[:-2] if rel.name.endswith(("_A", "_B")) else rel.name
     return str(rel.with_name(stem))
@@ -48,7 +50,7 @@ def pair_split_folders(dir_a: Path, dir_b: Path, skip_bad: bool = False) -> tupl
     for folder in (dir_a, dir_b):
         keyed: dict[str, Path] = {}
         for p in list_images(folder, "aligned image folder"):
-            key = _pair_key(p, folder)
+            key = pair_key(p, folder)
             if key in keyed:
                 raise InputError(f"{folder}: {keyed[key].name} and {p.name} both map to pair key {key!r}; "
                                  "expected one file per pair name")

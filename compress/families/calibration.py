@@ -43,6 +43,9 @@ class InputSets:
     calibration: np.ndarray
     heldout: np.ndarray
     description: dict
+    #: the image files behind ``calibration``, in order (empty for noise): a pix2pix export reads the other half
+    #: of exactly these pairs (export/representative.py)
+    calibration_files: tuple[Path, ...] = ()
 
 
 def image_to_input(img: Image.Image, size: tuple[int, int], half: str | None = None) -> np.ndarray:
@@ -155,22 +158,29 @@ def image_input_sets(dataset: Mapping[str, Any], size: tuple[int, int], *,
     cal_files: list[Path] = []
     if need_calibration:
         cal_files = list_images(cal_dir, what="calibration image folder")
-    if heldout_dir.resolve() == Path(cal_dir).resolve():  # one folder: disjoint parts
-        heldout_files = heldout_files[-heldout_count:]
-        cal_files = [f for f in cal_files if f not in set(heldout_files)]
-        if need_calibration and not cal_files:
-            raise InputError(f"calibration image folder {cal_dir} holds only {len(heldout_files)} images, all "
-                             "needed as held-out inputs; expected more images or a separate --calibration-dir")
-    heldout_files = heldout_files[:heldout_count]
+    same_folder = heldout_dir.resolve() == Path(cal_dir).resolve()
+    # one folder: disjoint parts (the last images held out); else the first images of the held-out folder
+    heldout_files = heldout_files[-heldout_count:] if same_folder else heldout_files[:heldout_count]
+    # never calibrate on a held-out image, however the folders were named (relative, symlinked, or a calibration
+    # folder that contains the held-out one: list_images is recursive)
+    held_paths = {f.resolve() for f in heldout_files}
+    overlap = [f for f in cal_files if f.resolve() in held_paths]
+    cal_files = [f for f in cal_files if f.resolve() not in held_paths]
+    if overlap and not same_folder:
+        LOGGER.warning("calibration folder %s holds %d of the held-out images (%s); they are left out of the "
+                       "calibration", cal_dir, len(overlap), heldout_dir)
+    if need_calibration and not cal_files:
+        raise InputError(f"calibration image folder {cal_dir} holds only {len(overlap)} images, all "
+                         "needed as held-out inputs; expected more images or a separate --calibration-dir")
     if need_calibration and len(cal_files) < calibration_count:
         LOGGER.warning("calibration folder %s has %d images, fewer than the %d asked for: using all of them",
                        cal_dir, len(cal_files), calibration_count)
     cal_files = cal_files[:calibration_count]
     cal = load_images(cal_files, size, sbs, direction) if need_calibration else np.zeros((0, 3, *size), np.float32)
     held = load_images(heldout_files, size, sbs, direction)
-    return InputSets(cal, held, {
+    return InputSets(cal, held, calibration_files=tuple(cal_files) if need_calibration else (), description={
         "kind": "images", "value_range": [-1, 1], "scaling": "x / 127.5 - 1", "resize": "bicubic",
         "size_hw": list(size), "direction": direction,
         "calibration_dir": str(cal_dir) if need_calibration else None, "calibration_count": len(cal_files),
         "heldout_dir": str(heldout_dir), "heldout_count": len(heldout_files),
-        "heldout_files": [f.name for f in heldout_files]})
+        "heldout_files": [f.name for f in heldout_files], "heldout_left_out_of_calibration": len(overlap)})
