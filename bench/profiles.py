@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from compress.errors import InputError
+from compress.io import is_folder_name
 
 PROFILES_FILE = Path(__file__).with_name("profiles.json")
 DEFAULT_MATCH_ORDER = ["ro.soc.model", "ro.board.platform", "ro.hardware"]
@@ -30,11 +31,6 @@ def _read_json(p: Path, what: str) -> Any:
         raise InputError(f"{what} {p} is not valid JSON: {e}") from None
 
 
-def _plain_key(key: object) -> bool:
-    """Whether a profile key can name one output folder (``RUN/bench/<key>``): no path separator, not . or .."""
-    return isinstance(key, str) and key not in ("", ".", "..") and not re.search(r"[/\\\0]", key)
-
-
 def load_profiles(path: str | Path | None = None) -> dict[str, Any]:
     """Read the profile data file; returns ``{"match_order": [...], "profiles": {name: profile}}``.
 
@@ -45,7 +41,7 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Any]:
     data = _read_json(p, "profile file")
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
         raise InputError(f"profile file {p}: expected an object with a 'profiles' object")
-    bad = [k for k in data["profiles"] if not _plain_key(k)]
+    bad = [k for k in data["profiles"] if not is_folder_name(k)]
     if bad:  # keys name output folders
         raise InputError(f"profile file {p}: profile key(s) {', '.join(map(repr, bad))} are not plain names; "
                          "expected one folder name (no /, \\, . or ..)")
@@ -83,7 +79,7 @@ def _profile_file(value: str) -> dict[str, Any]:
         key, prof = next(iter(data["profiles"].items()))
     else:
         key, prof = p.stem, data
-    if not _plain_key(key):
+    if not is_folder_name(key):
         # the key names output folders (RUN/bench/<key>, bench/results/<key>/...): one plain folder name
         raise InputError(f"--device {value}: profile key {key!r} is not a plain name; expected one folder name "
                          "(no /, \\, . or ..; rename the file or its 'profiles' entry)")

@@ -176,6 +176,12 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def is_folder_name(name: object) -> bool:
+    """Whether ``name`` names one folder inside another: a non-empty string without a path separator or NUL that
+    is not ``.`` or ``..`` (user-given names that become output folders are checked with it)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
     """Rename the finished folder ``tmp`` to ``final``. An existing ``final`` is first renamed aside, then
     deleted once the new folder is in place, so ``final`` is always either the old or the new complete folder."""

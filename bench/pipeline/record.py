@@ -25,28 +25,28 @@ RECORD = "pipeline.json"
 STAMP = "pipeline_stamp.json"
 
 
+def _read_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the JSON object in ``path``, None) or (None, why it is none); (None, None) when the file does not exist."""
+    if not path.exists():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}"
+    except ValueError as exc:  # JSON and UTF-8 errors
+        return None, f"not JSON: {exc}"
+    return (data, None) if isinstance(data, dict) else (None, f"a JSON {type(data).__name__}, not an object")
+
+
 def load_json(path: str | os.PathLike) -> dict[str, Any] | None:
     """The JSON object in ``path``, or ``None`` when it is missing, unreadable, not UTF-8 JSON or not an object
     (every file the pipeline reads is an object; :func:`json_problem` says which of these it was)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: JSON and UTF-8 errors
-        return None
-    return data if isinstance(data, dict) else None
+    return _read_object(Path(path))[0]
 
 
 def json_problem(path: str | os.PathLike) -> str | None:
     """Why the existing file ``path`` is no JSON object (``None`` when it is one, or does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror or exc}"
-    except ValueError as exc:
-        return f"not JSON: {exc}"
-    return None if isinstance(data, dict) else f"a JSON {type(data).__name__}, not an object"
+    return _read_object(Path(path))[1]
 
 
 def mtime(path: Path) -> int | None:
@@ -82,12 +82,13 @@ def record_stage(run_dir: Path, stage: str, result: dict[str, Any], pipeline: di
     """Add one stage run (``result``: status, detail, wall_s, finished, load_before/after) to
     ``run_dir/pipeline.json`` (module docstring), with this machine and the run's settings ``pipeline``."""
     path = run_dir / RECORD
-    rec = load_json(path) or {}
-    if json_problem(path):  # kept aside, not overwritten: it may still be read by hand
+    rec, problem = _read_object(path)
+    rec = rec or {}
+    if problem:  # kept aside, not overwritten: it may still be read by hand
         aside = path.with_name(f"{RECORD}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(path, aside)
         logging.getLogger(__name__).warning("%s was unreadable (%s); kept as %s, a new record started", path,
-                                            json_problem(aside), aside)
+                                            problem, aside)
     rec.setdefault("stages", {})[stage] = result
     if result.get("status") == "ran":  # the figures of the last real run survive later skipped reruns
         rec.setdefault("last_ran", {})[stage] = result

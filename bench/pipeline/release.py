@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from bench.pipeline.page import markdown_page
 from bench.pipeline.record import RECORD, STAGES, json_problem, load_json
 from bench.tables import format_macs, md_escape
 from compress.errors import InputError
-from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, is_folder_name
 from compress.machine import machine_text
 from export.original import ORIGINAL_DIR, ORIGINAL_RECORD
 
@@ -228,7 +227,7 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
                          "compress` run" if why else
                          f"{run}: no compression_report.json; expected a finished `python -m compress` run folder")
     folder = name or run.resolve().name
-    if folder in ("", ".", "..") or re.search(r"[/\\\0]", folder):
+    if not is_folder_name(folder):
         raise InputError(f"--name {folder!r}: expected one folder name inside --out (no /, \\, . or ..)")
     dest = Path(release_root) / folder
     if dest.exists() and not (dest.is_dir() and (dest / "release.json").is_file()):
