@@ -23,7 +23,8 @@ Skip-if-unchanged: the manifest's ``source`` holds the SHA-256 of ``generator.pt
 ``options`` the export settings and ``converter_versions`` the tools; when all match, every requested dtype is
 in the manifest and every listed file still has its recorded SHA-256, the export is skipped
 (``ExportOptions.force`` re-exports). Dtypes exported earlier from the same source and not requested now are
-kept in the manifest; every file is judged by this code's gates, a kept or skipped one included.
+kept in the manifest with their calibration facts (``inputs``) and timings; every file is judged by this
+code's gates, a kept or skipped one included.
 
 Errors: :class:`compress.errors.InputError` for bad user input (missing run folder, corrupt weights, an
 unreadable manifest of an earlier export without ``force``,
@@ -351,7 +352,8 @@ def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, sou
             (out_dir / stale).unlink(missing_ok=True)
     manifest["files"] = sorted(manifest["files"] + kept, key=lambda e: ["onnx", *DTYPES].index(e["dtype"]))
     manifest["tflite_signature"] = _signatures(manifest["files"])
-    if kept:  # the gates of the kept files too: a miss accepted earlier stays listed (and in the release)
+    if kept:  # the kept files' facts, and their gates: a miss accepted earlier stays listed (and in the release)
+        _carry_kept_facts(manifest, old, {e["dtype"] for e in kept})
         failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)
         manifest.update(gates_passed=not failures, gate_failures=failures,
                         gate_failures_accepted=bool(failures),
@@ -360,6 +362,24 @@ def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, sou
                         min_image_gates_db={e["dtype"]: MIN_IMAGE_GATES_DB[e["dtype"]] for e in manifest["files"]
                                             if e["dtype"] in MIN_IMAGE_GATES_DB})
     atomic_write_json(out_dir / MANIFEST, manifest)
+
+
+def _is_calibration_fact(key: str) -> bool:
+    """The keys of an export's ``inputs`` that describe its calibration inputs (the int8 file's alone)."""
+    return key.startswith(("calibration", "target_domain")) or key == "heldout_left_out_of_calibration"
+
+
+def _carry_kept_facts(manifest: dict, old: dict, kept_dtypes: set[str]) -> None:
+    """Give a merged manifest the facts of the files kept from the earlier export ``old``: a kept int8 file's
+    calibration inputs (an export without int8 loads none and records a count of 0) and the kept files' timings
+    (``<dtype>_s``). Held-out inputs, options and tools are the same for both exports (:func:`_same_source`)."""
+    if "int8" in kept_dtypes:
+        facts = {k: v for k, v in (old.get("inputs") or {}).items() if _is_calibration_fact(k)}
+        manifest["inputs"] = {**{k: v for k, v in manifest.get("inputs", {}).items()
+                                 if not _is_calibration_fact(k)}, **facts}
+    old_timings = old.get("timings_s") or {}
+    manifest["timings_s"] = {**manifest.get("timings_s", {}),
+                             **{f"{d}_s": old_timings[f"{d}_s"] for d in kept_dtypes if f"{d}_s" in old_timings}}
 
 
 def _fid_change(run_dir: Path, arch: dict, generator, int8_path: Path, count: int, threads: int,

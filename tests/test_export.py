@@ -186,6 +186,23 @@ def test_reexport_unchanged_is_skipped(exported, trained_runs, capsys):
     assert "skipped" in capsys.readouterr().out
 
 
+def test_a_kept_int8_file_keeps_its_calibration_facts(exported, trained_runs, tmp_path):
+    """An fp32-only export beside an earlier int8 file loads no calibration inputs; the merged manifest still says
+    which inputs calibrated the int8 file it lists, and how long that file took."""
+    run = trained_runs["dcgan"]
+    earlier = json.loads((run / "export" / "manifest.json").read_text())
+    assert earlier["inputs"]["calibration_count"] > 0 and "int8_s" in earlier["timings_s"]
+    out = tmp_path / "out"
+    shutil.copytree(run / "export", out)
+    merged = export_run(run, ExportOptions(dtypes=("fp32",), out_dir=out, force=True))
+    assert [e["dtype"] for e in merged["files"]] == ["onnx", "fp32", "fp16", "int8"]
+    assert merged["inputs"]["calibration_count"] == earlier["inputs"]["calibration_count"]
+    assert merged["inputs"]["calibration_seed"] == earlier["inputs"]["calibration_seed"]
+    assert merged["timings_s"]["int8_s"] == earlier["timings_s"]["int8_s"]
+    assert merged["timings_s"]["onnx2tf_s"] != earlier["timings_s"]["onnx2tf_s"]  # this export's own
+    assert json.loads((out / "manifest.json").read_text())["inputs"] == merged["inputs"]
+
+
 def test_latest_run(trained_runs, tmp_path):
     assert latest_run(trained_runs["pix2pix"].parent) in trained_runs.values()
     with pytest.raises(InputError):
