@@ -41,6 +41,20 @@ def setup_logging(run_dir: Path) -> None:
     root.addHandler(sh)
 
 
+def _check_dataset(cfg: RunConfig) -> None:
+    """Raise :class:`compress.errors.InputError` when ``cfg.dataset`` names no local folder or file
+    (:func:`compress.data.resolve_dataset`, which every family's dataset goes through); its messages (a subset in
+    use) are left to the run's own log."""
+    from compress.data import resolve_dataset
+
+    data_logger = logging.getLogger("coronetgan.data")
+    was_disabled, data_logger.disabled = data_logger.disabled, True
+    try:
+        resolve_dataset(cfg.dataset)
+    finally:
+        data_logger.disabled = was_disabled
+
+
 def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) both CoroNetGAN stages for ``cfg`` in ``run_dir``, logging to ``run_dir/log.txt``.
 
@@ -61,6 +75,8 @@ def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -
 
     run_dir = Path(run_dir)
     pick_device(cfg.device)  # a device this machine lacks is refused before the run folder is created
+    if not resume and not run_dir.exists():
+        _check_dataset(cfg)  # and a dataset that is not there: no new folder is left holding only a log
     setup_logging(run_dir)
     from compress.distributed import environment_rank
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from compress.api import run_compression
 from compress.config import RunConfig, preset
 from compress.errors import InputError, TrainingError
 from compress.io import atomic_dir, atomic_torch_save, atomic_write_json, staging_dir
@@ -517,6 +518,10 @@ def test_a_finished_run_is_not_replaced_by_a_new_one(tmp_path):
     with pytest.raises(InputError, match=r"missing\.npz does not exist"):
         Trainer(dcgan_config(tmp_path / "missing.npz"), fresh).run()
     assert not (fresh / "config.json").exists() and (run / "config.json").read_bytes() == config
+    # the entry point checks the dataset before it creates a new run folder (no folder holding only a log)
+    with pytest.raises(InputError, match=r"missing\.npz does not exist"):
+        run_compression(dcgan_config(tmp_path / "missing.npz"), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
 
 
 def test_reference_run_only_with_a_baseline(tmp_path):
