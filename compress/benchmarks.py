@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from compress.errors import InputError
+from compress.families import FAMILIES
 from compress.step import gan_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,9 +44,6 @@ RUNS = REPO / "runs"
 
 #: (family, targets) of the controllability table.
 CONTROL_TARGETS = {"pix2pix": (0.5, 0.75, 0.9, 0.95), "cyclegan": (0.5, 0.75, 0.85, 0.9), "dcgan": (0.5, 0.75, 0.9)}
-#: Remaining-parameter fractions of the paper's pruned generators (CoroNetGAN Table 1 / 2), for the allocation.
-PAPER_PARAMS_REMAINING = {("pix2pix", 0.75): 0.243, ("pix2pix", 0.95): 0.087, ("cyclegan", 0.75): 0.238,
-                          ("cyclegan", 0.85): 0.148}
 
 
 # --- machine ---------------------------------------------------------------------------------------------
@@ -197,11 +195,12 @@ def controllability_table(results: dict) -> str:
 
 def allocation_table(results: dict) -> str:
     """Per-layer allocation of the rows the paper reports a remaining-parameter fraction for
-    (:data:`PAPER_PARAMS_REMAINING`): kept / original output channels and the layer's share of the pruned
+    (``paper_params_remaining`` of :class:`compress.families.Family`): kept / original output channels and the layer's share of the pruned
     generator's MACs, beside the remaining parameters (ours vs the paper's)."""
     out = []
     for r in results["rows"]:
-        paper = PAPER_PARAMS_REMAINING.get((r["model"], r["target"]))
+        family = FAMILIES.get(r["model"])
+        paper = family.paper_params_remaining.get(r["target"]) if family is not None else None
         if paper is None or r["status"] == "failed" or not r.get("layers"):
             continue
         ours = r["params_after"] / r["params_before"]
@@ -222,6 +221,8 @@ STEP_CASES: dict[str, tuple[str, str, dict]] = {
     "pix2pix-unet256-b4": ("pix2pix", "paper", {}),
     "cyclegan-resnet9-b1": ("cyclegan", "paper", {}),
 }
+#: Timing rounds of the paper-size cases on a CPU (seconds to a minute per step on 2 shared cores: few rounds).
+CPU_PAPER_ROUNDS = {"pix2pix-unet256-b4": 3, "cyclegan-resnet9-b1": 2}
 
 
 def _synchronizer(device) -> Callable[[], None]:
@@ -403,7 +404,9 @@ class _StepBench:
         n_calls = self.search_tr.family.generator_calls_per_step
         isolated = {k: v / n_iso for k, v in iso.t.items()}
         isolated["generator calls per step"] = n_calls
-        return {"per_step_s": per_step, "isolated_s": isolated}
+        # the networks the recipe trains beside G that opt_G also steps (GANRecipe.extra_networks: ``G*`` names)
+        also_in_opt_g = sorted(k for k in self.extra if k.startswith("G"))
+        return {"per_step_s": per_step, "isolated_s": isolated, "opt_G_also_steps": also_in_opt_g}
 
 
 def _interleaved(fns: Sequence[Callable[[], None]], rounds: int, per_round: int,
@@ -503,8 +506,8 @@ def step_cost_rows(quick: bool = False, cases: Sequence[str] | None = None, comp
             rounds, per_round, bd, warmup = 2, 1, 1, 1
         elif torch.device(device).type == "cuda":
             rounds, per_round, bd, warmup = 5, 10, 5, 5
-        elif paper:  # seconds to a minute per step on 2 shared cores: few rounds
-            rounds, per_round, bd, warmup = (3 if STEP_CASES[name][0] == "pix2pix" else 2), 1, 1, 1
+        elif paper:
+            rounds, per_round, bd, warmup = CPU_PAPER_ROUNDS.get(name, 2), 1, 1, 1
         else:
             rounds, per_round, bd, warmup = 4, 2, 3, 2
         row = step_cost_case(name, rounds, per_round, bd, warmup=warmup, compare_fused=compare_fused, device=device)
@@ -574,7 +577,8 @@ def step_cost_table(results: dict) -> str:
         lines.append(f"| isolated: weight generation backward, once | {1e3 * iso['hyper bwd']:.1f} | |")
         if "trainer opt_G step" in iso:
             lines.append(f"| isolated: the trainer's Adam of G (default: single-tensor loop on the CPU; hypernetworks + "
-                         f"latents{' + G_B' if r['family'] == 'cyclegan' else ''}) | {1e3 * iso['trainer opt_G step']:.1f} | |")
+                         f"latents{''.join(' + ' + k for k in bd.get('opt_G_also_steps', []))}) | "
+                         f"{1e3 * iso['trainer opt_G step']:.1f} | |")
         if "Adam on hypernetwork params" in iso:
             lines.append(f"| isolated: default Adam (single-tensor loop on the CPU) on the hypernetwork parameters | "
                          f"{1e3 * iso['Adam on hypernetwork params']:.1f} | |")

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from compress.data.codec import uint8_to_float
+from compress.families import get_family
 
 #: The photographs of ``skimage/data`` (file names): natural scenes, people, animals, objects, astronomy and
 #: microscopy; synthetic images, text pages and logos of that folder are not photos and are left out.
@@ -66,23 +67,27 @@ def _to_input(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return uint8_to_float(np.asarray(img.resize((w, h), Image.BICUBIC), dtype=np.uint8))
 
 
-def unseen_inputs(family: str, size: tuple[int, int]) -> UnseenSet | None:
-    """The unseen-photo set of a generator family (module docstring) at input size (H, W).
+#: How each kind of the registry's ``unseen_input_kinds`` is made from a photo, with its name prefix and words.
+_KINDS = {"edges": ("edges", _edge_map, "edge maps (Canny, black on white)"),
+          "photos": ("photo", lambda photo: photo, "photos")}
 
-    Returns None for a family whose input is not an image (dcgan). Raises ImportError when scikit-image is not
-    installed (it is a dependency of the project).
+
+def unseen_inputs(family: str, size: tuple[int, int]) -> UnseenSet | None:
+    """The unseen inputs of a generator family (module docstring) at input size (H, W): the kinds its registry
+    entry names (``unseen_input_kinds`` of :class:`compress.families.Family`), in that order.
+
+    Returns None for a family whose input is not an image (dcgan). Raises InputError for an unregistered family,
+    ImportError when scikit-image is not installed (it is a dependency of the project).
     """
-    if family == "dcgan":
+    wanted = get_family(family, "architecture family").unseen_input_kinds
+    if not wanted:
         return None
     photos = [(name.rsplit(".", 1)[0], _photo(name)) for name in PHOTOS]
-    items = [(f"photo:{n}", p) for n, p in photos]
-    kinds = ["photos"]
-    if family == "pix2pix":
-        items = [(f"edges:{n}", _edge_map(p)) for n, p in photos] + items
-        kinds = ["edge maps (Canny, black on white)", "photos"]
+    items = [(f"{_KINDS[k][0]}:{n}", _KINDS[k][1](p)) for k in wanted for n, p in photos]
+    kinds = [_KINDS[k][2] for k in wanted]
     inputs = np.stack([_to_input(img, size) for _, img in items]).astype(np.float32)
     return UnseenSet(inputs, [n for n, _ in items], {
         "set": f"scikit-image {version('scikit-image')} skimage/data photographs", "files": list(PHOTOS),
         "kinds": kinds, "count": int(len(items)), "size_hw": list(size), "crop": "centre square",
         "resize": "bicubic", "scaling": "x / 127.5 - 1",
-        **({"edges": f"Canny sigma {EDGE_SIGMA:g} at {EDGE_SIZE} px"} if family == "pix2pix" else {})})
+        **({"edges": f"Canny sigma {EDGE_SIGMA:g} at {EDGE_SIZE} px"} if "edges" in wanted else {})})

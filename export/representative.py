@@ -22,6 +22,7 @@ import numpy as np
 
 from compress.data.aligned import pair_key
 from compress.data.images import list_images
+from compress.families import FAMILIES
 from compress.families.calibration import InputSets, load_images
 
 
@@ -35,10 +36,13 @@ def _twin_folder(folder: Path) -> Path | None:
 
 def target_domain_images(arch: Mapping[str, Any], sets: InputSets) -> tuple[np.ndarray, dict] | None:
     """The target-domain images of a pix2pix run's calibration pairs (module docstring), (N, 3, H, W) float32 in
-    [-1, 1], with a JSON-ready description; None for other families, for runs without calibration images, or
+    [-1, 1], with a JSON-ready description; None for families without ``calibrates_with_target_domain``
+    (:class:`compress.families.Family`), for runs without calibration images, or
     when the dataset layout has no paired target images."""
     desc = sets.description
-    if arch.get("family") != "pix2pix" or not desc.get("calibration_dir") or len(sets.calibration) == 0:
+    family = FAMILIES.get(arch.get("family"))
+    if family is None or not family.calibrates_with_target_domain or not desc.get("calibration_dir") \
+            or len(sets.calibration) == 0:
         return None
     ds = dict(arch.get("dataset") or {})
     cal_dir = Path(desc["calibration_dir"])

@@ -36,16 +36,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from compress.families import FAMILIES
+
 LOGGER = logging.getLogger("coronetgan.quantize")
 
-#: What sits between the convolutions of each generator family of ``compress.models`` besides the norms:
-#: cross-layer equalisation needs it to be positively homogeneous. A family not listed gets no cross-layer
-#: equalisation (folding and InstanceNorm equalisation do not depend on it).
-HOMOGENEOUS_BETWEEN_CONVS = {
-    "pix2pix": "LeakyReLU(0.2) going down, ReLU going up, skip concatenation, dropout (eval: identity)",
-    "cyclegan": "ReLU, reflection padding, residual sums",
-    "dcgan": "ReLU",
-}
 #: Cross-layer equalisation sweeps at most (Nagel et al. iterate until the scales stop changing). Measured on the
 #: generators of docs/export.md: after 8 sweeps the next one would still move a range by at most 7% on the U-Nets
 #: (their skip concatenations couple the links) and by under 1% on DCGAN; the first sweep moves them by up to 7x.
@@ -226,8 +220,10 @@ def equalise_instance_norm_inputs(generator: nn.Module, inputs: np.ndarray) -> l
 def _cle_links(generator: nn.Module) -> list[tuple[str, list[tuple[str, int]]]]:
     """(producer conv, [(consumer conv, input-channel offset)]) for every latent written by exactly one
     convolution whose output is not normalised per instance and read only through the family's positively
-    homogeneous activations (:data:`HOMOGENEOUS_BETWEEN_CONVS`)."""
-    if getattr(generator, "family", None) not in HOMOGENEOUS_BETWEEN_CONVS:
+    homogeneous activations (the family's ``between_convs``, :class:`compress.families.Family`; a family without
+    it gets no cross-layer equalisation, while folding and InstanceNorm equalisation do not depend on it)."""
+    family = FAMILIES.get(getattr(generator, "family", None))
+    if family is None or family.between_convs is None:
         return []
     mods = _modules(generator)
     convs = generator.prunable_convs()

@@ -24,6 +24,17 @@ def test_step_cost_and_breakdown_run_on_real_data(shared_data, monkeypatch, tmp_
     assert 8 < s["hypernetwork_params"] / s["generator_params"] < 11.5
     table = benchmarks.step_cost_table({"machine": benchmarks.machine(), "rows": [row]})
     assert "| tiny |" in table and "Where the search step's time goes" in table
+    assert bd["opt_G_also_steps"] == [] and "hypernetworks + latents) |" in table  # DCGAN trains one generator
+
+
+def test_allocation_table_compares_with_the_papers_figures_of_the_registry():
+    layer = {"layer": "down.1", "out_channels": 4, "original_out": 16, "macs_share": 0.5}
+    rows = [{"model": m, "target": t, "status": "met", "params_before": 1000, "params_after": 250, "layers": [layer]}
+            for m, t in (("pix2pix", 0.75), ("cyclegan", 0.85), ("dcgan", 0.75), ("pix2pix", 0.5))]
+    table = benchmarks.allocation_table({"rows": rows})
+    assert "### pix2pix 75%: 25.0% of the parameters remain (paper: 24.3%)" in table
+    assert "### cyclegan 85%: 25.0% of the parameters remain (paper: 14.8%)" in table
+    assert "dcgan" not in table and "pix2pix 50%" not in table  # no published figure to compare with
 
 
 def test_controllability_table_reports_budget_exhausted():

@@ -169,6 +169,24 @@ def test_family_evaluation_protocol_and_export_inputs_on_synthetic_data(name, tm
     assert len(sets.calibration) >= 1 and len(sets.heldout) == 1
 
 
+def test_unseen_inputs_are_the_kinds_the_registry_names(monkeypatch):
+    """export.photos draws each family's unseen inputs from its ``unseen_input_kinds``: pix2pix edge maps of the
+    scikit-image photos and the photos, CycleGAN the photos, DCGAN (noise input) none."""
+    from export.photos import PHOTOS, unseen_inputs
+
+    pix = unseen_inputs("pix2pix", (16, 16))
+    assert [n.split(":")[0] for n in pix.names] == ["edges"] * len(PHOTOS) + ["photo"] * len(PHOTOS)
+    assert pix.inputs.shape == (2 * len(PHOTOS), 3, 16, 16) and "edges" in pix.description
+    edges = pix.inputs[:len(PHOTOS)]
+    assert edges.mean() > 0.5 > pix.inputs[len(PHOTOS):].mean()  # black edges on white: mostly white
+    cyc = unseen_inputs("cyclegan", (16, 16))
+    assert all(n.startswith("photo:") for n in cyc.names) and "edges" not in cyc.description
+    assert np.array_equal(cyc.inputs, pix.inputs[len(PHOTOS):])
+    assert unseen_inputs("dcgan", (16, 16)) is None
+    monkeypatch.setattr(type(get_family("cyclegan")), "unseen_input_kinds", ("edges",))
+    assert all(n.startswith("edges:") for n in unseen_inputs("cyclegan", (16, 16)).names)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REFERENCE_FAMILIES)
 def test_family_yields_a_batch_of_its_real_dataset(name, shared_data, monkeypatch):
@@ -358,3 +376,9 @@ def test_a_fourth_family_registered_in_one_place_runs_end_to_end(toy_family, tmp
     sets = resolve_input_sets(arch, calibration_count=3, heldout_count=2)
     assert sets.calibration.shape == (3, 16, 1, 1) and sets.heldout.shape == (2, 16, 1, 1)
     assert sets.description["kind"] == "noise"
+
+    # the export's family knowledge comes from the registry too: no unseen photos, no cross-layer equalisation
+    from export.photos import unseen_inputs
+    from quantize.equalize import _cle_links
+
+    assert unseen_inputs("toy", (16, 16)) is None and _cle_links(generator) == []

@@ -18,3 +18,27 @@ def test_no_module_imports_torchvision():
             "print(len(sys.modules)); assert not bad, bad\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_no_module_branches_on_a_family_name():
+    """Family knowledge lives in the registry (compress/families): outside it no code compares a value with a
+    family's name (``family == "pix2pix"``, ``in ("cyclegan", ...)``); it asks the family object instead."""
+    import ast
+
+    from compress.families import FAMILIES
+
+    names = set(FAMILIES)
+    found = []
+    for pkg in ("compress", "export", "quantize", "bench"):
+        for path in (REPO / pkg).rglob("*.py"):
+            if path.is_relative_to(REPO / "compress" / "families"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.Compare):
+                    continue
+                operands = [node.left, *node.comparators]
+                literals = [c.value for o in operands for c in ast.walk(o)
+                            if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+                if names & set(literals):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not found, f"comparisons with a family name outside compress/families: {found}"

@@ -48,6 +48,16 @@ class Family(ABC):
         generator_options, discriminator_options: the constructor arguments a run may set
             (``--generator``/``--discriminator`` KEY=VALUE) and what each accepts; None (the default): not
             declared, the constructors check them.
+        unseen_input_kinds: the unseen inputs the export measures every file on (:mod:`export.photos`):
+            ``"edges"`` (edge maps drawn from the photos) and/or ``"photos"``; ``()`` (the default) for a generator
+            whose input is not an image.
+        calibrates_with_target_domain: the int8 representative dataset adds the target-domain images of the
+            calibration pairs (:mod:`export.representative`: an edges -> photo generator meets photos too).
+        between_convs: what sits between the generator's convolutions besides the norms, when all of it is
+            positively homogeneous (``f(a x) = a f(x)``, a > 0), which cross-layer equalisation needs (Nagel et al.
+            2019, sec. 4.1; :mod:`quantize.equalize`); None (the default): no cross-layer equalisation.
+        paper_params_remaining: fraction of the generator's parameters left by the paper's pruned generators,
+            per MACs target (CoroNetGAN Tables 1-2), for comparisons in ``compress.benchmarks``.
     """
 
     name: ClassVar[str]
@@ -61,6 +71,10 @@ class Family(ABC):
     generator_calls_per_step: ClassVar[int] = 1
     generator_options: ClassVar[Mapping[str, Option] | None] = None
     discriminator_options: ClassVar[Mapping[str, Option] | None] = None
+    unseen_input_kinds: ClassVar[tuple[str, ...]] = ()
+    calibrates_with_target_domain: ClassVar[bool] = False
+    between_convs: ClassVar[str | None] = None
+    paper_params_remaining: ClassVar[Mapping[float, float]] = {}
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

@@ -140,6 +140,8 @@ class CycleGAN(ImageTranslationFamily):
     }
     real_sets = ("train+test", "testB")
     default_real_set = "train+test"
+    between_convs = "ReLU, reflection padding, residual sums"
+    paper_params_remaining = {0.75: 0.238, 0.85: 0.148}
     # G_A(A) for the losses, G_A(B) for the identity loss, G_A(G_B(B)) for the cycle loss
     generator_calls_per_step = 3
     generator_options = {"ngf": WIDTH, "n_blocks": Option(int, minimum=1, meaning="residual blocks"), "norm": NORM}

@@ -76,6 +76,7 @@ class DCGAN(Family):
     }
     real_sets = ("train", "test", "train+test")
     default_real_set = "train"
+    between_convs = "ReLU"
     default_num_samples = DCGAN_DEFAULT_SAMPLES
     sample_count = 16
     generator_options = {"ngf": WIDTH}

@@ -69,6 +69,10 @@ class Pix2Pix(ImageTranslationFamily):
     }
     real_sets = ("test",)
     default_real_set = "test"
+    unseen_input_kinds = ("edges", "photos")  # its input is an edge map; users feed it photos as well
+    calibrates_with_target_domain = True
+    between_convs = "LeakyReLU(0.2) going down, ReLU going up, skip concatenation, dropout (eval: identity)"
+    paper_params_remaining = {0.75: 0.243, 0.95: 0.087}
     generator_options = {"ngf": WIDTH,
                          "num_downs": Option(int, minimum=5, meaning="stride-2 downsamplings of the U-Net"),
                          "norm": NORM,

@@ -39,6 +39,7 @@ class ImageTranslationFamily(Family):
     """A family of image-to-image generators (see the module docstring)."""
 
     discriminator_options = PATCHGAN_OPTIONS
+    unseen_input_kinds = ("photos",)
 
     @abstractmethod
     def size_multiple(self, generator: Mapping[str, Any]) -> tuple[int, str]:
