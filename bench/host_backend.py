@@ -1,15 +1,16 @@
 """``--device host``: the same protocol on this machine's CPU with LiteRT, labelled ``host``.
 
-Each repeat runs the virtual benchmark_model's code in-process on the CPU (no delegate), so its output goes
-through the same parser as a phone's. Thermal readings come from this machine's ``/sys/class/thermal``
+Each repeat runs the virtual benchmark_model's code on the CPU (no delegate) in a process of its own, as
+benchmark_model runs on a phone, so its output goes through the same parser as a phone's and the peak memory it
+reports is that run's (a Python process: about 40 MB of it is the interpreter and LiteRT, not the model). Thermal readings come from this machine's ``/sys/class/thermal``
 (status unknown).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,25 @@ from bench.models import ModelSpec
 from bench.results import BenchSettings, ModelResult, RepeatResult, Thermal, classify
 from compress.io import atomic_write_text
 from compress.machine import describe_machine
+
+REPO = Path(__file__).resolve().parents[1]
+#: One repeat: the virtual benchmark_model in a fresh interpreter (``run_guarded``: exceptions are ERROR lines).
+_RUNNER = ("import sys; from bench.virtual_device.benchmark_model import run_guarded; "
+           "sys.exit(run_guarded(sys.argv[1:]))")
+
+
+def run_runner(args: list[str]) -> tuple[int, str]:
+    """Run the virtual benchmark_model with benchmark_model's flags ``args`` in its own process on the host CPU.
+
+    Returns (exit status, stdout and stderr); a run ended by signal N has status 128 + N, as a shell (and the
+    phone's harness) reports it. The virtual
+    device's faults (``CORONETGAN_VDEV_FAULTS``) are not passed on: they are the simulated phone's.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "CORONETGAN_VDEV_FAULTS"}
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True)
+    rc = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    return rc, proc.stdout + proc.stderr
 
 
 def host_thermal(root: str = "/sys/class/thermal") -> Thermal:
@@ -68,8 +88,6 @@ class HostBackend:
     def run(self, models: list[ModelSpec], cfg: BenchSettings, logs_dir: Path,
             on_result: Callable[[ModelResult], None] | None = None) -> list[ModelResult]:
         """Time every model on the CPU; returns one :class:`ModelResult` per model (``on_result`` after each)."""
-        from bench.virtual_device.benchmark_model import main as runner_main
-
         results = []
         t0 = time.perf_counter()
         self.timings["runner_s"] = 0.0
@@ -81,25 +99,15 @@ class HostBackend:
                 args = [f"--graph={spec.path}", "--use_gpu=false", f"--num_threads={cfg.threads}",
                         f"--warmup_runs={cfg.warmup}", f"--num_runs={cfg.runs}", f"--min_secs={cfg.min_secs:g}",
                         f"--max_secs={cfg.max_secs:g}", "--report_peak_memory_footprint=true", *cfg.runner_args]
-                buf = io.StringIO()
                 t = time.perf_counter()
-                env_faults = os.environ.pop("CORONETGAN_VDEV_FAULTS", None)
-                try:
-                    with contextlib.redirect_stdout(buf):
-                        rc = runner_main(args)
-                except Exception as e:  # a LiteRT failure is a row problem, not a crash of bench
-                    buf.write(f"ERROR: {type(e).__name__}: {e}\n")
-                    rc = 1
-                finally:
-                    if env_faults is not None:
-                        os.environ["CORONETGAN_VDEV_FAULTS"] = env_faults
+                rc, text = run_runner(args)
                 wall = time.perf_counter() - t
                 self.timings["runner_s"] += wall
                 after = host_thermal()
-                out, problem, detail, cause = classify(buf.getvalue(), rc)
+                out, problem, detail, cause = classify(text, rc)
                 res.repeats.append(RepeatResult(k, rc, before, after, out, problem, detail, wall, cause))
                 log_text += [f"@@ repeat={k} thermal_before status=NA temp_mC={before.temp_mc or 'NA'}",
-                             buf.getvalue().rstrip(), f"@@ repeat={k} exit={rc}",
+                             text.rstrip(), f"@@ repeat={k} exit={rc}",
                              f"@@ repeat={k} thermal_after status=NA temp_mC={after.temp_mc or 'NA'}"]
                 if k < cfg.repeats and cfg.cooldown_s > 0:
                     time.sleep(cfg.cooldown_s)

@@ -15,7 +15,14 @@ import numpy as np
 
 from bench.stats import percentile
 
-__all__ = ["load_interpreter", "random_inputs", "time_invokes", "block_stats", "op_names", "format_stats"]
+__all__ = ["runtime", "load_interpreter", "random_inputs", "time_invokes", "block_stats", "op_names", "format_stats"]
+
+
+def runtime():
+    """The ``ai_edge_litert.interpreter`` module (imported on first use: the runtime library loads then)."""
+    from ai_edge_litert import interpreter
+
+    return interpreter
 
 
 def load_interpreter(path: str | os.PathLike, threads: int | None = None):
@@ -24,8 +31,7 @@ def load_interpreter(path: str | os.PathLike, threads: int | None = None):
     ``threads`` ≤ 0 or ``None`` lets LiteRT choose. Raises ``ValueError``/``RuntimeError`` from LiteRT when
     the file is not a valid model or its tensors cannot be allocated.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
+    Interpreter = runtime().Interpreter
     kw: dict[str, Any] = {"model_path": str(path)}
     if threads and threads > 0:
         kw["num_threads"] = int(threads)

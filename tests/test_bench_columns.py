@@ -176,3 +176,24 @@ def test_a_runner_that_is_not_an_android_binary(adb_server, vdev, tiny_models, t
     assert rep["rows"][0]["flags"] == ["host"] and rep["rows"][0]["figures"] == "host"
     assert "**HOST FIGURES**" in (out / "latency.md").read_text()
     assert ",host," in (out / "latency.csv").read_text().splitlines()[1]
+
+
+def test_host_peak_memory_is_the_runs_own(tiny_models):
+    """``--device host`` runs each repeat in a process of its own, as benchmark_model runs on a phone: the peak
+    memory it reports is that run's, whatever bench itself holds, and the "delta" line holds deltas."""
+    import numpy as np
+
+    from bench.host_backend import run_runner
+    from bench.parse import parse_benchmark_output
+
+    args = [f"--graph={tiny_models['unpruned']['fp32']}", "--num_runs=2", "--warmup_runs=1", "--min_secs=0",
+            "--report_peak_memory_footprint=true"]
+    rc, first = run_runner(args)
+    held = np.ones(300 * 2**20 // 8)  # 300 MB resident in the bench process
+    rc2, again = run_runner(args)
+    assert rc == rc2 == 0 and held.sum() > 0
+    peak1, peak2 = (parse_benchmark_output(t).peak_memory_mb for t in (first, again))
+    assert 0 < peak1 < 250 and abs(peak2 - peak1) < 0.1 * peak1
+    init, overall = map(float, re.search(r"delta from the start of the tool \(MB\): init=(\S+) overall=(\S+)",
+                                         first).groups())
+    assert 0 <= init < peak1 and 0 <= overall < peak1

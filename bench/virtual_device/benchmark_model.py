@@ -57,6 +57,20 @@ def _targets(faults: dict[str, str], key: str, graph: str) -> bool:
     return key in faults and (not faults[key] or faults[key] in graph)
 
 
+def _memory_mb() -> tuple[float, float]:
+    """(resident memory now, peak resident memory so far) of this process, MB: ``VmRSS`` and ``VmHWM`` of
+    ``/proc/self/status`` (benchmark_model's ``MemoryUsage`` holds the same two). Not ``getrusage``'s
+    ``ru_maxrss``: Linux carries it over ``exec`` from the parent's memory at ``fork``, so a runner started by a
+    large process would report that process's size. Without ``/proc``: ``ru_maxrss`` for both."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
+                      if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024.0, int(fields["VmHWM"].split()[0]) / 1024.0
+    except (OSError, ValueError, KeyError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return peak, peak
+
+
 def _partitions(ops: list[str], unsupported: set[str]) -> tuple[int, int]:
     """(delegated node count, number of contiguous delegated partitions)."""
     n, parts, prev = 0, 0, False
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, repo)
     from bench import litert_timing as lt
 
+    lt.runtime()  # the runtime library is loaded before main() in the real tool: not part of the model's figures
+    mem_start = _memory_mb()
     t_init = time.perf_counter()
     if not os.path.exists(graph):
         say(f"Could not open '{graph}'.", "ERROR: ")
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     lt.random_inputs(interp)
     init_us = (time.perf_counter() - t_init) * 1e6
     say(f"Initialized session in {init_us / 1000:.3f}ms.")
-    rss_init = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    mem_init = _memory_mb()
 
     if _targets(faults, "crash", graph):
         sys.stdout.flush()
@@ -231,18 +247,32 @@ def main(argv: list[str] | None = None) -> int:
     warm_avg = (sum(warm) / len(warm)) if warm else float("nan")
     say(f"Inference timings in us: Init: {int(init_us)}, First inference: {int(first)}, "
         f"Warmup (avg): {warm_avg:.6g}, Inference (avg): {st['avg']:.6g}")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # as benchmark_model: the newer form prints the growth of the resident memory since the tool's start and
+    # (asked for) the process's peak; the older form the growth of the peak (max RSS) since the start
+    mem_end = _memory_mb()
     if newer:
         say("Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE "
             "to the actual memory footprint of the model at runtime. Take the information at your discretion.")
-        say(f"Memory footprint delta from the start of the tool (MB): init={rss_init:.4g} overall={rss:.4g}")
+        say(f"Memory footprint delta from the start of the tool (MB): init={mem_init[0] - mem_start[0]:.4g} "
+            f"overall={mem_end[0] - mem_start[0]:.4g}")
         if params["report_peak_memory_footprint"] in TRUE:
-            say(f"Overall peak memory footprint (MB) via periodic monitoring: {rss:.4g}")
+            say(f"Overall peak memory footprint (MB) via periodic monitoring: {mem_end[1]:.4g}")
     else:
-        say(f"Peak memory footprint (MB): init={rss_init:.4g} overall={rss:.4g}")
+        say(f"Peak memory footprint (MB): init={mem_init[1] - mem_start[1]:.4g} "
+            f"overall={mem_end[1] - mem_start[1]:.4g}")
     if state is not None:
         _bump_thermal(state, faults)
     return 0
+
+
+def run_guarded(argv: list[str]) -> int:
+    """:func:`main` for ``--device host``: an exception of the runtime becomes benchmark_model's ``ERROR:`` line
+    and exit status 1 (a LiteRT failure is a failed row, not a traceback)."""
+    try:
+        return main(argv)
+    except Exception as e:
+        print(f"ERROR: {type(e).__name__}: {e}", flush=True)
+        return 1
 
 
 def _litert_version() -> str:
