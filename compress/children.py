@@ -4,25 +4,75 @@ A converter run as a subprocess (onnx2tf in :mod:`export.tflite_convert`) would 
 into a staging folder nobody removes, when its parent is killed (kill -9 cannot be caught). On Linux the child
 asks the kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``); elsewhere this is a no-op and
 only the parent's own cleanup (``subprocess.run`` kills its child on any exception, Ctrl-C included) applies.
+
+A command that has cleanup of its own to do (a pipeline stage: bench releases the phone and writes its tables,
+compress keeps its checkpoint) is run by :func:`run_until_done` instead: the signal that stops the parent is
+passed on to it once, and it gets time to finish.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import signal
+import subprocess
 import sys
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+from compress.cli_errors import Terminated
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+#: Seconds a command run by :func:`run_until_done` gets to clean up after Ctrl-C / SIGTERM before SIGKILL
+#: (bench's adb cleanup and device-lock release, a checkpoint write: seconds; a minute leaves room for a slow disk).
+CLEANUP_GRACE_S = 60.0
 
 
-def _die_with_parent() -> None:
-    """``preexec_fn``: SIGKILL this (child) process when its parent exits (Linux ``prctl``)."""
+def _die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """``preexec_fn``: send ``signum`` to this (child) process when its parent exits (Linux ``prctl``)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
 
 
 def child_options() -> dict[str, Any]:
     """Keyword arguments for :func:`subprocess.run` / :class:`subprocess.Popen` that end the child with its
     parent (Linux; an empty dict elsewhere)."""
     return {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+
+
+def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
+                   grace_s: float = CLEANUP_GRACE_S) -> int:
+    """Run ``cmd`` to its end and return its exit status, passing this process's Ctrl-C or SIGTERM on to it once.
+
+    ``subprocess.run`` gives its child 0.25 s after a Ctrl-C before SIGKILL and passes no SIGTERM on, which cuts a
+    command's own cleanup short. Here the child runs in a process group of its own (a terminal's Ctrl-C reaches
+    this process only, so the child gets exactly one SIGINT: a second one would interrupt its cleanup), stdin
+    closed (a background process group must not read the terminal); when this process is interrupted the child
+    gets the same signal and ``grace_s`` seconds to exit before SIGKILL, and a further Ctrl-C kills it at once.
+    On Linux the child gets SIGTERM if this process dies (``PR_SET_PDEATHSIG``).
+
+    Raises:
+        KeyboardInterrupt / :class:`compress.cli_errors.Terminated`: the one that interrupted this process,
+            once the child has ended.
+        OSError: ``cmd`` cannot be started (named by ``subprocess``).
+    """
+    extra = ({"preexec_fn": lambda: _die_with_parent(signal.SIGTERM)} if sys.platform.startswith("linux") else {})
+    proc = subprocess.Popen(list(cmd), env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
+                            process_group=0, **extra)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as exc:
+        _stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT, grace_s)
+        raise
+
+
+def _stop(proc: subprocess.Popen, signum: int, grace_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signum)
+    try:
+        proc.wait(grace_s)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # too slow, or asked again: stop it now
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -506,6 +506,48 @@ def test_ctrl_c_during_a_checkpoint_write_stays_a_ctrl_c(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+# ------------------------------------------------------------------------------------------ a stage's cleanup
+_STAGE_CHILD = """
+import pathlib, signal, sys, time
+calls = []
+def stop(signum, frame):
+    calls.append(signum)
+    time.sleep(1.0)  # a cleanup longer than the 0.25 s subprocess.run grants before SIGKILL
+    pathlib.Path(sys.argv[1]).write_text(" ".join(map(str, calls)))
+    sys.exit(128 + signum)
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+pathlib.Path(sys.argv[2]).touch()
+time.sleep(60)
+"""
+_STAGE_DRIVER = ("import sys\nfrom compress.children import run_until_done\nfrom compress.cli_errors import run_cli\n"
+                 "sys.exit(run_cli(lambda: run_until_done([sys.executable, *sys.argv[1:]])))\n")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "terminal Ctrl-C"])
+def test_a_stage_command_gets_the_signal_once_and_time_to_clean_up(tmp_path, how):
+    """The pipeline runs each stage's command with run_until_done: SIGTERM and Ctrl-C of the pipeline reach the
+    command exactly once (a terminal's Ctrl-C goes to the whole foreground process group) and it finishes its
+    cleanup; the pipeline then exits 143 / 130."""
+    child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
+    child.write_text(_STAGE_CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen([sys.executable, "-c", _STAGE_DRIVER, str(child), str(done), str(started)], cwd=REPO,
+                              env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    signum = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
+    if how == "terminal Ctrl-C":
+        os.killpg(driver.pid, signum)  # what a terminal does: every process of the foreground group
+    else:
+        os.kill(driver.pid, signum)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == (143 if how == "SIGTERM" else 130), err
+    assert done.read_text() == str(int(signum))  # the cleanup finished, after one signal
+
+
 # ------------------------------------------------------------------------------------------ bad input keeps a run
 def test_a_finished_run_is_not_replaced_by_a_new_one(tmp_path):
     """A finished run whose checkpoint is gone: a new run there would overwrite generator.pt (refused), and bad

@@ -368,7 +368,8 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
         if lat.get("aborted"):
             w.append(f"Bench on {tname} aborted: {md_escape(lat['aborted'])}.")
         elif not lat.get("complete"):
-            w.append(f"Bench on {tname} is incomplete.")
+            w.append(f"Bench on {tname} is incomplete: rerun the bench stage to finish it (an interrupted bench "
+                     f"resumes; earlier complete tables, if any, wait in bench/.{tname}.prev until then).")
         for r in lat.get("rows", []):
             bad = [f for f in r.get("flags", []) if f not in ("virtual", "host")]
             if bad:

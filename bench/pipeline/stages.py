@@ -23,6 +23,7 @@ from bench.pipeline.record import (STAGES, STAMP, bench_is_current, load_json, l
 from bench.profiles import HOST, get_profile
 from bench.results import BenchError
 from bench.virtual_session import VirtualSession
+from compress.children import run_until_done
 from compress.errors import InputError
 from compress.io import atomic_write_json, replace_dir, sha256_file
 from export.original import INIT, original_dir, read_original
@@ -120,8 +121,10 @@ class Pipeline:
         record_stage(self.cfg.run_dir, stage, result, self.run_settings())
 
     def _sh(self, cmd: list[str]) -> int:
+        """Run a stage's command (echoed first); returns its exit status. A Ctrl-C or SIGTERM of the pipeline
+        reaches the command, which gets time to clean up (:func:`compress.children.run_until_done`)."""
         self.echo("+ " + " ".join(cmd))
-        return subprocess.run(cmd, env=self.env).returncode
+        return run_until_done(cmd, self.env)
 
     # -- stages ---------------------------------------------------------------------------------------
     def stage_data(self) -> dict[str, Any]:
