@@ -97,6 +97,23 @@ def raise_if_interrupted() -> None:
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
 
 
+def _to_log_files(line: str, level: int) -> None:
+    """Write ``line`` (what the CLI prints on stderr as it ends) to the log files of the ``coronetgan`` logger (a
+    run folder's ``log.txt``), so the run keeps the reason it ended; the console already has it."""
+    logger = logging.getLogger("coronetgan")
+    record = logger.makeRecord(logger.name, level, __file__, 0, line, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def end_line(line: str, level: int = logging.ERROR) -> None:
+    """Print the line a command ends with on stderr, and write it to the run folder's log file (the log files of
+    the ``coronetgan`` logger, when the command opened one)."""
+    print(line, file=sys.stderr)
+    _to_log_files(line, level)
+
+
 def run_cli(body: Callable[[], int]) -> int:
     """Run a CLI ``body`` (returns its exit status) and turn the ends a user can cause into one stderr line.
 
@@ -104,7 +121,8 @@ def run_cli(body: Callable[[], int]) -> int:
     ``error: PATH: CAUSE [ERRNO]``, exit 2 or 1 (:func:`os_error_exit`); Ctrl-C -> ``interrupted (Ctrl-C)``,
     exit 130; SIGTERM -> ``terminated (SIGTERM)``, exit 143. A KeyboardInterrupt raised with a text (e.g. how to
     resume) gets it after a colon. SIGTERM is turned into :class:`Terminated` while ``body`` runs (main thread
-    only), and failures of log handlers are not printed as tracebacks (a full disk fails every log line).
+    only), and failures of log handlers are not printed as tracebacks (a full disk fails every log line). The
+    line is also written to the log files of the ``coronetgan`` logger (the run folder's ``log.txt``).
     Anything else (a bug) keeps its traceback.
     """
     previous = previous_int = None
@@ -119,18 +137,18 @@ def run_cli(body: Callable[[], int]) -> int:
     try:
         return body()
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        end_line(f"error: {exc}")
         return EXIT_INPUT
     except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        end_line(f"error: {exc}")
         return EXIT_FAILED
     except OSError as exc:
-        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        end_line(f"error: {os_error_message(exc)}")
         return os_error_exit(exc)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         what = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
-        print(what + (f": {exc.args[0]}" if exc.args else ""), file=sys.stderr)
+        end_line(what + (f": {exc.args[0]}" if exc.args else ""), logging.WARNING)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
         if previous is not None:

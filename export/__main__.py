@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from compress.cli_errors import os_error_message, run_cli
+from compress.cli_errors import end_line, os_error_message, run_cli
 from compress.errors import InputError
 from compress.runlock import run_lock
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--original-weights", default=INIT, metavar="W",
                    help=f"weights of --original: {INIT} (default: initialised, latency only), a baseline run folder "
                         "(python -m compress --baseline unpruned) or a state-dict .pt of the unpruned generator")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="console: warnings and errors only (RUN_DIR/log.txt still gets every step)")
+    p.add_argument("-v", "--verbose", action="store_true", help="console: debug lines too")
     return p
 
 
@@ -174,11 +176,12 @@ def _log_to(run_dir: Path) -> None:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    # the console shows warnings (INFO with -v); RUN_DIR/log.txt below gets INFO whatever the console shows
+    # the console shows each step (long ones: conversion, calibration, float-selection trials, bias correction);
+    # --quiet: warnings only, -v: debug too; RUN_DIR/log.txt below gets INFO whatever the console shows
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     console = logging.StreamHandler()
-    console.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[console])
+    console.setLevel(level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[console])
     if (args.run_dir is None) == (args.latest is None):
         raise InputError("give exactly one of RUN_DIR or --latest RUNS")
     if args.threads is not None and args.threads < 1:
@@ -202,10 +205,10 @@ def _run(argv: Sequence[str] | None) -> int:
             manifest = export_run(run_dir, options)
     except GateFailure as exc:
         print_figures(exc.figures, sys.stderr)
-        print(f"error: {exc}", file=sys.stderr)
+        end_line(f"error: {exc}")
         return 1
     except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        end_line(f"error: {exc}")
         return 1
     out = Path(args.out) if args.out else run_dir / "export"
     asked = [e for e in manifest["files"] if e["dtype"] in options.dtypes]  # what this command was asked for

@@ -257,6 +257,8 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     from tensorflow.lite.python import convert as tfl_convert
 
     conv._experimental_calibrate_only = True
+    LOGGER.info("int8: calibrating activation ranges on %d representative inputs (TFLite converter)",
+                len(calibration_nchw))
     calibrated = fix_io_ranges(conv.convert(), input_range, output_range)
     float_ops = list(float_ops)
     correction_nchw = calibration_nchw if correction_nchw is None else correction_nchw
@@ -273,10 +275,14 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
 
     ranged, norm_ranges = calibrated, None
     if clip_norm_ranges:
+        LOGGER.info("int8: choosing InstanceNorm-input ranges (expected error under the norm; two trial files)")
         ranged, norm_ranges = _choose_norm_ranges(calibrated, calibration_nchw, calibration_nchw[:validation_count],
                                                   lambda model: quantize(model, [], SELECTION_CORRECTION_COUNT))
     nodes, selection = select_float_nodes(
         ranged, calibration_nchw, lambda nodes: quantize(ranged, nodes, SELECTION_CORRECTION_COUNT),
         target_db=target_db, validation_count=validation_count)
+    LOGGER.info("int8: the file (%d node(s) kept in float)%s", len(nodes),
+                f", bias correction on {min(len(correction_nchw), DEFAULT_CORRECTION_COUNT)} inputs"
+                if bias_correction else "")
     content = quantize(ranged, nodes)
     return QuantizedModel(content, nodes, selection, corrections.get("last"), norm_ranges)

@@ -276,10 +276,14 @@ def select_float_nodes(calibrated: bytes, inputs_nchw: np.ndarray, quantize: Cal
     report["validation_count"] = int(len(val))
     reference = run_tflite(calibrated, val)
 
+    trials = [0]
+
     def measure(chosen: Sequence[NormInput]) -> tuple[float, float]:
+        trials[0] += 1
         scores = _validation_scores(reference, run_tflite(quantize([n for c in chosen for n in c.nodes]), val))
-        LOGGER.info("int8 float selection: %d convolution(s) in float%s -> validation PSNR %.2f dB, worst input "
-                    "%.2f dB", len(chosen), f" (last {chosen[-1].nodes[0]})" if chosen else "", *scores)
+        LOGGER.info("int8 float selection, trial file %d (%d candidates): %d convolution(s) in float%s -> "
+                    "validation PSNR %.2f dB, worst input %.2f dB", trials[0], len(candidates), len(chosen),
+                    f" (last {chosen[-1].nodes[0]})" if chosen else "", *scores)
         return scores
 
     chosen, k, steps, count = forward_select(candidates, measure, target_db=target_db, worst_target_db=worst_target,

@@ -506,6 +506,36 @@ def test_ctrl_c_during_a_checkpoint_write_stays_a_ctrl_c(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_line_a_command_ends_with_is_kept_in_the_run_log(tmp_path, capsys):
+    """What a command prints as it ends (error, Ctrl-C) also goes to the run folder's log.txt: a run keeps the
+    reason it stopped, not only the terminal that is gone."""
+    import logging
+
+    from compress.api import setup_logging
+    from compress.cli_errors import run_cli
+
+    setup_logging(tmp_path)
+    try:
+        def refuse() -> int:
+            raise InputError("--frobnicate 3: expected 1 or 2")
+
+        def interrupt() -> int:
+            raise KeyboardInterrupt("python -m compress --resume --run-dir R continues the run")
+
+        assert run_cli(refuse) == 2 and run_cli(interrupt) == 130
+    finally:
+        for h in list(logging.getLogger("coronetgan").handlers):
+            logging.getLogger("coronetgan").removeHandler(h)
+            h.close()
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == ["error: --frobnicate 3: expected 1 or 2",
+                        "interrupted (Ctrl-C): python -m compress --resume --run-dir R continues the run"]
+    log = (tmp_path / "log.txt").read_text().splitlines()
+    assert log[-2].endswith("ERROR coronetgan: error: --frobnicate 3: expected 1 or 2")
+    assert log[-1].endswith("WARNING coronetgan: interrupted (Ctrl-C): python -m compress --resume --run-dir R "
+                            "continues the run")
+
+
 # ------------------------------------------------------------------------------------------ a stage's cleanup
 _STAGE_CHILD = """
 import pathlib, signal, sys, time

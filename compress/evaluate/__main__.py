@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from compress.cli_errors import os_error_exit, os_error_message, run_cli
+from compress.cli_errors import end_line, os_error_exit, os_error_message, run_cli
 from compress.errors import InputError
 from compress.evaluate import folders
 from compress.evaluate.core import EvalSettings, evaluate_run
@@ -105,11 +105,11 @@ def _run(argv: list[str]) -> int:
                     ev = evaluate_run(run_dir, settings, device=args.device, force=args.force,
                                       cache_dir=args.cache_dir, progress=not args.quiet)
         except InputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            end_line(f"error: {exc}")
             status = status or 2
             continue
         except OSError as exc:
-            print(f"error: {os_error_message(exc)}", file=sys.stderr)
+            end_line(f"error: {os_error_message(exc)}")
             status = status or os_error_exit(exc)
             continue
         finally:

@@ -34,7 +34,7 @@ import numpy as np
 from compress.io import atomic_path
 from compress.io import sha256_file
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coronetgan.evaluate.cache")  # under the CLI's logger: its lines reach RUN/log.txt
 
 #: Bumped whenever the content of a cache entry changes meaning.
 CACHE_FORMAT = 1

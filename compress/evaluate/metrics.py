@@ -25,7 +25,7 @@ import scipy.linalg
 
 from compress.errors import InputError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coronetgan.evaluate.metrics")  # under the CLI's logger: its lines reach RUN/log.txt
 
 #: KID defaults (Binkowski et al. 2018; torch-fidelity ``KID_SUBSETS``, ``KID_SUBSET_SIZE``, ``rng_seed``).
 KID_SUBSETS = 100

@@ -22,7 +22,7 @@ from compress.evaluate.features import (DEFAULT_BATCH_SIZE, as_uint8_nchw, featu
 from compress.evaluate.inception import FEATURE_DIM, INCEPTION_SHA1, INCEPTION_SIZE, check_protocol
 from compress.evaluate.metrics import as_features, compute_statistics
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coronetgan.evaluate.reference")  # under the CLI's logger: its lines reach RUN/log.txt
 
 
 @dataclass
