@@ -88,7 +88,8 @@ class AdbBackend:
         return r.returncode, r.output
 
     def alive(self, checks: int = 3, interval: float = 0.3) -> bool:
-        """Whether the adb server lists the device in state ``device`` at each of ``checks`` polls."""
+        """Whether the adb server lists the device in state ``device`` at each of ``checks`` polls,
+        ``interval`` s apart."""
         for i in range(checks):
             try:
                 if not any(d.serial == self.device.serial and d.state == "device" for d in self.client.list()):

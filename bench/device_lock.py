@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 REMOTE_ROOT = "/data/local/tmp"
 RUN_PREFIX = "coronetgan-bench-"
 LOCK = f"{REMOTE_ROOT}/coronetgan-bench.lock"
-POLL_S = 2.0
+POLL_S = 2.0  # s between tries while waiting for another run's lock (each try is one adb shell round trip)
 HALF_WRITTEN_S = 60  # s; owner and heartbeat are written in the same shell command as the lock folder
 _ACTIVE: set[str] = set()  # run folder names this process holds the lock for
 

@@ -36,7 +36,7 @@ class PrivateAdbServer:
                     "ADB_MDNS": "0", "ADB_MDNS_AUTO_CONNECT": "0"}
 
     def adb(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        """Run the real adb client against this server."""
+        """Run the real adb client against this server (``timeout`` in s: subprocess.TimeoutExpired after it)."""
         return subprocess.run([adb_binary(), "-P", str(self.port), *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout)
 
@@ -92,6 +92,12 @@ class VirtualSession:
         return self.device.serial
 
     def start(self) -> "VirtualSession":
+        """Start the private adb server and the virtual device, and connect them; returns ``self``. Everything
+        started is stopped again when a step fails.
+
+        Raises:
+            BenchError: the adb server or the device cannot be started, or adb cannot connect to the device.
+        """
         from bench.virtual_device import VirtualDevice
 
         try:
@@ -104,6 +110,8 @@ class VirtualSession:
         return self
 
     def stop(self) -> None:
+        """Disconnect and stop the device and the server (whatever was started); never raises for a part that
+        is already gone."""
         if self.device is not None and self.server is not None:
             try:
                 self.server.client().disconnect(self.device.serial)

@@ -153,8 +153,10 @@ class HeldBatches:
         return self._prepare(next(self._it))
 
     def state_dict(self) -> dict:
+        """Nothing: the position in data held on the device is not saved (:meth:`load_state_dict` says so)."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Warn that a resumed run draws a fresh batch order (``state`` is empty)."""
         LOGGER.warning("--data-on-device: the resumed run draws a fresh batch order (the position of the data held "
                        "on the device is not saved)")

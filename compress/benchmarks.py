@@ -433,7 +433,7 @@ def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int,
     """Measure one case of :data:`STEP_CASES`: ms per search step and per plain step, interleaved, the
     ratio, and the breakdown of the search step. ``compare_no_reuse`` (default: for families that call
     the compressed generator several times per step, i.e. CycleGAN) also times the search step with
-    ``HyperNetwork.reuse_weights = False`` (weights generated at every call: the code before the cache).
+    ``HyperNetwork.reuse_weights = False`` (weights generated at every call, without the per-step weight cache).
     ``compare_fused`` also times both steps with ``torch.optim.Adam(fused=True)`` optimizers (the trainer's
     default Adam runs the single-tensor loop on the CPU; foreach is a CUDA default). ``device``: where both
     steps run (``cuda``: with the trainer's CUDA settings)."""

@@ -84,8 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: Count flags: a value the user gives must be >= 1 (leaving the flag out keeps the preset's value; 0 and
-#: negative values used to be read as "the default" or as a budget of one step).
+#: Count flags: a value the user gives must be >= 1 (leaving the flag out keeps the preset's value).
 _COUNT_FLAGS = ("steps", "search_steps", "converge_steps", "max_train_images", "check_interval", "batch_size",
                 "sample_interval", "checkpoint_interval", "image_size")
 

@@ -14,11 +14,12 @@ beside its own interrupt handling). The exit statuses and messages are listed in
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import signal
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 from compress.errors import InputError, TrainingError
 
@@ -70,15 +71,41 @@ def os_error_exit(exc: OSError) -> int:
 _PENDING: dict[str, int | None] = {"signum": None}
 
 
+#: Depth of :func:`deferred_interrupts` blocks being run.
+_DEFER = {"depth": 0}
+
+
 def _raise_terminated(signum: int, _frame) -> None:
     signal.signal(signum, signal.SIG_IGN)  # once: a second SIGTERM must not cut the cleanup short
+    first = _PENDING["signum"] is None
     _PENDING["signum"] = signum
-    raise Terminated()
+    if not (first and _DEFER["depth"]):
+        raise Terminated()
 
 
 def _raise_interrupted(signum: int, _frame) -> None:
+    first = _PENDING["signum"] is None
     _PENDING["signum"] = signum
-    raise KeyboardInterrupt
+    if not (first and _DEFER["depth"]):  # a second Ctrl-C is not held: the user insists
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold the first Ctrl-C / SIGTERM that arrives inside the block until the caller asks
+    (:func:`interrupt_pending`, :func:`raise_if_interrupted`): a training step then either runs to its end or not
+    at all, so the state after it can be checkpointed. A second Ctrl-C inside the block is raised at once. Has an
+    effect under :func:`run_cli` only (its signal handlers)."""
+    _DEFER["depth"] += 1
+    try:
+        yield
+    finally:
+        _DEFER["depth"] -= 1
+
+
+def interrupt_pending() -> bool:
+    """Whether a Ctrl-C / SIGTERM arrived under :func:`run_cli` and has not ended the command yet."""
+    return _PENDING["signum"] is not None
 
 
 def raise_if_interrupted() -> None:

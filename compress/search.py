@@ -100,7 +100,7 @@ class SearchController:
         target: fraction of MACs to remove (0.75).
         tolerance: accepted distance to the target (0.02, DHP's limit).
         check_interval: batches between MACs checks (100 in DHP; the small preset uses 5).
-        regularization: lambda of eq. 5 (0.5, paper 4.1).
+        regularization: lambda of eq. 5 (0.5, paper 4.1.2).
     """
 
     def __init__(self, networks: dict[str, HyperNetwork], target: float, tolerance: float,
@@ -281,12 +281,16 @@ class SearchController:
 
     # checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The controller's state for a checkpoint: check interval, window flags, per-network status, the
+        latent-vector snapshots of the last check (for the stop rule's restore) and frozen masks."""
         return {"interval": self.interval, "in_window": sorted(self._in_window),
                 "status": {n: vars(s) for n, s in self.status.items()},
                 "snapshots": self._snapshots,
                 "frozen": {n: net.frozen_masks for n, net in self.networks.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s ``state``. Raises KeyError for a state without its keys (checkpoints
+        are this code's own: the trainer checks their format when it loads them)."""
         self.interval = state["interval"]
         self._in_window = set(state.get("in_window", []))
         self.status = {n: NetworkStatus(**s) for n, s in state["status"].items()}

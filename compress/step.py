@@ -60,7 +60,7 @@ def gan_step(recipe, batch, G, D: nn.Module, extra: dict[str, nn.Module], opt_G:
     """One training step: the discriminator step, then the generator step, then (searching) eq. 5.
 
     Args:
-        recipe: the family's :class:`~compress.recipes.GANRecipe` (generator input, losses).
+        recipe: the family's :class:`~compress.families.recipe.GANRecipe` (generator input, losses).
         batch: one batch from the family's dataset (already on the device).
         G: the generator being compressed: a :class:`~compress.hyper.HyperNetwork` during the search, the plain
             pruned generator while converging. Called on the recipe's generator input, e.g. (N, 3, H, W).

@@ -28,6 +28,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from compress.accel import Accel
-from compress.cli_errors import raise_if_interrupted
+from compress.cli_errors import deferred_interrupts, interrupt_pending, raise_if_interrupted
 from compress.artifacts import save_generator, torch_load_tensors
 from compress.config import RunConfig, config_conflicts
 from compress.data.stream import BatchStream, to_device
@@ -201,7 +202,12 @@ class Trainer:
     def build_search_networks(self):
         """The search's networks: (G, D, extra). G is the generator under its hypernetwork (eqs. 1-4), D the
         discriminator (under its own hypernetwork with G+D compression), extra the networks trained alongside;
-        also sets ``self.controller`` (the search's :class:`SearchController`)."""
+        also sets ``self.controller`` (the search's :class:`SearchController`).
+
+        Raises:
+            InputError: the target cannot be reached with every layer kept at its minimum channel count
+                (the channel floors of :func:`compress.hyper.proximal.channel_floor`).
+        """
         cfg, r = self.cfg, self.recipe
         G_plain = r.make_generator()
         self.G_input_shape = self.family.input_shape(G_plain, cfg.image_size)
@@ -476,16 +482,22 @@ class Trainer:
         t0 = time.perf_counter() - self.timings.get("search", 0.0)
         desc = f"search {cfg.model} -> {cfg.target:.0%}"
         # a with block closes the bar when a step raises too: the error message then starts on its own line
+        first = step
         with progress(total=budget, initial=step, desc=desc, unit="it") as bar:
             done = self.controller.done
             while not done and step < budget:
+                if interrupt_pending() and step > first:  # held during the last step: keep that step's state
+                    self.timings["search"] = time.perf_counter() - t0
+                    self._save_interrupted("search", step,
+                                           lambda: self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step))
                 raise_if_interrupted()
-                logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, controller=self.controller,
-                                hooks=self.hooks)
-                step += 1
-                self._check_finite_logs("search", step, logs)
-                done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
-                red = self.controller.reductions()
+                with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
+                    logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D,
+                                    controller=self.controller, hooks=self.hooks)
+                    step += 1
+                    self._check_finite_logs("search", step, logs)
+                    done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
+                    red = self.controller.reductions()
                 bar.update(1)
                 bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
                                  **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
@@ -508,6 +520,12 @@ class Trainer:
                    f"(target {cfg.target:.2f} +- {cfg.tolerance:.2f})")
             (LOGGER.info if st.status == "reached" else LOGGER.warning)(msg)
         return step
+
+    def _save_interrupted(self, stage: str, step: int, save: Callable[[], None]) -> None:
+        """Checkpoint the state after ``step`` (a Ctrl-C / SIGTERM was held while it ran) before the command
+        stops: a resumed run goes on from there, not from the last periodic checkpoint."""
+        save()
+        LOGGER.warning("interrupted: %s step %d checkpointed (%s)", stage, step, self.run_dir / CHECKPOINT)
 
     def _save_search_checkpoint(self, G, D, extra, opt_G, opt_D, step):
         self._save_checkpoint({"stage": "search", "step": step, "G": G.state_dict(), "D": D.state_dict(),
@@ -534,16 +552,22 @@ class Trainer:
         nets = [G, D, *extra.values()]
         self.dist.start_stage(nets, cfg.seed, "converge", step)
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
+        first = step
         with progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it") as bar:
             while step < budget:
+                if interrupt_pending() and step > first:  # held during the last step: keep that step's state
+                    self.timings["converge"] = time.perf_counter() - t0
+                    self._save_interrupted("converge", step, lambda: self._save_converge_checkpoint(
+                        G, D, extra, opt_G, opt_D, step, budget))
                 raise_if_interrupted()
                 lr = self._lr_at(step, budget)
-                for opt in (opt_G, opt_D):
-                    for g in opt.param_groups:
-                        g["lr"] = lr
-                logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
-                step += 1
-                self._check_finite_logs("converge", step, logs)
+                with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
+                    for opt in (opt_G, opt_D):
+                        for g in opt.param_groups:
+                            g["lr"] = lr
+                    logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
+                    step += 1
+                    self._check_finite_logs("converge", step, logs)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
                 if step % cfg.log_interval == 0 or step == budget:

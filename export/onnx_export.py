@@ -24,6 +24,9 @@ import torch
 
 LOGGER = logging.getLogger("coronetgan.export")
 
+#: ONNX opset of the export: the one every conversion here was tested with (torch's TorchScript exporter,
+#: onnxruntime 1.23, onnx2tf 1.29.24); the generators' ops (Conv, ConvTranspose, Pad reflect, InstanceNormalization,
+#: BatchNormalization, Concat) need nothing newer.
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -36,6 +36,7 @@ LOGGER = logging.getLogger("coronetgan.export")
 
 #: File name onnx2tf looks for in its working directory (onnx2tf 1.29.24, ``download_test_image_data``).
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+#: onnx2tf's time limit (s): a paper-size U-Net converts in minutes on 2 cores; half an hour means it hangs.
 DEFAULT_TIMEOUT_S = 1800
 
 

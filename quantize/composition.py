@@ -12,7 +12,10 @@ figures describe the file that ships, not the converter's intent:
   belongs to int8 convolutions (int8 filters, int32 biases).
 * **MACs** per convolution from the tensor shapes (CONV_2D: output elements x kh x kw x C_in / groups;
   TRANSPOSE_CONV: input elements x kh x kw x C_out; DEPTHWISE: output elements x kh x kw; FULLY_CONNECTED:
-  C_in x C_out per row); the int8 share is the part computed by int8 convolutions.
+  C_in x C_out per row); the int8 share is the part computed by int8 convolutions. These are the multiplies the
+  file does: :mod:`compress.macs` (the manifest's and the tables' MACs) counts a transposed convolution at its
+  output resolution, the published convention, i.e. stride**2 times more for those layers; a share is a ratio
+  within this module's count.
 * **Float ops**: every op that computes in float (a float or hybrid convolution, any other op with a float output),
   by op name with counts (QUANTIZE/DEQUANTIZE are counted apart as conversions).
 * **I/O**: dtype, scale/zero point and the value range an integer tensor can represent,
@@ -61,8 +64,8 @@ def describe(model: str | Path | bytes) -> dict:
     Returns:
         {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"float"|"hybrid", "activation_dtype",
         "weight_dtype", "weight_bytes", "macs"}], "convolution_count", "float_convolutions", "hybrid_ops",
-        "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; 1.0 for a file without convolutions is never
-        reported: None), "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "conversions":
+        "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; None for a file without convolutions),
+        "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "conversions":
         {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "input", "output"} with
         "input"/"output" = {"name", "dtype", "shape", "quantization": {"scale", "zero_point"} or None,
         "value_range": [lo, hi] or None}.

@@ -16,6 +16,12 @@ PEAK_TO_PEAK = 2.0
 
 def psnr_db(ref: np.ndarray, out: np.ndarray, peak_to_peak: float = PEAK_TO_PEAK) -> float:
     """PSNR (dB) of ``out`` against ``ref`` (same shape, any layout) for signals of range ``peak_to_peak``
-    (module docstring). Returns ``math.inf`` when they are identical."""
+    (module docstring). Returns ``math.inf`` when they are identical.
+
+    Raises:
+        ValueError: the shapes differ (broadcasting would average over a different set of values).
+    """
+    if np.shape(ref) != np.shape(out):
+        raise ValueError(f"psnr_db: shapes {np.shape(ref)} and {np.shape(out)} differ")
     mse = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
     return math.inf if mse == 0.0 else 10.0 * math.log10(peak_to_peak ** 2 / mse)

@@ -6,8 +6,8 @@ step is ``(max - min) / 255``. For a tensor that an InstanceNorm normalises, the
 ``step**2 / 12`` becomes ``step**2 / (12 sigma_c**2)``. Equalisation (:mod:`quantize.equalize`) gives every channel
 the same largest ``|value|``, but a channel with rare large peaks and a small spread still has range / spread of
 order 100 (the main job's CycleGAN at 256 px: its last transposed convolution spans +-22 with a channel of spread
-0.31), and its noise after the norm is what kept that convolution in float. A narrower range trades that noise for
-clipping the rare peaks.
+0.31), and its noise after the norm costs dB that would otherwise keep that convolution in float (docs/export.md).
+A narrower range trades that noise for clipping the rare peaks.
 
 What. For every convolution whose output feeds an InstanceNorm (:func:`quantize.sensitivity.norm_inputs`), the
 calibration inputs are run through the float (calibrated) model and the value histogram of each output channel is

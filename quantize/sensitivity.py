@@ -52,8 +52,7 @@ CONV_OPS = ("CONV_2D", "TRANSPOSE_CONV", "DEPTHWISE_CONV_2D")
 #: on the validation inputs (calibration = training images), which the gates then check on held-out and unseen
 #: images. No margin on top: on the main job's CycleGAN (docs/export.md) validation ran 0.5-1.4 dB *below* held-out
 #: and unseen, and a 2 dB margin (32 dB) kept a convolution in float in a file whose all-int8 version passes every
-#: gate. (It was 35 dB with a walk in sensitivity order, which then kept 15 of 17 convolutions in float.) A user
-#: who wants a margin passes ``--int8-target-db 32``.
+#: gate. A user who wants a margin passes ``--int8-target-db 32``.
 DEFAULT_TARGET_DB = 30.0
 #: The worst validation input must reach ``target_db`` minus this (dB): the gates' own spread, 30 dB pooled and
 #: 27 dB on the worst image (export/parity.py).

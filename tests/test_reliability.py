@@ -360,22 +360,30 @@ def test_a_read_only_run_folder_is_one_line(case_id, command, readonly_run):
 
 
 def test_ctrl_c_ends_compress_with_one_line(tmp_path):
+    """Ctrl-C: one line, exit 130, and a checkpoint of the step it interrupted (the step runs to its end first),
+    not of the last periodic checkpoint (here: none, the interval is never reached)."""
     npz = tiny_cifar(tmp_path / "t.npz")
     run = tmp_path / "run"
     # SIGINT as a terminal delivers it to a foreground job: a test run started in the background of a
     # non-interactive shell inherits SIGINT ignored, and Python then leaves it ignored (no KeyboardInterrupt)
     proc = subprocess.Popen([sys.executable, "-m", "compress", *DCGAN_TINY, "--dataset", str(npz), "--steps", "100000",
-                             "--search-steps", "100", "--run-dir", str(run)], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                             "--search-steps", "100", "--checkpoint-interval", "100000", "--run-dir", str(run)],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while not (run / CHECKPOINT).exists():
+    metrics = run / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     check_case("ctrl-c-compress-subprocess", err, proc.returncode, {"run": run})
     assert "Traceback" not in err and not (run / LOCK_FILE).exists()
+    last = json.loads(metrics.read_text().splitlines()[-1])
+    state = load_checkpoint(run / CHECKPOINT)
+    order = {"search": 0, "converge": 1}
+    assert (order[state["stage"]], state["step"]) >= (order[last["stage"]], last["step"]) > (0, 0)
+    assert f"interrupted: {state['stage']} step {state['step']} checkpointed" in (run / "log.txt").read_text()
 
 
 def _children(pid: int) -> list[int]:

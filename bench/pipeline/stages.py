@@ -128,7 +128,10 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------------
     def stage_data(self) -> dict[str, Any]:
-        """Fetch the dataset (mirror or official source) into ``data_dir``; fetch skips a verified copy."""
+        """Fetch the dataset (mirror or official source) into ``data_dir``; fetch skips a verified copy.
+
+        Returns the stage record (``status`` ``ran``/``skipped``, ``detail``). Raises :class:`InputError` for a
+        ``--dataset`` that is neither a known name nor a folder, :class:`StageFailed` when the fetch fails."""
         if Path(self.cfg.dataset).expanduser().exists():
             return {"status": "skipped", "detail": f"--dataset is a folder ({self.cfg.dataset}): nothing to fetch"}
         from compress.data.catalog import find_spec
@@ -162,6 +165,8 @@ class Pipeline:
         return ds
 
     def compress_argv(self) -> list[str]:
+        """The arguments of ``python -m compress`` for this pipeline's model, dataset, target and preset (plus
+        ``--compress-arg`` values), without ``--run-dir``."""
         return ["--model", self.cfg.model, "--dataset", self._dataset_arg(), "--target", str(self.cfg.target),
                 "--preset", self.preset, *self.cfg.compress_args]
 
@@ -172,6 +177,13 @@ class Pipeline:
         return config_from_args(build_parser().parse_args(self.compress_argv())).to_dict()
 
     def stage_compress(self) -> dict[str, Any]:
+        """Run ``python -m compress`` into the run folder: skipped when it holds a finished run of this config,
+        resumed from ``checkpoints/last.pt`` when one was started. Returns the stage record.
+
+        Raises:
+            InputError: the run folder holds a run of another config.
+            StageFailed: compress exited non-zero (``exit_code`` 2 when it refused its input).
+        """
         run = self.cfg.run_dir
         want = self.expected_config()
         have = load_json(run / "config.json")
@@ -196,6 +208,9 @@ class Pipeline:
                               "run the compress stage first")
 
     def stage_evaluate(self) -> dict[str, Any]:
+        """FID/KID of the finished run (``python -m compress.evaluate RUN``, which skips an unchanged evaluation);
+        ``unavailable`` when this checkout lacks ``compress.evaluate``. Returns the stage record.
+        Raises :class:`StageFailed` without a finished run, when evaluate fails or writes no evaluation.json."""
         self._need_run("evaluate")
         if importlib.util.find_spec("compress.evaluate") is None:
             return {"status": "unavailable", "detail": "compress.evaluate is not installed in this checkout; "
@@ -211,6 +226,7 @@ class Pipeline:
 
     @property
     def manifest_path(self) -> Path:
+        """The compressed generator's export manifest, ``RUN/export/manifest.json``."""
         return self.cfg.run_dir / "export" / "manifest.json"
 
     @property
@@ -255,6 +271,9 @@ class Pipeline:
         return [cmd, original]
 
     def stage_export(self) -> dict[str, Any]:
+        """Run :meth:`export_commands` (the compressed generator, then the original). Returns the stage record,
+        with accepted gate misses in its detail. Raises :class:`StageFailed` without a finished run or when an
+        export exits non-zero (1: a gate missed without ``--accept-gate-failure``; 2: bad input)."""
         self._need_run("export")
         details, statuses = [], []
         for cmd, path, who in zip(self.export_commands(), (self.manifest_path, self.original_manifest_path),
@@ -276,7 +295,8 @@ class Pipeline:
     # -- bench ----------------------------------------------------------------------------------------
     def bench_targets(self) -> list[dict[str, Any]]:
         """Where to bench: ``[{"kind": "phone", "serial"}]`` when a matching phone is attached, else host and
-        virtual (just host for ``--device host``)."""
+        virtual (just host for ``--device host``). Raises :class:`StageFailed` with ``--phone require`` and no
+        matching phone, :class:`compress.errors.InputError` for an unknown ``--device`` profile."""
         if self.cfg.device == HOST:
             return [{"kind": "host", "name": "host"}]
         key = get_profile(self.cfg.device)["key"]  # a plain name (a profile file's path is not): RUN/bench/<key>
@@ -289,6 +309,8 @@ class Pipeline:
         return [{"kind": "host", "name": "host"}, {"kind": "virtual", "name": f"{key}-virtual"}]
 
     def bench_settings(self, target: dict[str, Any]) -> list[str]:
+        """The bench flags for ``target``: the no-phone defaults (2 threads, no cooldown) off a phone, then the
+        ``--bench-arg`` values (part of the skip stamp)."""
         base = [] if target["kind"] == "phone" else list(NO_PHONE_BENCH_ARGS)
         return base + list(self.cfg.bench_args)
 
@@ -314,6 +336,10 @@ class Pipeline:
         return found
 
     def stage_bench(self) -> dict[str, Any]:
+        """Bench the exported files on every :meth:`bench_targets` target into ``RUN/bench/<target>``: skipped when
+        the stamp matches, else benched in place (an interrupted bench resumes) with the last complete tables kept
+        in ``.<target>.prev`` and put back when the rerun fails. Returns the stage record; exit 1 of bench (rows
+        flagged as failed) is kept. Raises :class:`StageFailed` when bench exits 2 or more."""
         manifests = self.bench_manifests()
         models = {str(m.parent / e["path"]): e.get("sha256") for m in manifests
                   for e in load_json(m)["files"] if str(e["path"]).endswith(".tflite")}
@@ -375,6 +401,8 @@ class Pipeline:
             return 3
 
     def stage_release(self) -> dict[str, Any]:
+        """Build the release folder (:func:`bench.pipeline.release.build_release`); returns the stage record.
+        Raises :class:`compress.errors.InputError` when the run folder holds no finished run."""
         # imported here, not at the top: `python -m bench.pipeline.release` must not find its module already
         # imported by the package (runpy would run a second copy)
         from bench.pipeline.release import build_release

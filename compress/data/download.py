@@ -42,14 +42,16 @@ def _resolve_host(url: str, timeout: float) -> None:
 
 
 def open_url(url: str, timeout: float = CONNECT_TIMEOUT):
-    """Open ``url`` for reading (the one network call of this package; tests monkeypatch it)."""
+    """Open ``url`` for reading, giving up after ``timeout`` s for the DNS lookup and for each socket operation
+    (the one network call of this package; tests monkeypatch it)."""
     _resolve_host(url, timeout)
     return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "coronetgan"}),
                                   timeout=timeout)
 
 
 def download_file(url: str, dest: Path, timeout: float = CONNECT_TIMEOUT, hint: str = "") -> dict[str, str]:
-    """Download ``url`` to ``dest`` atomically with a tqdm bar; return ``{"sha256": ..., "md5": ...}``.
+    """Download ``url`` to ``dest`` atomically with a tqdm bar (``timeout`` s per network operation); return
+    ``{"sha256": ..., "md5": ...}``.
 
     Raises:
         InputError: the server cannot be reached or the transfer fails; names ``url`` and appends ``hint``

@@ -28,6 +28,7 @@ from compress.errors import InputError
 from compress.evaluate.inception import (FEATURE_DIM, check_protocol, default_device, exact_cuda_math,
                                          load_inception, preprocess)
 
+#: Images per Inception batch: pytorch-fid's default (``--batch-size 50``); the features do not depend on it.
 DEFAULT_BATCH_SIZE = 50
 
 

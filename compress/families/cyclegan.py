@@ -60,9 +60,11 @@ class ImagePool:
         return torch.cat(out, 0)
 
     def state(self) -> list[torch.Tensor]:
+        """The pooled images (each (1, C, H, W)) for a checkpoint."""
         return list(self.images)
 
     def load(self, images: list[torch.Tensor]) -> None:
+        """Restore the pool from :meth:`state`'s list."""
         self.images = list(images)
 
 

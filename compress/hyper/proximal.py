@@ -46,7 +46,7 @@ def proximal_step(latent_vectors: Iterable[torch.Tensor], regularization: float,
 
     Args:
         latent_vectors: 1-D tensors (c,) updated in place.
-        regularization: lambda (>= 0).
+        regularization: lambda (>= 0; the caller's config checks it: a negative one would grow the entries).
         lr: current learning rate of the latent vectors (> 0).
         threshold: tau of the masks; with ``floors``, the level the floor's entries never go under.
         floors: per vector, the channels it keeps at least (:func:`channel_floor`); None: no floor (plain eq. 5).

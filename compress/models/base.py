@@ -94,11 +94,13 @@ class PrunableNetwork(nn.Module, metaclass=ABCMeta):
         return full
 
     def in_channels_of(self, conv: PrunableConv) -> int:
+        """Input channels of ``conv``: the sum over its input latent vectors (a skip concatenation has two)."""
         return sum(self.channels[n] for n in conv.in_latents)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """BatchNorm2d (pix2pix/DCGAN) or InstanceNorm2d with affine=False (CycleGAN reference default)."""
+    """BatchNorm2d (pix2pix/DCGAN) or InstanceNorm2d with affine=False (CycleGAN reference default) over
+    ``channels``. Raises InputError for a ``kind`` other than ``batch`` / ``instance`` (``--generator norm=``)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
