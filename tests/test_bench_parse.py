@@ -79,24 +79,34 @@ def _log(body: str, k: int, before: int, after: int, rc: int = 0) -> str:
 
 
 def test_harness_log_and_row_statistics(tmp_path):
+    def repeat(median: int, p95: int, avg: float, std: int, low: int, peak: float) -> str:
+        return (S.NEWER_FULL.replace("min=8932 max=9544 avg=9120.3 std=110 p5=8950 median=9090 p95=9400",
+                                     f"min={low} max=9544 avg={avg} std={std} p5=8950 median={median} p95={p95}")
+                .replace("Inference (avg): 9120.3", f"Inference (avg): {avg}")
+                .replace("periodic monitoring: 140.3", f"periodic monitoring: {peak}"))
+
+    # three repeats of 50 inferences that differ in every figure the row pools
     text = ("@@ model=/d/m.tflite precision=fp32 repeats=3 runner_sha256=" + "a" * 64 + "\n"
-            + _log(S.NEWER_FULL, 1, 0, 0) + _log(S.NEWER_FULL.replace("median=9090", "median=9500"), 2, 0, 1)
-            + _log(S.NEWER_FULL.replace("median=9090", "median=9700"), 3, 1, 3) + "@@ done\n")
+            + _log(repeat(9090, 9400, 9120.3, 110, 8932, 140.3), 1, 0, 0)
+            + _log(repeat(9500, 9500, 10120.3, 210, 8800, 150.0), 2, 0, 1)
+            + _log(repeat(9700, 10400, 9120.3, 110, 8932, 145.0), 3, 1, 3) + "@@ done\n")
     res = parse_harness_log(text, _spec(tmp_path))
     assert res.runner_sha256_device == "a" * 64
     assert [r.ok for r in res.repeats] == [True, True, True]
     assert res.repeats[0].wall_s == pytest.approx(2.5)
     row = summarise(res, "sm8450", "phone")
     assert row["median_ms"] == pytest.approx(9.5)           # per-inference medians 9.09, 9.5, 9.7: their median
-    assert row["p95_ms"] == pytest.approx(9.4)               # each repeat's per-inference p95
+    assert row["p95_ms"] == pytest.approx(9.5)               # p95s 9.4, 9.5, 10.4: their median (not 9.77, 10.4)
     assert row["repeat_spread_ms"] == pytest.approx(0.61)    # 9.7 - 9.09
-    assert row["mean_ms"] == pytest.approx(9.1203)
-    assert row["std_ms"] == pytest.approx(0.110)
-    assert row["min_ms"] == pytest.approx(8.932)
+    assert row["mean_ms"] == pytest.approx(9.453633, abs=1e-4)  # (9120.3 + 10120.3 + 9120.3) / 3 (equal counts)
+    # pooled over all 150 inferences: sqrt(mean_i(std_i^2 + (avg_i - mean)^2)) = sqrt((123211.1 + 488544.4 +
+    # 123211.1) / 3) us, not the repeats' std 110 / 210
+    assert row["std_ms"] == pytest.approx(0.494963, abs=1e-4)
+    assert row["min_ms"] == pytest.approx(8.8)
     assert row["inferences"] == 150 and row["stats_form"] == "newer"
     assert row["init_ms"] == pytest.approx(512.374)
     assert row["first_ms"] == pytest.approx(28.345) and row["warmup_ms"] == pytest.approx(9.8005)
-    assert row["peak_mem_mb"] == pytest.approx(140.3) and row["gpu_precision"] == "fp32"
+    assert row["peak_mem_mb"] == pytest.approx(150.0) and row["gpu_precision"] == "fp32"  # the largest peak
     assert row["delegate"] == "full 58/58" and row["cpu_ops"] == "-" and row["flags"][:1] == ["throttled"]
     assert "throttled" in row["flags"] and "THROTTLED" in row["thermal"] and row["thermal"].startswith("0→3")
     assert row["status"] == "ok"

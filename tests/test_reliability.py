@@ -570,8 +570,10 @@ def test_a_stage_command_gets_the_signal_once_and_time_to_clean_up(tmp_path, how
     child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
     child.write_text(_STAGE_CHILD)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # SIG_DFL: a test run in the background of a non-interactive shell inherits SIGINT ignored (see above)
     driver = subprocess.Popen([sys.executable, "-c", _STAGE_DRIVER, str(child), str(done), str(started)], cwd=REPO,
-                              env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+                              env=env, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
