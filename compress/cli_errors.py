@@ -93,7 +93,7 @@ def _raise_interrupted(signum: int, _frame) -> None:
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Hold the first Ctrl-C / SIGTERM that arrives inside the block until the caller asks
-    (:func:`interrupt_pending`, :func:`raise_if_interrupted`): a training step then either runs to its end or not
+    (:func:`raise_if_interrupted`): a training step then either runs to its end or not
     at all, so the state after it can be checkpointed. A second Ctrl-C inside the block is raised at once. Has an
     effect under :func:`run_cli` only (its signal handlers)."""
     _DEFER["depth"] += 1
@@ -101,11 +101,6 @@ def deferred_interrupts() -> Iterator[None]:
         yield
     finally:
         _DEFER["depth"] -= 1
-
-
-def interrupt_pending() -> bool:
-    """Whether a Ctrl-C / SIGTERM arrived under :func:`run_cli` and has not ended the command yet."""
-    return _PENDING["signum"] is not None
 
 
 def raise_if_interrupted() -> None:

@@ -36,7 +36,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from compress.accel import Accel
-from compress.cli_errors import deferred_interrupts, interrupt_pending, raise_if_interrupted
+from compress.cli_errors import deferred_interrupts, raise_if_interrupted
 from compress.artifacts import save_generator, torch_load_tensors
 from compress.config import RunConfig, config_conflicts
 from compress.data.stream import BatchStream, to_device
@@ -482,34 +482,39 @@ class Trainer:
         t0 = time.perf_counter() - self.timings.get("search", 0.0)
         desc = f"search {cfg.model} -> {cfg.target:.0%}"
         # a with block closes the bar when a step raises too: the error message then starts on its own line
-        first = step
+        first, in_step = step, False
         with progress(total=budget, initial=step, desc=desc, unit="it") as bar:
             done = self.controller.done
-            while not done and step < budget:
-                if interrupt_pending() and step > first:  # held during the last step: keep that step's state
+            try:
+                while not done and step < budget:
+                    raise_if_interrupted()  # one held while the last step ran
+                    in_step = True
+                    with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
+                        logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D,
+                                        controller=self.controller, hooks=self.hooks)
+                        step += 1
+                        self._check_finite_logs("search", step, logs)
+                        done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
+                        red = self.controller.reductions()
+                    in_step = False
+                    bar.update(1)
+                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
+                                     **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
+                    if step % cfg.log_interval == 0 or done:
+                        self._log({"stage": "search", "step": step, **logs,
+                                   **{f"macs_reduction_{k}": v for k, v in red.items()},
+                                   "seconds": time.perf_counter() - t0})
+                    if step % cfg.sample_interval == 0:
+                        self._samples("search", step, lambda x: G(x, masked=True), nets)
+                    if step % cfg.checkpoint_interval == 0 and not done:
+                        self.timings["search"] = time.perf_counter() - t0
+                        self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
+            except KeyboardInterrupt:
+                if not in_step and step > first:  # between steps: the state of a finished step, worth keeping
                     self.timings["search"] = time.perf_counter() - t0
                     self._save_interrupted("search", step,
                                            lambda: self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step))
-                raise_if_interrupted()
-                with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
-                    logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D,
-                                    controller=self.controller, hooks=self.hooks)
-                    step += 1
-                    self._check_finite_logs("search", step, logs)
-                    done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
-                    red = self.controller.reductions()
-                bar.update(1)
-                bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
-                                 **{f"MACs-{k}": f"{v:.1%}" for k, v in red.items()}})
-                if step % cfg.log_interval == 0 or done:
-                    self._log({"stage": "search", "step": step, **logs,
-                               **{f"macs_reduction_{k}": v for k, v in red.items()},
-                               "seconds": time.perf_counter() - t0})
-                if step % cfg.sample_interval == 0:
-                    self._samples("search", step, lambda x: G(x, masked=True), nets)
-                if step % cfg.checkpoint_interval == 0 and not done:
-                    self.timings["search"] = time.perf_counter() - t0
-                    self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
+                raise
         if not done:
             self.controller.exhaust(step)
         self.dist.finish_search(self.controller, step)
@@ -552,32 +557,37 @@ class Trainer:
         nets = [G, D, *extra.values()]
         self.dist.start_stage(nets, cfg.seed, "converge", step)
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
-        first = step
+        first, in_step = step, False
         with progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it") as bar:
-            while step < budget:
-                if interrupt_pending() and step > first:  # held during the last step: keep that step's state
+            try:
+                while step < budget:
+                    raise_if_interrupted()  # one held while the last step ran
+                    lr = self._lr_at(step, budget)
+                    in_step = True
+                    with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
+                        for opt in (opt_G, opt_D):
+                            for g in opt.param_groups:
+                                g["lr"] = lr
+                        logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
+                        step += 1
+                        self._check_finite_logs("converge", step, logs)
+                    in_step = False
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+                    if step % cfg.log_interval == 0 or step == budget:
+                        self._log({"stage": "converge", "step": step, **logs, "lr": lr,
+                                   "seconds": time.perf_counter() - t0})
+                    if step % cfg.sample_interval == 0:
+                        self._samples("converge", step, G, nets)
+                    if step % cfg.checkpoint_interval == 0 and step < budget:
+                        self.timings["converge"] = time.perf_counter() - t0
+                        self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
+            except KeyboardInterrupt:
+                if not in_step and step > first:  # between steps: the state of a finished step, worth keeping
                     self.timings["converge"] = time.perf_counter() - t0
                     self._save_interrupted("converge", step, lambda: self._save_converge_checkpoint(
                         G, D, extra, opt_G, opt_D, step, budget))
-                raise_if_interrupted()
-                lr = self._lr_at(step, budget)
-                with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
-                    for opt in (opt_G, opt_D):
-                        for g in opt.param_groups:
-                            g["lr"] = lr
-                    logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
-                    step += 1
-                    self._check_finite_logs("converge", step, logs)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
-                if step % cfg.log_interval == 0 or step == budget:
-                    self._log({"stage": "converge", "step": step, **logs, "lr": lr,
-                               "seconds": time.perf_counter() - t0})
-                if step % cfg.sample_interval == 0:
-                    self._samples("converge", step, G, nets)
-                if step % cfg.checkpoint_interval == 0 and step < budget:
-                    self.timings["converge"] = time.perf_counter() - t0
-                    self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
+                raise
         self.timings["converge"] = time.perf_counter() - t0
         self._samples("converge", step, G, nets)
         self.converge_steps_done = step

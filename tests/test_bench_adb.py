@@ -73,9 +73,13 @@ def test_sync_requests_split_across_packets(vdev, adb_server):
         for j in range(len(req)):
             h.send(h.WRTE, h.local, remote, req[j:j + 1])
             assert h.recv()[0] == h.OKAY
-        cmd, _, _, data = h.recv()
-        assert data == b"DATA" + struct.pack("<I", len(body)) + body + b"DONE\0\0\0\0" or data.startswith(b"DATA")
-        h.send(h.OKAY, h.local, remote)
+        reply = b""  # the file read back: its bytes may come in several WRTE packets, each acknowledged
+        while not reply.endswith(b"DONE\0\0\0\0"):
+            cmd, _, _, data = h.recv()
+            assert cmd == h.WRTE
+            reply += data
+            h.send(h.OKAY, h.local, remote)
+        assert reply == b"DATA" + struct.pack("<I", len(body)) + body + b"DONE\0\0\0\0"
         h.send(h.CLSE, h.local, remote)  # host closes: the device must answer CLSE
         while True:
             cmd, a0, a1, _ = h.recv()

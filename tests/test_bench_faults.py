@@ -86,8 +86,6 @@ def test_interrupt_keeps_every_figure_then_resume_measures_the_rest(adb_server, 
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"  # this run's chart, not the stale one
     assert sorted(f.name for f in (out / "logs").iterdir()) == ["m00_pruned_fp32.log"]
     assert sandbox_run_dirs(vdev.sandbox) == [] and not (vdev.sandbox / LOCK.lstrip("/")).exists()
-    if sig != signal.SIGINT:
-        return
     # the same command again: only the two missing rows are measured, and it says which row it reused
     vdev.set_faults(None)
     capsys.readouterr()

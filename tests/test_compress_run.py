@@ -86,8 +86,22 @@ def test_no_latent_vector_collapses_at_a_95_percent_target(tmp_path):
 
 
 def test_an_unreachable_target_is_refused_up_front(tmp_path):
-    with pytest.raises(InputError, match=r"--target 0.95: G cannot lose that much; .* at most 86.6% of its MACs"):
-        Trainer(tiny("pix2pix", target=0.95), tmp_path / "p").run()
+    """The reachable reduction in the message is the one of the generator with every prunable layer at its floor
+    (4 channels), counted a second way: a plain generator of those widths through the hook counter."""
+    from compress.hyper.proximal import channel_floor
+    from compress.macs import count_macs
+    from compress.models import FIXED_LATENTS, UNetGenerator
+
+    cfg = tiny("pix2pix", target=0.95)
+    full = UNetGenerator(**cfg.generator)
+    floors = {n: (c if n in FIXED_LATENTS else channel_floor(c, cfg.min_channels, cfg.min_channel_fraction))
+              for n, c in full.channels.items()}
+    shape = (1, 3, cfg.image_size, cfg.image_size)
+    reachable = 1 - count_macs(UNetGenerator(**cfg.generator, channels=floors), shape) / count_macs(full, shape)
+    assert 0.5 < reachable < 0.95
+    with pytest.raises(InputError, match=rf"--target 0.95: G cannot lose that much; .* at most {reachable:.1%} of "
+                                         "its MACs"):
+        Trainer(cfg, tmp_path / "p").run()
 
 
 def test_budget_exhausted_is_reported_not_hidden(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -87,7 +88,10 @@ def test_int8_is_really_int8(exported, trained_runs, family):
     q = by_dtype["int8"]
     assert q["label"] == "int8" and q["convolutions_float"] == 0 and q["hybrid_ops"] == []
     assert q["int8_share"] == {"weight_bytes": 1.0, "macs": 1.0}
-    assert q["size_ratio_to_fp32"] <= 0.30 or exported[family]["params"] <= 100_000
+    if exported[family]["params"] > 100_000:  # the size gate's scope (export/parity.py)
+        assert q["size_ratio_to_fp32"] <= 0.30
+    else:  # the tiny CycleGAN (69 k parameters): exempt, its file is mostly graph; still far below fp32
+        assert q["size_ratio_to_fp32"] < 0.5
     assert _psnr(q) >= 30 and _psnr({"psnr_db": q["min_image_psnr_db"]}) >= 27
     eq = q["equalisation"]
     assert eq["onnx_max_abs_diff"] <= 1e-4 and eq["max_abs_change"] <= 1e-4
@@ -120,7 +124,10 @@ def test_int8_is_really_int8(exported, trained_runs, family):
                 assert r["unseen"]["count"] == e["unseen"]["count"]
                 assert _psnr({"psnr_db": r["unseen"]["psnr_db"]}) >= e["gate_db"]
                 assert e["dtype"] != "int8" or _psnr({"psnr_db": r["unseen"]["min_image_psnr_db"]}) >= 27
-    assert "scikit-image" in (exported[family]["unseen_inputs"] or {"set": "scikit-image"})["set"]
+    if family == "dcgan":  # noise input: no photo set
+        assert exported[family]["unseen_inputs"] is None
+    else:
+        assert exported[family]["unseen_inputs"]["set"].startswith("scikit-image ")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -204,9 +211,19 @@ def test_a_kept_int8_file_keeps_its_calibration_facts(exported, trained_runs, tm
 
 
 def test_latest_run(trained_runs, tmp_path):
-    assert latest_run(trained_runs["pix2pix"].parent) in trained_runs.values()
-    with pytest.raises(InputError):
-        latest_run(tmp_path)
+    """The newest finished run by its generator.pt's time, whatever the folder names say."""
+    runs = tmp_path / "runs"
+    for age, family in enumerate(("dcgan", "pix2pix", "cyclegan")):  # dcgan the newest
+        dest = runs / f"{age}-{family}"
+        dest.mkdir(parents=True)
+        for name in ("generator.pt", "architecture.json"):
+            shutil.copy2(trained_runs[family] / name, dest / name)
+        stamp = 1_700_000_000 - 1000 * age
+        os.utime(dest / "generator.pt", (stamp, stamp))
+    assert latest_run(runs) == runs / "0-dcgan"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no finished compress run"):
+        latest_run(tmp_path / "empty")
 
 
 def test_gate_failure_installs_nothing(trained_runs, tmp_path, monkeypatch):

@@ -41,11 +41,22 @@ def test_dcgan_params_and_macs():
 
 
 def test_convtranspose_rule_differs_from_flopcounter_as_documented():
-    # torch's FlopCounterMode counts ConvTranspose at its input resolution: 49.55 G for ResNet-9.
+    """torch's FlopCounterMode counts a ConvTranspose at its input resolution (49.55 G for ResNet-9), compress.macs
+    at its output resolution: the two differ by exactly (H_out W_out - H_in W_in) k^2 C_in C_out per
+    transposed convolution, and agree on everything else."""
     g = ResnetGenerator().eval()
+    sizes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, (i[0].shape, o.shape)))
+             for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         g(torch.zeros(1, 3, 256, 256))
+    for h in hooks:
+        h.remove()
     assert rel(fc.get_total_flops() / 2, 49.55e9) < 0.01
+    extra = sum((o[2] * o[3] - i[2] * i[3]) * m.kernel_size[0] * m.kernel_size[1] * m.in_channels * m.out_channels
+                // m.groups for m, (i, o) in sizes.items())
+    assert len(sizes) == 2 and extra > 0
+    assert count_macs(g, (1, 3, 256, 256)) - fc.get_total_flops() // 2 == extra
 
 
 def test_analytic_macs_model_agrees_with_hooks_for_pruned_widths():

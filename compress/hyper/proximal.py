@@ -35,7 +35,8 @@ MIN_CHANNELS = 4
 
 def channel_floor(channels: int, min_channels: int = MIN_CHANNELS, min_fraction: float = 0.0) -> int:
     """Channels a latent vector of ``channels`` entries keeps at least: max(min_channels, ceil(min_fraction *
-    channels)), at most ``channels`` (DHP ``remain_channels``: 4, or ``int(c * remain_percentage)``)."""
+    channels)), at most ``channels`` (DHP ``remain_channels``: 4, or ``int(c * remain_percentage)``; rounded up
+    here, so a vector never keeps less than the fraction asked for)."""
     return min(channels, max(min_channels, math.ceil(min_fraction * channels - 1e-9), 1))
 
 
