@@ -458,7 +458,9 @@ def test_resolve_dataset(tmp_path, shared_data, monkeypatch):
     ds = AlignedDataset(resolve_dataset("facades", mirror=shared_data, data_dir=tmp_path), "test", train=False)
     assert isinstance(ds, AlignedDataset) and len(ds) == 11
     cifar = resolve_dataset("cifar10", mirror=shared_data, data_dir=tmp_path)
-    assert isinstance(CIFAR10Dataset(cifar, "test"), CIFAR10Dataset)
+    assert cifar == (shared_data / "cifar10_partial").resolve()  # the mirror's partial set, as logged
+    image, label = CIFAR10Dataset(cifar, "test")[0]
+    assert tuple(image.shape) == (3, 32, 32) and -1 <= float(image.min()) <= float(image.max()) <= 1
 
 
 def test_cli(tmp_path, shared_data, capsys):

@@ -609,4 +609,5 @@ def test_a_finished_run_is_not_replaced_by_a_new_one(tmp_path):
 def test_reference_run_only_with_a_baseline(tmp_path):
     with pytest.raises(InputError, match=r"--reference-run .* only with --baseline"):
         dcgan_config(tiny_cifar(tmp_path / "t.npz"), reference_run=str(tmp_path))
-    assert dcgan_config(tiny_cifar(tmp_path / "t.npz"), reference_run=str(tmp_path), baseline="uniform")
+    cfg = dcgan_config(tiny_cifar(tmp_path / "t.npz"), reference_run=str(tmp_path), baseline="uniform")
+    assert cfg.reference_run == str(tmp_path) and cfg.baseline == "uniform"

@@ -40,7 +40,11 @@ def test_rerun_reproduces_the_runs_own_selection(shared_data, monkeypatch, tmp_p
         {n: v["kept"] for n, v in report["channels"].items() if n in row["layers"]}
     for v in row["layers"].values():
         assert 0 <= v["init_overlap"] <= v["kept"] <= v["original"]
-    assert 0 < row["chance_overlap"] <= 1 and 0 <= row["init_overlap"] <= 1
+    kept = sum(v["kept"] for v in row["layers"].values())
+    assert row["init_overlap"] == pytest.approx(sum(v["init_overlap"] for v in row["layers"].values()) / kept)
+    # chance: a random k of C channels shares k^2 / C with the top-k at init (hypergeometric mean), per kept channel
+    assert row["chance_overlap"] == pytest.approx(sum(v["kept"] ** 2 / v["original"]
+                                                      for v in row["layers"].values()) / kept)
 
 
 def test_cli_names_a_missing_run_folder(tmp_path):
