@@ -653,11 +653,13 @@ def memory_worker(variant: str, steps: int, family: str, preset_name: str, overr
             sync()
             times.append(time.perf_counter() - t0)
         adam = sum(t.numel() for s in opt_G.state.values() for t in s.values() if hasattr(t, "numel") and t.dim() > 0)
+        trained = G.search_parameters() if variant == "search" else G.parameters()
+        grads = sum(p.grad.numel() for p in trained if p.grad is not None)  # measured, after the last step
         d_params = sum(p.numel() for p in D.parameters())
     return {"variant": variant, "steps": steps, "step_s": times, "peak_rss_after_import_mib": rss_import,
             "peak_rss_after_build_mib": rss_built, "peak_rss_mib": _rss_mib(), "rss_now_mib": _current_rss_mib(),
             "generator_params": gen, "hypernetwork_params": hyper, "G_trainable_params": g_trainable,
-            "G_trainable_mib": mib(g_trainable), "G_grad_mib": mib(g_trainable), "G_adam_state_mib": mib(adam),
+            "G_trainable_mib": mib(g_trainable), "G_grad_mib": mib(grads), "G_adam_state_mib": mib(adam),
             "D_params": d_params, "batch": cfg.batch_size, "image_size": cfg.image_size, "generator": cfg.generator,
             "load": load_average(), "device": str(tr.device), "accel": tr.accel.describe(),
             "gpu_peak_after_build_mib": gpu_built,

@@ -53,6 +53,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     seen["draw"] = torch.rand(2).tolist()
     # the MACs check: agreement and rank 0's stop decision
     controller = SearchController({"G": G}, target=0.5, tolerance=0.02, check_interval=1, regularization=1.0)
+    if rank == 1:  # rank 1 alone would stop here: every rank must follow rank 0's decision (go on)
+        controller.maybe_check = lambda step: True
     seen["done"] = ctx.check(controller, 1)
     with torch.no_grad():                              # one latent entry one float step apart on rank 1
         if rank == 1:
@@ -81,7 +83,7 @@ def test_collectives_average_gradients_share_rank_0s_state_and_catch_a_mismatch(
     assert r0["no_grad"] and r1["no_grad"]
     assert r0["latent"] == r1["latent"]
     assert r0["draw"] != r1["draw"]                    # per-rank RNG after the stage start
-    assert r0["done"] == r1["done"]
+    assert r0["done"] is False and r1["done"] is False  # rank 0's stop decision, broadcast
     for r in (r0, r1):
         assert r["mismatch"] and "step 2: the ranks hold different latent vectors / masks" in r["mismatch"]
 

@@ -32,6 +32,7 @@ def test_psnr_units():
 def test_gates_and_float_ops():
     from export.parity import INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB
 
+    # the values the issues set (issue 4 item 3; issue 15 item 2: 30 dB pooled, 27 dB worst image, 0.30x the fp32 file)
     assert GATES_DB == {"fp32": 60.0, "fp16": 45.0, "int8": 30.0}
     assert MIN_IMAGE_GATES_DB == {"int8": 27.0} and INT8_SIZE_RATIO == 0.30
     assert {"MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SQRT", "DIV", "LEAKY_RELU"} <= set(FLOAT_OPS)
@@ -158,6 +159,22 @@ def _entry(**kw) -> dict:
             "hybrid_ops": [], "size_ratio_to_fp32": 0.26}
     base.update(kw)
     return base
+
+
+def test_each_gate_is_drawn_where_its_constant_says():
+    """Just under a gate fails, just over passes: the pooled and worst-image PSNR gates, the size ratio (above the
+    parameter count the size gate covers) and its exemption below it."""
+    from export.parity import INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB, SIZE_GATE_MIN_PARAMS, gate_failures
+
+    def misses(params: int = 500_000, **kw) -> list[str]:
+        return gate_failures([_entry(**kw)], params=params, onnx_max_abs_diff=1e-4)
+
+    gate, worst = GATES_DB["int8"], MIN_IMAGE_GATES_DB["int8"]
+    assert misses(psnr_db=gate + 0.01) == [] and misses(psnr_db=gate - 0.01)
+    assert misses(min_image_psnr_db=worst + 0.01) == [] and misses(min_image_psnr_db=worst - 0.01)
+    assert misses(size_ratio_to_fp32=INT8_SIZE_RATIO - 0.001) == []
+    assert misses(size_ratio_to_fp32=INT8_SIZE_RATIO + 0.001)
+    assert misses(params=SIZE_GATE_MIN_PARAMS - 1, size_ratio_to_fp32=INT8_SIZE_RATIO + 0.001) == []
 
 
 def test_gate_failures_name_every_miss():

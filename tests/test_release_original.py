@@ -270,10 +270,19 @@ def test_a_mixed_int8_file_is_labelled_in_the_release_tables():
     assert dtype_cell(Pair("fp32", None, {"dtype": "fp32"})) == "fp32"
 
 
-def test_charts_say_which_int8_file_is_mixed(tmp_path):
+def test_charts_say_which_int8_file_is_mixed(tmp_path, monkeypatch):
     """The label reaches the charts too: a mixed file's bar (bench chart) and tick (release comparison chart)."""
+    import matplotlib.axes
+
     from bench.pipeline.compare import comparison_plot
-    from bench.tables import chart_note
+    from bench.tables import chart_note, plot
+
+    drawn: list[str] = []  # every text and tick label the charts draw
+    text, ticks = matplotlib.axes.Axes.text, matplotlib.axes.Axes.set_xticks
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, *a, **k: (drawn.append(str(s)), text(self, x, y, s, *a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticks", lambda self, t, labels=None, **k: (
+        drawn.extend(map(str, labels or [])), ticks(self, t, labels, **k))[1])
 
     assert chart_note({"dtype_label": "int8 (mixed: 1 of 18 convolutions float)"}) == "mixed: 1 of 18 float"
     assert chart_note({"dtype_label": "int8"}) == "" == chart_note(None)
@@ -283,6 +292,11 @@ def test_charts_say_which_int8_file_is_mixed(tmp_path):
     lat = {"device": {"kind": "host"}, "rows": rows}
     assert comparison_plot([("host", lat)], "orig", "comp", tmp_path / "c.png", "256×256")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert "int8\noriginal: mixed: 1 of 18 float" in drawn  # the tick of the pair names the mixed side only
+    drawn.clear()
+    plot({"rows": rows, "device": {"kind": "host"}, "figures": "host", "device_label": "host CPU"}, tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert drawn.count("mixed: 1 of 18 float") == 1 and "orig" in drawn and "comp" in drawn  # on the mixed bar
 
 
 # --- what a run folder or a phone hands over stays in its place ------------------------------------------
