@@ -36,7 +36,7 @@ def run_runner(args: list[str]) -> tuple[int, str]:
     """
     env = {k: v for k, v in os.environ.items() if k != "CORONETGAN_VDEV_FAULTS"}
     proc = subprocess.run([sys.executable, "-c", _RUNNER, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, **child_options())
+                          text=True, errors="replace", **child_options())
     rc = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     return rc, proc.stdout + proc.stderr
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import signal
 import subprocess
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from compress.cli_errors import Terminated
 
@@ -48,8 +49,11 @@ def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
     this process only, so the child gets exactly one SIGINT: a second one would interrupt its cleanup), stdin
     closed (a background process group must not read the terminal); when this process is interrupted the child
     gets the same signal and ``grace_s`` seconds to exit before SIGKILL, and a further Ctrl-C kills it at once.
-    On Linux the child gets SIGTERM if this process dies (``PR_SET_PDEATHSIG``).
+    On Linux the child gets SIGTERM if this process dies (``PR_SET_PDEATHSIG``). Ctrl-Z (SIGTSTP) of this process
+    stops the child's group too, and SIGCONT continues it (a shell's ``fg``/``bg``).
 
+    Returns:
+        the exit status; a command ended by signal N gives 128 + N, as a shell reports it.
     Raises:
         KeyboardInterrupt / :class:`compress.cli_errors.Terminated`: the one that interrupted this process,
             once the child has ended.
@@ -59,10 +63,37 @@ def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
     proc = subprocess.Popen(list(cmd), env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
                             process_group=0, **extra)
     try:
-        return proc.wait()
+        with _job_control_passed_to(proc):
+            rc = proc.wait()
     except KeyboardInterrupt as exc:
         _stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT, grace_s)
         raise
+    return rc if rc >= 0 else 128 - rc
+
+
+@contextlib.contextmanager
+def _job_control_passed_to(proc: subprocess.Popen) -> Iterator[None]:
+    """While ``proc`` (the leader of its own process group) runs: SIGTSTP stops its group and then this process,
+    SIGCONT continues its group. Only in the main thread (elsewhere signals cannot be handled)."""
+    def stop(signum, frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def cont(signum, frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)
+
+    try:
+        previous = {signal.SIGTSTP: signal.signal(signal.SIGTSTP, stop),
+                    signal.SIGCONT: signal.signal(signal.SIGCONT, cont)}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _stop(proc: subprocess.Popen, signum: int, grace_s: float) -> None:
@@ -74,5 +105,6 @@ def _stop(proc: subprocess.Popen, signum: int, grace_s: float) -> None:
         pass
     finally:
         if proc.poll() is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group: what the command started goes too
             proc.wait()

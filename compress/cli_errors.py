@@ -119,7 +119,7 @@ def raise_if_interrupted() -> None:
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
 
 
-def _to_log_files(line: str, level: int) -> None:
+def log_to_run_folder(line: str, level: int) -> None:
     """Write ``line`` (what the CLI prints on stderr as it ends) to the log files of the ``coronetgan`` logger (a
     run folder's ``log.txt``), so the run keeps the reason it ended; the console already has it."""
     logger = logging.getLogger("coronetgan")
@@ -133,7 +133,7 @@ def end_line(line: str, level: int = logging.ERROR) -> None:
     """Print the line a command ends with on stderr, and write it to the run folder's log file (the log files of
     the ``coronetgan`` logger, when the command opened one)."""
     print(line, file=sys.stderr)
-    _to_log_files(line, level)
+    log_to_run_folder(line, level)
 
 
 def run_cli(body: Callable[[], int]) -> int:

@@ -403,29 +403,32 @@ class Trainer:
                 self._continue_from(state)
                 LOGGER.info("resumed the search at step %d", step)
             step = self._search(G, D, extra, opt_G, opt_D, step, search_budget, batches)
-            bn_batches = self._recompute_batchnorm(G, batches)
-            G_pruned = materialize(G)
-            D_pruned = materialize(D) if isinstance(D, HyperNetwork) else D
-            gap = materialization_gap_db(G, G_pruned, self.recipe.generator_input(self.sample_batch))
-            LOGGER.info("materialisation gap: %s", "identical outputs" if gap is None else f"PSNR {gap:.1f} dB")
-            self.search_summary = {
-                "steps": step,
-                "status": {n: vars(s) for n, s in self.controller.status.items()},
-                "seconds": self.timings.get("search", 0.0),
-                "materialization_gap_db": gap,
-                "batchnorm_recomputed_batches": bn_batches,
-                "floors": G.floors(),
-                # entries at or above tau per latent vector at the stop (>= its floor: no vector collapses)
-                "latent_entries_above_threshold": {n: int((z.detach().abs() >= G.threshold).sum())
-                                                   for n, z in G.prunable_latents().items()},
-            }
-            if not cfg.converge_steps:     # Algorithm 1: the search counts against the total budget
-                converge_budget = total_budget - step
-            del G, D, opt_G, opt_D
-            stage, step = "converge", 0
-            state = None
-            opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
-            self._save_converge_checkpoint(G_pruned, D_pruned, extra, opt_G, opt_D, 0, converge_budget)
+            # from the search's end to the converging stage's first checkpoint, a Ctrl-C waits (the searched
+            # masks are kept): it is acted on at the converging stage's first step
+            with deferred_interrupts():
+                bn_batches = self._recompute_batchnorm(G, batches)
+                G_pruned = materialize(G)
+                D_pruned = materialize(D) if isinstance(D, HyperNetwork) else D
+                gap = materialization_gap_db(G, G_pruned, self.recipe.generator_input(self.sample_batch))
+                LOGGER.info("materialisation gap: %s", "identical outputs" if gap is None else f"PSNR {gap:.1f} dB")
+                self.search_summary = {
+                    "steps": step,
+                    "status": {n: vars(s) for n, s in self.controller.status.items()},
+                    "seconds": self.timings.get("search", 0.0),
+                    "materialization_gap_db": gap,
+                    "batchnorm_recomputed_batches": bn_batches,
+                    "floors": G.floors(),
+                    # entries at or above tau per latent vector at the stop (>= its floor: no vector collapses)
+                    "latent_entries_above_threshold": {n: int((z.detach().abs() >= G.threshold).sum())
+                                                       for n, z in G.prunable_latents().items()},
+                }
+                if not cfg.converge_steps:     # Algorithm 1: the search counts against the total budget
+                    converge_budget = total_budget - step
+                del G, D, opt_G, opt_D
+                stage, step = "converge", 0
+                state = None
+                opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
+                self._save_converge_checkpoint(G_pruned, D_pruned, extra, opt_G, opt_D, 0, converge_budget)
         else:
             G_pruned = type(G.network)(**state["G_config"]).to(self.device)
             D_pruned = type(D.network if isinstance(D, HyperNetwork) else D)(**state["D_config"]).to(self.device)
@@ -481,21 +484,22 @@ class Trainer:
         self.dist.start_stage(nets, cfg.seed, "search", step)
         t0 = time.perf_counter() - self.timings.get("search", 0.0)
         desc = f"search {cfg.model} -> {cfg.target:.0%}"
-        # a with block closes the bar when a step raises too: the error message then starts on its own line
         first, in_step = step, False
-        with progress(total=budget, initial=step, desc=desc, unit="it") as bar:
+        # a with block closes the bar when a step raises too: the error message then starts on its own line.
+        # A Ctrl-C / SIGTERM is held until the next step starts (a step runs to its end: the state stays one that
+        # can be checkpointed); a second one is not held, and is checkpointed only between steps.
+        with progress(total=budget, initial=step, desc=desc, unit="it") as bar, deferred_interrupts():
             done = self.controller.done
             try:
                 while not done and step < budget:
                     raise_if_interrupted()  # one held while the last step ran
                     in_step = True
-                    with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
-                        logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D,
-                                        controller=self.controller, hooks=self.hooks)
-                        step += 1
-                        self._check_finite_logs("search", step, logs)
-                        done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
-                        red = self.controller.reductions()
+                    logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D,
+                                    controller=self.controller, hooks=self.hooks)
+                    step += 1
+                    self._check_finite_logs("search", step, logs)
+                    done = self.dist.check(self.controller, step)     # the MACs check (+ the ranks' agreement)
+                    red = self.controller.reductions()
                     in_step = False
                     bar.update(1)
                     bar.set_postfix({**{k: f"{v:.3f}" for k, v in logs.items()},
@@ -558,19 +562,20 @@ class Trainer:
         self.dist.start_stage(nets, cfg.seed, "converge", step)
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
         first, in_step = step, False
-        with progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it") as bar:
+        # interruptions as in _search: held until the next step starts
+        with progress(total=budget, initial=step, desc=f"converge {cfg.model}", unit="it") as bar, \
+                deferred_interrupts():
             try:
                 while step < budget:
                     raise_if_interrupted()  # one held while the last step ran
                     lr = self._lr_at(step, budget)
                     in_step = True
-                    with deferred_interrupts():  # a step runs to its end (the state stays a checkpointable one)
-                        for opt in (opt_G, opt_D):
-                            for g in opt.param_groups:
-                                g["lr"] = lr
-                        logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
-                        step += 1
-                        self._check_finite_logs("converge", step, logs)
+                    for opt in (opt_G, opt_D):
+                        for g in opt.param_groups:
+                            g["lr"] = lr
+                    logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
+                    step += 1
+                    self._check_finite_logs("converge", step, logs)
                     in_step = False
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})

@@ -170,8 +170,9 @@ def _log_to(run_dir: Path) -> None:
         logging.getLogger("coronetgan.export").warning("not logging to the run folder: %s", os_error_message(exc))
         return
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("coronetgan").addHandler(handler)
-    logging.getLogger("coronetgan").setLevel(logging.INFO)
+    logger = logging.getLogger("coronetgan")
+    logger.addHandler(handler)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))  # the log gets INFO; -v keeps DEBUG
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -181,7 +182,10 @@ def _run(argv: Sequence[str] | None) -> int:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     console = logging.StreamHandler()
     console.setLevel(level)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[console])
+    logging.basicConfig(level=max(level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[console])
+    if args.verbose:  # this project's debug lines, not those of TensorFlow, PIL and the like
+        logging.getLogger("coronetgan").setLevel(logging.DEBUG)
     if (args.run_dir is None) == (args.latest is None):
         raise InputError("give exactly one of RUN_DIR or --latest RUNS")
     if args.threads is not None and args.threads < 1:

@@ -372,7 +372,7 @@ def test_ctrl_c_ends_compress_with_one_line(tmp_path):
                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     metrics = run / "metrics.jsonl"
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+    while not (metrics.exists() and '"converge"' in metrics.read_text()):  # well inside the converging stage
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -555,7 +555,7 @@ def stop(signum, frame):
     sys.exit(128 + signum)
 signal.signal(signal.SIGINT, stop)
 signal.signal(signal.SIGTERM, stop)
-pathlib.Path(sys.argv[2]).touch()
+pathlib.Path(sys.argv[2]).write_text(str(__import__("os").getpid()))
 time.sleep(60)
 """
 _STAGE_DRIVER = ("import sys\nfrom compress.children import run_until_done\nfrom compress.cli_errors import run_cli\n"
@@ -586,6 +586,51 @@ def test_a_stage_command_gets_the_signal_once_and_time_to_clean_up(tmp_path, how
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == (143 if how == "SIGTERM" else 130), err
     assert done.read_text() == str(int(signum))  # the cleanup finished, after one signal
+
+
+def test_a_stage_command_killed_by_a_signal_is_a_failure():
+    """128 + N, as a shell says it: an OOM-killed bench (SIGKILL) is exit 137, not a success."""
+    from compress.children import run_until_done
+
+    assert run_until_done([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]) == 137
+    assert run_until_done([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_z_stops_and_fg_continues_a_stage_command(tmp_path):
+    """The stage's command runs in its own process group: the pipeline's Ctrl-Z (SIGTSTP) stops it too, and
+    SIGCONT (fg / bg) continues it."""
+    child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
+    child.write_text(_STAGE_CHILD)
+    driver = subprocess.Popen([sys.executable, "-c", _STAGE_DRIVER, str(child), str(done), str(started)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+                              stderr=subprocess.PIPE, text=True)
+
+    def state(pid: int) -> str:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    def wait_for(pid: int, want: set[str]) -> bool:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if state(pid) in want:
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        deadline = time.monotonic() + 30
+        while not (started.exists() and started.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(started.read_text())
+        os.kill(driver.pid, signal.SIGTSTP)
+        assert wait_for(pid, {"T"}) and wait_for(driver.pid, {"T"})
+        os.kill(driver.pid, signal.SIGCONT)
+        assert wait_for(pid, {"S", "R"})
+        os.kill(driver.pid, signal.SIGTERM)
+        driver.communicate(timeout=60)
+        assert driver.returncode == 143 and done.read_text() == str(int(signal.SIGTERM))
+    finally:
+        driver.kill()
 
 
 # ------------------------------------------------------------------------------------------ bad input keeps a run

@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from compress.cli_errors import end_line, os_error_exit, os_error_message, run_cli
+from compress.cli_errors import (Terminated, end_line, log_to_run_folder, os_error_exit, os_error_message,
+                                 run_cli)
 from compress.errors import InputError
 from compress.evaluate import folders
 from compress.evaluate.core import EvalSettings, evaluate_run
@@ -108,6 +109,10 @@ def _run(argv: list[str]) -> int:
             end_line(f"error: {exc}")
             status = status or 2
             continue
+        except KeyboardInterrupt as exc:  # run_cli prints it, after this run's log file is closed below
+            log_to_run_folder(("terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"),
+                              logging.WARNING)
+            raise
         except OSError as exc:
             end_line(f"error: {os_error_message(exc)}")
             status = status or os_error_exit(exc)
