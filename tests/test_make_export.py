@@ -67,7 +67,11 @@ def test_make_export_dtype_int8_as_typed(tmp_path):
         f"export skipped (unchanged): {rel / 'original' / 'export' / 'manifest.json'} holds generator_int8.tflite "
         "of this run and these options (--force re-exports)"]
     assert not [line for line in out if line.startswith(("wrote", "generator", "file "))], again.stdout
-    assert "== export: skipped" in again.stdout and again.stderr == ""
+    assert "== export: skipped" in again.stdout
+    # stderr: the two exports' own step lines only ("up to date: skipped"), no warning and no error
+    assert [ln.split(" INFO coronetgan.export: ", 1)[1] for ln in again.stderr.splitlines()] == [
+        f"export of {rel} is up to date ({rel / 'export' / 'manifest.json'}): skipped",
+        f"export of {rel / 'original'} is up to date ({rel / 'original' / 'export' / 'manifest.json'}): skipped"]
 
     # files installed earlier with --accept-gate-failure (as `make pipeline` does) that missed a gate: unchanged,
     # so nothing is converted, but `make export` alone fails loudly (export exits 1, make 2) and changes nothing
