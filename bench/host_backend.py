@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from bench.models import ModelSpec
 from bench.results import BenchSettings, ModelResult, RepeatResult, Thermal, classify
-from compress.children import child_options
+from compress.children import child_options, shell_status
 from compress.io import atomic_write_text
 from compress.machine import describe_machine
 
@@ -37,8 +37,7 @@ def run_runner(args: list[str]) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != "CORONETGAN_VDEV_FAULTS"}
     proc = subprocess.run([sys.executable, "-c", _RUNNER, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, errors="replace", **child_options())
-    rc = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    return rc, proc.stdout + proc.stderr
+    return shell_status(proc.returncode), proc.stdout + proc.stderr
 
 
 def host_thermal(root: str = "/sys/class/thermal") -> Thermal:

@@ -68,7 +68,12 @@ def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
     except KeyboardInterrupt as exc:
         _stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT, grace_s)
         raise
-    return rc if rc >= 0 else 128 - rc
+    return shell_status(rc)
+
+
+def shell_status(returncode: int) -> int:
+    """A ``subprocess`` return code as a shell reports it: a process ended by signal N (``-N``) is 128 + N."""
+    return returncode if returncode >= 0 else 128 - returncode
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 from bench.profiles import get_profile
 from bench.virtual_device.adb_auth import TOKEN_SIZE, PublicKey, load_key, user_key_path
 from bench.virtual_device.benchmark_model import parse_faults
+from compress.children import shell_status
 from compress.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -589,9 +590,7 @@ exec /bin/chmod "$@"
         except _Closed:
             self._kill(proc)
             raise
-        rc = proc.returncode
-        if rc < 0:
-            rc = 128 - rc
+        rc = shell_status(proc.returncode)  # what Android's sh reports for a signalled process
         if v2:
             stream.write(bytes([3]) + struct.pack("<I", 1) + bytes([rc & 0xFF]))
 
