@@ -16,7 +16,10 @@ Atomicity: everything is produced in a private staging folder beside the output 
 the old manifest has been removed, and the new manifest is written last with
 :func:`compress.io.atomic_write_json`.
 A failed export leaves the previous export's files untouched (but with its manifest removed when the
-install had started) and never a manifest. An export skipped as unchanged whose installed files missed a gate
+install had started) and never a manifest. An export that missed a gate (without ``accept_gate_failure``) keeps
+its complete files aside in ``.<name>.missed`` beside the output folder: the same export again (same run files,
+options, tools and dtypes) fails at once from them, or with ``accept_gate_failure`` installs them without
+converting again; any other export leaves them, an installed one removes them. An export skipped as unchanged whose installed files missed a gate
 (accepted earlier) raises :class:`GateFailure` again unless ``accept_gate_failure`` is set.
 
 Skip-if-unchanged: the manifest's ``source`` holds the SHA-256 of ``generator.pt`` and ``architecture.json``,
@@ -42,13 +45,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from compress.errors import InputError
-from compress.io import atomic_write_json, sha256_file, staging_dir
+from compress.io import atomic_write_json, replace_dir, sha256_file, staging_dir
 from export.inputs import export_input_shape, resolve_input_sets, takes_image_input
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
 from export.options import DTYPES, ExportOptions
@@ -183,6 +186,11 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
                                   " (pass --accept-gate-failure to accept it)",
                                   [e for e in old["files"] if e["dtype"] in wanted], missed)
             return {**old, "skipped": True}
+    missed_dir = _missed_dir(out_dir)
+    if not options.force:
+        kept = _missed_export(missed_dir, source, recorded, wanted)
+        if kept is not None:  # the files of an export that missed its gates, from this run, options and tools
+            return _finish_missed(kept, missed_dir, out_dir, old, source, recorded, options)
 
     shape = export_input_shape(arch, generator, options.input_size)  # InputError: a size it cannot take
     sets = resolve_input_sets(arch, input_shape=shape, calibration_dir=options.calibration_dir,
@@ -218,13 +226,59 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
         manifest["gates_passed"] = not failures
         manifest["gate_failures"] = failures
         if failures and not options.accept_gate_failure:
+            atomic_write_json(staging / MANIFEST, manifest)
+            replace_dir(staging, missed_dir)  # kept aside: a rerun that accepts the miss installs these files
             raise GateFailure("quality gate(s) missed: " + "; ".join(failures) +
-                              " (pass --accept-gate-failure to install anyway)", manifest["files"], failures)
+                              f" (pass --accept-gate-failure to install anyway: the files wait in {missed_dir})",
+                              manifest["files"], failures)
         manifest["gate_failures_accepted"] = bool(failures)
         _install(staging, out_dir, manifest, old, source, recorded)
+        shutil.rmtree(missed_dir, ignore_errors=True)  # an older miss is no longer the latest export
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _missed_dir(out_dir: Path) -> Path:
+    """``.<out>.missed`` beside the output folder: the last export that missed a gate and was not installed."""
+    return out_dir.with_name(f".{out_dir.name}.missed")
+
+
+def _missed_export(missed_dir: Path, source: dict, recorded: dict, wanted: Sequence[str]) -> dict | None:
+    """The manifest of the export kept in ``missed_dir`` when it was made from this run's files with these options,
+    tools and dtypes and its files are intact; else None (a stale or damaged one is removed; one of other dtypes
+    is left for the command that asks for them)."""
+    if not missed_dir.is_dir():
+        return None
+    try:
+        manifest = json.loads((missed_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict) and _same_source(manifest, source, recorded) \
+            and _files_intact(missed_dir, manifest.get("files", [])):
+        if {e["dtype"] for e in manifest["files"]} - {"onnx"} == set(wanted):
+            return manifest
+        return None
+    shutil.rmtree(missed_dir, ignore_errors=True)
+    return None
+
+
+def _finish_missed(manifest: dict, missed_dir: Path, out_dir: Path, old: dict | None, source: dict,
+                   recorded: dict, options: ExportOptions) -> dict:
+    """An export that missed its gates, done before with the same run, options and tools: fail again at once
+    without ``accept_gate_failure``, else install its files (no conversion runs again)."""
+    failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)  # this code's gates
+    manifest.update(gates_passed=not failures, gate_failures=failures)
+    if failures and not options.accept_gate_failure:
+        raise GateFailure("quality gate(s) missed (the same export as before, kept in " + str(missed_dir) + "): "
+                          + "; ".join(failures) + " (pass --accept-gate-failure to install it)",
+                          manifest["files"], failures)
+    LOGGER.info("installing the export kept in %s (same run, options and tools; no conversion)", missed_dir)
+    manifest["gate_failures_accepted"] = bool(failures)
+    (missed_dir / MANIFEST).unlink()
+    _install(missed_dir, out_dir, manifest, old, source, recorded)
+    shutil.rmtree(missed_dir, ignore_errors=True)
+    return manifest
 
 
 def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,

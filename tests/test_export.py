@@ -236,9 +236,23 @@ def test_gate_failure_installs_nothing(trained_runs, tmp_path, monkeypatch):
     assert "PSNR" in str(info.value) and info.value.figures
     assert not (out / "manifest.json").exists() and not list(out.glob("*.tflite"))
     assert not list(tmp_path.glob(".out.staging-*"))
-    # --accept-gate-failure installs the files and records the failure
+    # the files wait aside: the same command fails again at once, and --accept-gate-failure installs them, with no
+    # conversion run again (the converter is not called)
+    assert (tmp_path / ".out.missed" / "generator_fp32.tflite").is_file() and str(tmp_path / ".out.missed") in str(
+        info.value)
+    import export.tflite_convert as tflite_convert
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(tflite_convert, "run_onnx2tf", no_conversion)
+    with pytest.raises(GateFailure, match=r"the same export as before"):
+        export_run(trained_runs["dcgan"], ExportOptions(dtypes=("fp32",), out_dir=out))
     assert export_main([str(trained_runs["dcgan"]), "--dtype", "fp32", "--out", str(out),
                         "--accept-gate-failure"]) == 0
+    assert not (tmp_path / ".out.missed").exists()
+    monkeypatch.undo()
+    monkeypatch.setitem(parity.GATES_DB, "fp32", 1000.0)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["gate_failures"] and manifest["gate_failures_accepted"]
     # unchanged, the installed files still missed their gate: skipped, but exit 1 again without the flag
