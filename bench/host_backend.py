@@ -2,8 +2,8 @@
 
 Each repeat runs the virtual benchmark_model's code on the CPU (no delegate) in a process of its own, as
 benchmark_model runs on a phone, so its output goes through the same parser as a phone's and the peak memory it
-reports is that run's (a Python process: about 40 MB of it is the interpreter and LiteRT, not the model). Thermal readings come from this machine's ``/sys/class/thermal``
-(status unknown).
+reports is that run's (a Python process: about 40 MB of it is the interpreter and LiteRT, not the model).
+Thermal readings come from this machine's ``/sys/class/thermal`` (status unknown).
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def run_runner(args: list[str]) -> tuple[int, str]:
     """Run the virtual benchmark_model with benchmark_model's flags ``args`` in its own process on the host CPU.
 
     Returns (exit status, stdout and stderr); a run ended by signal N has status 128 + N, as a shell (and the
-    phone's harness) reports it. The virtual
-    device's faults (``CORONETGAN_VDEV_FAULTS``) are not passed on: they are the simulated phone's.
+    phone's harness) reports it. The virtual device's faults (``CORONETGAN_VDEV_FAULTS``) are not passed on:
+    they are the simulated phone's.
     """
     env = {k: v for k, v in os.environ.items() if k != "CORONETGAN_VDEV_FAULTS"}
     proc = subprocess.run([sys.executable, "-c", _RUNNER, *args], cwd=REPO, env=env, capture_output=True,

@@ -515,8 +515,7 @@ class Trainer:
                         self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step)
             except KeyboardInterrupt:
                 if not in_step and step > first:  # between steps: the state of a finished step, worth keeping
-                    self.timings["search"] = time.perf_counter() - t0
-                    self._save_interrupted("search", step,
+                    self._save_interrupted("search", step, t0,
                                            lambda: self._save_search_checkpoint(G, D, extra, opt_G, opt_D, step))
                 raise
         if not done:
@@ -530,9 +529,11 @@ class Trainer:
             (LOGGER.info if st.status == "reached" else LOGGER.warning)(msg)
         return step
 
-    def _save_interrupted(self, stage: str, step: int, save: Callable[[], None]) -> None:
-        """Checkpoint the state after ``step`` (a Ctrl-C / SIGTERM was held while it ran) before the command
-        stops: a resumed run goes on from there, not from the last periodic checkpoint."""
+    def _save_interrupted(self, stage: str, step: int, t0: float, save: Callable[[], None]) -> None:
+        """Checkpoint the state after ``step`` (a Ctrl-C / SIGTERM was held while it ran, or came between steps)
+        with the stage's time so far (since ``t0``) before the command stops: a resumed run goes on from there,
+        not from the last periodic checkpoint."""
+        self.timings[stage] = time.perf_counter() - t0
         save()
         LOGGER.warning("interrupted: %s step %d checkpointed (%s)", stage, step, self.run_dir / CHECKPOINT)
 
@@ -589,8 +590,7 @@ class Trainer:
                         self._save_converge_checkpoint(G, D, extra, opt_G, opt_D, step, budget)
             except KeyboardInterrupt:
                 if not in_step and step > first:  # between steps: the state of a finished step, worth keeping
-                    self.timings["converge"] = time.perf_counter() - t0
-                    self._save_interrupted("converge", step, lambda: self._save_converge_checkpoint(
+                    self._save_interrupted("converge", step, t0, lambda: self._save_converge_checkpoint(
                         G, D, extra, opt_G, opt_D, step, budget))
                 raise
         self.timings["converge"] = time.perf_counter() - t0

@@ -97,6 +97,17 @@ def _source_info(run_dir: Path) -> dict:
             "architecture_json_sha256": sha256_file(run_dir / "architecture.json")}
 
 
+def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None), or (None, what is wrong with the file at ``path``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 errors
+        return None, (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+    if isinstance(data, dict) and isinstance(data.get("files"), list):
+        return data, None
+    return None, "not an object with a 'files' list"
+
+
 def _load_manifest(out_dir: Path, force: bool) -> dict | None:
     """The earlier export's manifest, None when there is none. One that exists but cannot be read (corrupt,
     not an object, unreadable) raises InputError unless ``force``: it is what says which files are complete, and
@@ -104,12 +115,7 @@ def _load_manifest(out_dir: Path, force: bool) -> dict | None:
     path = out_dir / MANIFEST
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        problem = None if isinstance(data, dict) and isinstance(data.get("files"), list) else \
-            "not an object with a 'files' list"
-    except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 errors
-        data, problem = None, (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+    data, problem = _read_manifest(path)
     if problem is None:
         return data
     if not force:
@@ -190,7 +196,7 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
     if not options.force:
         kept = _missed_export(missed_dir, source, recorded, wanted)
         if kept is not None:  # the files of an export that missed its gates, from this run, options and tools
-            return _finish_missed(kept, missed_dir, out_dir, old, source, recorded, options)
+            return _gate_and_install(missed_dir, kept, missed_dir, out_dir, old, source, recorded, options)
 
     shape = export_input_shape(arch, generator, options.input_size)  # InputError: a size it cannot take
     sets = resolve_input_sets(arch, input_shape=shape, calibration_dir=options.calibration_dir,
@@ -222,19 +228,7 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
             "min_image_gates_db": {d: MIN_IMAGE_GATES_DB[d] for d in wanted if d in MIN_IMAGE_GATES_DB},
             "onnx_gate_max_abs_diff": ORT_MAX_ABS_DIFF,
         })
-        failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)
-        manifest["gates_passed"] = not failures
-        manifest["gate_failures"] = failures
-        if failures and not options.accept_gate_failure:
-            atomic_write_json(staging / MANIFEST, manifest)
-            replace_dir(staging, missed_dir)  # kept aside: a rerun that accepts the miss installs these files
-            raise GateFailure("quality gate(s) missed: " + "; ".join(failures) +
-                              f" (pass --accept-gate-failure to install anyway: the files wait in {missed_dir})",
-                              manifest["files"], failures)
-        manifest["gate_failures_accepted"] = bool(failures)
-        _install(staging, out_dir, manifest, old, source, recorded)
-        shutil.rmtree(missed_dir, ignore_errors=True)  # an older miss is no longer the latest export
-        return manifest
+        return _gate_and_install(staging, manifest, missed_dir, out_dir, old, source, recorded, options)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -250,11 +244,8 @@ def _missed_export(missed_dir: Path, source: dict, recorded: dict, wanted: Seque
     is left for the command that asks for them)."""
     if not missed_dir.is_dir():
         return None
-    try:
-        manifest = json.loads((missed_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        manifest = None
-    if isinstance(manifest, dict) and _same_source(manifest, source, recorded) \
+    manifest, problem = _read_manifest(missed_dir / MANIFEST)
+    if problem is None and _same_source(manifest, source, recorded) \
             and _files_intact(missed_dir, manifest.get("files", [])):
         if {e["dtype"] for e in manifest["files"]} - {"onnx"} == set(wanted):
             return manifest
@@ -263,21 +254,27 @@ def _missed_export(missed_dir: Path, source: dict, recorded: dict, wanted: Seque
     return None
 
 
-def _finish_missed(manifest: dict, missed_dir: Path, out_dir: Path, old: dict | None, source: dict,
-                   recorded: dict, options: ExportOptions) -> dict:
-    """An export that missed its gates, done before with the same run, options and tools: fail again at once
-    without ``accept_gate_failure``, else install its files (no conversion runs again)."""
-    failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)  # this code's gates
+def _gate_and_install(folder: Path, manifest: dict, missed_dir: Path, out_dir: Path, old: dict | None,
+                      source: dict, recorded: dict, options: ExportOptions) -> dict:
+    """Judge the files in ``folder`` (a new export's staging folder, or ``missed_dir`` holding an earlier export of
+    the same run, options and tools) by this code's gates; install them when they pass or ``accept_gate_failure``,
+    else keep them in ``missed_dir`` (with their manifest) and raise :class:`GateFailure`."""
+    failures = gate_failures(manifest["files"], manifest["params"], ORT_MAX_ABS_DIFF)
     manifest.update(gates_passed=not failures, gate_failures=failures)
+    again = folder == missed_dir
     if failures and not options.accept_gate_failure:
-        raise GateFailure("quality gate(s) missed (the same export as before, kept in " + str(missed_dir) + "): "
-                          + "; ".join(failures) + " (pass --accept-gate-failure to install it)",
-                          manifest["files"], failures)
-    LOGGER.info("installing the export kept in %s (same run, options and tools; no conversion)", missed_dir)
+        if not again:
+            atomic_write_json(folder / MANIFEST, manifest)
+            replace_dir(folder, missed_dir)  # kept aside: a rerun that accepts the miss installs these files
+        raise GateFailure("quality gate(s) missed" + (" (the same export as before)" if again else "") + ": "
+                          + "; ".join(failures) + " (pass --accept-gate-failure to install anyway: the files wait "
+                          f"in {missed_dir})", manifest["files"], failures)
+    if again:
+        LOGGER.info("installing the export kept in %s (same run, options and tools; no conversion)", missed_dir)
     manifest["gate_failures_accepted"] = bool(failures)
-    (missed_dir / MANIFEST).unlink()
-    _install(missed_dir, out_dir, manifest, old, source, recorded)
-    shutil.rmtree(missed_dir, ignore_errors=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    _install(folder, out_dir, manifest, old, source, recorded)
+    shutil.rmtree(missed_dir, ignore_errors=True)  # installed, or an older miss that is no longer the latest export
     return manifest
 
 
