@@ -206,7 +206,8 @@ def _run(argv: Sequence[str] | None) -> int:
         report = run_compression(cfg, run_dir, resume=args.resume)
     except KeyboardInterrupt as exc:
         if (run_dir / CHECKPOINT).is_file():
-            raise type(exc)(f"the last checkpoint is kept; python -m compress --resume --run-dir {run_dir} "
+            why = f"{exc.args[0]}; " if exc.args else ""   # e.g. which torchrun rank received the signal
+            raise type(exc)(f"{why}the last checkpoint is kept; python -m compress --resume --run-dir {run_dir} "
                             "continues the run") from None
         raise
     if not is_main_process():      # torchrun: rank 0 reports

@@ -103,6 +103,19 @@ def deferred_interrupts() -> Iterator[None]:
         _DEFER["depth"] -= 1
 
 
+def pending_signal() -> int | None:
+    """The Ctrl-C / SIGTERM (its signal number) held by :func:`deferred_interrupts` and not yet acted on; None
+    when there is none."""
+    return _PENDING["signum"]
+
+
+def interruption(signum: int, text: str | None = None) -> KeyboardInterrupt:
+    """The exception :func:`run_cli` turns into its interrupted (SIGINT, exit 130) or terminated (SIGTERM, exit
+    143) line; ``text`` is appended to that line after a colon."""
+    cls = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    return cls(text) if text else cls()
+
+
 def raise_if_interrupted() -> None:
     """Raise again a Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) that arrived while :func:`run_cli`
     ran its body and whose exception may have been lost.
@@ -116,7 +129,7 @@ def raise_if_interrupted() -> None:
     """
     signum = _PENDING["signum"]
     if signum is not None:
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
+        raise interruption(signum)
 
 
 def log_to_run_folder(line: str, level: int) -> None:

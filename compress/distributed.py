@@ -18,6 +18,11 @@ average their gradients before every optimizer step, so every rank holds the sam
 * **Checks**: at every MACs check of the search a SHA-256 of every rank's latent vectors, masks, statuses and
   check interval is gathered (``all_gather``) and compared; a difference raises :class:`RankMismatchError`. The
   stop decision is rank 0's, broadcast to all ranks (who, their states being equal, took the same one).
+* **Interruptions**: a Ctrl-C / SIGTERM is held until the next step starts (:mod:`compress.cli_errors`); at
+  every step's start the ranks all-reduce (MAX) what each holds (:meth:`Distributed.raise_if_interrupted`), so
+  that a signal that reached one rank -- or reached the ranks on both sides of a step boundary -- stops every
+  rank before the same step; rank 0 then checkpoints that step. Without it a rank that stopped alone left the
+  others waiting in the next step's gradient all-reduce until gloo's timeout or torchrun's SIGKILL.
 * **Files**: only rank 0 writes the run folder (config, log.txt, metrics, samples, checkpoints, generator,
   reports); the other ranks log warnings to stderr.
 * BatchNorm: per-rank batch statistics (no SyncBatchNorm, like DDP by default); the running statistics that
@@ -32,6 +37,7 @@ import itertools
 import logging
 import os
 import random
+import signal
 import zlib
 from typing import Iterable, Iterator
 
@@ -175,6 +181,35 @@ class Distributed:
             flat.div_(self.world_size)
 
         _flat_op(grads, mean)
+
+    def raise_if_interrupted(self, stage: str, step: int) -> None:
+        """At the start of a training step (``step`` = the number of steps done in ``stage``): raise the
+        interruption that any rank holds, on every rank, so that all stop before the same step (module
+        docstring). One 1-element all-reduce per step; with one rank, :func:`compress.cli_errors.raise_if_interrupted`.
+
+        Raises:
+            KeyboardInterrupt / compress.cli_errors.Terminated: this rank or another one holds a Ctrl-C (SIGINT)
+                or a SIGTERM (SIGTERM wins when the ranks hold both); on a rank that received nothing itself the
+                exception's text names the rank that did.
+        """
+        from compress.cli_errors import interruption, pending_signal, raise_if_interrupted
+
+        if not self.active:
+            raise_if_interrupted()
+            return
+        mine = pending_signal()
+        # 0 nothing, 1 SIGINT, 2 SIGTERM; the rank is carried too so that the others can name it
+        code = {None: 0, signal.SIGINT: 1, signal.SIGTERM: 2}.get(mine, 1)
+        flag = torch.tensor([code * self.world_size + self.rank if code else 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        value = int(flag.item())
+        if not value:
+            return
+        signum = signal.SIGTERM if value // self.world_size == 2 else signal.SIGINT
+        if mine is not None:
+            raise interruption(mine)
+        raise interruption(signum, f"rank {value % self.world_size} received it; every rank stopped before "
+                                   f"{stage} step {step + 1}")
 
     # --- stage boundaries ---------------------------------------------------------------------------
     def start_stage(self, nets: Iterable[nn.Module], seed: int, stage: str, step: int) -> None:

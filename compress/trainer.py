@@ -36,7 +36,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from compress.accel import Accel
-from compress.cli_errors import deferred_interrupts, raise_if_interrupted
+from compress.cli_errors import deferred_interrupts
 from compress.artifacts import save_generator, torch_load_tensors
 from compress.config import RunConfig, config_conflicts
 from compress.data.stream import BatchStream, to_device
@@ -492,7 +492,7 @@ class Trainer:
             done = self.controller.done
             try:
                 while not done and step < budget:
-                    raise_if_interrupted()  # one held while the last step ran
+                    self.dist.raise_if_interrupted("search", step)  # one held while the last step ran, any rank
                     in_step = True
                     logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D,
                                     controller=self.controller, hooks=self.hooks)
@@ -535,7 +535,10 @@ class Trainer:
         not from the last periodic checkpoint."""
         self.timings[stage] = time.perf_counter() - t0
         save()
-        LOGGER.warning("interrupted: %s step %d checkpointed (%s)", stage, step, self.run_dir / CHECKPOINT)
+        if self.dist.is_main:
+            LOGGER.warning("interrupted: %s step %d checkpointed (%s)", stage, step, self.run_dir / CHECKPOINT)
+        else:
+            LOGGER.warning("interrupted after %s step %d (rank 0 writes the checkpoint)", stage, step)
 
     def _save_search_checkpoint(self, G, D, extra, opt_G, opt_D, step):
         self._save_checkpoint({"stage": "search", "step": step, "G": G.state_dict(), "D": D.state_dict(),
@@ -568,7 +571,7 @@ class Trainer:
                 deferred_interrupts():
             try:
                 while step < budget:
-                    raise_if_interrupted()  # one held while the last step ran
+                    self.dist.raise_if_interrupted("converge", step)  # as in _search
                     lr = self._lr_at(step, budget)
                     in_step = True
                     for opt in (opt_G, opt_D):

@@ -65,6 +65,17 @@ def _worker(rank: int, port: int, out: str) -> None:
         seen["mismatch"] = None
     except RankMismatchError as exc:
         seen["mismatch"] = str(exc)
+    # a step start with nothing held goes on; one with a SIGTERM held on rank 1 alone stops both ranks
+    from compress import cli_errors
+
+    ctx.raise_if_interrupted("search", 3)
+    if rank == 1:
+        cli_errors._PENDING["signum"] = signal.SIGTERM
+    try:
+        ctx.raise_if_interrupted("search", 4)
+        seen["stop"] = None
+    except KeyboardInterrupt as exc:
+        seen["stop"] = [type(exc).__name__, *exc.args]
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
     dist.barrier()      # as Distributed.close: neither rank tears its pairs down while the other still uses them
     dist.destroy_process_group()
@@ -84,6 +95,8 @@ def test_collectives_average_gradients_share_rank_0s_state_and_catch_a_mismatch(
     assert r0["latent"] == r1["latent"]
     assert r0["draw"] != r1["draw"]                    # per-rank RNG after the stage start
     assert r0["done"] is False and r1["done"] is False  # rank 0's stop decision, broadcast
+    assert r0["stop"] == ["Terminated", "rank 1 received it; every rank stopped before search step 5"]
+    assert r1["stop"] == ["Terminated"]
     for r in (r0, r1):
         assert r["mismatch"] and "step 2: the ranks hold different latent vectors / masks" in r["mismatch"]
 
@@ -95,6 +108,16 @@ def _torchrun(args: list[str], env: dict, **kw) -> subprocess.Popen:
                             start_new_session=True, **kw)
 
 
+def _rank_pid(torchrun_pid: int, rank: int) -> int:
+    """The process id of torchrun's worker ``rank`` (its ``RANK`` environment variable), from /proc."""
+    children = Path(f"/proc/{torchrun_pid}/task/{torchrun_pid}/children").read_text().split()
+    for pid in children:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no worker with RANK={rank} among torchrun's children {children}")
+
+
 @pytest.mark.slow     # two torchrun launches of 2 processes and an export: 30-45 s on the shared 2-core VM
 def test_torchrun_two_ranks_reach_the_target_resume_and_export(tmp_path, shared_data):
     run = tmp_path / "ddp"
@@ -103,17 +126,31 @@ def test_torchrun_two_ranks_reach_the_target_resume_and_export(tmp_path, shared_
             "--discriminator", "ndf=16", "--batch-size", "16", "--latent-lr", "0.02", "--check-interval", "5",
             "--search-steps", "300", "--steps", "300", "--converge-steps", "6", "--checkpoint-interval", "3",
             "--sample-interval", "1000", "--device", "cpu", "--run-dir", str(run)]
-    # first launch: stopped (SIGTERM to torchrun, which stops both ranks) once rank 0 wrote a checkpoint
+    # first launch: SIGTERM to rank 1 alone once rank 0 wrote a checkpoint. Both ranks must stop before the same
+    # step (the all-reduce of held interruptions at each step's start) and rank 0 checkpoint the step it finished;
+    # without it rank 0 went on into the next step's gradient all-reduce and waited for a rank that had left.
     proc = _torchrun(args, env)
     ckpt = run / "checkpoints" / "last.pt"
     deadline = time.time() + 180
     while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    os.kill(_rank_pid(proc.pid, 1), signal.SIGTERM)
     first_out = proc.communicate(timeout=120)[0]
     assert ckpt.exists(), first_out[-3000:]
     saved = torch.load(ckpt, weights_only=False)
     assert not (run / "generator.pt").exists(), "the first launch finished before it was stopped"
+    stage = "search" if saved["stage"] == "search" else "converge"
+    # rank 0 checkpointed the step both stopped after (not an earlier periodic checkpoint) and said so; rank 1
+    # says who writes; rank 0 names the rank that received the signal
+    assert f"interrupted: {stage} step {saved['step']} checkpointed" in first_out, first_out[-3000:]
+    assert f"interrupted after {stage} step {saved['step']} (rank 0 writes the checkpoint)" in first_out
+    assert f"terminated (SIGTERM): rank 1 received it; every rank stopped before {stage} step {saved['step'] + 1}; " \
+        "the last checkpoint is kept" in first_out, first_out[-3000:]
+    # both ranks ended with the SIGTERM status and no traceback (torchrun prints its own ChildFailedError after)
+    ranks_out = first_out.split("failed (exitcode")[0]
+    assert "Traceback" not in ranks_out, ranks_out[-3000:]
+    assert first_out.count("exitcode  : 143") == 2, first_out[-3000:]
     # only rank 0 writes: one config, one log, no per-rank files
     assert {p.name for p in run.iterdir()} <= {"checkpoints", "config.json", "log.txt", "metrics.jsonl", "samples"}
     # second launch: --resume on 2 ranks
@@ -121,8 +158,8 @@ def test_torchrun_two_ranks_reach_the_target_resume_and_export(tmp_path, shared_
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out[-4000:]
     log = (run / "log.txt").read_text()
-    stage = "the search" if saved["stage"] == "search" else "the converging stage"
-    assert f"resumed {stage} at step {saved['step']}" in log
+    resumed = "the search" if saved["stage"] == "search" else "the converging stage"
+    assert f"resumed {resumed} at step {saved['step']}" in log
     assert "data-parallel over 2 ranks (gloo): per-rank batch 16, effective batch 32" in log
     agreed = [line for line in log.splitlines() if "bit-identical latent vectors and masks" in line]
     assert agreed and " 0 MACs checks" not in agreed[-1]
