@@ -21,8 +21,11 @@ same command and the same measurement. The files are then measured here, whateve
   cannot load the file gets its error instead;
 * GPU-delegate readiness (:mod:`export.gpu_check`) and, with ``--fid N``, the FID change of int8 from the manifest.
 
+A benchmark stopped part-way (Ctrl-C, a crash) keeps its finished cells in ``OUT/benchmark.partial.json``; the
+same command again measures only the rest (``--restart``: all of them).
+
 Usage: ``python -m export.benchmark --out build/int8-bench [--pair FAMILY:UNPRUNED:PRUNED ...] [--before CODE]
-[--runs 30] [--md table.md]``
+[--runs 30] [--md table.md] [--restart]``
 """
 from __future__ import annotations
 
@@ -142,17 +145,56 @@ def measure_files(out: Path, run: Path, runs: int, threads: int = 2) -> list[dic
     return rows
 
 
+def _commit(code: Path) -> str | None:
+    """The checkout's commit with ``+dirty`` when it has uncommitted changes to tracked files; None outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(code), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(code), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _load_partial(path: Path, settings: dict) -> dict[str, list[dict]]:
+    """The rows per finished cell of a stopped benchmark with the same settings (else none, said in the log)."""
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings:
+            return {str(k): list(v) for k, v in dict(saved["cells"]).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        logging.warning("%s is unreadable (%s): measuring every cell again", path, exc)
+        return {}
+    logging.warning("%s holds rows of other settings or code (%s): measuring every cell again", path,
+                    saved.get("settings"))
+    return {}
+
+
 def run_benchmark(out: Path, data_root: Path, steps: int, runs: int, families: Sequence[str],
                   pairs: dict[str, tuple[Path, Path]] | None = None, before: Path | None = None,
-                  fid_count: int = 0, threads: int = 2) -> list[dict]:
+                  fid_count: int = 0, threads: int = 2, resume: bool = True) -> list[dict]:
     """Rows of the table (one per family x model x code x dtype); see the module docstring.
 
     ``pairs``: family -> (unpruned run, pruned run) folders used instead of the trained stand-ins (only read; the
-    exports go to ``out/<family>_<model>/<code>/``). ``before``: a second code checkout to export with."""
+    exports go to ``out/<family>_<model>/<code>/``). ``before``: a second code checkout to export with.
+
+    Each finished cell (family x model x code: one export, its files measured) is kept in
+    ``out/benchmark.partial.json`` with the settings and the checkouts' commits; with ``resume`` a benchmark
+    stopped part-way and run again with the same settings and code measures only the cells not yet done (the
+    stand-in generators trained earlier are kept in any case). The file is removed when the caller has written
+    the result (:func:`main`)."""
     from export.tiny import PRUNED_75_WIDTH, train_tiny_run
 
     pairs = pairs or {}
     codes = ([("before", Path(before))] if before else []) + [("after", REPO)]
+    settings = {"steps": steps, "runs": runs, "threads": threads, "fid": fid_count,
+                "pairs": {f: [str(a.resolve()), str(b.resolve())] for f, (a, b) in sorted(pairs.items())},
+                "code": {label: [str(code.resolve()), _commit(code)] for label, code in codes}}
+    partial = out / "benchmark.partial.json"
+    cells = _load_partial(partial, settings) if resume else {}
     rows = []
     for fam in families:
         for i, (label, width) in enumerate((("unpruned", 1.0), ("pruned75", PRUNED_75_WIDTH))):
@@ -161,22 +203,29 @@ def run_benchmark(out: Path, data_root: Path, steps: int, runs: int, families: S
                 run, source = pairs[fam][i], str(pairs[fam][i])
             else:
                 run, source = work / "run", f"stand-in: export.tiny width {width:.2f}, {steps} steps"
-                if not (run / "generator.pt").is_file():
+            for code_label, code in codes:
+                cell = f"{fam}/{label}/{code_label}"
+                if cell in cells:
+                    logging.info("%s: %d rows kept from the stopped benchmark (%s)", cell, len(cells[cell]), partial)
+                    rows.extend(cells[cell])
+                    continue
+                if fam not in pairs and not (run / "generator.pt").is_file():
                     t0 = time.perf_counter()
                     train_tiny_run(fam, run, data_root, steps=steps, width=width)
                     logging.info("trained %s %s in %.0f s", fam, label, time.perf_counter() - t0)
-            arch = json.loads((run / "architecture.json").read_text())
-            for code_label, code in codes:
+                arch = json.loads((run / "architecture.json").read_text())
                 t0 = time.perf_counter()
                 manifest = export_with(code, run, work / code_label, fid_count)
                 export_s = time.perf_counter() - t0
                 logging.info("exported %s %s with the %s code in %.0f s", fam, label, code_label, export_s)
                 fids = {e["dtype"]: e.get("fid") for e in manifest["files"]}
-                for r in measure_files(work / code_label, run, runs, threads):
-                    rows.append({"family": fam, "model": label, "code": code_label, "source": source,
-                                 "export_s": export_s, "macs": manifest["macs"], "params": manifest["params"],
-                                 "input_shape": manifest["input"]["shape"], "generator": arch.get("generator"),
-                                 "fid": fids.get(r["dtype"]), **r})
+                cells[cell] = [{"family": fam, "model": label, "code": code_label, "source": source,
+                                "export_s": export_s, "macs": manifest["macs"], "params": manifest["params"],
+                                "input_shape": manifest["input"]["shape"], "generator": arch.get("generator"),
+                                "fid": fids.get(r["dtype"]), **r}
+                               for r in measure_files(work / code_label, run, runs, threads)]
+                rows.extend(cells[cell])
+                atomic_write_text(partial, json.dumps({"settings": settings, "cells": cells}, indent=1, default=str))
     return rows
 
 
@@ -255,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="use these two compress run folders for FAMILY instead of the stand-ins (repeatable)")
     p.add_argument("--before", default=None, metavar="CODE",
                    help="also export with the code in this checkout (rows labelled 'before')")
+    p.add_argument("--restart", action="store_true",
+                   help="measure every cell again, ignoring the rows a stopped benchmark kept in "
+                        "OUT/benchmark.partial.json (by default a rerun with the same settings goes on from them)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from compress.errors import InputError
@@ -283,11 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    rows = run_benchmark(out, data, args.steps, args.runs, families, pairs, before, args.fid, args.threads)
+    rows = run_benchmark(out, data, args.steps, args.runs, families, pairs, before, args.fid, args.threads,
+                         resume=not args.restart)
     atomic_write_text(out / "benchmark.json", json.dumps(rows, indent=2, default=str))
     md = to_markdown(rows)
     if args.md:
         atomic_write_text(args.md, md)
+    (out / "benchmark.partial.json").unlink(missing_ok=True)
     print(md)
     return 0
 

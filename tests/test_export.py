@@ -570,6 +570,60 @@ def test_benchmark_pair_of_runs(trained_runs, tmp_path, capsys):
     assert "nope/generator.pt is missing" in capsys.readouterr().err
 
 
+def test_a_stopped_benchmark_goes_on_from_its_finished_cells(tmp_path, monkeypatch):
+    """export.benchmark keeps each finished cell (family x model x code) in OUT/benchmark.partial.json: after a
+    Ctrl-C the same command exports and measures only the cells not done, and gives the rows of an unstopped
+    run in the same order; other settings, or --restart, measure everything again. The export and measurement
+    are stand-ins here (test_benchmark_pair_of_runs runs the real ones)."""
+    from export import benchmark
+
+    runs = {}
+    for name in ("a", "b"):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        (runs[name] / "architecture.json").write_text(json.dumps({"generator": {"name": name}}))
+        (runs[name] / "generator.pt").write_bytes(b"")   # what --pair checks; the stand-ins never read it
+    done: list[str] = []
+    stop_at = {"n": 3}
+
+    def export_with(code, run, out, fid_count=0):
+        if len(done) + 1 == stop_at["n"]:
+            raise KeyboardInterrupt
+        done.append(f"{run.name}/{out.name}")
+        return {"files": [{"dtype": "fp32"}], "macs": 1, "params": 2, "input": {"shape": [1, 8, 8, 3]}}
+
+    monkeypatch.setattr(benchmark, "export_with", export_with)
+    monkeypatch.setattr(benchmark, "measure_files",
+                        lambda out, run, n, threads: [{"dtype": "fp32", "label": f"{run.name}/{out.name}"}])
+    monkeypatch.setattr(benchmark, "to_markdown", lambda rows: "table")
+    argv = ["--out", str(tmp_path / "b"), "--families", "dcgan", "--runs", "20", "--before", str(benchmark.REPO),
+            "--pair", f"dcgan:{runs['a']}:{runs['b']}"]
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(argv)
+    partial = json.loads((tmp_path / "b" / "benchmark.partial.json").read_text())
+    assert sorted(partial["cells"]) == ["dcgan/unpruned/after", "dcgan/unpruned/before"]
+    assert done == ["a/before", "a/after"]
+
+    stop_at["n"] = 0
+    assert benchmark.main(argv) == 0
+    assert done == ["a/before", "a/after", "b/before", "b/after"]          # only the two cells not done
+    rows = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    assert [r["label"] for r in rows] == ["a/before", "a/after", "b/before", "b/after"]
+    assert not (tmp_path / "b" / "benchmark.partial.json").exists()
+
+    # a stopped run of other settings is not mixed in; --restart ignores the kept cells
+    stop_at["n"] = len(done) + 2
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(argv)
+    stop_at["n"] = 0
+    assert benchmark.main(argv + ["--runs", "21"]) == 0 and len(done) == 4 + 1 + 4
+    stop_at["n"] = len(done) + 2
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main(argv)
+    stop_at["n"] = 0
+    assert benchmark.main(argv + ["--restart"]) == 0 and len(done) == 9 + 1 + 4
+
+
 def test_extra_float_ops(trained_runs, tmp_path, capsys):
     """--extra-float-ops adds TFLite ops to robust int8's float deny-list (recorded in the manifest). Convolutions
     kept in float get float weights (no hybrid op, so tflite-runtime 2.14 runs the file) and the label says how

@@ -8,10 +8,12 @@ full 2048-d sqrtm case is marked slow.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +193,55 @@ def test_cache_hit_and_invalidation_on_changed_image(h2z, tmp_path):
     s4 = reference.reference_statistics(data, **kw)
     assert not s4.from_cache and s4.key == s3.key
     np.testing.assert_allclose(s4.mu, s3.mu, atol=1e-6)
+
+
+def test_reference_features_resume_after_ctrl_c_and_after_a_crash(h2z, feats, tmp_path, monkeypatch, caplog):
+    """A Ctrl-C keeps the features of the batches done (no time throttle needed); a crash keeps what the last
+    periodic save held; the next call reads only the images not yet done and gives the uninterrupted figures."""
+    data = _copy(h2z["A"][:6], tmp_path / "h2z" / "testA")
+    kw = dict(cache_dir=tmp_path / "cache", device="cpu", progress=False, batch_size=2)
+    read = features._read_rgb
+    calls: list[str] = []
+
+    def reading(stop_at: int, exc: BaseException):
+        def read_rgb(path):
+            calls.append(Path(path).name)
+            if len(calls) == stop_at:
+                raise exc
+            return read(path)
+        return read_rgb
+
+    # Ctrl-C while the third batch is read: the two batches done (4 images) are kept
+    monkeypatch.setattr(features, "_read_rgb", reading(5, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        reference.reference_statistics(data, **kw)
+    entries = list((tmp_path / "cache").iterdir())
+    assert [p.name.endswith(".partial.npz") for p in entries] == [True], entries
+    with np.load(entries[0]) as z:
+        np.testing.assert_allclose(z["features"], feats["horses"][:4], rtol=1e-5, atol=1e-6)
+
+    # resumed: only the last two images are read; the statistics are those of all six
+    calls.clear()
+    monkeypatch.setattr(features, "_read_rgb", reading(0, AssertionError()))
+    with caplog.at_level(logging.INFO, logger="coronetgan.evaluate"):
+        s = reference.reference_statistics(data, **kw)
+    assert calls == [f.name for f in h2z["A"][4:6]]
+    assert "resuming after 4 of 6 images" in caplog.text
+    assert s.n == 6 and not s.from_cache
+    np.testing.assert_allclose(s.features, feats["horses"][:6], rtol=1e-5, atol=1e-6)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [s.cache_path.name]   # the partial file is gone
+
+    # a crash (not an interruption): the periodic save (every batch here) keeps the batches done before it
+    other = _copy(h2z["A"][6:12], tmp_path / "h2z2" / "testA")
+    monkeypatch.setattr(features, "PROGRESS_EVERY_S", 0.0)
+    calls.clear()
+    monkeypatch.setattr(features, "_read_rgb", reading(3, MemoryError()))
+    with pytest.raises(MemoryError):
+        reference.reference_statistics(other, **kw)
+    calls.clear()
+    monkeypatch.setattr(features, "_read_rgb", reading(0, AssertionError()))
+    assert reference.reference_statistics(other, **kw).n == 6
+    assert calls == [f.name for f in h2z["A"][8:12]]
 
 
 def test_cli_prints_fid_and_kid(h2z, tmp_path, capsys):

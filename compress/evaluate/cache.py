@@ -15,6 +15,11 @@ way; editing, adding, removing or renaming one image gives a new key (the old en
 simply no longer used). Touching a file without changing its bytes keeps the key. Files are written
 atomically with :func:`compress.io.atomic_path`.
 
+While an entry is being computed, the features of the images done so far are kept beside it in
+``<label>-<key[:20]>.partial.npz`` (``features`` (n, 2048) float64 of the first n images in order, ``key``):
+a computation stopped by Ctrl-C, SIGTERM or a crash goes on from there (:func:`load_partial`), and the file is
+removed once the entry is written.
+
 The default folder is ``$CORONETGAN_FID_CACHE`` when set, else ``~/.cache/coronetgan/fid``.
 """
 from __future__ import annotations
@@ -130,3 +135,37 @@ def save_entry(path: Path, *, mu: np.ndarray, sigma: np.ndarray, features: np.nd
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a cache is as readable as any other file
     return path
+
+
+def partial_path(entry: Path) -> Path:
+    """Where the features done so far of ``entry`` (an :func:`entry_path`) are kept while it is computed."""
+    return entry.with_name(entry.name[:-len(".npz")] + ".partial.npz")
+
+
+def save_partial(entry: Path, key: str, features: np.ndarray) -> None:
+    """Keep the (n, 2048) float64 features of the first n images of ``entry``'s set (atomically: a partial file
+    is either the previous one or this one)."""
+    path = partial_path(entry)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=np.asarray(features, np.float64), key=np.array(key))
+
+
+def load_partial(entry: Path, key: str) -> np.ndarray | None:
+    """The features done so far of ``entry`` ((n, 2048) float64), or None when there are none, they are for
+    another key or unreadable (a warning; the computation then starts from the first image)."""
+    path = partial_path(entry)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            saved_key = str(z["key"])
+            features = np.asarray(z["features"], dtype=np.float64)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        log.warning("FID partial features %s are unreadable (%s); starting from the first image", path, exc)
+        return None
+    if saved_key != key or features.ndim != 2 or not np.isfinite(features).all():
+        log.warning("FID partial features %s are for another image set or damaged; starting from the first image",
+                    path)
+        return None
+    return features

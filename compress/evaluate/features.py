@@ -16,8 +16,9 @@ Input kinds:
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -31,23 +32,43 @@ from compress.evaluate.inception import (FEATURE_DIM, check_protocol, default_de
 #: Images per Inception batch: pytorch-fid's default (``--batch-size 50``); the features do not depend on it.
 DEFAULT_BATCH_SIZE = 50
 
+#: Seconds between two calls of an ``on_progress`` callback (the resumable reference features): at most this much
+#: Inception work is lost to a crash or SIGKILL; a Ctrl-C / SIGTERM loses none (the callback runs before it ends).
+PROGRESS_EVERY_S = 30.0
+
+#: ``on_progress(features)``: the (n, 2048) float64 features of the first n images done so far.
+ProgressCallback = Callable[[np.ndarray], None]
+
 
 def _run_inception(batches: Iterable[torch.Tensor], *, total: int | None, device, protocol: str,
-                   progress: bool, desc: str, model_path=None) -> np.ndarray:
-    """Features of batches of RGB images in [0, 1] ((n, 3, H, W) float32). Returns (N, 2048) float64."""
+                   progress: bool, desc: str, model_path=None, on_progress: ProgressCallback | None = None,
+                   initial: int = 0) -> np.ndarray:
+    """Features of batches of RGB images in [0, 1] ((n, 3, H, W) float32). Returns (N, 2048) float64.
+
+    ``on_progress`` gets the features of the images done so far every :data:`PROGRESS_EVERY_S` seconds and when
+    a Ctrl-C / SIGTERM (KeyboardInterrupt) stops the loop; ``initial`` images (done earlier) start the bar."""
     check_protocol(protocol)
     dev = torch.device(device) if device is not None else default_device()
     model = load_inception(model_path, dev)
     out: list[np.ndarray] = []
+    last = time.monotonic()
     with torch.inference_mode(), exact_cuda_math(dev), \
-            tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for x01 in batches:
-            x = preprocess(x01.to(dev, torch.float32), protocol)
-            feats = model(x)
-            if feats.ndim > 2:  # not the case for default_1.pt, kept for safety
-                feats = feats.flatten(2).mean(-1)
-            out.append(feats.double().cpu().numpy())
-            bar.update(x.shape[0])
+            tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        try:
+            for x01 in batches:
+                x = preprocess(x01.to(dev, torch.float32), protocol)
+                feats = model(x)
+                if feats.ndim > 2:  # not the case for default_1.pt, kept for safety
+                    feats = feats.flatten(2).mean(-1)
+                out.append(feats.double().cpu().numpy())
+                bar.update(x.shape[0])
+                if on_progress is not None and time.monotonic() - last >= PROGRESS_EVERY_S:
+                    on_progress(np.concatenate(out, axis=0))
+                    last = time.monotonic()
+        except KeyboardInterrupt:
+            if on_progress is not None and out:
+                on_progress(np.concatenate(out, axis=0))
+            raise
     if not out:
         return np.zeros((0, FEATURE_DIM))
     feats = np.concatenate(out, axis=0)
@@ -150,14 +171,16 @@ def as_uint8_nchw(array: np.ndarray, what: str) -> np.ndarray:
 
 
 def features_from_uint8(array: np.ndarray, *, batch_size: int = DEFAULT_BATCH_SIZE, device=None,
-                        protocol: str = "pytorch-fid", progress: bool = True, model_path=None) -> np.ndarray:
+                        protocol: str = "pytorch-fid", progress: bool = True, model_path=None,
+                        on_progress: ProgressCallback | None = None, start: int = 0) -> np.ndarray:
     """Pool3 features of 8-bit images, e.g. CIFAR-10's ``x_train`` (N, 32, 32, 3).
 
     Args:
         array: uint8 (N, H, W, 3) or (N, 3, H, W) (1 channel is repeated).
+        on_progress, start: as :func:`features_from_files` (images instead of files).
 
     Returns:
-        (N, 2048) float64.
+        (N - start, 2048) float64.
 
     Raises:
         InputError: not uint8 or not 4-d with an RGB axis.
@@ -166,12 +189,13 @@ def features_from_uint8(array: np.ndarray, *, batch_size: int = DEFAULT_BATCH_SI
     arr = as_uint8_nchw(array, "features_from_uint8")
 
     def batches():
-        for i in range(0, arr.shape[0], batch_size):
+        for i in range(start, arr.shape[0], batch_size):
             x = torch.from_numpy(np.ascontiguousarray(arr[i:i + batch_size])).float() / 255.0
             yield x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
     return _run_inception(batches(), total=int(arr.shape[0]), device=device, protocol=protocol,
-                          progress=progress, desc="FID features (array)", model_path=model_path)
+                          progress=progress, desc="FID features (array)", model_path=model_path,
+                          on_progress=on_progress, initial=start)
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -213,14 +237,18 @@ def features_from_folder(folder: str | os.PathLike, *, batch_size: int = DEFAULT
 
 def features_from_files(files: Sequence[str | os.PathLike], *, batch_size: int = DEFAULT_BATCH_SIZE, device=None,
                         protocol: str = "pytorch-fid", progress: bool = True, model_path=None,
-                        desc: str = "FID features (files)") -> np.ndarray:
+                        desc: str = "FID features (files)", on_progress: ProgressCallback | None = None,
+                        start: int = 0) -> np.ndarray:
     """Pool3 features of the given image files, in the given order (each converted to RGB).
 
-    ``desc`` labels the progress bar. Returns (N, 2048) float64. Raises InputError for an unreadable image
-    (named) or a bad batch size.
+    ``desc`` labels the progress bar. ``start`` skips the first files (done earlier: the bar starts there);
+    ``on_progress`` receives the features done so far of the files from ``start`` on (every
+    :data:`PROGRESS_EVERY_S` seconds and on Ctrl-C / SIGTERM). Returns (N - start, 2048) float64. Raises
+    InputError for an unreadable image (named) or a bad batch size.
     """
     _check_batch_size(batch_size)
-    files = [Path(f) for f in files]
+    total = len(files)
+    files = [Path(f) for f in files][start:]
 
     def batches():
         for i in range(0, len(files), batch_size):
@@ -231,8 +259,8 @@ def features_from_files(files: Sequence[str | os.PathLike], *, batch_size: int =
                 for im in ims:
                     yield torch.from_numpy(im[None]).permute(0, 3, 1, 2).float() / 255.0
 
-    return _run_inception(batches(), total=len(files), device=device, protocol=protocol,
-                          progress=progress, desc=desc, model_path=model_path)
+    return _run_inception(batches(), total=total, device=device, protocol=protocol, progress=progress, desc=desc,
+                          model_path=model_path, on_progress=on_progress, initial=start)
 
 
 def extract_features(source, **kwargs) -> np.ndarray:

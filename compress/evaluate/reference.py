@@ -86,6 +86,9 @@ def reference_statistics(source, cache_dir: str | os.PathLike | None = None, *, 
         batch_size, device, protocol, progress, model_path: as
             :func:`compress.evaluate.features.features_from_folder`.
 
+    A computation stopped by Ctrl-C, SIGTERM or a crash keeps the features done so far
+    (:func:`compress.evaluate.cache.save_partial`); the next call with the same images goes on from there.
+
     The cache key hashes the sorted relative file names with each file's size and content SHA-256 (or the
     array's bytes) together with the preprocessing settings, so any changed image gives a new entry; see
     :mod:`compress.evaluate.cache`. Look-ups are counted in ``compress.evaluate.cache.CACHE_COUNTERS``.
@@ -105,9 +108,12 @@ def reference_statistics(source, cache_dir: str | os.PathLike | None = None, *, 
         label = name or cache.label_for(folder)
         src = str(folder)
         content = {"kind": "folder", "files": cache.folder_fingerprint(folder, files)} if use_cache else None
-        compute = lambda: features_from_files(files, batch_size=batch_size, device=device, protocol=protocol,  # noqa: E731
-                                              progress=progress, model_path=model_path,
-                                              desc=f"FID features ({folder.name})")
+        total = len(files)
+
+        def compute(start: int = 0, on_progress=None) -> np.ndarray:
+            return features_from_files(files, batch_size=batch_size, device=device, protocol=protocol,
+                                       progress=progress, model_path=model_path, desc=f"FID features ({folder.name})",
+                                       on_progress=on_progress, start=start)
     elif isinstance(source, np.ndarray):
         arr = as_uint8_nchw(source, "reference_statistics")
         if arr.shape[0] < 2:
@@ -115,8 +121,12 @@ def reference_statistics(source, cache_dir: str | os.PathLike | None = None, *, 
         label = name or "array"
         src = f"array:{label}"
         content = {"kind": "array", **cache.array_fingerprint(source)} if use_cache else None
-        compute = lambda: features_from_uint8(arr, batch_size=batch_size, device=device, protocol=protocol,  # noqa: E731
-                                              progress=progress, model_path=model_path)
+        total = int(arr.shape[0])
+
+        def compute(start: int = 0, on_progress=None) -> np.ndarray:
+            return features_from_uint8(arr, batch_size=batch_size, device=device, protocol=protocol,
+                                       progress=progress, model_path=model_path, on_progress=on_progress,
+                                       start=start)
     else:
         raise InputError(f"reference_statistics: expected a folder or a uint8 array, got {type(source).__name__}")
 
@@ -130,9 +140,17 @@ def reference_statistics(source, cache_dir: str | os.PathLike | None = None, *, 
         log.info("FID statistics of %s: cache hit %s", src, path)
         return Statistics(mu=entry["mu"], sigma=entry["sigma"], features=entry["features"], source=src, key=key,
                           cache_path=path, from_cache=True, meta=entry["meta"])
-    log.info("FID statistics of %s: computing (cache miss, key %s)", src, key[:20])
-    stats = Statistics.from_features(compute(), source=src, key=key, cache_path=path)
+    done = cache.load_partial(path, key)
+    if done is not None and len(done) <= total:
+        log.info("FID statistics of %s: resuming after %d of %d images (%s)", src, len(done), total,
+                 cache.partial_path(path))
+    else:
+        done = np.zeros((0, FEATURE_DIM))
+        log.info("FID statistics of %s: computing (cache miss, key %s)", src, key[:20])
+    new = compute(len(done), lambda feats: cache.save_partial(path, key, np.concatenate([done, feats])))
+    stats = Statistics.from_features(np.concatenate([done, new]), source=src, key=key, cache_path=path)
     stats.meta = {"key": key, "source": src, "n": stats.n, "settings": settings,
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     cache.save_entry(path, mu=stats.mu, sigma=stats.sigma, features=stats.features, meta=stats.meta)
+    cache.partial_path(path).unlink(missing_ok=True)
     return stats
