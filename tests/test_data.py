@@ -397,7 +397,7 @@ def test_fetch_offline_without_mirror_fails_fast(tmp_path, monkeypatch):
         calls.append((url, timeout))
         raise urllib.error.URLError(OSError(101, "Network is unreachable"))
 
-    monkeypatch.setattr(download_mod, "open_url", offline)
+    monkeypatch.setattr(download_mod, "open_url", lambda url, timeout, headers=None: offline(url, timeout))
     t0 = time.monotonic()
     with pytest.raises(InputError) as exc:
         fetch_dataset("horse2zebra", tmp_path / "data")
@@ -422,7 +422,7 @@ def test_fetch_official_archive_records_sha256(tmp_path, shared_data, monkeypatc
     class Response(io.BytesIO):
         headers = {"Content-Length": str(len(payload))}
 
-    monkeypatch.setattr(download_mod, "open_url", lambda url, timeout: Response(payload))
+    monkeypatch.setattr(download_mod, "open_url", lambda url, timeout, headers=None: Response(payload))
     out = fetch_dataset("horse2zebra", tmp_path / "data")
     assert out == tmp_path / "data" / "horse2zebra"
     manifest = (out / MANIFEST).read_text()
@@ -430,9 +430,91 @@ def test_fetch_official_archive_records_sha256(tmp_path, shared_data, monkeypatc
     assert len(UnalignedDataset(out, "test")) == 2
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["horse2zebra"]
     # cifar10 has an official md5: a wrong archive is rejected
-    monkeypatch.setattr(download_mod, "open_url", lambda url, timeout: Response(payload))
+    monkeypatch.setattr(download_mod, "open_url", lambda url, timeout, headers=None: Response(payload))
     with pytest.raises(InputError, match="does not match the official c58f30108f718f92721af3b95e74349a"):
         fetch_dataset("cifar10", tmp_path / "data")
+
+
+class _RangeServer:
+    """An HTTP server on 127.0.0.1 serving one payload with ETag and byte ranges (If-Range honoured); it can cut
+    the connection after ``cut`` bytes of the body, and records each request's Range header."""
+
+    def __init__(self, payload: bytes):
+        import http.server
+        import threading
+
+        self.payload, self.etag, self.cut, self.ranges, self.use_ranges = payload, '"v1"', None, [], True
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                asked = self.headers.get("Range")
+                server.ranges.append(asked)
+                start = 0
+                if asked and server.use_ranges and self.headers.get("If-Range") == server.etag:
+                    start = int(asked.split("=")[1].rstrip("-"))
+                body = server.payload[start:]
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(server.payload) - 1}/{len(server.payload)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", server.etag)
+                self.end_headers()
+                if server.cut is not None:
+                    body, server.cut = body[:server.cut], None
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/horse2zebra.zip"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_a_dropped_download_continues_where_it_stopped(tmp_path):
+    """A connection dropped part-way keeps the bytes received (the error says so) and the next try asks the
+    server for the rest (Range + If-Range on the ETag): the file and its hashes are the whole payload's. A server
+    whose file changed meanwhile (another ETag: it sends the whole file) or that ignores ranges is read again from
+    the start. Real HTTP on 127.0.0.1."""
+    payload = np.random.default_rng(0).bytes(3 << 20)   # three read blocks
+    server = _RangeServer(payload)
+    dest = tmp_path / ".horse2zebra.zip"
+    try:
+        server.cut = 1_500_000
+        with pytest.raises(InputError, match=r"IncompleteRead.*1500000 bytes are kept in .*\.horse2zebra\.zip\.part; "
+                                             "the same command again continues the download"):
+            download_mod.download_file(server.url, dest, timeout=5)
+        assert not dest.exists() and (tmp_path / ".horse2zebra.zip.part").stat().st_size == 1_500_000
+        digests = download_mod.download_file(server.url, dest, timeout=5)
+        assert server.ranges == [None, "bytes=1500000-"]
+        assert dest.read_bytes() == payload and digests["sha256"] == hashlib.sha256(payload).hexdigest()
+        assert digests["md5"] == hashlib.md5(payload).hexdigest()
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".horse2zebra.zip"]   # no .part, no .part.json
+
+        # the file changed on the server between the tries: its whole new body, nothing of the old one
+        dest.unlink()
+        server.cut = 1_000_000
+        with pytest.raises(InputError):
+            download_mod.download_file(server.url, dest, timeout=5)
+        server.payload, server.etag = payload[::-1], '"v2"'
+        digests = download_mod.download_file(server.url, dest, timeout=5)
+        assert server.ranges[-1] == "bytes=1000000-" and dest.read_bytes() == payload[::-1]
+        assert digests["sha256"] == hashlib.sha256(payload[::-1]).hexdigest()
+
+        # a server without ranges: 200 and the whole file again
+        dest.unlink()
+        server.cut, server.use_ranges = 700_000, False
+        with pytest.raises(InputError):
+            download_mod.download_file(server.url, dest, timeout=5)
+        assert download_mod.download_file(server.url, dest, timeout=5)["sha256"] == \
+            hashlib.sha256(payload[::-1]).hexdigest()
+    finally:
+        server.httpd.shutdown()
 
 
 def test_fetch_refuses_foreign_folder_and_unknown_name(tmp_path, shared_data):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import shutil
 import socket
@@ -16,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from compress.errors import InputError
-from compress.io import atomic_path
+from compress.io import atomic_write_json
 
 CONNECT_TIMEOUT = 10.0  # seconds: an offline machine fails within this
 
@@ -41,38 +43,98 @@ def _resolve_host(url: str, timeout: float) -> None:
         raise result[0]
 
 
-def open_url(url: str, timeout: float = CONNECT_TIMEOUT):
-    """Open ``url`` for reading, giving up after ``timeout`` s for the DNS lookup and for each socket operation
-    (the one network call of this package; tests monkeypatch it)."""
+def open_url(url: str, timeout: float = CONNECT_TIMEOUT, headers: dict[str, str] | None = None):
+    """Open ``url`` for reading with the extra request ``headers``, giving up after ``timeout`` s for the DNS
+    lookup and for each socket operation (the one network call of this package; tests monkeypatch it)."""
     _resolve_host(url, timeout)
-    return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "coronetgan"}),
+    return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "coronetgan", **(headers or {})}),
                                   timeout=timeout)
 
 
+def partial_download(dest: Path) -> Path:
+    """Where the bytes received so far for ``dest`` are kept between tries (``<dest>.part``; its validator beside
+    it in ``<dest>.part.json``)."""
+    return dest.with_name(dest.name + ".part")
+
+
+def _resume_point(part: Path, url: str) -> tuple[int, dict[str, str]]:
+    """(bytes already received, request headers asking for the rest) for a kept partial download of ``url``;
+    (0, {}) when there is none or it was for another URL. ``If-Range`` makes a server whose file changed since
+    send the whole new file (200) instead of the rest of the old one."""
+    meta = part.with_name(part.name + ".json")
+    try:
+        saved = json.loads(meta.read_text())
+        have = part.stat().st_size
+    except (OSError, ValueError):
+        return 0, {}
+    if saved.get("url") != url or not have or not saved.get("validator"):
+        return 0, {}
+    return have, {"Range": f"bytes={have}-", "If-Range": saved["validator"]}
+
+
 def download_file(url: str, dest: Path, timeout: float = CONNECT_TIMEOUT, hint: str = "") -> dict[str, str]:
-    """Download ``url`` to ``dest`` atomically with a tqdm bar (``timeout`` s per network operation); return
-    ``{"sha256": ..., "md5": ...}``.
+    """Download ``url`` to ``dest`` with a tqdm bar (``timeout`` s per network operation); return
+    ``{"sha256": ..., "md5": ...}`` of the whole file.
+
+    The bytes are received into :func:`partial_download` (``<dest>.part``) and renamed to ``dest`` when complete
+    (fsynced first). A transfer that fails or is interrupted keeps them; the next call with the same ``url`` asks
+    the server for the rest (HTTP ``Range`` with ``If-Range`` on the ETag or Last-Modified date the server gave)
+    and appends it when the server answers 206 with the expected start, otherwise starts over.
 
     Raises:
-        InputError: the server cannot be reached or the transfer fails; names ``url`` and appends ``hint``
-            (how to use a mirror instead). Nothing is left at ``dest`` on failure.
+        InputError: the server cannot be reached or the transfer fails (a dropped connection included); names
+            ``url``, says how much is kept for the next try and appends ``hint`` (how to use a mirror instead).
+            Nothing is ever left at ``dest`` but a complete download.
     """
+    dest = Path(dest)
+    part = partial_download(dest)
+    meta = part.with_name(part.name + ".json")
+    have, headers = _resume_point(part, url)
     sha, md5 = hashlib.sha256(), hashlib.md5()
+    received = 0
     try:
-        with open_url(url, timeout) as resp, atomic_path(dest) as tmp, open(tmp, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(block)
-                    sha.update(block)
-                    md5.update(block)
-                    bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:  # URLError, HTTPError, socket errors
-        reason = getattr(exc, "reason", exc)
-        raise InputError(f"could not download {url} ({type(exc).__name__}: {reason}).{hint}") from exc
+        with open_url(url, timeout, headers) as resp:
+            status = getattr(resp, "status", 200)
+            if have and not (status == 206 and str(resp.headers.get("Content-Range", "")).startswith(
+                    f"bytes {have}-")):
+                have = 0                       # the server sent the whole file (changed, or no ranges): again
+            validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+            atomic_write_json(meta, {"url": url, "validator": validator})
+            length = int(resp.headers.get("Content-Length") or 0)
+            with open(part, "r+b" if have else "wb") as out:
+                if have:
+                    with open(part, "rb") as kept:   # the hashes cover the whole file
+                        for block in iter(lambda: kept.read(1 << 20), b""):
+                            sha.update(block)
+                            md5.update(block)
+                    out.seek(have)
+                    out.truncate()
+                with tqdm(total=(have + length) or None, initial=have, unit="B", unit_scale=True,
+                          desc=f"download {dest.name}") as bar:
+                    for block in iter(lambda: resp.read(1 << 20), b""):
+                        out.write(block)
+                        sha.update(block)
+                        md5.update(block)
+                        received += len(block)
+                        bar.update(len(block))
+                out.flush()
+                os.fsync(out.fileno())
+            if length and received < length:   # read(n) returns b"" on a dropped connection: no error of its own
+                raise http.client.IncompleteRead(b"", length - received)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
+        # URLError, HTTPError, socket errors, and a connection dropped before Content-Length (IncompleteRead)
+        reason = getattr(exc, "reason", None) or exc
+        kept = part.stat().st_size if part.is_file() else 0
+        if kept and not (meta.is_file() and _resume_point(part, url)[0]):
+            kept = 0                            # no validator: the next try cannot resume, so keep nothing
+            part.unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+        more = f" {kept} bytes are kept in {part}; the same command again continues the download." if kept else ""
+        raise InputError(f"could not download {url} ({type(exc).__name__}: {reason}).{more}{hint}") from exc
+    os.replace(part, dest)
+    meta.unlink(missing_ok=True)
     return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+
 
 
 def extract_archive(archive: Path, into: Path) -> Path:

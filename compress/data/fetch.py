@@ -145,7 +145,9 @@ def fetch_dataset(name: str, dest: str | os.PathLike = DEFAULT_DEST, mirror: str
     final = dest / spec.name
     if _check_existing(final, force):
         return final
-    archive = dest / f".{spec.archive}.part"
+    # the complete archive; while it downloads, download_file keeps the bytes received in .<archive>.part, which
+    # survive a failed or interrupted try so that the next one continues
+    archive = dest / f".{spec.archive}"
     LOGGER.info("downloading %s from %s", spec.name, spec.url)
     try:
         digests = download_file(spec.url, archive, timeout, hint=_mirror_hint(spec.name))
