@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from typing import Any
@@ -89,13 +90,20 @@ def _settings(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _macs(items: list[str]) -> dict[str, int]:
+    """``--macs LABEL=N`` values: {label: MACs}.
+
+    Raises:
+        InputError: not LABEL=N with N a finite number >= 0 (named)."""
     out = {}
     for it in items:
         label, _, n = it.partition("=")
         try:
-            out[label] = int(float(n))
+            value = float(n)
         except ValueError:
-            raise InputError(f"--macs {it!r}: expected LABEL=N (an integer MAC count)") from None
+            value = math.nan
+        if not label or not math.isfinite(value) or value < 0:
+            raise InputError(f"--macs {it!r}: expected LABEL=N (a model's label and its MAC count, a number >= 0)")
+        out[label] = int(value)
     return out
 
 

@@ -103,7 +103,11 @@ def select_device(adb_client, profile: str | None, serial: str | None = None):
         dev = adb_client.device(serial)
         props = device_props(dev)
         if p and not prof.matches(p, props):
-            raise InputError(f"--serial {serial} is a {soc_of(props)}, not --device {p['key']} ({prof.describe(p)})")
+            virtual = props.get("ro.coronetgan.virtual") == "1"
+            raise InputError(f"the device {serial}{' (a virtual device, from its profile virtual.props)' if virtual else ''}"
+                             f" is a {soc_of(props)}, not --device {p['key']} ({prof.describe(p)}); "
+                             + ("give the profile 'virtual': {'props': {...}} values that its 'match' patterns accept"
+                                if virtual else "expected the phone --device names (or leave out --serial)"))
         return dev, props, p["key"] if p else prof.identify(props)
     if not p:
         raise InputError("--device: give a device profile (or host), or --serial")

@@ -27,16 +27,19 @@ _RUNNER = ("import sys; from bench.virtual_device.benchmark_model import run_gua
            "sys.exit(run_guarded(sys.argv[1:]))")
 
 
-def run_runner(args: list[str]) -> tuple[int, str]:
+def run_runner(args: list[str], timeout_s: float | None = None) -> tuple[int, str]:
     """Run the virtual benchmark_model with benchmark_model's flags ``args`` in its own process on the host CPU.
 
     Returns (exit status, stdout and stderr); a run ended by signal N has status 128 + N, as a shell (and the
     phone's harness) reports it. The virtual device's faults (``CORONETGAN_VDEV_FAULTS``) are not passed on:
     they are the simulated phone's.
+
+    Raises:
+        subprocess.TimeoutExpired: it ran longer than ``timeout_s`` seconds (it is killed first).
     """
     env = {k: v for k, v in os.environ.items() if k != "CORONETGAN_VDEV_FAULTS"}
     proc = subprocess.run([sys.executable, "-c", _RUNNER, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, errors="replace", **child_options())
+                          text=True, errors="replace", timeout=timeout_s, **child_options())
     return shell_status(proc.returncode), proc.stdout + proc.stderr
 
 
@@ -93,6 +96,7 @@ class HostBackend:
         self.timings["runner_s"] = 0.0
         for spec in models:
             res = ModelResult(spec=spec)
+            model_start = time.perf_counter()
             log_text = [f"@@ model={spec.path} precision={spec.dtype} repeats={cfg.repeats} host"]
             for k in range(1, cfg.repeats + 1):
                 before = host_thermal()
@@ -100,7 +104,14 @@ class HostBackend:
                         f"--warmup_runs={cfg.warmup}", f"--num_runs={cfg.runs}", f"--min_secs={cfg.min_secs:g}",
                         f"--max_secs={cfg.max_secs:g}", "--report_peak_memory_footprint=true", *cfg.runner_args]
                 t = time.perf_counter()
-                rc, text = run_runner(args)
+                try:   # --timeout: seconds for all the repeats of one model, as on the phone
+                    rc, text = run_runner(args, max(0.001, cfg.timeout_s - (t - model_start)))
+                except subprocess.TimeoutExpired:
+                    self.timings["runner_s"] += time.perf_counter() - t
+                    res.error = (f"timed out: {cfg.repeats} repeat(s) did not finish within --timeout "
+                                 f"{cfg.timeout_s:g} s (stopped in repeat {k})")
+                    log_text.append(f"@@ repeat={k} {res.error}")
+                    break
                 wall = time.perf_counter() - t
                 self.timings["runner_s"] += wall
                 after = host_thermal()

@@ -26,6 +26,44 @@ from compress.io import sha256_file
 log = logging.getLogger("bench")
 
 
+#: What a bench run (and the pipeline's bench stage) writes in ``--out``; a temporary file of an atomic write is
+#: named ``.<stem>.XXXX.tmp<suffix>`` after one of them (:func:`compress.io.atomic_path`).
+OUT_NAMES = frozenset({"latency.md", "latency.csv", "latency.json", "latency.png", "log.txt", "logs",
+                       ".virtual_runner", "pipeline_stamp.json"})
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding files a bench run did not write (its ``log.txt``
+    would be overwritten: e.g. a run folder given instead of ``RUN/bench/host``).
+
+    Raises:
+        InputError: names the folder and up to three of the foreign entries.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: a file; expected a folder for latency.{{md,csv,json,png}} and logs/")
+    foreign = sorted(p.name for p in out_dir.iterdir()
+                     if p.name not in OUT_NAMES and not any(p.name.startswith(f".{Path(n).stem}.") for n in OUT_NAMES))
+    log_txt = out_dir / "log.txt"
+    if log_txt.is_file() and not _is_bench_log(log_txt):
+        foreign.insert(0, "a log.txt of another command")
+    if foreign:
+        raise InputError(f"--out {out_dir}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                         "which a bench run did not write (its log.txt and logs/ would be replaced); expected a "
+                         "new or empty folder, or the --out of an earlier bench run")
+
+
+def _is_bench_log(path: Path) -> bool:
+    """Whether ``path`` is the ``log.txt`` of a bench run (its first line is a record of the ``bench`` logger)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+    except OSError:
+        return False
+    return first == "" or " bench: " in first
+
+
 def _open_backend(device: str, serial: str | None, virtual: bool, runner: str | None, runner_kind: str,
                   adb_host: str, adb_port: int | None, connect: str | None, out_dir: Path):
     """``(backend, device label, figures, runner info, virtual session or None)`` for ``device``.
@@ -162,6 +200,7 @@ def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out
         raise InputError(f"--reference {reference!r}: no model has this label; expected one of "
                          f"{', '.join(sorted({s.label for s in specs}))}")
     out_dir = Path(out)
+    check_out_dir(out_dir)
     backend, device_label, figures, runner_info, vdev = _open_backend(
         device, serial, virtual, runner, runner_kind, adb_host, adb_port, connect, out_dir)
     fh, level = None, None
@@ -184,8 +223,8 @@ def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out
         previous = load_previous(out_dir) if resume else None
         kept = reusable(previous, cfg.to_dict(), identity, runner_sha, specs)
         keep_logs = {Path(res["log_file"]).name for _, res in kept.values() if res.get("log_file")}
-        for f in logs_dir.iterdir():  # an earlier run's logs must not pass for this run's
-            if f.is_file() and f.name not in keep_logs:
+        for f in logs_dir.iterdir():  # an earlier run's logs must not pass for this run's (only runner logs)
+            if f.is_file() and f.suffix == ".log" and f.name not in keep_logs:
                 f.unlink()
         header = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device_label": device_label, "device": facts,
                   "figures": figures, "identity": identity, "runner": runner_info, "config": cfg.to_dict(),

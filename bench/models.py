@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -121,12 +122,14 @@ def _dtype_label(path: Path, dtype: str) -> str:
 
 
 def _int_or_none(v: Any) -> int | None:
+    """A MAC count read tolerantly: None for what is not a finite, non-negative number."""
     if v is None or isinstance(v, bool):
         return None
     try:
-        return int(float(v))
-    except (TypeError, ValueError):
+        n = float(v)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return int(n) if math.isfinite(n) and n >= 0 else None
 
 
 def read_manifest(path: Path) -> list[ModelSpec]:
@@ -142,6 +145,9 @@ def read_manifest(path: Path) -> list[ModelSpec]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"--models {path}: cannot read manifest JSON ({e})") from None
+    if not isinstance(data, (list, dict)):
+        raise InputError(f"--models {path}: the manifest is a JSON {type(data).__name__}; expected an object "
+                         "{\"model\", \"macs\", \"files\": [{\"path\", \"dtype\", \"sha256\"}]} or a list of them")
     entries = data if isinstance(data, list) else data.get("models") if isinstance(data.get("models"), list) else [data]
     specs: list[ModelSpec] = []
     for entry in entries:
@@ -152,12 +158,19 @@ def read_manifest(path: Path) -> list[ModelSpec]:
                             if isinstance(entry.get("metrics"), dict) else entry.get("macs"))
         files = entry.get("files") or entry.get("variants") or entry.get("tflite") or []
         if isinstance(files, dict):
-            files = [{"dtype": k, "path": v} if isinstance(v, str) else {"dtype": k, **v} for k, v in files.items()]
+            files = [{"dtype": k, "path": v} if isinstance(v, str) else {"dtype": k, **v} if isinstance(v, dict)
+                     else {} for k, v in files.items()]
+        if not isinstance(files, list):
+            raise InputError(f"--models {path}: 'files' is a {type(files).__name__}; expected a list of "
+                             "{\"path\", \"dtype\"} objects or a {dtype: path} object")
         for f in files:
             if isinstance(f, str):
                 f = {"path": f}
             if not isinstance(f, dict) or not f.get("path"):
                 continue
+            for key in ("path", "dtype", "model", "sha256"):
+                if f.get(key) is not None and not isinstance(f[key], str):
+                    raise InputError(f"--models {path}: a file entry's {key!r} is {f[key]!r}; expected a string")
             p = Path(f["path"])
             if not p.is_absolute():
                 p = path.parent / p
@@ -211,4 +224,8 @@ def parse_model_args(args: Iterable[str], macs: dict[str, int] | None = None) ->
         seen[s.key] = s
         if macs and s.label in macs:
             s.macs = macs[s.label]
+    unknown = sorted(set(macs or {}) - {s.label for s in specs})
+    if unknown:
+        raise InputError(f"--macs {unknown[0]}=...: no model has the label {unknown[0]!r}; expected one of "
+                         f"{', '.join(sorted({s.label for s in specs}))}")
     return specs

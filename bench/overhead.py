@@ -39,9 +39,12 @@ def measure(models: list[str], trials: int = 3, profile: str = "sm8450", extra: 
             keep: str | None = None) -> dict:
     """Run the trials; returns ``{"trials": [...], "median": {...}, "machine": ..., "command": [...]}`` (s).
 
-    Raises :class:`RuntimeError` when a trial's bench command fails, :class:`bench.results.BenchError` when the
+    Raises :class:`InputError` for ``trials`` < 1 or input bench refuses (exit 2: its message),
+    :class:`RuntimeError` when a trial's bench command fails otherwise, :class:`bench.results.BenchError` when the
     private adb server or the virtual device cannot be started.
     """
+    if trials < 1:
+        raise InputError(f"--trials {trials}: expected an integer >= 1")
     out_root = Path(keep or tempfile.mkdtemp(prefix="coronetgan-overhead-"))
     rows = []
     try:
@@ -53,6 +56,10 @@ def measure(models: list[str], trials: int = 3, profile: str = "sm8450", extra: 
                 t = time.perf_counter()
                 r = subprocess.run(cmd, env=vs.server.env, capture_output=True, text=True)
                 wall = time.perf_counter() - t
+                if r.returncode == 2:      # bad input, said by bench in its last line
+                    lines = r.stderr.strip().splitlines()
+                    last = lines[-1].removeprefix("error: ") if lines else "no message"
+                    raise InputError(f"bench refused the input: {last}")
                 if r.returncode != 0:
                     raise RuntimeError(f"bench failed ({r.returncode}): {r.stderr[-2000:]}")
                 rep = json.loads((out / "latency.json").read_text())
@@ -99,4 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from compress.cli_errors import run_cli
+
+    sys.exit(run_cli(main))

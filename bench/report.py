@@ -53,9 +53,12 @@ class RunReport:
         d["rows"] = rows
         d["results"] = [self.entries[s.key][1] for s in self.specs if s.key in self.entries]
         t = dict(getattr(self.backend, "timings", {}))
-        runner_wall = sum(rep.get("wall_s") or 0.0 for r in d["results"] for rep in r.get("repeats", []))
+        # this run's runner time only: rows reused from an interrupted earlier run were timed by that run
+        measured = [self.entries[s.key][1] for s in self.specs
+                    if s.key in self.entries and not self.entries[s.key][0].get("reused")]
+        runner_wall = sum(rep.get("wall_s") or 0.0 for r in measured for rep in r.get("repeats", []))
         t["runner_wall_s"] = runner_wall
-        t["cooldown_s"] = self.cfg.cooldown_s * sum(max(0, len(r.get("repeats", [])) - 1) for r in d["results"])
+        t["cooldown_s"] = self.cfg.cooldown_s * sum(max(0, len(r.get("repeats", [])) - 1) for r in measured)
         t["bench_total_s"] = time.perf_counter() - self.t_start
         t["overhead_s"] = t["bench_total_s"] - (runner_wall or t.get("runner_s", 0.0)) - t["cooldown_s"]
         d["timings"], d["device_cleaned"] = t, getattr(self.backend, "cleaned", None)

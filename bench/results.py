@@ -106,11 +106,26 @@ class BenchSettings:
         bad = [x for x in self.runner_args if not x.startswith("--") or any(c.isspace() for c in x)]
         if bad:
             raise InputError(f"--runner-arg {bad[0]!r}: expected one benchmark_model flag like --name=value")
+        for x in self.runner_args:
+            name = x[2:].split("=", 1)[0]
+            if name in CONTROLLED_RUNNER_FLAGS:
+                raise InputError(f"--runner-arg {x!r}: bench sets --{name} itself (the tables' labels come from it: "
+                                 f"{CONTROLLED_RUNNER_FLAGS[name]}); expected a flag it does not set")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return dataclasses.asdict(self)
+
+
+#: benchmark_model flags that bench and android_harness/run_models.sh set from its own options, with the option
+#: (a ``--runner-arg`` setting one would make the row time another file or setting than its label says).
+CONTROLLED_RUNNER_FLAGS = {
+    "graph": "--models", "use_gpu": "--cpu", "gpu_backend": "--gpu-backend",
+    "gpu_precision_loss_allowed": "the file's dtype", "num_threads": "--threads", "warmup_runs": "--warmup",
+    "num_runs": "--runs", "min_secs": "--min-secs", "max_secs": "--max-secs",
+    "report_peak_memory_footprint": "the peak memory column",
+}
 
 
 @dataclasses.dataclass

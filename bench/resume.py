@@ -45,5 +45,7 @@ def reusable(previous: dict[str, Any] | None, config: dict[str, Any], identity: 
             key = (row.get("model"), row.get("dtype"))
             if (key == (spec.label, spec.dtype) and row.get("sha256") == spec.sha256 and row.get("status") == "ok"
                     and key in results):
-                out[spec.key] = (row, results[key])
+                # what the row says of the model comes from this run's input (e.g. --macs), not the earlier one
+                out[spec.key] = (dict(row, macs=spec.macs, file=str(spec.path)),
+                                 dict(results[key], model=spec.to_dict()))
     return out

@@ -197,3 +197,93 @@ def test_host_peak_memory_is_the_runs_own(tiny_models):
     init, overall = map(float, re.search(r"delta from the start of the tool \(MB\): init=(\S+) overall=(\S+)",
                                          first).groups())
     assert 0 <= init < peak1 and 0 <= overall < peak1
+
+
+def test_host_timeout_runner_flags_and_a_foreign_out_folder(tiny_models, tmp_path, capsys):
+    """``--timeout`` stops a host model as it does a phone's (its row failed, the reason in the table); a
+    ``--runner-arg`` that sets a flag bench sets itself is refused (the row would time another file or setting
+    than its labels say); an ``--out`` holding files bench did not write is refused, nothing in it touched."""
+    from bench import cli
+
+    fp32 = str(tiny_models["unpruned"]["fp32"])
+    host = ["--device", "host", "--models", fp32, "--warmup", "0", "--repeats", "2", "--cooldown", "0"]
+    out = tmp_path / "t"
+    assert cli.main([*host, "--runs", "100000000", "--max-secs", "60", "--timeout", "3", "--out", str(out)]) == 1
+    rep = report(out)
+    row, res = rep["rows"][0], rep["results"][0]
+    assert row["status"] != "ok" and "error" in row["flags"]
+    assert res["error"] == "timed out: 2 repeat(s) did not finish within --timeout 3 s (stopped in repeat 1)"
+    assert rep["timings"]["bench_total_s"] < 30
+    assert "timed out: 2 repeat(s)" in (out / "latency.md").read_text()
+    capsys.readouterr()
+
+    for flag in ("--graph=other.tflite", "--use_gpu=true", "--num_threads=1", "--num_runs=3"):
+        assert cli.main([*host, f"--runner-arg={flag}", "--out", str(tmp_path / "r")]) == 2
+        name = flag[2:].split("=")[0]
+        assert f"error: --runner-arg '{flag}': bench sets --{name} itself" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "log.txt").write_text("the compress log")
+    (run / "logs" / "notes.txt").write_text("mine")
+    assert cli.main([*host, "--out", str(run)]) == 2
+    assert f"error: --out {run}: holds a log.txt of another command, which a bench run did not write" in \
+        capsys.readouterr().err
+    (run / "generator.pt").write_bytes(b"")
+    assert cli.main([*host, "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --out {run}: holds a log.txt of another command, generator.pt, which a bench run" in err
+    assert (run / "log.txt").read_text() == "the compress log" and (run / "logs" / "notes.txt").exists()
+    # in a bench folder, only runner logs (*.log) of an earlier run are removed from logs/
+    assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
+    (out / "logs" / "notes.txt").write_text("mine")
+    assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
+    assert (out / "logs" / "notes.txt").read_text() == "mine"
+
+
+def test_a_profile_file_without_virtual_props_makes_a_virtual_phone_bench_recognises(tmp_path):
+    """A profile written for a real phone (``match`` only, no ``virtual`` section) started with --virtual: the
+    virtual device reports the plain values of the match patterns, so bench selects it as that phone."""
+    path = tmp_path / "myphone.json"
+    path.write_text(json.dumps({"name": "My Phone", "soc": "SM8450",
+                                "match": {"ro.soc.model": ["SM8450"], "ro.board.platform": ["taro*"]}}))
+    dev = VirtualDevice(profile=str(path))
+    try:
+        props = dev.props()
+    finally:
+        dev.stop()
+    assert props["ro.soc.model"] == "SM8450" and "ro.board.platform" not in props   # a glob is no value
+    assert profiles.matches(profiles.get_profile(str(path)), props)
+
+
+def test_virtual_device_and_overhead_commands_name_bad_input(tmp_path):
+    """``python -m bench.virtual_device`` and ``python -m bench.overhead`` (documented in docs/bench.md): a port
+    out of range or taken, a sandbox that is a file, an unknown profile, no trials, a model bench refuses: one
+    line naming the flag, exit 2, no traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["bench.virtual_device", "--port", "99999"], "error: --port 99999: expected a TCP port 0-65535"),
+        (["bench.virtual_device", "--port", str(taken.getsockname()[1])],
+         f"error: --port {taken.getsockname()[1]}: already in use on 127.0.0.1; expected a free port"),
+        (["bench.virtual_device", "--sandbox", str(tmp_path / "afile")], "error: --sandbox"),
+        (["bench.virtual_device", "--profile", "nope"], "error: --profile 'nope': unknown device profile"),
+        (["bench.overhead", "--models", "x.tflite", "--trials", "0"], "error: --trials 0: expected an integer >= 1"),
+        (["bench.overhead", "--models", str(tmp_path / "nope.tflite"), "--trials", "1"],
+         f"error: bench refused the input: --models {tmp_path / 'nope.tflite'}: model file"),
+    ]
+    try:
+        for argv, line in cases:
+            r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120,
+                               cwd=tmp_path)
+            assert r.returncode == 2 and r.stderr.startswith(line), (argv, r.stderr)
+            assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        taken.close()

@@ -89,10 +89,18 @@ def test_interrupt_keeps_every_figure_then_resume_measures_the_rest(adb_server, 
     # the same command again: only the two missing rows are measured, and it says which row it reused
     vdev.set_faults(None)
     capsys.readouterr()
-    assert cli.main(_script(adb_server, out, models)[2:]) == 0
+    assert cli.main(_script(adb_server, out, models, "--macs", "pruned=12345")[2:]) == 0
     rep = report(out)
     assert rep["complete"] and rep["reused"] == ["pruned:fp32"] and _runner_invocations(vdev) == 2
     assert [r.get("reused", False) for r in rep["rows"]] == [True, False, False]
+    # what a reused row says of the model is this run's input (--macs), and its runner time is the earlier run's:
+    # this run's runner time and overhead count only the two rows it measured
+    assert [r["macs"] for r in rep["rows"]] == [12345] * 3
+    assert [r["model"]["macs"] for r in rep["results"]] == [12345] * 3
+    t = rep["timings"]
+    assert t["runner_wall_s"] == pytest.approx(sum(rep_["wall_s"] for r in rep["results"][1:]
+                                                   for rep_ in r["repeats"]))
+    assert t["overhead_s"] >= 0
     assert ("reusing 1 row(s) it measured (pruned:fp32); measuring 2 (pruned:fp16, pruned:int8)"
             in (out / "log.txt").read_text())
     assert "Resumed: 1 row(s) reused from the interrupted run of " in (out / "latency.md").read_text()

@@ -169,6 +169,36 @@ def test_model_args_and_tolerant_manifest(tmp_path):
         parse_model_args([str(tmp_path / "bad.json")])
 
 
+@pytest.mark.parametrize("manifest, message", [
+    (42, "the manifest is a JSON int; expected an object"),
+    ({"files": {"fp32": 5}}, "lists no .tflite file"),
+    ({"files": "g_fp32.tflite"}, "'files' is a str; expected a list"),
+    ({"files": [{"path": 7}]}, "a file entry's 'path' is 7; expected a string"),
+    ({"files": [{"path": "g_fp32.tflite", "dtype": 5}]}, "a file entry's 'dtype' is 5; expected a string"),
+])
+def test_a_malformed_manifest_is_named_not_a_traceback(tmp_path, manifest, message):
+    (tmp_path / "g_fp32.tflite").write_bytes(b"\0" * 64)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=f"--models {tmp_path / 'manifest.json'}: .*{message}"):
+        read_manifest(tmp_path / "manifest.json")
+
+
+def test_macs_values_and_labels_are_checked(tmp_path, capsys):
+    """--macs takes LABEL=N with N a finite count >= 0 for a label some model has; a manifest's MACs that are
+    not such a number (1e400 reads as inf) are left out instead of crashing the run."""
+    from bench import cli
+
+    (tmp_path / "g_fp32.tflite").write_bytes(b"\0" * 64)
+    (tmp_path / "manifest.json").write_text('{"model": "g", "macs": 1e400, "files": [{"path": "g_fp32.tflite"}]}')
+    assert [s.macs for s in read_manifest(tmp_path / "manifest.json")] == [None]
+    with pytest.raises(InputError, match="--macs nolabel=...: no model has the label 'nolabel'; expected one of g"):
+        parse_model_args([str(tmp_path / "g_fp32.tflite")], macs={"nolabel": 7})
+    for bad in ("g=inf", "g=-5", "g=nan", "=5", "g=many"):
+        assert cli.main(["--device", "host", "--models", str(tmp_path / "g_fp32.tflite"), "--macs", bad,
+                         "--out", str(tmp_path / "o")]) == 2
+        assert f"error: --macs '{bad}': expected LABEL=N" in capsys.readouterr().err
+
+
 def test_unknown_device_is_a_clear_input_error(tmp_path, capsys):
     """--device takes a profile of bench/profiles.json or host; anything else: exit 2, no output folder."""
     from bench import cli

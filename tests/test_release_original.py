@@ -340,6 +340,13 @@ def test_release_name_is_one_folder_and_replaces_only_a_release(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench.pipeline.release", str(run), "--out", str(tmp_path),
                         "--name", "keep"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "keep" in r.stderr
+    # --out a file: one line, exit 2; --name titles the page as well as the folder
+    (tmp_path / "afile").write_text("x")
+    r = subprocess.run([sys.executable, "-m", "bench.pipeline.release", str(run), "--out", str(tmp_path / "afile")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and r.stderr == f"error: --out {tmp_path / 'afile'}: a file; expected the release " \
+        "root folder (created when missing)\n"
+    assert (rel / "index.md").read_text().startswith("# Release: v1\n")
 
 
 def test_release_warns_about_latency_rows_of_files_that_are_not_the_export(tmp_path):

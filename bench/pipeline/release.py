@@ -293,7 +293,7 @@ def _fill(run: Path, report: dict, out: Path, name: str) -> None:
                        out / "speedup.png", export_size(manifest)):
         files["speedup.png"] = "speedup.png"
     files[page_name(name)] = "page"  # written below, from the index itself
-    text = index_markdown(run, report, config, manifest, ev, targets, record, samples, files, original)
+    text = index_markdown(run, report, config, manifest, ev, targets, record, samples, files, original, name)
     atomic_write_text(out / "index.md", text)
     atomic_write_text(out / page_name(name), markdown_page(text, out, f"Release: {name}"))
     atomic_write_json(out / "release.json", {
@@ -549,11 +549,12 @@ def _latency(targets: list[tuple[str, dict]], manifest: dict | None, original: d
 
 def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None, ev: dict | None,
                    targets: list[tuple[str, dict]], record: dict, samples: list[str],
-                   files: dict[str, str], original: dict | None = None) -> str:
-    """The release index page (module docstring); ``original`` is :func:`load_original`'s."""
+                   files: dict[str, str], original: dict | None = None, name: str | None = None) -> str:
+    """The release index page (module docstring); ``original`` is :func:`load_original`'s, ``name`` the release's
+    (``--name``; default the run folder's name)."""
     original = original or {"manifest": None, "record": None, "evaluation": None}
     evs = evaluation_summary(ev)
-    L = [f"# Release: {run.resolve().name}", "",
+    L = [f"# Release: {name or run.resolve().name}", "",
          f"Compressed {_what(report, config)} with CoroNetGAN to remove "
          f"**{report.get('target_macs_reduction', 0):.0%}** of the generator's MACs. Built "
          f"{time.strftime('%Y-%m-%d %H:%M %Z')} from `{run}`.", ""]
@@ -666,14 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="release", help="release root folder [release]")
     ap.add_argument("--name", help="release folder name [the run folder's name]")
     a = ap.parse_args(argv)
-    try:
-        dest = build_release(a.run_dir, a.out, a.name)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise InputError(f"--out {a.out}: a file; expected the release root folder (created when missing)")
+    dest = build_release(a.run_dir, a.out, a.name)
     print(f"wrote {dest / 'index.md'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from compress.cli_errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -31,15 +31,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adb-key", help="public key (adbkey.pub) of the adb server allowed to connect "
                                       "[~/.android/adbkey.pub]")
     a = ap.parse_args(argv)
+    import errno
+
+    from bench.profiles import get_profile
     from bench.results import BenchError
     from compress.errors import InputError
 
     try:
+        for flag, port in (("--port", a.port), ("--adb-port", a.adb_port)):
+            if not 0 <= port <= 65535:
+                raise InputError(f"{flag} {port}: expected a TCP port 0-65535")
+        if a.sandbox and Path(a.sandbox).exists() and not Path(a.sandbox).is_dir():
+            raise InputError(f"--sandbox {a.sandbox}: a file; expected a folder for the device's files")
+        try:
+            get_profile(a.profile)
+        except InputError as e:   # its message names bench's --device; here the flag is --profile
+            raise InputError(str(e).replace("--device", "--profile", 1)) from None
         if a.connect:
             from bench.adb_server import start_server
 
             start_server(a.adb_port)  # a first start writes the server's key, which the device must trust
-        dev = VirtualDevice(a.profile, port=a.port, sandbox=a.sandbox, faults=a.faults, adb_key=a.adb_key).start()
+        try:
+            dev = VirtualDevice(a.profile, port=a.port, sandbox=a.sandbox, faults=a.faults,
+                                adb_key=a.adb_key).start()
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise InputError(f"--port {a.port}: already in use on 127.0.0.1; expected a free port "
+                                 "(0 = any free port)") from None
+            raise
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -69,4 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from compress.cli_errors import run_cli
+
+    sys.exit(run_cli(main))

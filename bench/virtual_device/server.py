@@ -420,8 +420,13 @@ class VirtualDevice:
                 f"ro.product.device={p.get('ro.product.device', '')};features={FEATURES}")
 
     def props(self) -> dict[str, str]:
-        """getprop values: the profile's ``virtual.props`` plus ``ro.coronetgan.virtual=1``."""
-        p = dict(self.virtual.get("props") or {})
+        """getprop values: the profile's ``virtual.props`` plus ``ro.coronetgan.virtual=1``. A key the profile
+        matches phones on (``match``) and ``virtual.props`` leaves out gets the first of its patterns that is a
+        plain value (no ``*?[``), so that a profile written for a real phone also makes a virtual one that
+        bench recognises as that phone."""
+        p = {key: str(plain[0]) for key, pats in (self.profile.get("match") or {}).items()
+             if isinstance(pats, list) and (plain := [x for x in pats if not set(str(x)) & set("*?[")])}
+        p.update(self.virtual.get("props") or {})
         p.setdefault("ro.product.model", f"virtual {self.profile_name}")
         p.setdefault("ro.product.name", f"virtual_{self.profile_name}")
         p.setdefault("ro.product.device", f"virtual_{self.profile_name}")
