@@ -5,6 +5,7 @@ generator from these two files alone, without the hypernetwork (:func:`load_gene
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -109,9 +110,17 @@ def torch_load_tensors(path: str | Path, what: str, device: torch.device | str =
 
     path = Path(path)
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._weights_only_unpickler")
+            return torch.load(path, map_location=device, weights_only=True)
     except OSError as exc:
-        raise InputError(f"{path} could not be read ({exc.strerror or exc}); expected {what}") from None
+        try:    # a file that can be read, which torch's zip reader then fails on (EINVAL), is corrupt
+            with open(path, "rb") as fh:
+                fh.read(1)
+        except OSError:
+            raise InputError(f"{path} could not be read ({exc.strerror or exc}); expected {what}") from None
+        raise InputError(f"{path} could not be read ({type(exc).__name__}: {exc.strerror or exc}); expected {what}: "
+                         "the file is corrupt (truncated or not a torch file)") from None
     except pickle.UnpicklingError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         refused = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)

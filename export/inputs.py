@@ -58,10 +58,17 @@ def export_input_shape(arch: Mapping[str, Any], generator: torch.nn.Module,
         InputError: ``--input-size`` for a generator whose input is not an image (its family's input shape
             does not follow the image size: DCGAN's z), or a side the generator cannot take (its
             downsamplings do not divide it, or the output comes back at another size); a bad ``input_shape``
-            in ``arch``; an unknown family.
+            in ``arch``, or one the generator cannot take; an unknown family.
     """
     trained = _training_shape(arch)
     if input_size is None:
+        try:    # the recorded shape must be one the generator takes (architecture.json can be edited)
+            with torch.no_grad():
+                generator.eval()(torch.zeros(*trained))
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"architecture.json: input_shape {list(trained)} does not fit the generator "
+                             f"({reason}); expected the input shape the run was trained with") from None
         return tuple(trained)
     family = get_family(arch.get("family"), "architecture family")
     if not takes_image_input(arch, generator):

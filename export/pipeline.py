@@ -37,6 +37,8 @@ architecture/weights mismatch, empty calibration folder; bad options already whe
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -65,7 +67,25 @@ LOGGER = logging.getLogger("coronetgan.export")
 FILE_NAMES = {"onnx": "generator.onnx", "fp32": "generator_fp32.tflite", "fp16": "generator_fp16.tflite",
               "int8": "generator_int8.tflite"}
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 2
+#: Format of manifest.json; an export of another version is redone rather than skipped.
+MANIFEST_VERSION = 3
+
+#: The packages whose code writes the exported files and the manifest: a change to any of them redoes an export
+#: that would otherwise be skipped as unchanged (its files or manifest fields may differ).
+_EXPORT_CODE = ("export", "quantize")
+
+
+@functools.lru_cache(maxsize=1)
+def export_code_sha256() -> str:
+    """SHA-256 over the names and bytes of the ``.py`` files of :data:`_EXPORT_CODE` (this checkout's export code),
+    recorded in the manifest as ``source.export_code_sha256`` and part of skip-if-unchanged."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for package in _EXPORT_CODE:
+        for f in sorted((root / package).glob("*.py")):
+            h.update(f"{package}/{f.name}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 class GateFailure(RuntimeError):
@@ -94,7 +114,8 @@ def converter_versions() -> dict[str, str]:
 def _source_info(run_dir: Path) -> dict:
     return {"run_dir": str(run_dir.resolve()),
             "generator_pt_sha256": sha256_file(run_dir / "generator.pt"),
-            "architecture_json_sha256": sha256_file(run_dir / "architecture.json")}
+            "architecture_json_sha256": sha256_file(run_dir / "architecture.json"),
+            "export_code_sha256": export_code_sha256()}
 
 
 def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
@@ -103,9 +124,17 @@ def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 errors
         return None, (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
-    if isinstance(data, dict) and isinstance(data.get("files"), list):
-        return data, None
-    return None, "not an object with a 'files' list"
+    if not (isinstance(data, dict) and isinstance(data.get("files"), list)):
+        return None, "not an object with a 'files' list"
+    for i, e in enumerate(data["files"]):   # what skip, merge and install read of every entry
+        if not isinstance(e, dict):
+            return None, f"files[{i}] is not an object"
+        for key, kind in (("dtype", str), ("path", str), ("sha256", str), ("size_bytes", int)):
+            if not isinstance(e.get(key), kind) or isinstance(e.get(key), bool):
+                return None, f"files[{i}] has no {kind.__name__} {key!r}"
+        if e["dtype"] not in FILE_NAMES:
+            return None, f"files[{i}] has dtype {e['dtype']!r}; expected one of {', '.join(FILE_NAMES)}"
+    return data, None
 
 
 def _load_manifest(out_dir: Path, force: bool) -> dict | None:
@@ -141,6 +170,7 @@ def _same_source(old: dict | None, source: dict, recorded: dict) -> bool:
         return False
     src = old.get("source", {})
     return (src.get("generator_pt_sha256") == source["generator_pt_sha256"]
+            and src.get("export_code_sha256") == source["export_code_sha256"]
             and src.get("architecture_json_sha256") == source["architecture_json_sha256"]
             and old.get("options") == recorded
             and old.get("converter_versions") == converter_versions())  # other tools make other files
@@ -175,6 +205,11 @@ def export_run(run_dir: str | os.PathLike, options: ExportOptions) -> dict:
     wanted = options.dtypes
     generator, arch = load_generator(run_dir)  # InputError: missing folder/files, corrupt, mismatch
     out_dir = options.out_dir if options.out_dir is not None else run_dir / "export"
+    if out_dir.name in ("", ".", ".."):    # the staging and missed folders are named after the folder
+        out_dir = out_dir.resolve()
+        if not out_dir.name:
+            raise InputError(f"--out {options.out_dir}: the file system root; expected a folder for the exported "
+                             "files")
     source = _source_info(run_dir)
     recorded = _options_record(options)
     old = _load_manifest(out_dir, options.force)
@@ -264,6 +299,10 @@ def _gate_and_install(folder: Path, manifest: dict, missed_dir: Path, out_dir: P
     again = folder == missed_dir
     if failures and not options.accept_gate_failure:
         if not again:
+            keep = {e["path"] for e in manifest["files"]}
+            for p in folder.iterdir():   # the converter's work files (SavedModel, trial files) are not kept
+                if p.name not in keep:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             atomic_write_json(folder / MANIFEST, manifest)
             replace_dir(folder, missed_dir)  # kept aside: a rerun that accepts the miss installs these files
         raise GateFailure("quality gate(s) missed" + (" (the same export as before)" if again else "") + ": "

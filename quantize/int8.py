@@ -171,6 +171,73 @@ def restore_float_weights(content: bytes) -> bytes:
     return bytes(_convert_model_from_object_to_bytearray(model)) if rewritten else content
 
 
+def set_io_type(content: bytes, io_dtype: Int8Io) -> bytes:
+    """Give an int8 model with int8 input and output tensors the ``io_dtype`` interface, as the TFLite converter's
+    ``inference_input_type`` / ``inference_output_type`` do (``mlir_quantize`` alone leaves them int8).
+
+    ``uint8``: a QUANTIZE op (uint8 -> int8) takes the input and one (int8 -> uint8) gives the output; a uint8
+    tensor has the int8 tensor's scale and zero point + 128, so the same real values are represented exactly.
+    ``float32``: QUANTIZE (float -> int8) at the input, DEQUANTIZE (int8 -> float) at the output. The new tensors
+    take the old names and signature entries (the int8 ones get ``_int8`` appended). ``int8``: unchanged.
+
+    Raises:
+        ValueError: an unknown ``io_dtype``, or a model whose input/output is not a per-tensor int8 tensor.
+    """
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"int8 I/O dtype {io_dtype!r}; expected one of {IO_DTYPES}")
+    if io_dtype == "int8":
+        return content
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
+                                             _convert_model_from_object_to_bytearray)
+
+    builtin, ttype = schema.BuiltinOperator, schema.TensorType
+    model = _convert_model_from_bytearray_to_object(bytearray(content))
+    sg = model.subgraphs[0]
+
+    def opcode(code: int) -> int:
+        for i, oc in enumerate(model.operatorCodes):
+            if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
+                return i
+        oc = schema.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+        model.operatorCodes.append(oc)
+        return len(model.operatorCodes) - 1
+
+    def outer_tensor(inner_index: int) -> int:
+        inner = sg.tensors[inner_index]
+        q = inner.quantization
+        if inner.type != ttype.INT8 or q is None or len(q.scale or []) != 1:
+            raise ValueError(f"tensor {inner.name!r} is not a per-tensor int8 tensor; cannot change the I/O type")
+        outer = schema.TensorT()
+        outer.shape, outer.shapeSignature, outer.name, outer.buffer = inner.shape, inner.shapeSignature, inner.name, 0
+        inner.name = (inner.name or b"") + b"_int8"
+        if io_dtype == "uint8":
+            outer.type = ttype.UINT8
+            outer.quantization = schema.QuantizationParametersT()
+            outer.quantization.scale, outer.quantization.zeroPoint = list(q.scale), [int(q.zeroPoint[0]) + 128]
+        else:
+            outer.type = ttype.FLOAT32
+        sg.tensors.append(outer)
+        return len(sg.tensors) - 1
+
+    def op(code: int, inputs: list[int], outputs: list[int]):
+        o = schema.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = opcode(code), inputs, outputs
+        return o
+
+    old_in, old_out = sg.inputs[0], sg.outputs[0]
+    new_in, new_out = outer_tensor(old_in), outer_tensor(old_out)
+    sg.operators.insert(0, op(builtin.QUANTIZE, [new_in], [old_in]))
+    sg.operators.append(op(builtin.QUANTIZE if io_dtype == "uint8" else builtin.DEQUANTIZE, [old_out], [new_out]))
+    sg.inputs[0], sg.outputs[0] = new_in, new_out
+    for sig in model.signatureDefs or []:
+        for entry, old, new in [(e, old_in, new_in) for e in sig.inputs] + [(e, old_out, new_out) for e in sig.outputs]:
+            if entry.tensorIndex == old:
+                entry.tensorIndex = new
+    return bytes(_convert_model_from_object_to_bytearray(model))
+
+
 def _choose_norm_ranges(calibrated: bytes, calibration_nchw: np.ndarray, validation_nchw: np.ndarray,
                         quantize: Callable[[bytes], bytes]) -> tuple[bytes, dict]:
     """The calibrated model with the clipped InstanceNorm-input ranges of :mod:`quantize.norm_ranges`, or without
@@ -267,7 +334,7 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     def quantize(model: bytes, nodes: list[str], correction_count: int = DEFAULT_CORRECTION_COUNT) -> bytes:
         content = restore_float_weights(tfl_convert.mlir_quantize(
             model, disable_per_channel=not per_channel, fully_quantize=True,
-            input_data_type=_tf_dtype(io_dtype), output_data_type=_tf_dtype(io_dtype),
+            input_data_type=_tf_dtype("int8"), output_data_type=_tf_dtype("int8"),   # io_dtype: set_io_type
             denylisted_ops=float_ops, denylisted_nodes=list(nodes)))
         if bias_correction:
             content, corrections["last"] = correct_biases(content, calibrated, correction_nchw, correction_count)
@@ -284,5 +351,6 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     LOGGER.info("int8: the file (%d node(s) kept in float)%s", len(nodes),
                 f", bias correction on {min(len(correction_nchw), DEFAULT_CORRECTION_COUNT)} inputs"
                 if bias_correction else "")
-    content = quantize(ranged, nodes)
+    # the I/O type last: bias correction and the float selection measure the int8-interface file
+    content = set_io_type(quantize(ranged, nodes), io_dtype)
     return QuantizedModel(content, nodes, selection, corrections.get("last"), norm_ranges)

@@ -185,12 +185,18 @@ def test_dcgan_calibration_is_noise(exported):
     assert desc["kind"] == "noise" and desc["calibration_seed"] != desc["heldout_seed"]
 
 
-def test_reexport_unchanged_is_skipped(exported, trained_runs, capsys):
+def test_reexport_unchanged_is_skipped(exported, trained_runs, capsys, monkeypatch):
     run = trained_runs["pix2pix"]
     again = export_run(run, ExportOptions(dtypes=("int8",)))
     assert again.get("skipped") is True
     assert export_main([str(run), "--dtype", "fp32"]) == 0
     assert "skipped" in capsys.readouterr().out
+    # an export written by other export code is not "unchanged": its manifest fields or files may differ
+    from export import pipeline
+
+    assert pipeline._same_source(again, pipeline._source_info(run), again["options"]) is True
+    monkeypatch.setattr(pipeline, "export_code_sha256", lambda: "0" * 64)
+    assert pipeline._same_source(again, pipeline._source_info(run), again["options"]) is False
 
 
 def test_a_kept_int8_file_keeps_its_calibration_facts(exported, trained_runs, tmp_path):
@@ -240,6 +246,9 @@ def test_gate_failure_installs_nothing(trained_runs, tmp_path, monkeypatch):
     # conversion run again (the converter is not called)
     assert (tmp_path / ".out.missed" / "generator_fp32.tflite").is_file() and str(tmp_path / ".out.missed") in str(
         info.value)
+    # only the files the manifest lists wait there, not the converter's work folders (SavedModel, fp16 file...)
+    assert sorted(p.name for p in (tmp_path / ".out.missed").iterdir()) == [
+        "generator.onnx", "generator_fp32.tflite", "manifest.json"]
     import export.tflite_convert as tflite_convert
 
     def no_conversion(*args, **kwargs):
@@ -324,7 +333,9 @@ def test_an_unreadable_manifest_is_refused_before_any_file_is_touched(trained_ru
     exp.mkdir()
     for name in ("generator_fp16.tflite", "generator_int8.tflite"):
         (exp / name).write_bytes(b"earlier export")
-    for content in (b'{"files": [', b"[1]", b"\xff\xfe"):
+    entry = {"dtype": "int8", "path": "generator_int8.tflite", "sha256": "0" * 64, "size_bytes": 14}
+    broken = [{k: v for k, v in entry.items() if k != drop} for drop in entry] + [[1], {**entry, "dtype": "int4"}]
+    for content in (b'{"files": [', b"[1]", b"\xff\xfe", *(json.dumps({"files": [b]}).encode() for b in broken)):
         (exp / "manifest.json").write_bytes(content)
         with pytest.raises(InputError, match=r"manifest\.json: cannot be read as the earlier export's manifest .*"
                                              r"--force"):
@@ -343,6 +354,32 @@ def test_architecture_does_not_match_weights(trained_runs, tmp_path):
     with pytest.raises(InputError, match="does not match"):
         export_run(run, ExportOptions(dtypes=("fp32",)))
     _assert_nothing_complete(run)
+
+
+@pytest.mark.parametrize("shape", [[1, 3, 2, 2], [1, 4, 64, 64]])
+def test_an_input_shape_the_generator_cannot_take_is_bad_input(trained_runs, tmp_path, capsys, shape):
+    """architecture.json's input_shape edited to one the CycleGAN generator cannot run (too small for its
+    reflection padding; 4 channels): exit 2 naming the file and the shape, before any conversion (it was a
+    traceback, or "torch.onnx.export failed", exit 1)."""
+    run = _copy_run(trained_runs["cyclegan"], tmp_path / "run")
+    arch = json.loads((run / "architecture.json").read_text())
+    arch["input_shape"] = shape
+    (run / "architecture.json").write_text(json.dumps(arch))
+    assert export_main([str(run), "--dtype", "fp32"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: architecture.json: input_shape {shape} does not fit the generator (" in err, err
+    assert "Traceback" not in err
+    _assert_nothing_complete(run)
+
+
+def test_out_is_the_current_folder(trained_runs, tmp_path, monkeypatch, capsys):
+    """``--out .`` (the staging and missed folders are named after the output folder: it had no name)."""
+    run = _copy_run(trained_runs["dcgan"], tmp_path / "run")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert export_main([str(run), "--dtype", "fp32", "--out", "."]) == 0, capsys.readouterr().err
+    assert {"manifest.json", "generator_fp32.tflite", "generator.onnx"} <= {p.name for p in here.iterdir()}
 
 
 def test_empty_calibration_folder(trained_runs, tmp_path):

@@ -318,3 +318,58 @@ def test_gates_are_this_codes_not_the_ones_stored_with_an_entry():
     assert fails == [f"generator_int8.tflite: PSNR 25.00 dB on the held-out inputs < gate {GATES_DB['int8']:.0f} dB "
                      "(max abs diff 0.1)",
                      f"generator_int8.tflite: worst held-out image 22.00 dB < gate {MIN_IMAGE_GATES_DB['int8']:.0f} dB"]
+
+
+def _tiny_saved_model(folder) -> str:
+    """A SavedModel like onnx2tf's (signature ``serving_default``, NHWC input ``input``): conv, ReLU, conv, tanh."""
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.w1 = tf.Variable(rng.normal(0, 0.3, (3, 3, 3, 4)).astype(np.float32))
+            self.w2 = tf.Variable(rng.normal(0, 0.3, (3, 3, 4, 3)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="input")])
+        def __call__(self, input):
+            h = tf.nn.relu(tf.nn.conv2d(input, self.w1, 1, "SAME"))
+            return {"output": tf.tanh(tf.nn.conv2d(h, self.w2, 1, "SAME"))}
+
+    m = Tiny()
+    tf.saved_model.save(m, str(folder), signatures={"serving_default": m.__call__})
+    return str(folder)
+
+
+def test_robust_int8_files_have_the_io_type_asked_for(tmp_path):
+    """``--int8-io uint8|float32`` in robust mode: the file's input and output tensors are of that type (mlir_quantize
+    alone left them int8 while the manifest said uint8), computing exactly what the int8-interface file computes,
+    and both runtimes load them."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tflite_runtime.interpreter import Interpreter as RuntimeInterpreter
+
+    from quantize.int8 import quantize_saved_model
+
+    saved = _tiny_saved_model(tmp_path / "sm")
+    cal = np.random.default_rng(0).uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
+    x = cal[:1].transpose(0, 2, 3, 1)
+    outputs = {}
+    for io, np_type in (("int8", np.int8), ("uint8", np.uint8), ("float32", np.float32)):
+        content = quantize_saved_model(saved, cal, io_dtype=io, target_db=0, bias_correction=False,
+                                       clip_norm_ranges=False).content
+        for cls in (Interpreter, RuntimeInterpreter):
+            it = cls(model_content=content)
+            it.allocate_tensors()
+            i, o = it.get_input_details()[0], it.get_output_details()[0]
+            assert i["dtype"] is np_type and o["dtype"] is np_type, (io, cls)
+            scale, zero = i["quantization"]
+            info = np.iinfo(np_type) if io != "float32" else None
+            it.set_tensor(i["index"], x if info is None else
+                          np.clip(np.round(x / scale + zero), info.min, info.max).astype(np_type))
+            it.invoke()
+            y = it.get_tensor(o["index"]).astype(np.float32)
+            if info is not None:
+                y = (y - o["quantization"][1]) * o["quantization"][0]
+            outputs[io, cls] = y
+        assert it.get_signature_list() == {"serving_default": {"inputs": ["input"], "outputs": ["output"]}}
+    for cls in (Interpreter, RuntimeInterpreter):   # in each runtime the three interfaces compute the same
+        assert all(np.array_equal(outputs[io, cls], outputs["int8", cls]) for io in ("uint8", "float32"))

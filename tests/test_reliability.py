@@ -656,3 +656,25 @@ def test_reference_run_only_with_a_baseline(tmp_path):
         dcgan_config(tiny_cifar(tmp_path / "t.npz"), reference_run=str(tmp_path))
     cfg = dcgan_config(tiny_cifar(tmp_path / "t.npz"), reference_run=str(tmp_path), baseline="uniform")
     assert cfg.reference_run == str(tmp_path) and cfg.baseline == "uniform"
+
+
+def test_a_pickle_or_a_torch_file_cut_short_is_one_line_about_the_file(tmp_path):
+    """What the tensors-only loader says of a plain pickle (protocol 4: torch warned about it on stderr first) and
+    of a torch file cut at 5,000 bytes (torch's zip reader fails with EINVAL: it read as an I/O fault)."""
+    import pickle
+    import warnings
+
+    from compress.artifacts import torch_load_tensors
+
+    pickle.dump({"a": 1}, open(tmp_path / "p4.pt", "wb"), protocol=4)
+    torch.save({"w": torch.zeros(10_000)}, tmp_path / "ok.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:5000])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match=r"p4\.pt could not be read \(not a torch file: .*\); expected a "
+                                             r"checkpoint: the file is corrupt or of another kind"):
+            torch_load_tensors(tmp_path / "p4.pt", "a checkpoint")
+    assert [str(w.message) for w in caught] == []
+    with pytest.raises(InputError, match=r"cut\.pt could not be read \(.*\); expected a checkpoint: the file is "
+                                         r"corrupt \(truncated or not a torch file\)"):
+        torch_load_tensors(tmp_path / "cut.pt", "a checkpoint")

@@ -273,7 +273,8 @@ class Pipeline:
     def stage_export(self) -> dict[str, Any]:
         """Run :meth:`export_commands` (the compressed generator, then the original). Returns the stage record,
         with accepted gate misses in its detail. Raises :class:`StageFailed` without a finished run or when an
-        export exits non-zero (1: a gate missed without ``--accept-gate-failure``; 2: bad input)."""
+        export exits non-zero (1: a gate missed without ``--accept-gate-failure``, or the export failed; 2: bad
+        input; 130/143: interrupted)."""
         self._need_run("export")
         details, statuses = [], []
         for cmd, path, who in zip(self.export_commands(), (self.manifest_path, self.original_manifest_path),
@@ -281,8 +282,10 @@ class Pipeline:
             before = mtime(path)
             rc = self._sh(cmd)
             if rc != 0:
-                raise StageFailed(f"export of the {who} generator exited {rc} "
-                                  f"({'a quality gate was missed' if rc == 1 else 'bad input'}; figures above)", rc)
+                why = {1: "a quality gate was missed (figures above) or the export failed (its error above)",
+                       2: "bad input; its error above", 130: "interrupted (Ctrl-C)",
+                       143: "terminated (SIGTERM)"}.get(rc, "see its output above")
+                raise StageFailed(f"export of the {who} generator exited {rc} ({why})", rc)
             man = load_json(path) or {}
             statuses.append(status_by_mtime(path, before))
             if who == "original" and ((read_original(self.cfg.run_dir) or {}).get("weights") or {}).get("latency_only"):
