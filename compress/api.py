@@ -77,6 +77,10 @@ def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -
     pick_device(cfg.device)  # a device this machine lacks is refused before the run folder is created
     if not resume and not run_dir.exists():
         _check_dataset(cfg)  # and a dataset that is not there: no new folder is left holding only a log
+        if cfg.reference_run:   # nor for a reference run whose report a baseline cannot use
+            from compress.baselines import load_reference
+
+            load_reference(cfg.reference_run)
     setup_logging(run_dir)
     from compress.distributed import environment_rank
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,12 +29,34 @@ def load_reference(run_dir: str | Path) -> dict:
     """The compression report of a finished CoroNetGAN run (for its MACs, channels and budget).
 
     Raises:
-        InputError: the folder has no ``compression_report.json``.
+        InputError: the folder has no ``compression_report.json``, or one that is not JSON or lacks what a
+            baseline reads (``pruned.macs``, ``channels.<layer>.kept``, ``search.steps``,
+            ``budget.converge_steps_done``): named with the file.
     """
     path = Path(run_dir) / "compression_report.json"
     if not path.is_file():
         raise InputError(f"--reference-run {run_dir}: {path} not found; expected a finished CoroNetGAN run")
-    return json.loads(path.read_text())
+    expected = "expected the report python -m compress writes at the end of a run"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:   # ValueError: JSON and UTF-8 errors
+        raise InputError(f"--reference-run {run_dir}: {path} cannot be read ({exc}); {expected}") from None
+
+    def number(*keys: str) -> bool:
+        v: Any = report
+        for k in keys:
+            v = v.get(k) if isinstance(v, dict) else None
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+    missing = [".".join(k) for k in (("pruned", "macs"), ("search", "steps"), ("budget", "converge_steps_done"))
+               if not number(*k)]
+    channels = report.get("channels") if isinstance(report, dict) else None
+    if not (isinstance(channels, dict) and channels and all(
+            isinstance(v, dict) and isinstance(v.get("kept"), int) and v["kept"] >= 1 for v in channels.values())):
+        missing.append("channels.<layer>.kept")
+    if missing:
+        raise InputError(f"--reference-run {run_dir}: {path} has no valid {', '.join(missing)}; {expected}")
+    return report
 
 
 def uniform_channels(generator: PrunableNetwork, input_shape, target_macs: int) -> dict[str, int]:

@@ -127,6 +127,10 @@ def _apply_flags(values: dict, args: argparse.Namespace, model: str) -> dict:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
+    # a budget in epochs given alone replaces the preset's budget in steps (steps win when both are set)
+    for epochs, steps in (("epochs", "steps"), ("search_epochs", "search_steps")):
+        if getattr(args, epochs, None) is not None and getattr(args, steps, None) is None:
+            values[steps] = 0
     load_size = get_family(model, "--model").load_size(args.image_size) if args.image_size is not None else None
     if load_size is not None:
         values["load_size"] = load_size
@@ -148,10 +152,22 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values = _read_config(args.reference_run / "config.json", f"--reference-run {args.reference_run}")
         values.update(reference_run=str(args.reference_run), converge_steps=0, search_steps=0, steps=0)
         model = values.get("model", "")
-    else:
-        model = args.model or "cyclegan"
-        values = {"model": model, "preset": args.preset or "paper", **preset(model, args.preset or "paper")}
+        applied = _apply_flags(values, args, model)
+        # a baseline is matched to its reference: what the reference is cannot be changed by a flag
+        changed = [f"--{k.replace('_', '-')} {applied[k]!r} (the reference's: {values.get(k)!r})"
+                   for k in _REFERENCE_FIELDS if k in applied and applied[k] != values.get(k)]
+        if changed:
+            raise InputError(f"--reference-run {args.reference_run}: {'; '.join(changed)}; a baseline is matched to "
+                             "its reference run's model, data, target and networks: leave these flags out")
+        return RunConfig.from_dict(applied).validate()
+    model = args.model or "cyclegan"
+    values = {"model": model, "preset": args.preset or "paper", **preset(model, args.preset or "paper")}
     return RunConfig.from_dict(_apply_flags(values, args, model)).validate()
+
+
+#: The settings of a ``--reference-run`` that its baseline keeps (it is matched to that run).
+_REFERENCE_FIELDS = ("model", "dataset", "direction", "target", "image_size", "load_size", "generator",
+                     "discriminator")
 
 
 def _read_config(path: Path, what: str) -> dict:
@@ -185,6 +201,10 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
     except InputError as exc:
         raise InputError(f"--resume: {path}: {exc}") from None
     _check_flag_values(args)
+    if args.reference_run is not None and str(args.reference_run) != (saved.reference_run or None):
+        raise InputError(f"--resume: --reference-run {args.reference_run} against the run's settings in {path} "
+                         f"(reference run: {saved.reference_run or 'none'}); a resumed run keeps its settings: leave "
+                         "it out, or start a new run in another --run-dir")
     wanted = RunConfig.from_dict(_apply_flags(saved.to_dict(), args, saved.model), where="the flags")
     conflicts = config_conflicts(saved, wanted)
     if conflicts:

@@ -167,8 +167,9 @@ class RunConfig:
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.steps and self.search_steps and self.search_steps > self.steps:
-            raise InputError(f"--search-steps {self.search_steps} > --steps {self.steps}: the search counts against "
-                             "the total budget; expected --search-steps <= --steps")
+            raise InputError(f"--search-steps {self.search_steps} > --steps {self.steps} (each given, or the "
+                             f"{self.preset} preset's value): the search counts against the total budget; expected "
+                             "--search-steps <= --steps: give both")
         family.check_network_options(self.generator, self.discriminator)
         family.check_image_size(self.image_size, self.generator, self.discriminator)
         if self.load_size < self.image_size:

@@ -38,7 +38,7 @@ def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwor
         "target_reached": g_status["status"] == "reached",
         # PSNR (dB) of the search network's output (as searched, masks applied) against the materialised
         # generator's on real test images; None: bit-identical (absent for baselines, which have no search)
-        "materialization_gap_db": search.get("materialization_gap_db"),
+        **({"materialization_gap_db": search.get("materialization_gap_db")} if not cfg.baseline else {}),
         "search": search,
         "original": {"params": original["params"], "macs": original["macs"]},
         "pruned": {"params": count_params(generator), "macs": macs},

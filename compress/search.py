@@ -13,8 +13,10 @@ Paper 3.2-3.3 / Algorithm 1. Two rules decide when the masks freeze, each a name
 The search ends when every compressed network (the generator, and the discriminator with G+D) is frozen.
 A budget that runs out first ends the search with status ``budget_exhausted`` and the achieved reduction
 (inside the window but short of the target, :meth:`SearchController.exhaust` first removes the channels of
-smallest |z| one at a time up to the target); a network whose first check is already past the window freezes
-there with status ``overshoot``.
+smallest |z| one at a time up to the target). A first check already past the window goes back to the latent
+vectors before the first step (:meth:`SearchController.start`) and approaches batch by batch; status
+``overshoot`` remains only for a network that passes the window with no earlier state to return to (a controller
+used without ``start``) or that no channel-by-channel step brings inside it.
 """
 from __future__ import annotations
 
@@ -112,6 +114,13 @@ class SearchController:
         self.status = {name: NetworkStatus() for name in networks}
         self._snapshots: dict[str, dict[str, torch.Tensor]] = {}
         self._in_window: set[str] = set()
+
+    def start(self) -> None:
+        """Keep every network's latent vectors as they are before the first search step, as the state a first
+        check already past the window goes back to (then batch by batch: :data:`Decision.REFINE`). Without it a
+        coarse interval (DHP's 100) with a fast latent learning rate froze a 20% target at 29%."""
+        for name in self.networks:
+            self._snapshot(name)
 
     def proximal(self, name: str, lr: float) -> None:
         """Eq. 5 on the latent vectors of ``name`` after its optimizer step (skipped once frozen)."""

@@ -21,6 +21,7 @@ A non-finite loss stops the run at once (:class:`compress.errors.TrainingError`)
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -28,7 +29,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -155,6 +156,8 @@ class Trainer:
         if not resume and (self.run_dir / "generator.pt").is_file():  # a finished run whose checkpoint is gone
             raise InputError(f"{self.run_dir} already holds a finished run ({self.run_dir / 'generator.pt'}); a new "
                              "run would replace it: choose another --run-dir")
+        if not resume and (self.run_dir / "config.json").is_file():
+            self._check_own_config(self.run_dir / "config.json")
         self.family = get_family(cfg.model, "--model")
         self.recipe: GANRecipe = self.family.recipe(cfg)
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -288,6 +291,36 @@ class Trainer:
                  "batches": self.batches.state_dict(), "timings": self.timings}
         atomic_torch_save(state, self.run_dir / CHECKPOINT)
 
+    @contextlib.contextmanager
+    def _restoring(self) -> Iterator[None]:
+        """Turn what a checkpoint of the right format but the wrong content raises while it is restored (a key
+        missing, a state dict of other networks) into the run's one-line input error.
+
+        Raises:
+            InputError: names the checkpoint and the first line of the reason."""
+        try:
+            yield
+        except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                raise
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise InputError(f"{self.run_dir / CHECKPOINT} does not fit this run ({type(exc).__name__}: {reason}); "
+                             "expected a checkpoint python -m compress wrote for these settings: start a new run in "
+                             "another --run-dir") from None
+
+    @staticmethod
+    def _check_own_config(path: Path) -> None:
+        """A new run replaces the ``config.json`` of an earlier start in its folder (one that never checkpointed),
+        never a file of other content.
+
+        Raises:
+            InputError: ``path`` is not the settings of a ``python -m compress`` run (named)."""
+        try:
+            RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
+        except (OSError, ValueError, TypeError, AttributeError, InputError) as exc:
+            raise InputError(f"{path} is not the settings of a python -m compress run ({str(exc)[:200]}); a new run "
+                             "would replace it: choose another --run-dir") from None
+
     def _load_checkpoint(self) -> dict:
         """The checkpoint (:func:`load_checkpoint`), checked against this run's config.
 
@@ -364,6 +397,12 @@ class Trainer:
         self.batches = batches = self._batches()   # the data is checked before config.json is (re)written
         self.sample_batch = self._sample_batch()
         if self.dist.is_main:
+            if not self.resume and self.metrics_path.is_file():
+                # an earlier start in this folder that ended before its first checkpoint: nothing resumes it, and
+                # its records would be read as this run's (the same steps twice in the training curves)
+                LOGGER.warning("%s: records of an earlier start that never checkpointed; starting it afresh",
+                               self.metrics_path)
+                self.metrics_path.unlink()
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         total_budget = self.steps_for(cfg.steps, cfg.epochs)
         search_budget = min(self.steps_for(cfg.search_steps, cfg.search_epochs), total_budget)
@@ -393,14 +432,15 @@ class Trainer:
         elif stage == "search":
             opt_G, opt_D = self.build_optimizers(G, D, extra, cfg.latent_lr)
             if self.resume:
-                G.load_state_dict(state["G"])
-                D.load_state_dict(state["D"])
-                for k, v in extra.items():
-                    v.load_state_dict(state["extra"][k])
-                opt_G.load_state_dict(state["opt_G"])
-                opt_D.load_state_dict(state["opt_D"])
-                self.controller.load_state_dict(state["controller"])
-                self._continue_from(state)
+                with self._restoring():
+                    G.load_state_dict(state["G"])
+                    D.load_state_dict(state["D"])
+                    for k, v in extra.items():
+                        v.load_state_dict(state["extra"][k])
+                    opt_G.load_state_dict(state["opt_G"])
+                    opt_D.load_state_dict(state["opt_D"])
+                    self.controller.load_state_dict(state["controller"])
+                    self._continue_from(state)
                 LOGGER.info("resumed the search at step %d", step)
             step = self._search(G, D, extra, opt_G, opt_D, step, search_budget, batches)
             # from the search's end to the converging stage's first checkpoint, a Ctrl-C waits (the searched
@@ -430,19 +470,20 @@ class Trainer:
                 opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
                 self._save_converge_checkpoint(G_pruned, D_pruned, extra, opt_G, opt_D, 0, converge_budget)
         else:
-            G_pruned = type(G.network)(**state["G_config"]).to(self.device)
-            D_pruned = type(D.network if isinstance(D, HyperNetwork) else D)(**state["D_config"]).to(self.device)
-            G_pruned.load_state_dict(state["G"])
-            D_pruned.load_state_dict(state["D"])
-            for k, v in extra.items():
-                v.load_state_dict(state["extra"][k])
-            del G, D
-            opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
-            opt_G.load_state_dict(state["opt_G"])
-            opt_D.load_state_dict(state["opt_D"])
-            self.search_summary = state["search_summary"]
-            converge_budget = state["budget"]
-            self._continue_from(state)
+            with self._restoring():
+                G_pruned = type(G.network)(**state["G_config"]).to(self.device)
+                D_pruned = type(D.network if isinstance(D, HyperNetwork) else D)(**state["D_config"]).to(self.device)
+                G_pruned.load_state_dict(state["G"])
+                D_pruned.load_state_dict(state["D"])
+                for k, v in extra.items():
+                    v.load_state_dict(state["extra"][k])
+                del G, D
+                opt_G, opt_D = self.build_optimizers(G_pruned, D_pruned, extra, None)
+                opt_G.load_state_dict(state["opt_G"])
+                opt_D.load_state_dict(state["opt_D"])
+                self.search_summary = dict(state["search_summary"])
+                converge_budget = int(state["budget"])
+                self._continue_from(state)
             LOGGER.info("resumed the converging stage at step %d", step)
 
         self._converge(G_pruned, D_pruned, extra, opt_G, opt_D, step, converge_budget, batches)
@@ -482,6 +523,8 @@ class Trainer:
         cfg = self.cfg
         nets = [G, D, *extra.values()]
         self.dist.start_stage(nets, cfg.seed, "search", step)
+        if step == 0:   # the state a first check past the target goes back to (after rank 0's broadcast)
+            self.controller.start()
         t0 = time.perf_counter() - self.timings.get("search", 0.0)
         desc = f"search {cfg.model} -> {cfg.target:.0%}"
         first, in_step = step, False

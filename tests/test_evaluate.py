@@ -159,6 +159,28 @@ def test_run_dir_without_generator_is_a_clear_error(runs, env, tmp_path, capsys)
     assert evaluate_main([str(tmp_path / "nowhere")]) == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_broken_report_or_evaluation_files(runs, env, tmp_path, capsys):
+    """A compression_report.json that is not the report (a list, or without its search) is refused before any
+    FID work (it crashed after writing evaluation.json); an evaluation.json that is a list or not UTF-8 is a stale
+    result, evaluated again (an AttributeError / UnicodeDecodeError traceback before)."""
+    run = _copy(runs / "dcgan", tmp_path / "broken")
+    report = json.loads((run / "compression_report.json").read_text())
+    args = [str(run), "--real-set", "test", "--num-samples", "8", "--max-real", "10", "--kid-subsets", "5",
+            "--quiet"]
+    for content, line in (("[]", "holds a JSON list; expected the object python -m compress writes"),
+                          (json.dumps({"model": "dcgan"}), "lacks what its Markdown report needs (KeyError: ")):
+        (run / "compression_report.json").write_text(content)
+        assert evaluate_main(args) == 2
+        err = capsys.readouterr().err
+        assert f"error: {run / 'compression_report.json'}" in err and line in err and "Traceback" not in err
+        assert not (run / "evaluation.json").exists()
+    (run / "compression_report.json").write_text(json.dumps(report))
+    for content in (b"[]", b"\xff\xfe{"):
+        (run / "evaluation.json").write_bytes(content)
+        assert evaluate_main(args) == 0, capsys.readouterr().err
+        assert json.loads((run / "evaluation.json").read_text())["n_fake"] == 8
+
+
 def test_bad_settings_name_the_flag(runs, env, tmp_path):
     run = _copy(runs / "dcgan", tmp_path / "bad")
     with pytest.raises(InputError, match="--real-set 'testB'"):

@@ -386,3 +386,19 @@ def test_a_fourth_family_registered_in_one_place_runs_end_to_end(toy_family, tmp
     from quantize.equalize import _cle_links
 
     assert unseen_inputs("toy", (16, 16)) is None and _cle_links(generator) == []
+
+
+def test_a_budget_in_epochs_replaces_the_presets_steps():
+    """``--epochs`` alone is the total budget (the small preset's 700/1000 steps used to win silently);
+    ``--steps`` with it still wins; a ``--steps`` below the preset's search budget names where 400 came from."""
+    from compress.cli import build_parser, config_from_args
+
+    def cfg(*flags):
+        return config_from_args(build_parser().parse_args(["--model", "dcgan", "--preset", "small", *flags]))
+
+    assert (cfg("--epochs", "0.5").steps, cfg("--epochs", "0.5").epochs) == (0, 0.5)
+    assert cfg("--epochs", "0.5", "--steps", "500").steps == 500
+    assert cfg().steps == 1000
+    with pytest.raises(InputError, match=r"--search-steps 400 > --steps 100 \(each given, or the small preset's "
+                                         r"value\).*give both"):
+        cfg("--steps", "100")

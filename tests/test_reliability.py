@@ -27,7 +27,7 @@ from compress.errors import InputError, TrainingError
 from compress.io import atomic_dir, atomic_torch_save, atomic_write_json, staging_dir
 from compress.runlock import LOCK_FILE, run_lock
 from compress.trainer import CHECKPOINT, Trainer, load_checkpoint
-from reliability_helpers import DCGAN_TINY, REPO, check_case, finished_run, tiny_cifar, tiny_domains
+from reliability_helpers import DCGAN_TINY, REPO, check_case, finished_run, saved_config, tiny_cifar, tiny_domains
 
 
 @pytest.fixture(autouse=True)
@@ -649,6 +649,83 @@ def test_a_finished_run_is_not_replaced_by_a_new_one(tmp_path):
     with pytest.raises(InputError, match=r"missing\.npz does not exist"):
         run_compression(dcgan_config(tmp_path / "missing.npz"), tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_baseline_names_a_broken_or_mismatched_reference_run(tmp_path, capsys):
+    """--reference-run: a report that is not JSON or lacks the channels a random baseline copies, another model
+    asked for, or --resume with another reference: one line naming the file or flag, exit 2 (they were a
+    JSONDecodeError / KeyError traceback, a missing-folder error about the other model's data, and silently
+    ignored)."""
+    from compress.cli import main
+
+    npz = tiny_cifar(tmp_path / "t.npz")
+    ref = tmp_path / "ref"
+    assert main([*DCGAN_TINY, "--dataset", str(npz), "--run-dir", str(ref)]) == 0
+    report = json.loads((ref / "compression_report.json").read_text())
+    capsys.readouterr()
+    base = ["--baseline", "random", "--reference-run", str(ref), "--converge-steps", "2", "--device", "cpu"]
+    (ref / "compression_report.json").write_text('{"pruned": ')
+    assert main([*base, "--run-dir", str(tmp_path / "b1")]) == 2
+    assert f"error: --reference-run {ref}: {ref / 'compression_report.json'} cannot be read (" in \
+        capsys.readouterr().err
+    (ref / "compression_report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "channels"}))
+    assert main([*base, "--run-dir", str(tmp_path / "b2")]) == 2
+    assert "has no valid channels.<layer>.kept; expected the report" in capsys.readouterr().err
+    (ref / "compression_report.json").write_text(json.dumps(report))
+    assert main([*base, "--model", "cyclegan", "--run-dir", str(tmp_path / "b3")]) == 2
+    assert (f"error: --reference-run {ref}: --model 'cyclegan' (the reference's: 'dcgan'); a baseline is matched "
+            "to its reference run's model") in capsys.readouterr().err
+    assert main([*base, "--run-dir", str(tmp_path / "b4")]) == 0
+    # a baseline has no search: no gap in its report (null there means "identical outputs")
+    assert "materialization_gap_db" not in json.loads((tmp_path / "b4" / "compression_report.json").read_text())
+    assert main(["--resume", "--run-dir", str(tmp_path / "b4"), "--reference-run", str(tmp_path)]) == 2
+    assert f"error: --resume: --reference-run {tmp_path} against the run's settings" in capsys.readouterr().err
+    assert not any((tmp_path / b).exists() for b in ("b1", "b2", "b3"))
+
+
+def test_a_new_run_in_a_folder_of_an_earlier_start_or_of_other_files(tmp_path, capsys):
+    """A start killed before its first checkpoint leaves config.json and metrics.jsonl: the same command again
+    starts afresh (its steps were logged twice: training curves drawn from both); a config.json that is not a
+    run's settings is never replaced (it was, silently)."""
+    from compress.cli import main
+
+    npz = tiny_cifar(tmp_path / "t.npz")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"precious": true}')
+    assert main([*DCGAN_TINY, "--dataset", str(npz), "--run-dir", str(run)]) == 2
+    assert f"error: {run / 'config.json'} is not the settings of a python -m compress run" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == '{"precious": true}'
+    (run / "config.json").unlink()
+    saved_config(run, dataset=str(npz))
+    (run / "metrics.jsonl").write_text('{"stage": "search", "step": 8}\n{"stage": "converge", "step": 4}\n')
+    assert main([*DCGAN_TINY, "--dataset", str(npz), "--run-dir", str(run)]) == 0
+    steps = [(r["stage"], r["step"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert len(steps) == len(set(steps)), steps
+    assert "records of an earlier start that never checkpointed; starting it afresh" in (run / "log.txt").read_text()
+
+
+def test_a_checkpoint_of_the_right_format_but_other_content_is_bad_input(tmp_path, monkeypatch, capsys):
+    """--resume on a checkpoint whose networks do not fit (a state dict emptied) or that lacks a key of its stage:
+    one line naming the checkpoint, exit 2 (a RuntimeError / KeyError traceback, exit 1, before)."""
+    from compress.cli import main
+
+    npz = tiny_cifar(tmp_path / "t.npz")
+    run = tmp_path / "run"
+    interrupt_step(monkeypatch, 4)
+    assert main([*DCGAN_TINY, "--dataset", str(npz), "--run-dir", str(run)]) == 130
+    monkeypatch.undo()
+    ckpt = run / "checkpoints" / "last.pt"
+    good = torch.load(ckpt, weights_only=True)
+    for state, reason in (({**good, "G": {}}, "RuntimeError: Error(s) in loading state_dict"),
+                          ({**good, "stage": "converge"}, "KeyError: 'G_config'")):
+        torch.save(state, ckpt)
+        capsys.readouterr()
+        assert main(["--resume", "--run-dir", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {ckpt} does not fit this run ({reason}" in err and "Traceback" not in err, err
+    torch.save(good, ckpt)
+    assert main(["--resume", "--run-dir", str(run)]) == 0
 
 
 def test_reference_run_only_with_a_baseline(tmp_path):

@@ -110,3 +110,32 @@ def test_budget_ending_past_the_window_between_checks_goes_back_and_finishes_on_
         ctl.proximal("G", lr=0.01)
     ctl.exhaust(step=50)
     assert ctl.status["G"].status == "overshoot"
+
+
+def test_a_first_check_past_the_window_goes_back_to_the_start_and_approaches_batch_by_batch():
+    """DHP's check interval (100) with fast proximal steps: the first check already lands past the window. The
+    controller goes back to the latent vectors before the first step (``start``) and checks every batch, so the
+    stop lands in the window (it froze a 20% target at 29% as ``overshoot``)."""
+    import torch
+
+    from compress.hyper import HyperNetwork
+    from compress.models import DCGANGenerator
+    from compress.search import SearchController
+
+    torch.manual_seed(0)
+    hyper = HyperNetwork(DCGANGenerator(ngf=16), (1, 100, 1, 1))
+    ctl = SearchController({"G": hyper}, target=T, tolerance=TOL, check_interval=100, regularization=1.0)
+    ctl.start()
+    start = {k: z.detach().clone() for k, z in hyper.prunable_latents().items()}
+    while hyper.macs_reduction() <= T + TOL:
+        ctl.proximal("G", lr=0.01)
+    assert not ctl.maybe_check(100)
+    assert ctl.status["G"].status == "searching" and ctl.interval == 1
+    assert all(torch.equal(z, start[k]) for k, z in hyper.prunable_latents().items())
+    step = 100
+    while not ctl.done and step < 10_000:
+        ctl.proximal("G", lr=0.002)
+        step += 1
+        ctl.maybe_check(step)
+    st = ctl.status["G"]
+    assert st.status == "reached" and abs(st.reduction - T) <= TOL, (st.status, st.reduction)

@@ -136,7 +136,19 @@ def check_run_dir(run_dir: str | Path) -> RunFiles:
     for name, attr in (("config.json", "config"), (REPORT_JSON, "report")):
         p = run_dir / name
         if p.is_file():
-            setattr(files, attr, read_json(p))
+            value = read_json(p)
+            if not isinstance(value, dict):
+                raise InputError(f"{p} holds a JSON {type(value).__name__}; expected the object python -m compress "
+                                 "writes")
+            setattr(files, attr, value)
+    if files.report is not None:   # the report is re-rendered with the evaluation at the end: check it first
+        from compress.report import report_markdown
+
+        try:
+            report_markdown(files.report)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise InputError(f"{run_dir / REPORT_JSON} lacks what its Markdown report needs ({type(exc).__name__}: "
+                             f"{exc}); expected the report python -m compress writes at the end of a run") from None
     return files
 
 
@@ -195,8 +207,12 @@ def existing_evaluation(run_dir: Path, fingerprint: dict, settings: dict) -> dic
     if not path.is_file():
         return None
     try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):   # unreadable, not UTF-8 or not JSON: recomputed and rewritten
+        LOGGER.warning("%s cannot be read; evaluating again", path)
+        return None
+    if not isinstance(old, dict):
+        LOGGER.warning("%s holds no evaluation object; evaluating again", path)
         return None
     if old.get("format") != EVALUATION_FORMAT or old.get("inputs_sha256") != fingerprint \
             or old.get("settings") != settings:
