@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -150,7 +151,10 @@ def test_torchrun_two_ranks_reach_the_target_resume_and_export(tmp_path, shared_
     # both ranks ended with the SIGTERM status and no traceback (torchrun prints its own ChildFailedError after)
     ranks_out = first_out.split("failed (exitcode")[0]
     assert "Traceback" not in ranks_out, ranks_out[-3000:]
-    assert first_out.count("exitcode  : 143") == 2, first_out[-3000:]
+    # each rank: 143 (its own line above), or -15 when torchrun's SIGTERM, sent once rank 1 has left, reaches rank
+    # 0 after it has written its line and put back the default handler (a race of torchrun's, not of this code)
+    codes = re.findall(r"exitcode  : (-?\d+)", first_out)
+    assert len(codes) == 2 and "143" in codes and set(codes) <= {"143", "-15"}, first_out[-3000:]
     # only rank 0 writes: one config, one log, no per-rank files
     assert {p.name for p in run.iterdir()} <= {"checkpoints", "config.json", "log.txt", "metrics.jsonl", "samples"}
     # second launch: --resume on 2 ranks
