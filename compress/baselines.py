@@ -11,13 +11,13 @@ Equal budget: a baseline trains for the CoroNetGAN run's search steps plus its c
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from compress.errors import InputError
+from compress.io import read_json
 from compress.hyper import HyperNetwork, materialize
 from compress.macs import MacsModel
 from compress.models.base import FIXED_LATENTS, PrunableNetwork
@@ -38,9 +38,9 @@ def load_reference(run_dir: str | Path) -> dict:
         raise InputError(f"--reference-run {run_dir}: {path} not found; expected a finished CoroNetGAN run")
     expected = "expected the report python -m compress writes at the end of a run"
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:   # ValueError: JSON and UTF-8 errors
-        raise InputError(f"--reference-run {run_dir}: {path} cannot be read ({exc}); {expected}") from None
+        report = read_json(path)
+    except InputError as exc:
+        raise InputError(f"--reference-run {run_dir}: {exc}; {expected}") from None
 
     def number(*keys: str) -> bool:
         v: Any = report

@@ -666,7 +666,7 @@ def test_a_baseline_names_a_broken_or_mismatched_reference_run(tmp_path, capsys)
     base = ["--baseline", "random", "--reference-run", str(ref), "--converge-steps", "2", "--device", "cpu"]
     (ref / "compression_report.json").write_text('{"pruned": ')
     assert main([*base, "--run-dir", str(tmp_path / "b1")]) == 2
-    assert f"error: --reference-run {ref}: {ref / 'compression_report.json'} cannot be read (" in \
+    assert f"error: --reference-run {ref}: {ref / 'compression_report.json'} is not valid JSON (" in \
         capsys.readouterr().err
     (ref / "compression_report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "channels"}))
     assert main([*base, "--run-dir", str(tmp_path / "b2")]) == 2
