@@ -560,3 +560,47 @@ def test_cli(tmp_path, shared_data, capsys):
     proc = subprocess.run([sys.executable, "-m", "compress.data", "fetch", "facades", "--dest", str(tmp_path),
                            "--mirror", str(tmp_path / "nope")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "nope is not a folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_links_to_folders_are_followed_once(tmp_path, shared_data):
+    """A link back to a folder above (``loop -> .``) listed every image again at each depth (205 for 5), two
+    such links never ended; a split linked from elsewhere in a mirror was left out of the copy (or reported as
+    missing against SHA256SUMS)."""
+    import os
+
+    from compress.data.images import list_images
+    from compress.data.mirror import copy_verified
+
+    a = tmp_path / "h2z" / "trainA"
+    a.mkdir(parents=True)
+    for p in horse_files(shared_data, 5, "trainA"):
+        shutil.copy(p, a / p.name)
+    os.symlink(".", a / "loop")
+    os.symlink(".", a / "loop2")
+    assert len(list_images(a)) == 5
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    os.symlink(a, mirror / "trainA")
+    digests = copy_verified(mirror, tmp_path / "copy", None)
+    assert sorted(digests) == sorted(f"trainA/{p.name}" for p in a.iterdir() if p.is_file())
+
+
+def test_fid_reads_images_as_training_does(tmp_path, shared_data):
+    """16-bit grey PNGs: the FID reader clipped them to white (``convert("RGB")``), training scales them; an image
+    past PIL's decompression limit is one named error, not a DecompressionBombError traceback."""
+    from compress.evaluate.features import _read_rgb
+
+    photo = horse_files(shared_data, 1, "testA")[0]
+    grey = np.asarray(Image.open(photo).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey.astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.open(photo).convert("L").save(tmp_path / "g8.png")
+    np.testing.assert_array_equal(_read_rgb(tmp_path / "g16.png"), _read_rgb(tmp_path / "g8.png"))
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (1, 1)).save(bomb)
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = 0.1   # every image is now past twice the limit: PIL raises DecompressionBombError
+        with pytest.raises(InputError, match=r"bomb\.png: not a readable image \(DecompressionBombError"):
+            _read_rgb(bomb)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

@@ -104,6 +104,24 @@ def test_dcgan_evaluation_files_grid_report_and_skip(runs, env, tmp_path, capsys
     ev2 = evaluate_run(run, EvalSettings(real_set="test", **SMALL), progress=False)
     assert not ev2["skipped"] and ev2["inputs_sha256"]["generator.pt"] != stored["inputs_sha256"]["generator.pt"]
     assert ev2["real_from_cache"]  # the real statistics came from the cache the first call wrote
+    from compress.artifacts import load_architecture
+    from compress.evaluate.core import evaluation_data
+    from compress.evaluate.reference import reference_key
+
+    assert ev2["real_key"] == reference_key(
+        evaluation_data(load_architecture(run), json.loads((run / "config.json").read_text()),
+                        EvalSettings(real_set="test", **SMALL).resolved("dcgan")).real)
+
+    # the real images changed (another mirror, an edited file): evaluated again, not "unchanged"
+    import compress.evaluate.core as core
+
+    real_key = core.reference_key
+    try:
+        core.reference_key = lambda source, protocol="pytorch-fid": "another set"
+        ev3 = evaluate_run(run, EvalSettings(real_set="test", **SMALL), progress=False)
+    finally:
+        core.reference_key = real_key
+    assert not ev3["skipped"]
 
 
 def test_cyclegan_evaluation_uses_testA_and_target_domain(runs, env, tmp_path):
@@ -187,6 +205,9 @@ def test_bad_settings_name_the_flag(runs, env, tmp_path):
         evaluate_run(run, EvalSettings(real_set="testB"), progress=False)
     with pytest.raises(InputError, match="--num-samples"):
         evaluate_run(run, EvalSettings(num_samples=1), progress=False)
+    for seed in (-1, 2**64):   # torch/numpy take [0, 2**32 - 1]: a ValueError traceback before
+        with pytest.raises(InputError, match=rf"--seed {seed}: expected an integer from 0 to 4294967295"):
+            evaluate_run(run, EvalSettings(seed=seed), progress=False)
 
 
 def test_compare_renders_the_table(runs, env, tmp_path, capsys):
@@ -195,13 +216,25 @@ def test_compare_renders_the_table(runs, env, tmp_path, capsys):
     evaluate_run(a, EvalSettings(real_set="test", **SMALL), progress=False)
     evaluate_run(b, EvalSettings(real_set="testB", num_samples=4, max_real=8, kid_subsets=2), progress=False)
     out = tmp_path / "tables" / "t.md"
-    assert compare_main([str(b), str(a), "--out", str(out), "--paper", "unpruned=61.53", "--title", "T"]) == 0
+    # evaluated on different image sets: refused (FID is biased at small N), unless --mixed-n
+    assert compare_main([str(b), str(a), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: the runs were evaluated on different image sets (" in err and "--mixed-n" in err
+    assert not out.exists()
+    assert compare_main([str(b), str(a), "--out", str(out), "--paper", "unpruned=61.53", "--title", "T",
+                         "--mixed-n"]) == 0
     text = out.read_text()
     lines = [l for l in text.splitlines() if l.startswith("| ")]
     assert lines[0].startswith("| method | MACs (G) | params (M) | MACs reduction | FID | KID ± std | paper FID")
     assert lines[1].startswith("| unpruned |") and "61.53" in lines[1]       # unpruned sorted first
     assert lines[2].startswith("| CoroNetGAN 30%") and len(lines) == 3
     assert "generated vs" in text and "Machine:" in text
+    # --out a folder, a config.json that is not JSON: one line, exit 2 (tracebacks before)
+    capsys.readouterr()
+    assert compare_main([str(a), "--out", str(tmp_path)]) == 2
+    assert f"error: --out {tmp_path}: a folder; expected a file" in capsys.readouterr().err
+    (a / "config.json").write_text('{"seed": 0,')
+    assert compare_main([str(a)]) == 2 and "config.json is not valid JSON" in capsys.readouterr().err
     (a / "evaluation.json").unlink()
     assert compare_main([str(a)]) == 2 and "evaluation.json is missing" in capsys.readouterr().err
 

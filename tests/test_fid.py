@@ -276,6 +276,13 @@ def test_empty_and_single_image_folders_raise(h2z, tmp_path, capsys):
     assert evaluate_main(["fid", str(empty), str(one), "--quiet"]) == 2
     assert "empty_split" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()  # nothing cached for bad input
+    # --device and --seed are checked up front (a RuntimeError / ValueError traceback before)
+    two = _copy(h2z["A"][:2], tmp_path / "two")
+    for flags, line in ((["--device", "bogus"], "error: --device 'bogus': expected auto, cpu, cuda or cuda:N"),
+                        (["--kid", "--seed", "-1"], "error: --seed -1: expected an integer from 0 to 4294967295")):
+        assert evaluate_main(["fid", str(two), str(two), "--quiet", "--no-cache", *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(line) and "Traceback" not in err, err
 
 
 def test_inception_checksum_rejects_wrong_file(tmp_path):

@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -29,6 +30,23 @@ _WARNED_TRUNCATED = False
 def is_image_file(path: str | os.PathLike) -> bool:
     """True when the file name ends with one of :data:`IMG_EXTENSIONS` (case-insensitive)."""
     return str(path).lower().endswith(IMG_EXTENSIONS)
+
+
+def walk_files(folder: str | os.PathLike, recursive: bool = True) -> Iterator[Path]:
+    """The files under ``folder`` (top-down; only the folder itself unless ``recursive``), following links to
+    folders as the reference ``make_dataset`` does, but each real folder once: a link back to a folder above
+    (``loop -> .``) would otherwise list every file again at each depth, or never end."""
+    seen: set[str] = set()
+    walk = os.walk(folder, followlinks=True)
+    for dirpath, dirs, files in (walk if recursive else itertools.islice(walk, 1)):  # top-down: first = folder
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) not in seen]
+        for name in files:
+            yield Path(dirpath) / name
 
 
 def list_images(folder: str | os.PathLike, what: str = "image folder", *, min_count: int = 1,
@@ -54,10 +72,8 @@ def list_images(folder: str | os.PathLike, what: str = "image folder", *, min_co
     if not folder.is_dir():
         raise InputError(f"{what} {folder} is not a folder (expected a folder of images)")
     found, others = [], []
-    walk = os.walk(folder, followlinks=True)
-    for dirpath, _dirs, files in (walk if recursive else itertools.islice(walk, 1)):  # top-down: first = folder
-        for name in files:
-            (found if is_image_file(name) else others).append(Path(dirpath) / name)
+    for path in walk_files(folder, recursive):
+        (found if is_image_file(path.name) else others).append(path)
     if len(found) < min_count:
         if not found and not others:
             detail = "it is empty"

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from compress.data.catalog import DatasetSpec
 from compress.data.checksums import CHUNK, MANIFEST, read_sha256sums
+from compress.data.images import walk_files
 from compress.errors import InputError
 
 LOGGER = logging.getLogger("coronetgan.data")
@@ -61,7 +62,8 @@ def copy_verified(src: Path, dst: Path, sums: dict[str, str] | None) -> dict[str
         InputError: a copied file whose sha256 differs from ``sums`` or a file listed in ``sums`` that
             ``src`` lacks (the message names the file and both digests).
     """
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.name not in (MANIFEST, SUMS))
+    # links to folders are followed (a split linked from elsewhere is part of the dataset), each folder once
+    files = sorted(p for p in walk_files(src) if p.is_file() and p.name not in (MANIFEST, SUMS))
     total = sum(p.stat().st_size for p in files)
     digests = {}
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"copy {src.name}") as bar:

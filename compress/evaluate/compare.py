@@ -36,13 +36,22 @@ def load_row(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     ev = read_json(run_dir / "evaluation.json", f"run `python -m compress.evaluate {run_dir}` first")
     rep = read_json(run_dir / "compression_report.json", "expected a run folder finished by `python -m compress`")
+    try:
+        return _row(run_dir, ev, rep)
+    except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError) as exc:
+        raise InputError(f"{run_dir}: evaluation.json or compression_report.json lacks what the table needs "
+                         f"({type(exc).__name__}: {exc}); expected the files python -m compress and python -m "
+                         "compress.evaluate write") from None
+
+
+def _row(run_dir: Path, ev: dict, rep: dict) -> dict:
     baseline = rep.get("baseline") or None
     target = rep.get("target_macs_reduction")
     if baseline in ("uniform", "random"):
         ref = rep.get("search", {}).get("reference_run")
         ref_rep = Path(ref) / "compression_report.json" if ref else None
         if ref_rep is not None and ref_rep.is_file():
-            target = json.loads(ref_rep.read_text()).get("target_macs_reduction", target)
+            target = read_json(ref_rep).get("target_macs_reduction", target)
     if baseline is None:
         method = f"CoroNetGAN {target:.0%}"
     elif baseline == "unpruned":
@@ -64,9 +73,25 @@ def load_row(run_dir: str | Path) -> dict:
         "search_steps": search_steps, "converge_steps": converge_steps,
         "batch_size": budget.get("batch_size"), "machine": rep.get("machine", ""),
         "target_reached": rep.get("target_reached"),
-        "seed": json.loads((run_dir / "config.json").read_text()).get("seed") if (run_dir / "config.json").is_file()
-        else None,
+        "seed": read_json(run_dir / "config.json").get("seed") if (run_dir / "config.json").is_file() else None,
     }
+
+
+def check_same_n(rows: list[dict], allow: bool = False) -> None:
+    """Refuse rows whose FID/KID were measured on different numbers of generated or real images or on different
+    real sets: FID is biased upwards at small N, so such rows do not compare (docs/evaluate.md).
+
+    Raises:
+        InputError: the rows differ and ``allow`` (``--mixed-n``) is False; names each (N, real set) and its runs.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        groups.setdefault((r["n_fake"], r["n_real"], r["real_set"]), []).append(r["run"])
+    if len(groups) > 1 and not allow:
+        parts = "; ".join(f"{a} generated vs {b} real ({s}): {', '.join(runs)}" for (a, b, s), runs in groups.items())
+        raise InputError(f"the runs were evaluated on different image sets ({parts}); FID is biased at small N, so "
+                         "these rows do not compare: evaluate them again with the same --num-samples / --max-real / "
+                         "--real-set, or pass --mixed-n to show them together anyway")
 
 
 def _sort_key(row: dict):
@@ -160,20 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="append", default=[], metavar="METHOD=FID",
                    help="the paper's FID for rows whose method starts with METHOD (repeatable)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead")
+    p.add_argument("--mixed-n", action="store_true",
+                   help="show rows evaluated on different numbers of images or real sets in one table (FID is "
+                        "biased at small N: refused by default)")
     p.add_argument("--over-seeds", action="store_true",
                    help="one row per method: KID and FID as mean ± std over the runs' seeds")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; 0, or 2 with ``error: ...`` on bad input."""
+    """Entry point; 0, or 2 with ``error: ...`` on bad input (:func:`compress.cli_errors.run_cli`)."""
+    from compress.cli_errors import run_cli
+
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        rows = [load_row(d) for d in args.run_dirs]
-        paper = parse_paper(args.paper)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    rows = [load_row(d) for d in args.run_dirs]
+    paper = parse_paper(args.paper)
+    check_same_n(rows, args.mixed_n)
+    if args.out is not None and args.out.is_dir():
+        raise InputError(f"--out {args.out}: a folder; expected a file for the Markdown table")
     if args.json:
         print(json.dumps(sorted(rows, key=_sort_key), indent=2))
         return 0

@@ -28,7 +28,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -36,7 +36,7 @@ from tqdm import tqdm
 from compress.errors import InputError
 from compress.evaluate.features import features_from_tensor
 from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS, fid_from_features, kid_from_features
-from compress.evaluate.reference import reference_statistics
+from compress.evaluate.reference import reference_key, reference_statistics
 from compress.families import FAMILIES, get_family
 from compress.families.evaluation import EvalData
 from compress.io import atomic_write_json, atomic_write_text, read_json
@@ -103,7 +103,18 @@ class EvalSettings:
             v = getattr(s, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
                 raise InputError(f"{flag} {v!r}: expected an integer >= {low}")
+        check_seed(s.seed)
         return s
+
+
+#: Largest seed: torch's and numpy's generators take seeds in [0, 2**32 - 1] (numpy's legacy ``RandomState``).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed, flag: str = "--seed") -> None:
+    """Raise :class:`InputError` unless ``seed`` is an integer in [0, :data:`MAX_SEED`] (named with ``flag``)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{flag} {seed!r}: expected an integer from 0 to {MAX_SEED}")
 
 
 @dataclass
@@ -201,8 +212,10 @@ def _fingerprint(files: RunFiles) -> dict[str, str]:
     return {"generator.pt": sha256_file(files.generator), "architecture.json": sha256_file(files.architecture)}
 
 
-def existing_evaluation(run_dir: Path, fingerprint: dict, settings: dict) -> dict | None:
-    """The stored evaluation when it was made from the same files with the same settings, else None."""
+def existing_evaluation(run_dir: Path, fingerprint: dict, settings: dict,
+                        real_key: Callable[[], str] | None = None) -> dict | None:
+    """The stored evaluation when it was made from the same files with the same settings and, when ``real_key``
+    is given, the same real images (its content key, computed only when the rest matches), else None."""
     path = run_dir / EVALUATION_FILE
     if not path.is_file():
         return None
@@ -216,6 +229,9 @@ def existing_evaluation(run_dir: Path, fingerprint: dict, settings: dict) -> dic
         return None
     if old.get("format") != EVALUATION_FORMAT or old.get("inputs_sha256") != fingerprint \
             or old.get("settings") != settings:
+        return None
+    if real_key is not None and old.get("real_key") != real_key():
+        LOGGER.info("%s: the real images changed since the last evaluation; evaluating again", run_dir)
         return None
     return old
 
@@ -262,8 +278,14 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
     s = (settings or EvalSettings()).resolved(family)
     settings_d = asdict(s)
     fingerprint = _fingerprint(files)
+    data = None
     if not force:
-        old = existing_evaluation(run_dir, fingerprint, settings_d)
+        def current_real_key() -> str:   # the real set as it is now (a changed mirror changes N and FID)
+            nonlocal data
+            data = evaluation_data(arch, files.config, s)
+            return reference_key(data.real)
+
+        old = existing_evaluation(run_dir, fingerprint, settings_d, current_real_key)
         if old is not None:
             LOGGER.info("%s: generator.pt and architecture.json unchanged since the last evaluation "
                         "(same settings); skipped (use --force to recompute)", run_dir)
@@ -273,7 +295,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
     t = {}
     t0 = time.perf_counter()
     generator, arch = load_generator(run_dir)
-    data = evaluation_data(arch, files.config, s)
+    data = data if data is not None else evaluation_data(arch, files.config, s)
     t["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -317,6 +339,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings | None = None, *, d
         "kid_subset_size": min(s.kid_subset_size, len(outputs), real.n),
         "n_fake": int(len(outputs)),
         "n_real": real.n,
+        "real_key": real.key or reference_key(data.real),   # the real images' content (skip-if-unchanged)
         "real_set": s.real_set,
         "real_label": data.real_label,
         "real_cache": str(real.cache_path) if real.cache_path else None,

@@ -199,14 +199,14 @@ def features_from_uint8(array: np.ndarray, *, batch_size: int = DEFAULT_BATCH_SI
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 of an image file, as PIL's ``convert("RGB")`` gives it (the cache keys say so)."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 of an image file, decoded as training reads it (:func:`compress.data.images.load_rgb`:
+    16-bit grey scaled to 8 bits, where PIL's ``convert("RGB")`` clips it to white; the cache keys say so).
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"image file {path} could not be read as an image: {exc}") from exc
+    Raises:
+        InputError: not a complete, readable image (named), e.g. truncated or past PIL's decompression limit."""
+    from compress.data.images import load_rgb
+
+    return np.asarray(load_rgb(path), dtype=np.uint8)
 
 
 def folder_images(folder: str | os.PathLike, min_count: int = 2) -> list[Path]:

@@ -58,8 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     try:
+        from compress.evaluate.core import check_seed
+        from compress.trainer import pick_device
+
+        check_seed(args.seed)
+        device = None if args.device is None else str(pick_device(args.device))
         res = fid_between(args.folder_a, args.folder_b, kid=args.kid, cache_dir=args.cache_dir,
-                          use_cache=not args.no_cache, batch_size=args.batch_size, device=args.device,
+                          use_cache=not args.no_cache, batch_size=args.batch_size, device=device,
                           protocol=args.protocol, progress=not args.quiet, kid_subsets=args.kid_subsets,
                           kid_subset_size=args.kid_subset_size, kid_seed=args.seed, fid_method=args.fid_method)
     except InputError as exc:

@@ -68,7 +68,28 @@ class Statistics:
 
 def _settings(protocol: str) -> dict[str, Any]:
     return {"inception_sha1": INCEPTION_SHA1, "protocol": protocol, "size": INCEPTION_SIZE,
-            "feature_dim": FEATURE_DIM, "read": "PIL RGB uint8 / 255"}
+            "feature_dim": FEATURE_DIM, "read": "compress.data.load_rgb (16-bit grey scaled) uint8 / 255"}
+
+
+def _content(source, files: list[Path] | None = None) -> dict[str, Any]:
+    """What the cache key hashes of an image set: per file its name, size and SHA-256 (a folder, the given
+    ``files`` of it or :func:`folder_images`), or the array's dtype, shape and SHA-256."""
+    if isinstance(source, np.ndarray):
+        return {"kind": "array", **cache.array_fingerprint(source)}
+    folder = Path(source)
+    return {"kind": "folder", "files": cache.folder_fingerprint(folder, files or folder_images(folder, min_count=2))}
+
+
+def reference_key(source, protocol: str = "pytorch-fid") -> str:
+    """The content key :func:`reference_statistics` gives ``source`` (a folder or a uint8 array): it changes when
+    any image is added, removed, renamed or edited. Hashes every file; reads no pixels through the Inception.
+
+    Raises:
+        InputError: as :func:`reference_statistics` for a folder with fewer than 2 images, or another kind."""
+    if not isinstance(source, (str, os.PathLike, np.ndarray)):
+        raise InputError(f"reference_key: expected a folder or a uint8 array, got {type(source).__name__}")
+    check_protocol(protocol)
+    return cache.cache_key(_content(source), _settings(protocol))
 
 
 def reference_statistics(source, cache_dir: str | os.PathLike | None = None, *, name: str | None = None,
@@ -107,7 +128,7 @@ def reference_statistics(source, cache_dir: str | os.PathLike | None = None, *, 
         files = folder_images(folder, min_count=2)
         label = name or cache.label_for(folder)
         src = str(folder)
-        content = {"kind": "folder", "files": cache.folder_fingerprint(folder, files)} if use_cache else None
+        content = _content(folder, files) if use_cache else None
         total = len(files)
 
         def compute(start: int = 0, on_progress=None) -> np.ndarray:
@@ -120,7 +141,7 @@ def reference_statistics(source, cache_dir: str | os.PathLike | None = None, *, 
             raise InputError(f"reference_statistics: array {name or ''} holds {arr.shape[0]} image(s); need at least 2")
         label = name or "array"
         src = f"array:{label}"
-        content = {"kind": "array", **cache.array_fingerprint(source)} if use_cache else None
+        content = _content(source) if use_cache else None
         total = int(arr.shape[0])
 
         def compute(start: int = 0, on_progress=None) -> np.ndarray:
