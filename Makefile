@@ -32,7 +32,8 @@ PIPELINE_ARGS ?=
 
 # The pipeline's run folder is fixed (runs/main) so that a rerun finds and skips its finished stages.
 PIPELINE_RUN := $(or $(RUN),runs/main)
-# Single stages after compress work on RUN, else on the newest finished run under runs/; they take model,
+# Single stages after compress work on RUN, else on the newest finished run under runs/ (runs/bench-*/ left out:
+# benchmark runs); they take model,
 # dataset and target from that run's config.json, so only data/compress/pipeline pass MODEL/DATASET/TARGET.
 STAGE_RUN := $(if $(RUN),--run-dir $(RUN),--latest runs)
 PIPE = $(PY) -m bench.pipeline --dtype $(DTYPE) --device $(DEVICE) --input-size $(SIZE) --original-weights $(ORIGINAL) \

@@ -41,6 +41,9 @@ from compress.step import gan_step
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
+#: Prefix of the result folders under runs/ (``runs/bench-<name>/``); ``python -m export --latest`` and the
+#: single-stage make targets skip the runs inside them (measurements, not a generator to deploy).
+RESULTS_PREFIX = "bench-"
 
 #: (family, targets) of the controllability table.
 CONTROL_TARGETS = {"pix2pix": (0.5, 0.75, 0.9, 0.95), "cyclegan": (0.5, 0.75, 0.85, 0.9), "dcgan": (0.5, 0.75, 0.9)}
@@ -67,7 +70,7 @@ def machine() -> dict:
 def _write(name: str, results: dict, table: str) -> Path:
     from compress.io import atomic_write_json, atomic_write_text
 
-    out = RUNS / f"bench-{name}"
+    out = RUNS / f"{RESULTS_PREFIX}{name}"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", table)
@@ -122,7 +125,7 @@ def controllability(quick: bool = False, retry_steps: int = 0, out_name: str = "
             both rows are kept.
     """
     targets = targets or ({"dcgan": (0.5,)} if quick else CONTROL_TARGETS)
-    base = RUNS / f"bench-{out_name}"
+    base = RUNS / f"{RESULTS_PREFIX}{out_name}"
     rows = []
     for model, ts in targets.items():
         for t in ts:

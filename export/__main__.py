@@ -36,13 +36,17 @@ from quantize import DEFAULT_TARGET_DB, IO_DTYPES, MODES
 
 def latest_run(runs_root: str | Path) -> Path:
     """The most recently modified folder under ``runs_root`` (searched recursively, depth <= 3) that holds
-    ``generator.pt`` and ``architecture.json`` and is not a run's original (:mod:`export.original`). Raises
-    InputError when there is none."""
+    ``generator.pt`` and ``architecture.json``, is not a run's original (:mod:`export.original`) and is not inside
+    a benchmark's result folder (``runs/bench-*``: :data:`compress.benchmarks.RESULTS_PREFIX`; its runs are
+    measurements of the method, not a generator to deploy). Raises InputError when there is none."""
+    from compress.benchmarks import RESULTS_PREFIX
+
     root = Path(runs_root)
     if not root.is_dir():
         raise InputError(f"--latest {root}: not a folder; expected the runs/ folder of `python -m compress`")
     found = [p.parent for pattern in ("generator.pt", "*/generator.pt", "*/*/generator.pt")
-             for p in root.glob(pattern) if (p.parent / "architecture.json").is_file() and not is_original(p.parent)]
+             for p in root.glob(pattern) if (p.parent / "architecture.json").is_file() and not is_original(p.parent)
+             and not any(part.startswith(RESULTS_PREFIX) for part in p.parent.relative_to(root).parts)]
     if not found:
         raise InputError(f"--latest {root}: no finished compress run (a folder with generator.pt and "
                          "architecture.json) under it")

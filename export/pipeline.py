@@ -437,9 +437,13 @@ def _install(staging: Path, out_dir: Path, manifest: dict, old: dict | None, sou
     for e in manifest["files"]:
         os.replace(staging / e["path"], out_dir / e["path"])
     keep_paths = {e["path"] for e in manifest["files"]} | {e["path"] for e in kept}
-    for stale in FILE_NAMES.values():
-        if stale not in keep_paths:
-            (out_dir / stale).unlink(missing_ok=True)
+    removed = [stale for stale in FILE_NAMES.values() if stale not in keep_paths and (out_dir / stale).is_file()]
+    for stale in removed:
+        (out_dir / stale).unlink()
+    if removed:   # files the new manifest cannot list: made from other weights, options, tools or export code
+        LOGGER.warning("removed %s from %s: exported earlier from other weights, options, tools or export code "
+                       "than this export (only %s now); export those dtypes again if you need them",
+                       ", ".join(removed), out_dir, ", ".join(e["dtype"] for e in manifest["files"]))
     manifest["files"] = sorted(manifest["files"] + kept, key=lambda e: ["onnx", *DTYPES].index(e["dtype"]))
     manifest["tflite_signature"] = _signatures(manifest["files"])
     if kept:  # the kept files' facts, and their gates: a miss accepted earlier stays listed (and in the release)

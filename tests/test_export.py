@@ -6,6 +6,7 @@ then read the manifests. Bad-input cases need no conversion and run fast.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -227,6 +228,13 @@ def test_latest_run(trained_runs, tmp_path):
         stamp = 1_700_000_000 - 1000 * age
         os.utime(dest / "generator.pt", (stamp, stamp))
     assert latest_run(runs) == runs / "0-dcgan"
+    # a benchmark's runs (python -m compress.benchmarks writes runs/bench-<name>/...) are not a deliverable: the
+    # newest of them does not become what `make export` / `bench/run_adb.py` take
+    bench = runs / "bench-controllability" / "dcgan-90"
+    bench.mkdir(parents=True)
+    for name in ("generator.pt", "architecture.json"):
+        shutil.copy2(trained_runs["dcgan"] / name, bench / name)
+    assert latest_run(runs) == runs / "0-dcgan"
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no finished compress run"):
         latest_run(tmp_path / "empty")
@@ -370,6 +378,21 @@ def test_an_input_shape_the_generator_cannot_take_is_bad_input(trained_runs, tmp
     assert f"error: architecture.json: input_shape {shape} does not fit the generator (" in err, err
     assert "Traceback" not in err
     _assert_nothing_complete(run)
+
+
+def test_files_of_other_export_code_are_removed_with_a_warning(trained_runs, tmp_path, monkeypatch, caplog):
+    """``make export DTYPE=fp16`` beside an fp32 file made by other export code: the manifest cannot list it, so
+    it is removed -- and the log says so (it was removed silently)."""
+    from export import pipeline
+
+    out = tmp_path / "out"
+    export_run(trained_runs["dcgan"], ExportOptions(dtypes=("fp32",), out_dir=out))
+    monkeypatch.setattr(pipeline, "export_code_sha256", lambda: "1" * 64)
+    with caplog.at_level(logging.WARNING, logger="coronetgan.export"):
+        export_run(trained_runs["dcgan"], ExportOptions(dtypes=("fp16",), out_dir=out))
+    assert not (out / "generator_fp32.tflite").exists() and (out / "generator_fp16.tflite").is_file()
+    assert (f"removed generator_fp32.tflite from {out}: exported earlier from other weights, options, tools or "
+            "export code than this export (only onnx, fp16 now)") in caplog.text
 
 
 def test_out_is_the_current_folder(trained_runs, tmp_path, monkeypatch, capsys):

@@ -231,6 +231,28 @@ def test_release_page_is_one_self_contained_html_file(tmp_path):
     assert f"[{page_name('v1')}]({page_name('v1')})" in (rel / "index.md").read_text()
 
 
+def test_an_original_export_of_other_weights_is_not_labelled_with_the_record(tmp_path):
+    """The original's weights were changed (original.json rewritten) and its export then stopped: the files in
+    original/export are of the earlier weights. The release leaves their figures out and says why (it labelled
+    them with the new weights and showed their gate misses as the original's)."""
+    run = _released_run(tmp_path)
+    record = json.loads((run / "original" / "original.json").read_text())
+    man_path = run / "original" / "export" / "manifest.json"
+    man = json.loads(man_path.read_text())
+    man["source"] = {"generator_pt_sha256": record["generator_pt_sha256"]}
+    man_path.write_text(json.dumps(man))
+    index = (build_release(run, tmp_path / "release") / "index.md").read_text()
+    assert "is not of the weights" not in index and "| 10.00 | 4.00 |" in index
+    man["source"] = {"generator_pt_sha256": "d76eff7ae0f3" + "0" * 52}
+    man_path.write_text(json.dumps(man))
+    index = (build_release(run, tmp_path / "release") / "index.md").read_text()
+    warnings = index.split("## Warnings")[1].split("\n## ")[0]
+    assert (f"Original: the original's export ({man_path}, generator d76eff7ae0f3) is not of the weights "
+            f"original.json records ({record['generator_pt_sha256'][:12]}): its figures are left out; rerun the "
+            "export stage.") in warnings
+    assert "| 10.00 | 4.00 |" not in index    # no original column built from those files
+
+
 def test_release_without_an_original_says_so(tmp_path):
     rel = build_release(_released_run(tmp_path, with_original=False), tmp_path / "release")
     index = (rel / "index.md").read_text()
@@ -245,6 +267,29 @@ def test_stage_records_take_model_dataset_target_from_the_run(tmp_path):
     p._record("export", {"status": "skipped"})
     rec = json.loads((run / "pipeline.json").read_text())["pipeline"]
     assert (rec["model"], rec["dataset"], rec["target"]) == ("pix2pix", str(tmp_path / "runs" / "data"), 0.5)
+    assert (rec["dtype"], rec["input_size"]) == ("all", 256)
+    # a later bench with other SIZE/DTYPE (which it does not use) keeps the export's recorded settings
+    Pipeline(PipelineConfig(run_dir=run, dtype="int8", input_size=128), echo=lambda s: None)._record(
+        "bench", {"status": "skipped"})
+    rec = json.loads((run / "pipeline.json").read_text())["pipeline"]
+    assert (rec["dtype"], rec["input_size"], rec["device"]) == ("all", 256, "sm8450")
+
+
+def test_a_pipeline_record_of_another_shape_or_cut_short(tmp_path):
+    """pipeline.json valid JSON but of another shape (a stage entry that is a string, one without wall_s): the
+    release and ``--timings`` read what they can (a KeyError / AttributeError traceback before); one cut short is
+    named as such for --timings (it said "no pipeline.json")."""
+    from bench.pipeline.record import timings_markdown
+
+    run = _released_run(tmp_path)
+    (run / "pipeline.json").write_text(json.dumps({"stages": {"export": "ran", "bench": {"status": "failed"}},
+                                                   "last_ran": {"export": {"status": "ran"}}}))
+    index = (build_release(run, tmp_path / "release") / "index.md").read_text()
+    assert "Pipeline stage `bench` failed" in index
+    assert "| export | - |" in timings_markdown(run)
+    (run / "pipeline.json").write_text('{"stages": ')
+    with pytest.raises(InputError, match=r"pipeline\.json: not JSON: .*; expected the pipeline's record"):
+        timings_markdown(run)
 
 
 def test_export_stage_commands_at_the_phone_size_with_the_original(tmp_path):
@@ -257,6 +302,40 @@ def test_export_stage_commands_at_the_phone_size_with_the_original(tmp_path):
     cfg = PipelineConfig(run_dir=dcgan, python="py", original="none")
     assert Pipeline(cfg, echo=lambda s: None).export_commands() == [
         ["py", "-m", "export", str(dcgan), "--dtype", "all", "--accept-gate-failure"]]
+
+
+def test_the_bench_stamp_does_not_depend_on_how_the_run_is_named(tmp_path, monkeypatch):
+    """``make bench RUN=$PWD/runs/main`` (or a moved run) against tables stamped from ``runs/main``: the same
+    stamp, so the bench is skipped (it was measured again: 73 s here, longer on a phone)."""
+    run = _released_run(tmp_path)
+    (run / "export" / "generator_fp32.tflite").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    target = {"name": "host", "kind": "host"}
+
+    def stamp(run_dir):
+        p = Pipeline(PipelineConfig(run_dir=run_dir, python="py", device="host"), echo=lambda s: None)
+        return p.bench_stamp(target, [run_dir / "export" / "manifest.json"])
+
+    relative = stamp(run.relative_to(tmp_path))
+    assert relative == stamp(run) and list(relative["models"]) == ["export/generator_fp32.tflite"]
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    assert stamp(moved) == relative
+
+
+def test_a_serial_that_is_not_attached_is_an_error_not_the_host(tmp_path, monkeypatch):
+    """``make bench SERIAL=R5CT1234`` with no such phone: refused (the host and virtual tables were measured,
+    or kept as "unchanged", and exit 0)."""
+    import bench.pipeline.stages as stages
+
+    monkeypatch.setattr(stages, "detect_phone", lambda device, serial=None: None)
+    run = synthetic_run(tmp_path / "runs" / "s")
+    pipe = Pipeline(PipelineConfig(run_dir=run, python="py", serial="R5CT1234"), echo=lambda s: None)
+    with pytest.raises(InputError, match=r"--serial R5CT1234 \(make: SERIAL=...\): no attached phone with this "
+                                         r"serial matches --device sm8450"):
+        pipe.bench_targets()
+    pipe = Pipeline(PipelineConfig(run_dir=run, python="py"), echo=lambda s: None)
+    assert [t["kind"] for t in pipe.bench_targets()] == ["host", "virtual"]
 
 
 def test_a_mixed_int8_file_is_labelled_in_the_release_tables():
@@ -337,6 +416,11 @@ def test_release_name_is_one_folder_and_replaces_only_a_release(tmp_path):
     assert (victim / "data.txt").read_text() == "mine"
     rel = build_release(run, tmp_path / "release", name="v1")
     assert build_release(run, tmp_path / "release", name="v1") == rel  # an older release is replaced
+    # another run's release of the same name is not (it was, silently)
+    other = _released_run(tmp_path / "other")
+    with pytest.raises(InputError, match=rf"v1: holds the release of another run \({re.escape(str(run.resolve()))}\)"):
+        build_release(other, tmp_path / "release", name="v1")
+    assert json.loads((rel / "release.json").read_text())["run_dir"] == str(run.resolve())
     r = subprocess.run([sys.executable, "-m", "bench.pipeline.release", str(run), "--out", str(tmp_path),
                         "--name", "keep"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "keep" in r.stderr

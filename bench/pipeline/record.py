@@ -80,7 +80,8 @@ def loadavg() -> list[float] | None:
 
 def record_stage(run_dir: Path, stage: str, result: dict[str, Any], pipeline: dict[str, Any]) -> None:
     """Add one stage run (``result``: status, detail, wall_s, finished, load_before/after) to
-    ``run_dir/pipeline.json`` (module docstring), with this machine and the run's settings ``pipeline``."""
+    ``run_dir/pipeline.json`` (module docstring), with this machine and the run's settings ``pipeline`` (merged
+    into the recorded ones: a stage records only the settings it used)."""
     path = run_dir / RECORD
     rec, problem = _read_object(path)
     rec = rec or {}
@@ -95,19 +96,36 @@ def record_stage(run_dir: Path, stage: str, result: dict[str, Any], pipeline: di
     rec.setdefault("history", []).append({"stage": stage, **{k: result.get(k) for k in
                                           ("status", "wall_s", "finished", "load_before", "load_after")}})
     rec["machine"] = describe_machine()
-    rec["pipeline"] = pipeline
+    rec["pipeline"] = {**(rec.get("pipeline") if isinstance(rec.get("pipeline"), dict) else {}), **pipeline}
     rec["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, rec)
 
 
+def read_record(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``RUN/pipeline.json`` as its readers use it, or (None, why not) / (None, None) when it is missing:
+    ``stages`` and ``last_ran`` hold only stage entries that are objects, and an entry's ``wall_s`` only a
+    number (a record edited or written by other code must not crash the release or ``--timings``)."""
+    rec, problem = _read_object(Path(run_dir) / RECORD)
+    if rec is None:
+        return None, problem
+    for key in ("stages", "last_ran"):
+        entries = rec.get(key) if isinstance(rec.get(key), dict) else {}
+        rec[key] = {s: ({**r, "wall_s": r["wall_s"]} if isinstance(r.get("wall_s"), (int, float))
+                        and not isinstance(r.get("wall_s"), bool) else {**r, "wall_s": None})
+                    for s, r in entries.items() if isinstance(r, dict)}
+    return rec, None
+
+
 def timings_markdown(run_dir: Path) -> str:
     """Markdown table of the last real run of each stage (``last_ran`` of ``RUN/pipeline.json``): wall time (s),
-    when it finished, load averages before and after. Raises :class:`InputError` when the run has no record."""
-    rec = load_json(Path(run_dir) / RECORD)
-    if not rec:
-        raise InputError(f"{run_dir}: no {RECORD}; run the pipeline on it first")
-    ran, last = rec.get("last_ran") or {}, rec.get("stages") or {}
+    when it finished, load averages before and after. Raises :class:`InputError` when the run has no record or
+    an unreadable one (the reason named)."""
+    rec, problem = read_record(Path(run_dir))
+    if rec is None:
+        raise InputError(f"{Path(run_dir) / RECORD}: {problem}; expected the pipeline's record" if problem else
+                         f"{run_dir}: no {RECORD}; run the pipeline on it first")
+    ran, last = rec["last_ran"], rec["stages"]
     lines = [f"Run folder `{run_dir}`, machine: {machine_text(rec.get('machine'))}.", "",
              "| stage | wall time | finished | load avg (1/5/15 min) before | after | last run |",
              "|---|---|---|---|---|---|"]
@@ -116,9 +134,10 @@ def timings_markdown(run_dir: Path) -> str:
         r = ran.get(s)
         if r is None and s not in last:
             continue
-        w = r["wall_s"] if r else None
+        w = r["wall_s"] if r else None   # a number or None (read_record)
         total += w or 0.0
-        fmt = (lambda la: "/".join(f"{x:.1f}" for x in la) if la else "-")
+        fmt = (lambda la: "/".join(f"{x:.1f}" for x in la)
+               if isinstance(la, list) and la and all(isinstance(x, (int, float)) for x in la) else "-")
         wall = "-" if w is None else (f"{w:.0f} s" if w < 120 else f"{w:.0f} s ({w / 60:.1f} min)")
         lines.append(f"| {s} | {wall} | {(r or {}).get('finished', '-')} | {fmt((r or {}).get('load_before'))} | "
                      f"{fmt((r or {}).get('load_after'))} | {last.get(s, {}).get('status', '-')} |")

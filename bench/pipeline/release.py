@@ -37,7 +37,7 @@ from typing import Any
 from bench.pipeline.compare import (chipset, comparison_plot, dtype_cell, headline_markdown, macs_text, pairs,
                                     target_kind, target_markdown)
 from bench.pipeline.page import markdown_page
-from bench.pipeline.record import RECORD, STAGES, json_problem, load_json
+from bench.pipeline.record import RECORD, STAGES, json_problem, load_json, read_record
 from bench.tables import format_macs, md_escape
 from compress.errors import InputError
 from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, is_folder_name
@@ -217,7 +217,8 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
 
     Raises InputError when ``run_dir`` holds no finished compress run (compression_report.json), when ``name``
     is not one folder name (a path, ``.`` or ``..``), or when ``release_root/<name>`` exists and is not
-    a release this function wrote (no ``release.json``): a release replaces only an older release.
+    a release this function wrote (no ``release.json``) or is another run's: a release replaces only an older
+    release of the same run.
     """
     run = Path(run_dir)
     report = load_json(run / "compression_report.json")
@@ -233,6 +234,11 @@ def build_release(run_dir: str | os.PathLike, release_root: str | os.PathLike = 
     if dest.exists() and not (dest.is_dir() and (dest / "release.json").is_file()):
         raise InputError(f"{dest}: exists and is not a release folder (no release.json); a release replaces only "
                          "an older release: pick another --name or --out, or move that folder away")
+    previous = (load_json(dest / "release.json") or {}).get("run_dir") if dest.exists() else None
+    if previous and previous != str(run.resolve()):
+        raise InputError(f"{dest}: holds the release of another run ({previous}); a release replaces only an older "
+                         f"release of the same run ({run.resolve()}): pick another --name or --out, or move that "
+                         "folder away")
     with atomic_dir(dest) as tmp:
         _fill(run, report, tmp, dest.name)
     return dest
@@ -246,10 +252,24 @@ def page_name(release_name: str) -> str:
 def load_original(run: Path) -> dict[str, Any]:
     """The run's original as the release shows it: ``manifest`` (its export manifest), ``record``
     (``original.json``: where its weights came from) and ``evaluation`` (a baseline run's ``evaluation.json``);
-    each None when absent (:mod:`export.original`)."""
+    each None when absent (:mod:`export.original`). ``stale_export``: why the manifest was left out (None when it
+    is kept): an export made from other weights than the record's (its files would be labelled with them)."""
     folder = run / ORIGINAL_DIR
-    return {"manifest": load_json(folder / "export" / "manifest.json"), "record": load_json(folder / ORIGINAL_RECORD),
-            "evaluation": load_json(folder / "evaluation.json")}
+    original = {"manifest": load_json(folder / "export" / "manifest.json"),
+                "record": load_json(folder / ORIGINAL_RECORD), "evaluation": load_json(folder / "evaluation.json"),
+                "stale_export": None}
+    manifest, record = original["manifest"], original["record"]
+    made_from = ((manifest or {}).get("source") or {}).get("generator_pt_sha256") if isinstance(manifest, dict) \
+        else None
+    recorded = record.get("generator_pt_sha256") if isinstance(record, dict) else None
+    if manifest is not None and recorded and made_from and made_from != recorded:
+        # e.g. the original's weights were changed and its export then stopped or failed: those files are of the
+        # earlier weights, and the record would label them with the new ones
+        original["stale_export"] = (f"the original's export ({folder / 'export' / 'manifest.json'}, generator "
+                                    f"{str(made_from)[:12]}) is not of the weights {ORIGINAL_RECORD} records "
+                                    f"({recorded[:12]}): its figures are left out; rerun the export stage")
+        original["manifest"] = None
+    return original
 
 
 def export_size(manifest: dict | None) -> str:
@@ -287,7 +307,7 @@ def _fill(run: Path, report: dict, out: Path, name: str) -> None:
     config = load_json(run / "config.json") or {}
     manifest = load_json(run / "export" / "manifest.json")
     ev = load_json(run / "evaluation.json")
-    record = load_json(run / RECORD) or {}
+    record = read_record(run)[0] or {}
     original = load_original(run)
     if comparison_plot(targets, (original["manifest"] or {}).get("model"), (manifest or {}).get("model"),
                        out / "speedup.png", export_size(manifest)):
@@ -350,6 +370,8 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
         elif om.get("gate_failures"):  # initialised weights: timed, not judged, but what was timed is said
             w.append("Original (initialised weights, latency only; its PSNR is not a quality figure), export gates "
                      "missed (accepted): " + "; ".join(om["gate_failures"]) + ".")
+    if (original or {}).get("stale_export"):
+        w.append(f"Original: {original['stale_export']}.")
     if ev is None:
         w.append("No evaluation.json: FID/KID not measured (evaluate stage not run or unavailable).")
     if not targets:

@@ -106,19 +106,26 @@ class Pipeline:
         self.env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [self.env.get("PYTHONPATH")] if p])
 
     # -- record -------------------------------------------------------------------------------------
-    def run_settings(self) -> dict[str, Any]:
+    #: The pipeline settings each stage uses (recorded by that stage only: ``make bench SIZE=128`` runs no export,
+    #: so it must not record 128 as the run's export size).
+    STAGE_SETTINGS = {"export": ("dtype", "input_size", "original"), "bench": ("device", "original")}
+
+    def run_settings(self, stage: str | None = None) -> dict[str, Any]:
         """What the stage records say the run is: model, dataset, target and preset from the run's own
         ``config.json`` once compress wrote it (``make export RUN=<a pix2pix run>`` records pix2pix, not the
-        command line's defaults), else from the pipeline's settings; and the later stages' settings."""
+        command line's defaults), else from the pipeline's settings; and the settings ``stage`` used
+        (:data:`STAGE_SETTINGS`; every stage's when ``stage`` is None)."""
         conf = load_json(self.cfg.run_dir / "config.json") or {}
         mine = {"model": self.cfg.model, "dataset": self.cfg.dataset, "target": self.cfg.target,
                 "preset": self.preset}
-        return {"run_dir": str(self.cfg.run_dir), **{k: conf.get(k, v) for k, v in mine.items()},
-                "device": self.cfg.device, "dtype": self.cfg.dtype, "input_size": self.cfg.input_size,
+        used = {"device": self.cfg.device, "dtype": self.cfg.dtype, "input_size": self.cfg.input_size,
                 "original": self.cfg.original}
+        keys = used if stage is None else self.STAGE_SETTINGS.get(stage, ())
+        return {"run_dir": str(self.cfg.run_dir), **{k: conf.get(k, v) for k, v in mine.items()},
+                **{k: used[k] for k in keys}}
 
     def _record(self, stage: str, result: dict[str, Any]) -> None:
-        record_stage(self.cfg.run_dir, stage, result, self.run_settings())
+        record_stage(self.cfg.run_dir, stage, result, self.run_settings(stage))
 
     def _sh(self, cmd: list[str]) -> int:
         """Run a stage's command (echoed first); returns its exit status. A Ctrl-C or SIGTERM of the pipeline
@@ -299,7 +306,8 @@ class Pipeline:
     def bench_targets(self) -> list[dict[str, Any]]:
         """Where to bench: ``[{"kind": "phone", "serial"}]`` when a matching phone is attached, else host and
         virtual (just host for ``--device host``). Raises :class:`StageFailed` with ``--phone require`` and no
-        matching phone, :class:`compress.errors.InputError` for an unknown ``--device`` profile."""
+        matching phone, :class:`compress.errors.InputError` for an unknown ``--device`` profile or a ``--serial``
+        that names no attached matching phone."""
         if self.cfg.device == HOST:
             return [{"kind": "host", "name": "host"}]
         key = get_profile(self.cfg.device)["key"]  # a plain name (a profile file's path is not): RUN/bench/<key>
@@ -307,6 +315,11 @@ class Pipeline:
             serial = detect_phone(self.cfg.device, self.cfg.serial)
             if serial:
                 return [{"kind": "phone", "name": key, "serial": serial}]
+            if self.cfg.serial:   # a phone named by the user is not there: its figures must not be the host's
+                raise InputError(f"--serial {self.cfg.serial} (make: SERIAL=...): no attached phone with this serial "
+                                 f"matches --device {self.cfg.device} on the default adb server (adb devices); "
+                                 "expected the serial of an attached phone, or leave SERIAL out to bench on the "
+                                 "host and the virtual device")
             if self.cfg.phone == "require":
                 raise StageFailed(f"bench: no attached phone matches --device {self.cfg.device}")
         return [{"kind": "host", "name": "host"}, {"kind": "virtual", "name": f"{key}-virtual"}]
@@ -338,22 +351,35 @@ class Pipeline:
             found.append(path)
         return found
 
+    def bench_stamp(self, target: dict[str, Any], manifests: list[Path]) -> dict[str, Any]:
+        """What the bench tables of ``target`` were measured from (skip-if-unchanged): the manifests' and model
+        files' SHA-256, the bench flags, the device and target. Files of the run are named by their place in it,
+        so that the same run reached as ``runs/main``, ``$PWD/runs/main`` or after a move is the same stamp."""
+        run_root = self.cfg.run_dir.resolve()
+
+        def key(path: Path) -> str:
+            path = path.resolve()
+            return path.relative_to(run_root).as_posix() if path.is_relative_to(run_root) else str(path)
+
+        models = {key(m.parent / e["path"]): e.get("sha256") for m in manifests
+                  for e in load_json(m)["files"] if str(e["path"]).endswith(".tflite")}
+        return {"manifest_sha256": {key(m): sha256_file(m) for m in manifests}, "models": models,
+                "settings": self.bench_settings(target), "device": self.cfg.device, "kind": target["kind"],
+                "serial": target.get("serial")}
+
     def stage_bench(self) -> dict[str, Any]:
         """Bench the exported files on every :meth:`bench_targets` target into ``RUN/bench/<target>``: skipped when
         the stamp matches, else benched in place (an interrupted bench resumes) with the last complete tables kept
         in ``.<target>.prev`` and put back when the rerun fails. Returns the stage record; exit 1 of bench (rows
         flagged as failed) is kept. Raises :class:`StageFailed` when bench exits 2 or more."""
         manifests = self.bench_manifests()
-        models = {str(m.parent / e["path"]): e.get("sha256") for m in manifests
-                  for e in load_json(m)["files"] if str(e["path"]).endswith(".tflite")}
         reference = (load_json(manifests[0]) or {}).get("model") if len(manifests) > 1 else None
         targets = self.bench_targets()
         results, worst = [], 0
         for t in targets:
             out = self.cfg.run_dir / "bench" / t["name"]
             settings = self.bench_settings(t)
-            stamp = {"manifest_sha256": {str(m): sha256_file(m) for m in manifests}, "models": models,
-                     "settings": settings, "device": self.cfg.device, "kind": t["kind"], "serial": t.get("serial")}
+            stamp = self.bench_stamp(t, manifests)
             if bench_is_current(out, stamp):
                 results.append(f"{t['name']}: skipped (unchanged)")
                 continue
