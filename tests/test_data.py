@@ -604,3 +604,17 @@ def test_fid_reads_images_as_training_does(tmp_path, shared_data):
             _read_rgb(bomb)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_an_image_too_small_is_named_with_what_would_take_it():
+    """crop without resize: the crop size and the way out; a resizing preprocess: only an empty side (half of a
+    1-pixel-wide A|B pair) is refused, and the message no longer tells to use the preprocess already in use."""
+    from compress.data.transforms import Preprocess, check_size
+
+    with pytest.raises(InputError, match=r"a\.png: image is 100x100, smaller than crop_size=256 .*use "
+                                         r"preprocess='resize_and_crop'"):
+        check_size("a.png", (100, 100), Preprocess(preprocess="crop", crop_size=256))
+    check_size("a.png", (1, 1), Preprocess(preprocess="resize_and_crop", crop_size=256))
+    with pytest.raises(InputError, match=r"a\.png: image is 0x8; expected at least 1x1 pixels") as info:
+        check_size("a.png", (0, 8), Preprocess(preprocess="resize_and_crop", crop_size=256))
+    assert "use preprocess" not in str(info.value)

@@ -91,9 +91,13 @@ def check_size(path: str | Path, size: tuple[int, int], opt: Preprocess) -> None
     w, h = size
     need = opt.min_size()
     if w < need or h < need:
-        raise InputError(f"{path}: image is {w}x{h}, smaller than crop_size={opt.crop_size} and "
-                         f"preprocess={opt.preprocess!r} does not resize; expected at least {need}x{need} "
-                         "(use preprocess='resize_and_crop')")
+        if opt.preprocess == "crop":
+            raise InputError(f"{path}: image is {w}x{h}, smaller than crop_size={opt.crop_size} and "
+                             f"preprocess={opt.preprocess!r} does not resize; expected at least {need}x{need} "
+                             "(use preprocess='resize_and_crop')")
+        # resizing takes any size but an empty side (e.g. one half of a 1-pixel-wide A|B pair)
+        raise InputError(f"{path}: image is {w}x{h}; expected at least 1x1 pixels (an aligned A|B pair needs an "
+                         "even width of at least 2)")
 
 
 def sample_params(size: tuple[int, int], opt: Preprocess, generator: torch.Generator | None = None) -> Params:
