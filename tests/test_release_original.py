@@ -446,6 +446,12 @@ def test_release_warns_about_latency_rows_of_files_that_are_not_the_export(tmp_p
     warn = [w for w in index.splitlines() if "not the current export" in w]
     assert len(warn) == 1 and " host: " in warn[0] and "cyclegan:r int8" in warn[0]
     assert "cyclegan:r fp32" not in warn[0]  # the row of the exported file
+    # the older files' figures are not shown as the export's: the host's headline rows keep the current fp32
+    # file only (int8 3.00 ms and the original's 10.00 / 6.00 ms were an older export's)
+    head = index.split("## Headline")[1].split("\n## ")[0]
+    host = [line for line in head.splitlines() if line.startswith("| host CPU |")]
+    assert host and all("| 3.00 |" not in line and "| 10.00 |" not in line for line in host), host
+    assert any("| fp32 |" in line and "| 4.00 |" in line for line in host), host
 
 
 def test_bench_target_folder_is_the_profile_key_even_for_a_profile_file(tmp_path):

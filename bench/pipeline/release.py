@@ -309,7 +309,8 @@ def _fill(run: Path, report: dict, out: Path, name: str) -> None:
     ev = load_json(run / "evaluation.json")
     record = read_record(run)[0] or {}
     original = load_original(run)
-    if comparison_plot(targets, (original["manifest"] or {}).get("model"), (manifest or {}).get("model"),
+    if comparison_plot(current_targets(targets, manifest, original), (original["manifest"] or {}).get("model"),
+                       (manifest or {}).get("model"),
                        out / "speedup.png", export_size(manifest)):
         files["speedup.png"] = "speedup.png"
     files[page_name(name)] = "page"  # written below, from the index itself
@@ -336,6 +337,24 @@ def unreadable_warnings(run: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------
+def _exported_sha256(manifest: dict | None, original: dict | None) -> set[str]:
+    """SHA-256 of every file the current exports list (the compressed generator's and the original's)."""
+    return {e["sha256"] for m in (manifest, (original or {}).get("manifest")) if m
+            for e in m.get("files", []) if isinstance(e, dict) and e.get("sha256")}
+
+
+def current_targets(targets: list[tuple[str, dict]], manifest: dict | None,
+                    original: dict | None) -> list[tuple[str, dict]]:
+    """``targets`` with only the latency rows of files the current exports list (rows without a sha256 kept):
+    the headline, summary and latency sections must not present an older file's figures as the export's (the
+    Warnings name the rows left out)."""
+    exported = _exported_sha256(manifest, original)
+    if not exported:
+        return targets
+    return [(t, {**lat, "rows": [r for r in lat.get("rows", []) if not r.get("sha256") or r["sha256"] in exported]})
+            for t, lat in targets]
+
+
 def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict | None,
                      targets: list[tuple[str, dict]], record: dict, original: dict | None = None) -> list[str]:
     """Everything a release manager must not miss, one line each. ``original`` is :func:`load_original`'s
@@ -379,14 +398,14 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
     elif all(target_kind(lat) != "phone" for _, lat in targets):
         w.append("No phone was attached: latency figures are from the host CPU and the VIRTUAL device (host CPU "
                  "behind a simulated phone); they are NOT phone figures.")
-    exported = {e.get("sha256") for m in (manifest, (original or {}).get("manifest")) if m
-                for e in m.get("files", []) if e.get("sha256")}
+    exported = _exported_sha256(manifest, original)
     for tname, lat in targets:
         stale = sorted({f"{r.get('model')} {r.get('dtype')}" for r in lat.get("rows", [])
                         if exported and r.get("sha256") and r["sha256"] not in exported})
         if stale:
             w.append(f"{tname}: latency rows of files that are not the current export ({md_escape(', '.join(stale))}"
-                     "): the bench is older than the export; rerun the bench stage.")
+                     "): the bench is older than the export; they are left out of the headline, summary and "
+                     "latency sections; rerun the bench stage.")
         if lat.get("aborted"):
             w.append(f"Bench on {tname} aborted: {md_escape(lat['aborted'])}.")
         elif not lat.get("complete"):
@@ -580,12 +599,13 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
          f"Compressed {_what(report, config)} with CoroNetGAN to remove "
          f"**{report.get('target_macs_reduction', 0):.0%}** of the generator's MACs. Built "
          f"{time.strftime('%Y-%m-%d %H:%M %Z')} from `{run}`.", ""]
-    L += _headline(report, manifest, targets, original, files)
+    current = current_targets(targets, manifest, original)
+    L += _headline(report, manifest, current, original, files)
     warnings = collect_warnings(report, config, manifest, ev, targets, record, original) + unreadable_warnings(run)
     L += ["## Warnings", ""] + ([f"- ⚠ {x}" for x in warnings] or ["- none"]) + [""]
-    L += _summary(report, manifest, ev, targets, original)
+    L += _summary(report, manifest, ev, current, original)
     L += _exported(manifest, original)
-    L += _latency(targets, manifest, original, files)
+    L += _latency(current, manifest, original, files)
 
     # --- delegate coverage
     L += ["## GPU-delegate coverage", "", "Of the compressed generator's files.", "",
