@@ -55,13 +55,16 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def _is_bench_log(path: Path) -> bool:
-    """Whether ``path`` is the ``log.txt`` of a bench run (its first line is a record of the ``bench`` logger)."""
+    """Whether ``path`` is the ``log.txt`` of a bench run: beside its ``latency.json``, or empty, or with a record
+    of the ``bench`` logger in its first 50 lines (other libraries may log first)."""
+    if (path.parent / "latency.json").is_file():
+        return True
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            first = fh.readline()
+            head = [fh.readline() for _ in range(50)]
     except OSError:
         return False
-    return first == "" or " bench: " in first
+    return not any(head) or any(" bench: " in line for line in head)
 
 
 def _open_backend(device: str, serial: str | None, virtual: bool, runner: str | None, runner_kind: str,
