@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
-from compress.errors import InputError
+from compress.errors import InputError, first_line
 from compress.families import generator_input_shape, get_family
 from compress.io import atomic_torch_save, atomic_write_json, read_json
 from compress.models.base import PrunableNetwork
@@ -142,7 +142,7 @@ def torch_load_tensors(path: str | Path, what: str, device: torch.device | str =
         raise InputError(f"{path} could not be read by the tensors-only loader ({detail}); expected {what}: the "
                          "file is corrupt or holds other data; it was not loaded") from None
     except Exception as exc:  # torch raises several types for corrupt or truncated archives
-        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        first = first_line(exc).split(". ")[0]
         raise InputError(f"{path} could not be read ({type(exc).__name__}: {first}); expected {what}: the file is "
                          "corrupt (truncated or not a torch file)") from None
 

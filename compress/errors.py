@@ -16,3 +16,10 @@ class InputError(ValueError):
 class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss, weights that became NaN): the message says where it stopped,
     what was kept and what to change. Command lines print it without a traceback (exit status 1)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``exc``'s message (at most ``limit`` characters; "" for an empty message):
+    what a one-line error quotes of a library's multi-line exception."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0][:limit] if lines else ""

@@ -42,7 +42,7 @@ from compress.artifacts import save_generator, torch_load_tensors
 from compress.config import RunConfig, config_conflicts
 from compress.data.stream import BatchStream, to_device
 from compress.distributed import Distributed, is_main_process
-from compress.errors import InputError, TrainingError
+from compress.errors import InputError, TrainingError, first_line
 from compress.families import get_family
 from compress.families.recipe import GANRecipe
 from compress.hyper import HyperNetwork, materialize
@@ -303,8 +303,8 @@ class Trainer:
         except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
             if isinstance(exc, torch.cuda.OutOfMemoryError):
                 raise
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise InputError(f"{self.run_dir / CHECKPOINT} does not fit this run ({type(exc).__name__}: {reason}); "
+            raise InputError(f"{self.run_dir / CHECKPOINT} does not fit this run ({type(exc).__name__}: "
+                             f"{first_line(exc)}); "
                              "expected a checkpoint python -m compress wrote for these settings: start a new run in "
                              "another --run-dir") from None
 

@@ -42,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
+from compress.errors import first_line
 from compress.families import FAMILIES
 from compress.io import atomic_write_text
 DTYPE_FILES = {"fp32": "generator_fp32.tflite", "fp16": "generator_fp16.tflite", "int8": "generator_int8.tflite"}
@@ -62,7 +63,7 @@ def host_latency_ms(path: str | Path, threads: int = 2, warmup: int = 5, runs: i
         for _ in range(warmup):
             it.invoke()
     except Exception as exc:  # the runtimes raise RuntimeError/ValueError: "does not run" is the figure
-        return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}", "runtime": runtime}
+        return {"error": f"{type(exc).__name__}: {first_line(exc)}", "runtime": runtime}
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()

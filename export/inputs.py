@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from compress.errors import InputError
+from compress.errors import InputError, first_line
 from compress.families import get_family
 from compress.families.calibration import InputSets
 
@@ -66,9 +66,9 @@ def export_input_shape(arch: Mapping[str, Any], generator: torch.nn.Module,
             with torch.no_grad():
                 generator.eval()(torch.zeros(*trained))
         except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"architecture.json: input_shape {list(trained)} does not fit the generator "
-                             f"({reason}); expected the input shape the run was trained with") from None
+                             f"({first_line(exc) or type(exc).__name__}); expected the input shape the run was "
+                             "trained with") from None
         return tuple(trained)
     family = get_family(arch.get("family"), "architecture family")
     if not takes_image_input(arch, generator):
