@@ -33,6 +33,17 @@ from compress.families import get_family
 PRESETS = ("paper", "small")
 
 
+#: Largest seed: torch's and numpy's generators take seeds in [0, 2**32 - 1] (numpy's legacy ``RandomState``).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed, flag: str = "--seed") -> None:
+    """Raise :class:`InputError` unless ``seed`` is an integer in [0, :data:`MAX_SEED`] (named with ``flag``); the
+    one check of a seed for training (:meth:`RunConfig.validate`) and evaluation."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{flag} {seed!r}: expected an integer from 0 to {MAX_SEED}")
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs; saved as ``config.json`` in the run folder (see the CLI for each field)."""
@@ -139,8 +150,7 @@ class RunConfig:
                            ("pool_size", "no image pool"), ("num_workers", "load in the main process")):
             if getattr(self, name) < 0:
                 raise InputError(f"{flag_of(name)} {getattr(self, name)}: expected an integer >= 0 (0: {zero})")
-        if not 0 <= self.seed < 2 ** 32:
-            raise InputError(f"--seed {self.seed}: expected an integer in [0, 2**32)")
+        check_seed(self.seed)
         for name in ("lr", "mask_threshold", "latent_lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -48,7 +48,7 @@ from compress.families.recipe import GANRecipe
 from compress.hyper import HyperNetwork, materialize
 from compress.hyper.batchnorm import recompute_batchnorm_statistics
 from compress.hyper.materialize import materialization_gap_db
-from compress.io import atomic_torch_save, atomic_write_json, atomic_write_text, ensure_dir
+from compress.io import atomic_torch_save, atomic_write_json, atomic_write_text, ensure_dir, read_json
 from compress.macs import count_params
 from compress.samples import save_grid
 from compress.search import SearchController
@@ -316,8 +316,8 @@ class Trainer:
         Raises:
             InputError: ``path`` is not the settings of a ``python -m compress`` run (named)."""
         try:
-            RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
-        except (OSError, ValueError, TypeError, AttributeError, InputError) as exc:
+            RunConfig.from_dict(read_json(path), where=str(path))
+        except InputError as exc:
             raise InputError(f"{path} is not the settings of a python -m compress run ({str(exc)[:200]}); a new run "
                              "would replace it: choose another --run-dir") from None
 

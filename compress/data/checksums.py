@@ -49,8 +49,11 @@ def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    """All regular files under ``folder`` (relative paths, sorted), the manifest excluded."""
-    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    """All regular files under ``folder`` (relative paths, sorted), the manifest excluded; links to folders
+    followed once, as the mirror copy and the readers list them (:func:`compress.data.images.walk_files`)."""
+    from compress.data.images import walk_files
+
+    return sorted(p.relative_to(folder) for p in walk_files(folder) if p.is_file() and p.name != MANIFEST)
 
 
 def write_manifest(folder: Path, name: str, source: str, files: dict[str, str], **extra) -> Path:

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from compress.config import check_seed
 from compress.errors import InputError
 from compress.evaluate.features import features_from_tensor
 from compress.evaluate.metrics import KID_SUBSET_SIZE, KID_SUBSETS, fid_from_features, kid_from_features
@@ -105,16 +106,6 @@ class EvalSettings:
                 raise InputError(f"{flag} {v!r}: expected an integer >= {low}")
         check_seed(s.seed)
         return s
-
-
-#: Largest seed: torch's and numpy's generators take seeds in [0, 2**32 - 1] (numpy's legacy ``RandomState``).
-MAX_SEED = 2**32 - 1
-
-
-def check_seed(seed, flag: str = "--seed") -> None:
-    """Raise :class:`InputError` unless ``seed`` is an integer in [0, :data:`MAX_SEED`] (named with ``flag``)."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise InputError(f"{flag} {seed!r}: expected an integer from 0 to {MAX_SEED}")
 
 
 @dataclass

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     try:
-        from compress.evaluate.core import check_seed
+        from compress.config import check_seed
         from compress.trainer import pick_device
 
         check_seed(args.seed)
