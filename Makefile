@@ -10,6 +10,7 @@
 #   make release [RUN=dir]        release/<run name>/index.md (+ one HTML file) and everything it links to
 #   make gpu-data                 a few MB of the data mirror in gpu_data/ (git-ignored), carried to a GPU machine
 #   make gpu-check                the prepared GPU check: CUDA smoke runs, step cost, peak GPU memory (< 8 min)
+#   make gpu-profile              the GPU profile: where a step's time goes, eq. 4 formulations, bf16 vs fp32 search
 #
 # PY=/path/to/python uses that interpreter instead of .venv (and does not set .venv up).
 SHELL := /bin/bash
@@ -43,7 +44,7 @@ WHAT = --model $(MODEL) --dataset $(DATASET) --target $(TARGET) --preset $(PRESE
 SETUP := $(if $(filter .venv/bin/python,$(PY)),setup)
 
 .PHONY: all setup test test-fast test-slow pipeline data compress evaluate export bench release clean-venv macs \
-	gpu-data gpu-check
+	gpu-data gpu-check gpu-profile
 
 all: setup pipeline
 
@@ -110,3 +111,8 @@ $(GPU_DATA)/cifar10_partial/cifar10_partial.npz:
 
 gpu-check: $(GPU_DATA)/cifar10_partial/cifar10_partial.npz
 	$(PY) scripts/gpu_check.py --data $(GPU_DATA) --device $(GPU_DEVICE) --out $(GPU_CHECK_OUT)
+
+# Where a step's time goes on the GPU (profiler, eq. 4 formulations) and the search in bf16 against fp32.
+gpu-profile: $(GPU_DATA)/cifar10_partial/cifar10_partial.npz
+	$(PY) scripts/gpu_check.py --data $(GPU_DATA) --device $(GPU_DEVICE) --out $(GPU_CHECK_OUT)-profile \
+		--sections profile,precision

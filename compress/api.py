@@ -81,6 +81,8 @@ def run_compression(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -
             from compress.baselines import load_reference
 
             load_reference(cfg.reference_run)
+    if not resume and (run_dir / "config.json").is_file():
+        Trainer._check_own_config(run_dir / "config.json")   # a refused folder gets no log.txt line either
     setup_logging(run_dir)
     from compress.distributed import environment_rank
 

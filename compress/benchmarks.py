@@ -432,14 +432,16 @@ def _interleaved(fns: Sequence[Callable[[], None]], rounds: int, per_round: int,
 
 
 def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int, warmup: int = 2,
-                   compare_no_reuse: bool | None = None, compare_fused: bool = False, device: str = "cpu") -> dict:
+                   compare_no_reuse: bool | None = None, compare_fused: bool = False, device: str = "cpu",
+                   settings: dict | None = None) -> dict:
     """Measure one case of :data:`STEP_CASES`: ms per search step and per plain step, interleaved, the
     ratio, and the breakdown of the search step. ``compare_no_reuse`` (default: for families that call
     the compressed generator several times per step, i.e. CycleGAN) also times the search step with
     ``HyperNetwork.reuse_weights = False`` (weights generated at every call, without the per-step weight cache).
-    ``compare_fused`` also times both steps with ``torch.optim.Adam(fused=True)`` optimizers (the trainer's
-    default Adam runs the single-tensor loop on the CPU; foreach is a CUDA default). ``device``: where both
-    steps run (``cuda``: with the trainer's CUDA settings)."""
+    ``compare_fused`` also times both steps with fresh ``torch.optim.Adam(fused=True)`` copies of the optimizers
+    (the trainer's own are fused too since issue 18; the comparison is kept for older records). ``device``: where both
+    steps run (``cuda``: with the trainer's CUDA settings). ``settings``: RunConfig fields set on top of the
+    case's (e.g. ``{"channels_last": False}``)."""
     import torch
 
     from compress.families import get_family
@@ -448,7 +450,7 @@ def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int,
     if compare_no_reuse is None:
         compare_no_reuse = get_family(family).generator_calls_per_step > 1
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
-        b = _StepBench(family, preset_name, overrides, Path(tmp), device=device)
+        b = _StepBench(family, preset_name, {**overrides, **(settings or {})}, Path(tmp), device=device)
 
         def search_no_reuse():
             b.G.reuse_weights = False
@@ -494,7 +496,7 @@ def step_cost_case(name: str, rounds: int, per_round: int, breakdown_steps: int,
 
 
 def step_cost_rows(quick: bool = False, cases: Sequence[str] | None = None, compare_fused: bool = False,
-                   device: str = "cpu") -> list[dict]:
+                   device: str = "cpu", settings: dict | None = None) -> list[dict]:
     """One :func:`step_cost_case` row per case (default: every case of :data:`STEP_CASES`; ``quick``: DCGAN small
     only, 2 rounds of 1 step), each printed as it is measured. On CUDA (tens of ms per step) every case runs
     5 rounds of 10 steps after 5 warm-up steps (cuDNN autotuning, the allocator), with a 5-step breakdown."""
@@ -513,7 +515,8 @@ def step_cost_rows(quick: bool = False, cases: Sequence[str] | None = None, comp
             rounds, per_round, bd, warmup = CPU_PAPER_ROUNDS.get(name, 2), 1, 1, 1
         else:
             rounds, per_round, bd, warmup = 4, 2, 3, 2
-        row = step_cost_case(name, rounds, per_round, bd, warmup=warmup, compare_fused=compare_fused, device=device)
+        row = step_cost_case(name, rounds, per_round, bd, warmup=warmup, compare_fused=compare_fused, device=device,
+                             settings=settings)
         rows.append(row)
         print(f"{name}: search {row['search_ms_median']:.1f} ms, plain {row['plain_ms_median']:.1f} ms, "
               f"ratio {row['ratio_median']:.2f} [{row['ratio_min']:.2f}-{row['ratio_max']:.2f}], load "
@@ -524,12 +527,14 @@ def step_cost_rows(quick: bool = False, cases: Sequence[str] | None = None, comp
 
 
 def step_cost(quick: bool = False, cases: Sequence[str] | None = None, tag: str = "",
-              out_name: str = "step-cost", compare_fused: bool = False, device: str = "cpu") -> dict:
+              out_name: str = "step-cost", compare_fused: bool = False, device: str = "cpu",
+              settings: dict | None = None) -> dict:
     """The step-cost table (:func:`step_cost_rows`): small-preset CycleGAN, Pix2Pix, DCGAN, and the paper-size
-    U-Net-256 (batch 4) and ResNet-9 (batch 1) at 256 px, on ``device``; written to ``runs/bench-<out_name>/``."""
-    rows = step_cost_rows(quick, cases, compare_fused, device)
+    U-Net-256 (batch 4) and ResNet-9 (batch 1) at 256 px, on ``device`` (``settings``: RunConfig fields set on
+    every case); written to ``runs/bench-<out_name>/``."""
+    rows = step_cost_rows(quick, cases, compare_fused, device, settings)
     results = {"kind": "step-cost", "quick": quick, "tag": tag, "machine": machine(), "rows": rows,
-               "device": device}
+               "device": device, "settings": settings or {}}
     table = step_cost_table(results)
     _write(out_name, results, table)
     print(table)
@@ -579,7 +584,7 @@ def step_cost_table(results: dict) -> str:
                      f"x {iso['generator calls per step']} calls per step |")
         lines.append(f"| isolated: weight generation backward, once | {1e3 * iso['hyper bwd']:.1f} | |")
         if "trainer opt_G step" in iso:
-            lines.append(f"| isolated: the trainer's Adam of G (default: single-tensor loop on the CPU; hypernetworks + "
+            lines.append(f"| isolated: the trainer's Adam of G (fused; hypernetworks + "
                          f"latents{''.join(' + ' + k for k in bd.get('opt_G_also_steps', []))}) | "
                          f"{1e3 * iso['trainer opt_G step']:.1f} | |")
         if "Adam on hypernetwork params" in iso:
@@ -750,6 +755,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cases", help=f"step-cost: comma-separated subset of {', '.join(STEP_CASES)}")
     p.add_argument("--fused", action="store_true",
                    help="step-cost: also time both steps with Adam(fused=True) optimizers")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="step-cost: run both steps in NCHW memory (RunConfig channels_last=False; on CUDA the "
+                        "default is channels_last)")
     p.add_argument("--tag", default="", help="step-cost: a note stored with the results (e.g. 'before')")
     p.add_argument("--out", help="results folder name under runs/ (default bench-<what>)")
     p.add_argument("--steps", type=int, default=3, help="memory: search/plain steps per process")
@@ -788,7 +796,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         step_cost(args.quick, cases, args.tag, out_name=(args.out or "step-cost") + ("-quick" if args.quick else ""),
-                  compare_fused=args.fused, device=args.device)
+                  compare_fused=args.fused, device=args.device,
+                  settings={"channels_last": False} if args.no_channels_last else None)
     else:
         memory(args.quick, args.steps, args.threads)
     return 0

@@ -340,9 +340,13 @@ class Trainer:
 
     def _continue_from(self, state: dict) -> None:
         """Restore the RNG states and the data position of ``state``, last thing before training goes on
-        (building networks draws from the RNG)."""
+        (building networks draws from the RNG), and drop the metrics logged after it: only once the whole
+        checkpoint has been restored, so that a resume refused for a checkpoint that does not fit leaves
+        metrics.jsonl as it was."""
         set_rng_state(state["rng"])
         self.batches.load_state_dict(state["batches"])
+        if self.dist.is_main:
+            self._truncate_metrics(state["stage"], state["step"])
 
     def _truncate_metrics(self, stage: str, step: int) -> None:
         """Drop the ``metrics.jsonl`` lines logged after the checkpoint (stage, step): the resumed run logs
@@ -420,8 +424,6 @@ class Trainer:
         state = self.checkpoint if self.resume else {"stage": "search", "step": 0}
         self.checkpoint = None
         stage, step = state["stage"], state["step"]
-        if self.resume:
-            self._truncate_metrics(stage, step)
 
         if stage == "search" and cfg.baseline:
             G_pruned, converge_budget = self._baseline(G, cfg.converge_steps or total_budget)

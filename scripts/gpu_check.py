@@ -16,6 +16,13 @@ Sections, each timed and recorded even when it fails (the others still run):
 5. ``torchrun``: a 2-process data-parallel DCGAN run (``torchrun --nproc_per_node 2 -m compress``) when two GPUs
    are present (``--ddp always``: also on the CPU with gloo), checked for the ranks' agreement and loaded.
 
+Two more sections run only when ``--sections`` names them (``make gpu-profile``):
+
+6. ``profile``: the PyTorch profiler over the plain and the search step of ResNet-9 b1 and U-Net-256 b4
+   (``compress.step_profile``: GPU busy time against wall time, kernels per step, top ops) and eq. 4 in three
+   formulations (``--tiny``: DCGAN small).
+7. ``precision``: each family's smoke run in bf16 and in fp32 (``--precision``), search outcome side by side.
+
 Data: ``--data DIR``, a small copy of the mirror made by ``--make-data DIR`` (``make gpu-data``: a few MB from
 ``$CORONETGAN_DATA_MIRROR``/``../shared/data`` into the git-ignored ``gpu_data/``, to be carried with the checkout).
 
@@ -24,6 +31,7 @@ Usage::
     python scripts/gpu_check.py --make-data gpu_data                              # once, where the mirror is
     python scripts/gpu_check.py --data gpu_data --device cuda --out runs/gpu-check   # make gpu-check
     python scripts/gpu_check.py --data gpu_data --device cpu --tiny                  # CPU rehearsal (tests)
+    python scripts/gpu_check.py --data gpu_data --sections profile,precision         # make gpu-profile
 
 Writes ``OUT/results.json`` (every figure), ``OUT/results.md`` (the tables) and ``OUT/runs/`` (the smoke runs and
 their exports). Exit status 0 when every section passed, 1 otherwise, 2 on bad input.
@@ -255,6 +263,41 @@ class Check:
         return {**_report(run), "agreement": agreed[-1].split(": ", 1)[-1], "settings": _settings_line(run)}
 
 
+    def profile(self, case: str) -> dict:
+        from compress.step_profile import profile_case, profile_table
+
+        os.environ["CORONETGAN_DATA_MIRROR"] = self.env["CORONETGAN_DATA_MIRROR"]
+        rec = profile_case(case, self.args.device, steps=2 if self.args.tiny else 5,
+                           warmup=1 if self.args.tiny else 5)
+        return {**rec, "table": profile_table(rec)}
+
+    def precision(self, family: str) -> dict:
+        out = {}
+        for precision in PRECISIONS:
+            run = self.runs / f"{family}-{precision}"
+            _run(self.compress_cmd(family, run, ["--precision", precision]), self.runs / f"{family}-{precision}.log",
+                 self.env, timeout=self.left())
+            out[precision] = {**_report(run), "settings": _settings_line(run)}
+        return out
+
+
+#: Every section, in the order they run; :data:`DEFAULT_SECTIONS` is ``make gpu-check``.
+SECTIONS = ("memory", "step_cost", "smoke", "compile", "torchrun", "profile", "precision")
+DEFAULT_SECTIONS = SECTIONS[:5]
+#: The step-cost cases the ``profile`` section profiles (``--tiny``: dcgan-small instead).
+PROFILE_CASES = ("cyclegan-resnet9-b1", "pix2pix-unet256-b4")
+#: The precisions the ``precision`` section compares (``--precision`` of ``python -m compress``).
+PRECISIONS = ("bf16", "fp32")
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in SECTIONS]
+    if bad or not names:
+        raise InputError(f"--sections {text!r}: expected a comma-separated list of {', '.join(SECTIONS)}")
+    return names
+
+
 def results_md(results: dict) -> str:
     """The results folder's Markdown: machine, one line per section, the smoke runs, step cost and memory."""
     m = results["machine"]
@@ -278,6 +321,20 @@ def results_md(results: dict) -> str:
                    f"skipped: {r['export_skipped']}" if "export_skipped" in r else "-")
             lines.append(f"| {n} | {r['status']} | {r['achieved']:.3f} | {r['search_steps']} | {r['search_s']:.1f} | "
                          f"{r['converge_steps']} / {r['converge_s']:.1f} | {gap} | {exp} | {r['settings']} |")
+    prec = [(n.split("_", 1)[1], r) for n, r in s.items() if n.startswith("precision_") and r["ok"]]
+    if prec:
+        lines += ["", "## Search in bf16 against fp32 (same seed and flags)", "",
+                  "| family | precision | status | MACs reduction | search steps | search s | "
+                  "materialisation gap dB | params |", "|---|---|---|---|---|---|---|---|"]
+        for family, r in prec:
+            for p in PRECISIONS:
+                x = r[p]
+                gap = "identical" if x["gap_db"] is None else f"{x['gap_db']:.0f}"
+                lines.append(f"| {family} | {p} | {x['status']} | {x['achieved']:.3f} | {x['search_steps']} | "
+                             f"{x['search_s']:.1f} | {gap} | {x['params']:,} |")
+    for n, r in s.items():
+        if n.startswith("profile_") and r["ok"]:
+            lines += ["", r["table"]]
     if s.get("step_cost", {}).get("ok"):
         lines += ["", "## Step cost", "", s["step_cost"]["table"]]
     if s.get("memory", {}).get("ok"):
@@ -306,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny networks and images (the CPU rehearsal)")
     p.add_argument("--ddp", choices=("auto", "always", "never"), default="auto",
                    help="the 2-process torchrun smoke: auto = when 2 GPUs are present")
+    p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: "
+                        f"{','.join(DEFAULT_SECTIONS)})")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "gpu-check", help="the results folder (replaced)")
     p.add_argument("--budget-s", type=float, default=450.0,
                    help="seconds after which the remaining sections are skipped (default 450: results within "
@@ -320,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         from compress.trainer import pick_device
 
         device = pick_device(args.device)
+        sections = _sections(args.sections)
         _check_data(args.data)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -336,18 +397,29 @@ def main(argv: list[str] | None = None) -> int:
     (check.runs).mkdir()
     # memory first: its workers are forked from this process, whose peak RSS they inherit (ru_maxrss survives
     # exec), and the exports below load TensorFlow
-    check.section("memory", check.memory)
-    check.section("step_cost", check.step_cost)
-    for family in SMOKE:
-        check.section(f"smoke_{family}", lambda f=family: check.smoke(f))
-    if device.type == "cuda":
+    if "memory" in sections:
+        check.section("memory", check.memory)
+    if "step_cost" in sections:
+        check.section("step_cost", check.step_cost)
+    if "smoke" in sections:
+        for family in SMOKE:
+            check.section(f"smoke_{family}", lambda f=family: check.smoke(f))
+    if "compile" in sections and device.type == "cuda":
         check.section("compile", check.compile_smoke)
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    if args.ddp == "always" or (args.ddp == "auto" and gpus >= 2):
+    if "torchrun" not in sections:
+        pass
+    elif args.ddp == "always" or (args.ddp == "auto" and gpus >= 2):
         check.section("torchrun", check.torchrun)
     else:
         check.results["sections"]["torchrun"] = {"ok": True, "seconds": 0.0,
                                                  "skipped": f"{gpus} CUDA device(s): needs 2 (--ddp always forces it)"}
+    if "profile" in sections:
+        for case in ("dcgan-small",) if args.tiny else PROFILE_CASES:
+            check.section(f"profile_{case}", lambda c=case: check.profile(c))
+    if "precision" in sections:
+        for family in SMOKE:
+            check.section(f"precision_{family}", lambda f=family: check.precision(f))
     from compress.io import atomic_write_json, atomic_write_text
 
     check.results.update(device=str(device), tiny=args.tiny, machine=machine(), cuda_devices=gpus,

@@ -28,6 +28,28 @@ def test_step_cost_and_breakdown_run_on_real_data(shared_data, monkeypatch, tmp_
     assert bd["opt_G_also_steps"] == [] and "hypernetworks + latents) |" in table  # DCGAN trains one generator
 
 
+def test_the_step_profile_and_eq4_formulations_run_on_real_data(shared_data, monkeypatch):
+    """compress.step_profile (``make gpu-profile``) on the CPU: the profiler's per-step figures, the top ops, and
+    eq. 4's three formulations agreeing with the project's."""
+    from compress import step_profile
+
+    monkeypatch.setenv("CORONETGAN_DATA_MIRROR", str(shared_data))
+    monkeypatch.setitem(benchmarks.STEP_CASES, "tiny", ("dcgan", "small", {"generator": {"ngf": 8},
+                                                                          "discriminator": {"ndf": 8},
+                                                                          "batch_size": 4}))
+    rec = step_profile.profile_case("tiny", "cpu", steps=2, warmup=1)
+    for v in ("plain", "search"):
+        r = rec[v]
+        assert r["wall_ms"] > 0 and r["gpu_busy_ms"] == 0 and r["kernels_per_step"] == 0
+        assert r["top_cpu"] and r["top_gpu"] == [] and r["cpu_ops_per_step"] > 0
+    assert rec["search"]["cpu_ops_per_step"] > rec["plain"]["cpu_ops_per_step"]     # the hypernetwork's ops
+    eq4 = rec["eq4"]
+    assert set(eq4["ms"]) == {"baddbmm", "einsum", "mul_sum"} and eq4["layers"] == 4
+    assert all(d < 1e-5 for d in eq4["max_rel_diff"].values())
+    table = step_profile.profile_table(rec)
+    assert "### tiny on cpu" in table and "| mul_sum |" in table
+
+
 def test_allocation_table_compares_with_the_papers_figures_of_the_registry():
     layer = {"layer": "down.1", "out_channels": 4, "original_out": 16, "macs_share": 0.5}
     rows = [{"model": m, "target": t, "status": "met", "params_before": 1000, "params_after": 250, "layers": [layer]}

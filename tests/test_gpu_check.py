@@ -57,3 +57,27 @@ def test_the_gpu_check_runs_end_to_end_on_the_cpu(gpu_data, tmp_path):
     assert "skipped" in sections["torchrun"]
     md = (out / "results.md").read_text()
     assert "# GPU check (cpu, tiny sizes)" in md and "## Step cost" in md and "## Peak memory" in md
+
+
+@pytest.mark.slow     # six tiny compress runs and a profiled tiny DCGAN: about a minute here
+def test_the_profile_and_precision_sections_run_on_the_cpu(gpu_data, tmp_path):
+    out = tmp_path / "gpu-profile"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--data", str(gpu_data), "--device", "cpu", "--tiny",
+                           "--sections", "profile,precision", "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sections = json.loads((out / "results.json").read_text())["sections"]
+    assert set(sections) == {"profile_dcgan-small", "precision_pix2pix", "precision_cyclegan", "precision_dcgan"}
+    prof = sections["profile_dcgan-small"]
+    assert prof["search"]["wall_ms"] > 0 and prof["eq4"]["layers"] > 0
+    for family in ("pix2pix", "cyclegan", "dcgan"):
+        rec = sections[f"precision_{family}"]
+        assert {rec[p]["status"] for p in ("bf16", "fp32")} == {"reached"}
+    md = (out / "results.md").read_text()
+    assert "## Search in bf16 against fp32" in md and "### dcgan-small on cpu" in md
+
+
+def test_an_unknown_section_is_refused(gpu_data):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--data", str(gpu_data), "--device", "cpu",
+                           "--sections", "smoke,warp"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--sections 'smoke,warp'" in proc.stderr and "Traceback" not in proc.stderr

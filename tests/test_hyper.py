@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from compress.hyper import HyperConvWeights, HyperNetwork, channel_mask, materialize, proximal_step
+from compress.hyper.hypernetwork import _Eq4, _eq4_elementwise
+from compress.hyper.proximal import channel_masks
 from compress.families import get_family
 from compress.models import DCGANGenerator, ResnetGenerator, UNetGenerator
 
@@ -153,6 +155,42 @@ def test_proximal_shrinkage_keeps_image_contrast(make):
         after = hyper(x, masked=True).std(dim=(0, 2, 3))
     assert before.min() > 0.1 and before.max() < 3 * before.min(), before
     assert after.min() > 0.5 * before.min(), (before, after)
+
+
+def test_eq4_on_cuda_computes_the_batched_form_and_its_gradients():
+    """The CUDA formulation of eq. 4 (broadcast product, autograd backward) against the CPU one (_Eq4)."""
+    torch.manual_seed(0)
+    W2, S, B2 = torch.randn(5, 7, 9, 8), torch.randn(5, 7, 8), torch.randn(5, 7, 9)
+    grad = torch.randn(5, 7, 9)
+    results = []
+    for fn in (_Eq4.apply, _eq4_elementwise):
+        xs = [t.clone().requires_grad_(True) for t in (W2, S, B2)]
+        f = fn(*xs)
+        f.backward(grad)
+        results.append([f.detach()] + [x.grad for x in xs])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_latent_vectors_of_a_network_are_stepped_and_masked_as_one_at_a_time():
+    """proximal_step and channel_masks read the counts of all vectors in one transfer; each vector gets exactly
+    what a call with it alone gives (projection, DHP's skip at the floor, shrink stopped by the floor, plain)."""
+    def vectors():
+        return [torch.tensor([0.30, 1e-3, 0.004, -0.50]),        # under its floor: projected
+                torch.tensor([0.30, -0.02, 0.001, 0.004]),        # at its floor of 2: skipped
+                torch.tensor([0.30, -0.02, 0.10, 0.004, -0.50]),  # the shrink would take it under its floor of 3
+                torch.tensor([0.8, -0.6, 0.01, 0.0]),             # no floor: plain eq. 5
+                torch.zeros(4)]
+    floors = [3, 2, 3, 0, 2]
+    together = vectors()
+    proximal_step(together, regularization=0.5, lr=0.2, threshold=5e-3, floors=floors)
+    alone = vectors()
+    for z, f in zip(alone, floors):
+        proximal_step([z], regularization=0.5, lr=0.2, threshold=5e-3, floors=[f])
+    assert all(torch.equal(a, b) for a, b in zip(together, alone))
+    masks = channel_masks(together, 5e-3, floors)
+    assert [m.tolist() for m in masks] == [channel_mask(z, 5e-3, f).tolist() for z, f in zip(together, floors)]
+    assert [int(m.sum()) for m in masks] == [3, 2, 3, 2, 2]
 
 
 def test_proximal_floor_keeps_the_largest_entries_and_skips_a_vector_at_its_floor():

@@ -454,6 +454,20 @@ def test_release_warns_about_latency_rows_of_files_that_are_not_the_export(tmp_p
     assert any("| fp32 |" in line and "| 4.00 |" in line for line in host), host
 
 
+def test_release_warns_when_an_exported_original_was_not_timed(tmp_path):
+    """`make bench ORIGINAL=none` after an export with the original: the release says the original was not timed
+    on that target instead of silently showing no original column."""
+    run = _released_run(tmp_path)
+    index = (build_release(run, tmp_path / "release") / "index.md").read_text()
+    assert "was exported but not timed" not in index
+    lat = json.loads((run / "bench" / "host" / "latency.json").read_text())
+    lat["rows"] = [r for r in lat["rows"] if r["model"] != "cyclegan:original"]
+    (run / "bench" / "host" / "latency.json").write_text(json.dumps(lat))
+    index = (build_release(run, tmp_path / "release2") / "index.md").read_text()
+    warn = [w for w in index.splitlines() if "was exported but not timed" in w]
+    assert len(warn) == 1 and "host: the original (cyclegan:original)" in warn[0], warn
+
+
 def test_bench_target_folder_is_the_profile_key_even_for_a_profile_file(tmp_path):
     prof = tmp_path / "myphone.json"
     prof.write_text(json.dumps({"soc": "SM8450", "match": {"ro.soc.model": ["SM8450"]}}))

@@ -696,6 +696,7 @@ def test_a_new_run_in_a_folder_of_an_earlier_start_or_of_other_files(tmp_path, c
     assert main([*DCGAN_TINY, "--dataset", str(npz), "--run-dir", str(run)]) == 2
     assert f"error: {run / 'config.json'} is not the settings of a python -m compress run" in capsys.readouterr().err
     assert (run / "config.json").read_text() == '{"precious": true}'
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]      # no log.txt, no lock file left
     (run / "config.json").unlink()
     saved_config(run, dataset=str(npz))
     (run / "metrics.jsonl").write_text('{"stage": "search", "step": 8}\n{"stage": "converge", "step": 4}\n')
@@ -717,13 +718,20 @@ def test_a_checkpoint_of_the_right_format_but_other_content_is_bad_input(tmp_pat
     monkeypatch.undo()
     ckpt = run / "checkpoints" / "last.pt"
     good = torch.load(ckpt, weights_only=True)
+    metrics = "".join(f'{{"stage": "search", "step": {k}}}\n' for k in (2, 4, 6))   # 6: a step after the checkpoint
+    (run / "metrics.jsonl").write_text(metrics)
     for state, reason in (({**good, "G": {}}, "RuntimeError: Error(s) in loading state_dict"),
-                          ({**good, "stage": "converge"}, "KeyError: 'G_config'")):
+                          ({**good, "stage": "converge"}, "KeyError: 'G_config'"),
+                          ({**good, "step": 1}, "RuntimeError: Error(s) in loading state_dict")):
+        if state["step"] == 1:       # an earlier step than the metrics hold, and networks that do not fit
+            state = {**state, "G": {}}
         torch.save(state, ckpt)
         capsys.readouterr()
         assert main(["--resume", "--run-dir", str(run)]) == 2
         err = capsys.readouterr().err
         assert f"error: {ckpt} does not fit this run ({reason}" in err and "Traceback" not in err, err
+        # the refused resume leaves the records of the steps after that checkpoint as they were
+        assert (run / "metrics.jsonl").read_text() == metrics
     torch.save(good, ckpt)
     assert main(["--resume", "--run-dir", str(run)]) == 0
 

@@ -399,7 +399,12 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
         w.append("No phone was attached: latency figures are from the host CPU and the VIRTUAL device (host CPU "
                  "behind a simulated phone); they are NOT phone figures.")
     exported = _exported_sha256(manifest, original)
+    original_label = ((original or {}).get("manifest") or {}).get("model")
     for tname, lat in targets:
+        if original_label and lat.get("rows") and not any(r.get("model") == original_label for r in lat["rows"]):
+            w.append(f"{tname}: the original ({md_escape(original_label)}) was exported but not timed (a bench run "
+                     "with --original-weights none, ORIGINAL=none): no speed-up beside the MACs ratio for this "
+                     "target; rerun the bench stage with the original.")
         stale = sorted({f"{r.get('model')} {r.get('dtype')}" for r in lat.get("rows", [])
                         if exported and r.get("sha256") and r["sha256"] not in exported})
         if stale:

@@ -69,6 +69,22 @@ class _Eq4(torch.autograd.Function):
         return grad_w2, grad_s, grad_b2
 
 
+def eq4(W2: torch.Tensor, S: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
+    """Eq. 4, F = W2 . S + B2: W2 (n, c, k^2, m), S (n, c, m), B2 (n, c, k^2) -> F (n, c, k^2).
+
+    On the CPU :class:`_Eq4` (batched matrix-vector products, hand-written backward). On CUDA the broadcast
+    product summed over m, with autograd's backward: 26-30% less GPU time for the forward and backward of every
+    layer of U-Net-256 and ResNet-9 on an H200 than :class:`_Eq4`, whose backward's (1 x k^2) @ (k^2 x m) batched
+    products run poorly there (``make gpu-profile``, docs/compress.md "GPU"). The two agree to ~1e-7 relative
+    (fp32 summation order)."""
+    return _eq4_elementwise(W2, S, B2) if W2.device.type == "cuda" else _Eq4.apply(W2, S, B2)
+
+
+def _eq4_elementwise(W2: torch.Tensor, S: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 as the broadcast product (n, c, k^2, m) summed over m, with autograd's backward (:func:`eq4`)."""
+    return (W2 * S.unsqueeze(2)).sum(-1) + B2
+
+
 class HyperConvWeights(nn.Module):
     """Generates the weight of one Conv2d/ConvTranspose2d from its input and output latent vectors.
 
@@ -101,6 +117,6 @@ class HyperConvWeights(nn.Module):
             z_in = z_in * torch.rsqrt(z_in.square().mean().clamp_min(1e-12))
         v = torch.outer(z_in, z_out) + self.B0                      # eq. 1-2: V = z_in z_out^T + B0
         s = torch.addcmul(self.B1, v.unsqueeze(-1), self.W1)        # eq. 3:   S = V * W1 + B1
-        f = _Eq4.apply(self.W2, s, self.B2)                         # eq. 4:   F = W2 . S + B2 (einsum nckm,ncm->nck)
+        f = eq4(self.W2, s, self.B2)                                # eq. 4:   F = W2 . S + B2 (einsum nckm,ncm->nck)
         f = f.reshape(*f.shape[:2], *self.kernel_size)
         return f if self.transposed else f.transpose(0, 1)

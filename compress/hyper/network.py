@@ -33,7 +33,8 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from compress.hyper.hypernetwork import EMBEDDING_SIZE, HyperConvWeights
-from compress.hyper.proximal import MASK_THRESHOLD, MIN_CHANNELS, channel_floor, channel_mask, proximal_step
+from compress.hyper.proximal import (MASK_THRESHOLD, MIN_CHANNELS, channel_floor, channel_masks, mask_counts,
+                                     proximal_step)
 from compress.macs import MacsModel
 from compress.models.base import INPUT, OUTPUT, PrunableNetwork
 
@@ -130,19 +131,17 @@ class HyperNetwork(nn.Module):
         Once :attr:`frozen_masks` is set (the network reached its target), those masks are returned."""
         if self.frozen_masks is not None:
             return self.frozen_masks
-        out = {}
         floors = self.floors()
-        for name, count in self.network.channels.items():
-            if name in (INPUT, OUTPUT):
-                out[name] = torch.ones(count, dtype=torch.bool, device=self.z_input.device)
-            else:
-                out[name] = channel_mask(self.latent_vectors[name], self.threshold, floors[name])
-        return out
+        names = list(self.latent_vectors.keys())
+        searched = dict(zip(names, channel_masks([self.latent_vectors[n] for n in names], self.threshold,
+                                                 [floors[n] for n in names])))
+        return {name: (torch.ones(count, dtype=torch.bool, device=self.z_input.device) if name in (INPUT, OUTPUT)
+                       else searched[name]) for name, count in self.network.channels.items()}
 
     def kept_channels(self, masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, int]:
         """Latent name -> number of channels the masks keep."""
         masks = self.masks() if masks is None else masks
-        return {n: int(m.sum()) for n, m in masks.items()}
+        return dict(zip(masks, mask_counts(list(masks.values()))))
 
     def macs(self, masks: Mapping[str, torch.Tensor] | None = None) -> int:
         """MACs of the masked network (published convention, see :mod:`compress.macs`)."""
@@ -158,7 +157,11 @@ class HyperNetwork(nn.Module):
         storage, version counter, requires_grad), the grad mode, and the masks applied."""
         tensors = [*self.hyper.parameters(), *self.latent_vectors.values(), self.z_input,
                    self.z_output]
-        mask_key = None if masks is None else tuple((n, m.cpu().numpy().tobytes()) for n, m in sorted(masks.items()))
+        mask_key = None
+        if masks is not None:     # every mask's bytes in one transfer (one GPU synchronisation, not one per mask)
+            names = sorted(masks)
+            flat = torch.cat([masks[n].reshape(-1) for n in names]) if names else torch.zeros(0)
+            mask_key = (tuple((n, masks[n].dtype, masks[n].numel()) for n in names), flat.cpu().numpy().tobytes())
         return (torch.is_grad_enabled(), mask_key,
                 *((id(t), t.data_ptr(), t._version, t.requires_grad, t.dtype) for t in tensors))
 

@@ -21,7 +21,7 @@ k largest instead (a fallback only: the floor of the proximal step keeps k entri
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -59,9 +59,9 @@ def proximal_step(latent_vectors: Iterable[torch.Tensor], regularization: float,
     shrink = regularization * lr
     vectors = list(latent_vectors)
     floor_list = list(floors) if floors is not None else [0] * len(vectors)
-    for z, floor in zip(vectors, floor_list):
-        mag = z.abs()
-        above = int((mag >= threshold).sum())
+    mags = [z.abs() for z in vectors]
+    pending = []                                       # (z, |z|, floor, shrunk |z|) of the vectors eq. 5 moves
+    for z, mag, floor, above in zip(vectors, mags, floor_list, mask_counts([mag >= threshold for mag in mags])):
         if floor and above < floor:
             # the optimizer step (not eq. 5) took entries under tau: project back onto the floor, so that the
             # masks keep the same channels (the floor largest) without the guard ever choosing among ties
@@ -71,11 +71,40 @@ def proximal_step(latent_vectors: Iterable[torch.Tensor], regularization: float,
             continue
         if floor and above == floor:
             continue                                   # DHP: the vector is at its floor already
-        new = torch.clamp(mag - shrink, min=0.0)
-        if floor and int((new >= threshold).sum()) < floor:
+        pending.append((z, mag, floor, torch.clamp(mag - shrink, min=0.0)))
+    kept_after = iter(mask_counts([new >= threshold for _, _, floor, new in pending if floor]))
+    for z, mag, floor, new in pending:
+        if floor and next(kept_after) < floor:
             order = torch.sort(mag, descending=True, stable=True).indices[:floor]
             new[order] = torch.clamp(new[order], min=threshold)
         z.copy_(torch.sign(z) * new)
+
+
+def mask_counts(tensors: list[torch.Tensor]) -> list[int]:
+    """The sum of each tensor (the True entries of a boolean mask (c,)) as ints, read back in one transfer: on a
+    GPU one synchronisation for all the latent vectors of a network instead of one each."""
+    if not tensors:
+        return []
+    return [int(v) for v in torch.stack([t.sum() for t in tensors]).tolist()]
+
+
+def channel_masks(latent_vectors: Sequence[torch.Tensor], threshold: float = MASK_THRESHOLD,
+                  min_channels: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """:func:`channel_mask` of every latent vector (``min_channels``: one per vector, default
+    :data:`MIN_CHANNELS`), with the counts read back in one transfer. Returns boolean masks (c,)."""
+    mins = list(min_channels) if min_channels is not None else [MIN_CHANNELS] * len(latent_vectors)
+    mags = [z.detach().abs() for z in latent_vectors]
+    keeps = [mag >= threshold for mag in mags]
+    out = []
+    for mag, keep, count, mc in zip(mags, keeps, mask_counts(keeps), mins):
+        k = min(max(mc, 1), mag.numel())
+        if count < k:
+            # The guard keeps exactly the k largest entries. (A threshold of min(tau, k-th largest) would keep
+            # *every* entry of a layer whose latent vector the proximal step has driven entirely to zero.)
+            keep = torch.zeros_like(keep)
+            keep[torch.topk(mag, k).indices] = True
+        out.append(keep)
+    return out
 
 
 def channel_mask(z: torch.Tensor, threshold: float = MASK_THRESHOLD, min_channels: int = MIN_CHANNELS) -> torch.Tensor:
@@ -84,12 +113,4 @@ def channel_mask(z: torch.Tensor, threshold: float = MASK_THRESHOLD, min_channel
     Keeps every entry with |z_j| >= threshold; if fewer than k = min(min_channels, c) pass, exactly the k
     largest (the guard), also when the whole vector is zero.
     """
-    mag = z.detach().abs()
-    keep = mag >= threshold
-    k = min(max(min_channels, 1), mag.numel())
-    if int(keep.sum()) < k:
-        # The guard keeps exactly the k largest entries. (A threshold of min(tau, k-th largest) would keep
-        # *every* entry of a layer whose latent vector the proximal step has driven entirely to zero.)
-        keep = torch.zeros_like(keep)
-        keep[torch.topk(mag, k).indices] = True
-    return keep
+    return channel_masks([z], threshold, [min_channels])[0]
