@@ -178,7 +178,8 @@ class Check:
         self.args = args
         self.out: Path = args.out
         self.runs = self.out / "runs"
-        self.env = {**os.environ, "CORONETGAN_DATA_MIRROR": str(args.data.resolve()),
+        os.environ["CORONETGAN_DATA_MIRROR"] = str(args.data.resolve())   # the in-process sections read it too
+        self.env = {**os.environ,
                     "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         self.results: dict[str, Any] = {"sections": {}}
         self.deadline = time.perf_counter() + args.budget_s
@@ -234,7 +235,6 @@ class Check:
     def step_cost(self) -> dict:
         from compress import benchmarks
 
-        os.environ["CORONETGAN_DATA_MIRROR"] = self.env["CORONETGAN_DATA_MIRROR"]
         rows = benchmarks.step_cost_rows(quick=self.args.tiny, device=self.args.device)
         results = {"kind": "step-cost", "machine": benchmarks.machine(), "rows": rows, "device": self.args.device}
         return {"rows": rows, "table": benchmarks.step_cost_table(results)}
@@ -243,7 +243,6 @@ class Check:
         from compress import benchmarks
 
         family, preset_name = ("pix2pix", "small") if self.args.tiny else ("pix2pix", "paper")
-        os.environ["CORONETGAN_DATA_MIRROR"] = self.env["CORONETGAN_DATA_MIRROR"]
         rows = [benchmarks.memory_row(v, 1 if self.args.tiny else 3, family, preset_name, {}, self.args.device)
                 for v in ("plain", "search")]
         return {"rows": rows, "family": family, "preset": preset_name}
@@ -266,7 +265,6 @@ class Check:
     def profile(self, case: str) -> dict:
         from compress.step_profile import profile_case, profile_table
 
-        os.environ["CORONETGAN_DATA_MIRROR"] = self.env["CORONETGAN_DATA_MIRROR"]
         rec = profile_case(case, self.args.device, steps=2 if self.args.tiny else 5,
                            warmup=1 if self.args.tiny else 5)
         return {**rec, "table": profile_table(rec)}
