@@ -212,14 +212,19 @@ class Check:
                 *COMMON, *(tiny if self.args.tiny else full), "--device", self.args.device, "--run-dir", str(run),
                 *extra]
 
+    def compress_run(self, family: str, name: str, extra: list[str], launcher: list[str] | None = None) -> dict:
+        """``python -m compress`` (under ``launcher``, e.g. torchrun, when given) into ``runs/<name>``, its log in
+        ``runs/<name>.log``: the compression report's figures and the run's CUDA settings line."""
+        run = self.runs / name
+        cmd = self.compress_cmd(family, run, extra)
+        _run([*launcher, *cmd[1:]] if launcher else cmd, self.runs / f"{name}.log", self.env, timeout=self.left())
+        return {**_report(run), "settings": _settings_line(run)}
+
     def smoke(self, family: str) -> dict:
         from compress.artifacts import load_generator
 
         run = self.runs / family
-        extra = ["--data-on-device"] if family == "cyclegan" else []
-        _run(self.compress_cmd(family, run, extra), self.runs / f"{family}.log", self.env,
-             timeout=self.left())
-        rec = {**_report(run), "settings": _settings_line(run)}
+        rec = self.compress_run(family, family, ["--data-on-device"] if family == "cyclegan" else [])
         load_generator(run)
         if rec["status"] != "reached":
             raise RuntimeError(f"{family}: search {rec['status']} at {rec['achieved']:.3f}: {rec}")
@@ -227,10 +232,7 @@ class Check:
         return rec
 
     def compile_smoke(self) -> dict:
-        run = self.runs / "dcgan-compile"
-        cmd = self.compress_cmd("dcgan", run, ["--compile"])
-        _run(cmd, self.runs / "dcgan-compile.log", self.env, timeout=self.left())
-        return {**_report(run), "settings": _settings_line(run)}
+        return self.compress_run("dcgan", "dcgan-compile", ["--compile"])
 
     def step_cost(self) -> dict:
         from compress import benchmarks
@@ -251,16 +253,14 @@ class Check:
         from compress.artifacts import load_generator
 
         run = self.runs / "dcgan-torchrun"
-        cmd = self.compress_cmd("dcgan", run, [])
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *cmd[1:]]
-        _run(cmd, self.runs / "dcgan-torchrun.log", self.env, timeout=self.left())
+        rec = self.compress_run("dcgan", run.name, [], launcher=[sys.executable, "-m", "torch.distributed.run",
+                                                                 "--standalone", "--nproc_per_node", "2"])
         log = (run / "log.txt").read_text()
         agreed = [l for l in log.splitlines() if "bit-identical latent vectors and masks" in l]
         if not agreed:
             raise RuntimeError(f"{run}/log.txt: no line on the ranks' agreement")
         load_generator(run)
-        return {**_report(run), "agreement": agreed[-1].split(": ", 1)[-1], "settings": _settings_line(run)}
-
+        return {**rec, "agreement": agreed[-1].split(": ", 1)[-1]}
 
     def profile(self, case: str) -> dict:
         from compress.step_profile import profile_case, profile_table
@@ -270,13 +270,7 @@ class Check:
         return {**rec, "table": profile_table(rec)}
 
     def precision(self, family: str) -> dict:
-        out = {}
-        for precision in PRECISIONS:
-            run = self.runs / f"{family}-{precision}"
-            _run(self.compress_cmd(family, run, ["--precision", precision]), self.runs / f"{family}-{precision}.log",
-                 self.env, timeout=self.left())
-            out[precision] = {**_report(run), "settings": _settings_line(run)}
-        return out
+        return {p: self.compress_run(family, f"{family}-{p}", ["--precision", p]) for p in COMPARED_PRECISIONS}
 
 
 #: Every section, in the order they run; :data:`DEFAULT_SECTIONS` is ``make gpu-check``.
@@ -285,7 +279,7 @@ DEFAULT_SECTIONS = SECTIONS[:5]
 #: The step-cost cases the ``profile`` section profiles (``--tiny``: dcgan-small instead).
 PROFILE_CASES = ("cyclegan-resnet9-b1", "pix2pix-unet256-b4")
 #: The precisions the ``precision`` section compares (``--precision`` of ``python -m compress``).
-PRECISIONS = ("bf16", "fp32")
+COMPARED_PRECISIONS = ("bf16", "fp32")
 
 
 def _sections(text: str) -> tuple[str, ...]:
@@ -325,7 +319,7 @@ def results_md(results: dict) -> str:
                   "| family | precision | status | MACs reduction | search steps | search s | "
                   "materialisation gap dB | params |", "|---|---|---|---|---|---|---|---|"]
         for family, r in prec:
-            for p in PRECISIONS:
+            for p in COMPARED_PRECISIONS:
                 x = r[p]
                 gap = "identical" if x["gap_db"] is None else f"{x['gap_db']:.0f}"
                 lines.append(f"| {family} | {p} | {x['status']} | {x['achieved']:.3f} | {x['search_steps']} | "
@@ -405,13 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     if "compile" in sections and device.type == "cuda":
         check.section("compile", check.compile_smoke)
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    if "torchrun" not in sections:
-        pass
-    elif args.ddp == "always" or (args.ddp == "auto" and gpus >= 2):
-        check.section("torchrun", check.torchrun)
-    else:
-        check.results["sections"]["torchrun"] = {"ok": True, "seconds": 0.0,
-                                                 "skipped": f"{gpus} CUDA device(s): needs 2 (--ddp always forces it)"}
+    if "torchrun" in sections:
+        if args.ddp == "always" or (args.ddp == "auto" and gpus >= 2):
+            check.section("torchrun", check.torchrun)
+        else:
+            check.results["sections"]["torchrun"] = {"ok": True, "seconds": 0.0, "skipped": f"{gpus} CUDA device(s): "
+                                                     "needs 2 (--ddp always forces it)"}
     if "profile" in sections:
         for case in ("dcgan-small",) if args.tiny else PROFILE_CASES:
             check.section(f"profile_{case}", lambda c=case: check.profile(c))
