@@ -190,7 +190,8 @@ def test_cifar_npz(shared_data):
     assert train.classes[0] == "airplane"
 
 
-def _write_official_batches(folder: Path, shared_data: Path, per_batch: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def _write_official_batches(folder: Path, shared_data: Path, per_batch: int = 6,
+                            protocol: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Official layout: pickled dicts with bytes keys, b'data' (N, 3072) uint8 as R,G,B planes."""
     with np.load(shared_data / "cifar10_partial" / "cifar10_partial.npz") as z:
         x, y = z["x_train"][: per_batch * 6], z["y_train"][: per_batch * 6]
@@ -202,15 +203,16 @@ def _write_official_batches(folder: Path, shared_data: Path, per_batch: int = 6)
              b"data": x[sl].transpose(0, 3, 1, 2).reshape(per_batch, 3072).copy(),
              b"filenames": [f"img_{j}.png".encode() for j in range(per_batch)]}
         with open(folder / name, "wb") as fh:
-            pickle.dump(d, fh, protocol=2)
+            pickle.dump(d, fh, protocol=protocol)
     with open(folder / "batches.meta", "wb") as fh:
         pickle.dump({b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog",
-                                      b"horse", b"ship", b"truck"], b"num_vis": 3072}, fh, protocol=2)
+                                      b"horse", b"ship", b"truck"], b"num_vis": 3072}, fh, protocol=protocol)
     return x, y
 
 
-def test_cifar_official_batches(tmp_path, shared_data):
-    x, y = _write_official_batches(tmp_path / "cifar-10-batches-py", shared_data)
+@pytest.mark.parametrize("protocol", [2, 5])  # the official files are protocol 2; a re-pickle is often 5
+def test_cifar_official_batches(tmp_path, shared_data, protocol):
+    x, y = _write_official_batches(tmp_path / "cifar-10-batches-py", shared_data, protocol=protocol)
     train = CIFAR10Dataset(tmp_path)  # parent folder of cifar-10-batches-py/
     assert train.kind == "batches" and len(train) == 30
     img, label = train[13]

@@ -20,10 +20,13 @@ BATCHES_DIR = "cifar-10-batches-py"  # folder inside the official cifar-10-pytho
 NUM_CLASSES = 10
 LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-# Globals an official CIFAR batch (a pickled dict of numpy arrays) needs; anything else is refused.
-_SAFE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                 ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+# Globals a CIFAR batch (a pickled dict of numpy arrays) needs at pickle protocols 0-5, under numpy 1 and 2
+# module names; anything else is refused. Protocol 5 rebuilds arrays with ``_frombuffer`` (bytes + dtype +
+# shape), which cannot build an object array: numpy refuses object dtypes from a buffer.
+_SAFE_GLOBALS = {(f"{core}.{module}", name) for core in ("numpy.core", "numpy._core")
+                 for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                                      ("numeric", "_frombuffer"))}
+_SAFE_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class _SafeUnpickler(pickle.Unpickler):
