@@ -330,9 +330,16 @@ def _as_ordinary_user() -> dict:
     """Subprocess options under which a folder's modes apply (root ignores them: its overrides are dropped)."""
     if os.geteuid() != 0:
         return {}
-    probe = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_drop_dac_override, capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("running as root and cannot drop CAP_DAC_OVERRIDE: a read-only folder cannot be made")
+    try:  # an exception in preexec_fn reaches here as SubprocessError
+        dropped = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_drop_dac_override).returncode == 0
+    except (subprocess.SubprocessError, OSError):
+        dropped = False
+    if not dropped:
+        reason = "running as root and cannot drop CAP_DAC_OVERRIDE (no CAP_SETPCAP): a read-only folder cannot be made"
+        if os.environ.get("CORONETGAN_EVERY_ROW"):  # make test: a row of docs/errors.md left unchecked is a failure
+            pytest.fail(f"{reason}; make test checks every row of docs/errors.md: run it as a user other than root, "
+                        "or as root with CAP_SETPCAP (runs without CORONETGAN_EVERY_ROW skip these rows)")
+        pytest.skip(reason)
     return {"preexec_fn": _drop_dac_override}
 
 
