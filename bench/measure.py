@@ -30,6 +30,8 @@ log = logging.getLogger("bench")
 #: named ``.<stem>.XXXX.tmp<suffix>`` after one of them (:func:`compress.io.atomic_path`).
 OUT_NAMES = frozenset({"latency.md", "latency.csv", "latency.json", "latency.png", "log.txt", "logs",
                        ".virtual_runner", "pipeline_stamp.json"})
+#: The first line of every bench ``log.txt``: how :func:`check_out_dir` tells bench's log from another command's.
+LOG_HEADER = "# bench log (python bench/run_adb.py, coronetgan)"
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -55,16 +57,16 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def _is_bench_log(path: Path) -> bool:
-    """Whether ``path`` is the ``log.txt`` of a bench run: beside its ``latency.json``, or empty, or with a record
-    of the ``bench`` logger in its first 50 lines (other libraries may log first)."""
+    """Whether ``path`` is the ``log.txt`` of a bench run: beside its ``latency.json``, empty, or starting with
+    :data:`LOG_HEADER`."""
     if (path.parent / "latency.json").is_file():
         return True
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            head = [fh.readline() for _ in range(50)]
+            first = fh.readline()
     except OSError:
         return False
-    return not any(head) or any(" bench: " in line for line in head)
+    return not first or first.rstrip("\n") == LOG_HEADER
 
 
 def _open_backend(device: str, serial: str | None, virtual: bool, runner: str | None, runner_kind: str,
@@ -211,7 +213,8 @@ def bench_models(models: str | os.PathLike | Sequence[str | os.PathLike], *, out
         backend.acquire(cfg, wait_busy_s)
         logs_dir = out_dir / "logs"
         logs_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(out_dir / "log.txt", mode="w")  # this run's log only
+        (out_dir / "log.txt").write_text(LOG_HEADER + "\n")  # this run's log only
+        fh = logging.FileHandler(out_dir / "log.txt", mode="a")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(fh)
         if log.getEffectiveLevel() > logging.INFO:  # log.txt gets bench's INFO lines whatever the caller's level

@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from bench import profiles, tables
+from bench import measure, profiles, tables
 from bench.adb_server import adb_connect
 from bench.virtual_device import VirtualDevice
 from bench.virtual_device.benchmark_model import write_runner
@@ -235,11 +235,18 @@ def test_host_timeout_runner_flags_and_a_foreign_out_folder(tiny_models, tmp_pat
     err = capsys.readouterr().err
     assert f"error: --out {run}: holds a log.txt of another command, generator.pt, which a bench run" in err
     assert (run / "log.txt").read_text() == "the compress log" and (run / "logs" / "notes.txt").exists()
+    (run / "generator.pt").unlink()  # another command's log that mentions bench is still not bench's
+    (run / "log.txt").write_text("2026-11-30 10:00:00 INFO coronetgan: bench: host, 3 rows\n")
+    assert cli.main([*host, "--out", str(run)]) == 2
+    assert "holds a log.txt of another command" in capsys.readouterr().err
     # in a bench folder, only runner logs (*.log) of an earlier run are removed from logs/
     assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
     (out / "logs" / "notes.txt").write_text("mine")
     assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
     assert (out / "logs" / "notes.txt").read_text() == "mine"
+    (out / "latency.json").unlink()  # a bench folder is known by its log.txt's first line, too
+    assert (out / "log.txt").read_text().startswith(measure.LOG_HEADER + "\n")
+    assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
 
 
 def test_a_profile_file_without_virtual_props_makes_a_virtual_phone_bench_recognises(tmp_path):
