@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from compress.cli_errors import Terminated
 
@@ -41,7 +41,7 @@ def child_options() -> dict[str, Any]:
 
 
 def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
-                   grace_s: float = CLEANUP_GRACE_S) -> int:
+                   grace_s: float | Callable[[], float] = CLEANUP_GRACE_S) -> int:
     """Run ``cmd`` to its end and return its exit status, passing this process's Ctrl-C or SIGTERM on to it once.
 
     ``subprocess.run`` gives its child 0.25 s after a Ctrl-C before SIGKILL and passes no SIGTERM on, which cuts a
@@ -51,6 +51,10 @@ def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
     gets the same signal and ``grace_s`` seconds to exit before SIGKILL, and a further Ctrl-C kills it at once.
     On Linux the child gets SIGTERM if this process dies (``PR_SET_PDEATHSIG``). Ctrl-Z (SIGTSTP) of this process
     stops the child's group too, and SIGCONT continues it (a shell's ``fg``/``bg``).
+
+    ``grace_s`` may be a function, asked when the signal comes (e.g. from the command's step times so far: compress
+    finishes the step in progress before it checkpoints); one that raises or gives no positive number means
+    :data:`CLEANUP_GRACE_S`. The wait is announced on stderr.
 
     Returns:
         the exit status; a command ended by signal N gives 128 + N, as a shell reports it.
@@ -66,9 +70,22 @@ def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
         with _job_control_passed_to(proc):
             rc = proc.wait()
     except KeyboardInterrupt as exc:
-        _stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT, grace_s)
+        grace = _grace_seconds(grace_s)
+        print(f"waiting up to {grace:.0f} s for {os.path.basename(cmd[0])} (pid {proc.pid}) to finish and clean up; "
+              "Ctrl-C again stops it at once", file=sys.stderr, flush=True)
+        _stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT, grace)
         raise
     return shell_status(rc)
+
+
+def _grace_seconds(grace_s: float | Callable[[], float]) -> float:
+    if not callable(grace_s):
+        return grace_s
+    try:
+        value = float(grace_s())
+    except Exception:  # noqa: BLE001 - the signal is being handled: a broken estimate must not lose the child
+        return CLEANUP_GRACE_S
+    return value if value > 0 and value != float("inf") else CLEANUP_GRACE_S
 
 
 def shell_status(returncode: int) -> int:

@@ -595,6 +595,48 @@ def test_a_stage_command_gets_the_signal_once_and_time_to_clean_up(tmp_path, how
     assert done.read_text() == str(int(signum))  # the cleanup finished, after one signal
 
 
+@pytest.mark.parametrize("grace, finished", [("0.3", False), ("8", True), ("1 / 0", True)])
+def test_the_grace_is_asked_when_the_signal_comes(tmp_path, grace, finished):
+    """``grace_s`` as a function: asked at the signal; a cleanup longer than it is cut short (SIGKILL), one
+    shorter finishes; a function that raises means the usual minute. The wait is announced on stderr."""
+    child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
+    child.write_text(_STAGE_CHILD)  # its cleanup takes 1 s
+    driver_code = _STAGE_DRIVER.replace("sys.argv[1:]])", f"sys.argv[1:]], grace_s=lambda: {grace})")
+    assert driver_code != _STAGE_DRIVER
+    driver = subprocess.Popen([sys.executable, "-c", driver_code, str(child), str(done), str(started)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGTERM)
+    _, err = driver.communicate(timeout=90)
+    assert driver.returncode == 143, err
+    shown = {"0.3": "0", "8": "8", "1 / 0": "60"}[grace]
+    assert f"waiting up to {shown} s for python" in err, err
+    assert done.exists() is finished
+
+
+def test_compress_gets_twice_its_longest_step_beyond_the_usual_grace(tmp_path):
+    """The pipeline's compress stage: CLEANUP_GRACE_S + 2 x the longest mean step of metrics.jsonl (a held step
+    must end, then the checkpoint be written); a resumed run's restart and a cut line do not count."""
+    from bench.pipeline.stages import Pipeline, PipelineConfig
+    from compress.children import CLEANUP_GRACE_S
+    from compress.metrics_log import longest_step_seconds
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pipe = Pipeline(PipelineConfig(run_dir=run, preset="small", input_size=None), echo=lambda s: None)
+    assert pipe._compress_grace_s() == CLEANUP_GRACE_S  # no metrics yet
+    records = [("search", 10, 20.0), ("search", 20, 40.0), ("search", 30, 160.0),  # 2 s, then 12 s a step
+               ("converge", 10, 5.0), ("converge", 20, 9.0)]
+    lines = [json.dumps({"stage": st, "step": n, "G": 1.0, "seconds": sec}) for st, n, sec in records]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"stage": "converge", "step": 3')
+    assert longest_step_seconds(run / "metrics.jsonl") == pytest.approx(12.0)
+    assert pipe._compress_grace_s() == pytest.approx(CLEANUP_GRACE_S + 24.0)
+    assert longest_step_seconds(tmp_path / "none.jsonl") is None
+
+
 def test_a_stage_command_killed_by_a_signal_is_a_failure():
     """128 + N, as a shell says it: an OOM-killed bench (SIGKILL) is exit 137, not a success."""
     from compress.children import run_until_done

@@ -26,7 +26,6 @@ reader sees the old folder or the new one, never a half-written one. Always rebu
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -42,6 +41,7 @@ from bench.tables import format_macs, md_escape
 from compress.errors import InputError
 from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, is_folder_name
 from compress.machine import machine_text
+from compress.metrics_log import read_records
 from export.original import ORIGINAL_DIR, ORIGINAL_RECORD
 
 DTYPE_ORDER = {"onnx": 0, "fp32": 1, "fp16": 2, "int8": 3}
@@ -120,14 +120,7 @@ def evaluation_summary(ev: dict | None) -> dict[str, Any]:
 
 def _training_plot(metrics: Path, dest: Path, target: float | None = None) -> bool:
     """MACs reduction and generator losses over the steps, from ``metrics.jsonl``."""
-    if not metrics.is_file():
-        return False
-    recs = []
-    for line in metrics.read_text().splitlines():
-        try:
-            recs.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    recs = read_records(metrics)
     if not recs:
         return False
     import matplotlib

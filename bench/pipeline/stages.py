@@ -23,9 +23,10 @@ from bench.pipeline.record import (STAGES, STAMP, bench_is_current, load_json, l
 from bench.profiles import HOST, get_profile
 from bench.results import BenchError
 from bench.virtual_session import VirtualSession
-from compress.children import run_until_done
+from compress.children import CLEANUP_GRACE_S, run_until_done
 from compress.errors import InputError
 from compress.io import atomic_write_json, replace_dir, sha256_file
+from compress.metrics_log import longest_step_seconds
 from export.original import INIT, original_dir, read_original
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,11 +128,18 @@ class Pipeline:
     def _record(self, stage: str, result: dict[str, Any]) -> None:
         record_stage(self.cfg.run_dir, stage, result, self.run_settings(stage))
 
-    def _sh(self, cmd: list[str]) -> int:
+    def _sh(self, cmd: list[str], grace_s: float | Callable[[], float] = CLEANUP_GRACE_S) -> int:
         """Run a stage's command (echoed first); returns its exit status. A Ctrl-C or SIGTERM of the pipeline
-        reaches the command, which gets time to clean up (:func:`compress.children.run_until_done`)."""
+        reaches the command, which gets ``grace_s`` seconds to clean up (:func:`compress.children.run_until_done`)."""
         self.echo("+ " + " ".join(cmd))
-        return run_until_done(cmd, self.env)
+        return run_until_done(cmd, self.env, grace_s)
+
+    def _compress_grace_s(self) -> float:
+        """Seconds compress gets after a Ctrl-C / SIGTERM: it finishes the step in progress, then writes a
+        checkpoint; so twice the longest step it has logged (``metrics.jsonl``) on top of the usual grace (a
+        paper-preset step on a CPU can take longer than that grace alone)."""
+        step_s = longest_step_seconds(self.cfg.run_dir / "metrics.jsonl")
+        return CLEANUP_GRACE_S + 2 * (step_s or 0.0)
 
     # -- stages ---------------------------------------------------------------------------------------
     def stage_data(self) -> dict[str, Any]:
@@ -204,7 +212,7 @@ class Pipeline:
             return {"status": "skipped", "detail": f"{run}/generator.pt is finished for this config"}
         base = [self.cfg.python, "-m", "compress"]
         cmd = base + (["--resume", "--run-dir", str(run)] if started else [*self.compress_argv(), "--run-dir", str(run)])
-        rc = self._sh(cmd)
+        rc = self._sh(cmd, self._compress_grace_s)
         if rc != 0:
             raise StageFailed(f"compress exited {rc} (log: {run / 'log.txt'})", rc)
         return {"status": "ran", "detail": "resumed from checkpoints/last.pt" if started else "new run"}
