@@ -30,6 +30,7 @@ from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
 from export.onnx_export import ExportError
 from export.options import DTYPE_CHOICES, ExportOptions, parse_dtypes
 from export.original import INIT, is_original, prepare_original, read_original
+from export.parity import file_title
 from export.pipeline import GateFailure, export_run
 from quantize import DEFAULT_TARGET_DB, IO_DTYPES, MODES
 
@@ -222,7 +223,7 @@ def _run(argv: Sequence[str] | None) -> int:
     asked = [e for e in manifest["files"] if e["dtype"] in options.dtypes]  # what this command was asked for
     if manifest.get("skipped"):
         print(f"export skipped (unchanged): {out / 'manifest.json'} holds "
-              f"{', '.join(e['path'] for e in asked)} of this run and these options (--force re-exports)")
+              f"{', '.join(file_title(e) for e in asked)} of this run and these options (--force re-exports)")
         return 0
     print_figures(asked)
     if manifest.get("gate_failures"):

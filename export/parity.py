@@ -132,6 +132,14 @@ def _unseen_figures(fig: dict, unseen) -> dict:
     return {**_json_figures(fig), "worst_image": unseen.names[fig["worst_image"]], "count": int(len(unseen.inputs))}
 
 
+def file_title(entry: dict) -> str:
+    """A manifest file entry as it is shown: its path, with its label where that says more than the dtype
+    (``generator_int8.tflite (int8 (mixed: 1 of 18 convolutions float))``; issue 15: a mixed file is labelled
+    wherever it is shown)."""
+    label = entry.get("label") or entry.get("dtype")
+    return entry["path"] if label == entry.get("dtype") else f"{entry['path']} ({label})"
+
+
 def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> list[str]:
     """Every gate (module docstring) that a manifest's file entries miss, one readable line each.
 
@@ -144,7 +152,7 @@ def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> l
                 failures.append(f"generator.onnx: onnxruntime vs PyTorch max abs diff {e['max_abs_diff']:.3g} "
                                 f"> {onnx_max_abs_diff:g}")
             continue
-        name = e["path"]
+        name = file_title(e)
         failures += _set_failures(name, e, e, "")  # LiteRT's figures are the file's
         for rt, r in (e.get("runtimes") or {}).items():
             if not r["ok"]:
@@ -156,8 +164,9 @@ def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> l
                 failures.append(f"{name}: hybrid ops (float activations, int8 weights): {', '.join(e['hybrid_ops'])}")
             ratio = e.get("size_ratio_to_fp32")
             if ratio is not None and params > SIZE_GATE_MIN_PARAMS and not ratio <= INT8_SIZE_RATIO:
-                failures.append(f"{name}: {ratio:.2f} x the fp32 file > {INT8_SIZE_RATIO:.2f} x "
-                                f"({e.get('label', 'int8')}{_size_detail(e.get('file_bytes'))})")
+                detail = _size_detail(e.get("file_bytes"))
+                failures.append(f"{name}: {ratio:.2f} x the fp32 file > {INT8_SIZE_RATIO:.2f} x"
+                                + (f" ({detail[2:]})" if detail else ""))
     return failures
 
 

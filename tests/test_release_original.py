@@ -515,3 +515,21 @@ def test_release_says_which_files_it_could_not_read(tmp_path):
     (run / "compression_report.json").write_text("[1]")
     with pytest.raises(InputError, match=r"compression_report.json: a JSON list, not an object; expected the report"):
         build_release(run, tmp_path / "release")
+
+
+def test_a_mixed_int8_file_is_labelled_wherever_the_release_shows_it(tmp_path):
+    """Issue 15: ``int8 (mixed: N of M convolutions float)`` beside the file in the files table, the GPU-delegate
+    table and the Warnings, not only in the size-gate message."""
+    from bench.pipeline.release import index_markdown
+
+    mixed = "int8 (mixed: 2 of 18 convolutions float)"
+    manifest = {"model": "generator", "files": [
+        {"path": "generator_fp32.tflite", "dtype": "fp32", "label": "fp32", "gpu_delegate": {"gpu_ready": True}},
+        {"path": "generator_int8.tflite", "dtype": "int8", "label": mixed,
+         "gpu_delegate": {"gpu_ready": False, "reason": "a reason"}}]}
+    page = index_markdown(tmp_path, {"target_macs_reduction": 0.75}, {}, manifest, None, [], {}, [], {})
+    lines = [line for line in page.splitlines() if "generator_int8.tflite" in line]
+    assert len(lines) >= 3 and all(mixed in line for line in lines), lines
+    assert any(line.startswith(f"| generator_int8.tflite ({mixed}) | NOT ready (a reason) |") for line in lines)
+    assert any(f"generator_int8.tflite ({mixed}) is not GPU-delegate ready" in line for line in lines)
+    assert "| generator_fp32.tflite | ready |" in page  # a label that says no more than the dtype is left out

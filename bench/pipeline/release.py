@@ -43,6 +43,7 @@ from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomi
 from compress.machine import machine_text
 from compress.metrics_log import read_records
 from export.original import ORIGINAL_DIR, ORIGINAL_RECORD
+from export.parity import file_title
 
 DTYPE_ORDER = {"onnx": 0, "fp32": 1, "fp16": 2, "int8": 3}
 
@@ -371,7 +372,8 @@ def collect_warnings(report: dict, config: dict, manifest: dict | None, ev: dict
         for e in manifest.get("files", []):
             gd = e.get("gpu_delegate") or {}
             if gd and not gd.get("gpu_ready", True):
-                w.append(f"{e['path']} is not GPU-delegate ready: {gd.get('reason') or gd.get('version_problems')}.")
+                why = gd.get("reason") or gd.get("version_problems")
+                w.append(f"{file_title(e)} is not GPU-delegate ready: {why}.")
     if original is not None:
         om, orec = original.get("manifest"), original.get("record") or {}
         if om is None:
@@ -621,7 +623,7 @@ def index_markdown(run: Path, report: dict, config: dict, manifest: dict | None,
         static = "-" if not gd else ("ready" if gd.get("gpu_ready") else f"NOT ready ({gd.get('reason', '')})")
         if gd.get("transpose_conv_versions"):
             static += f"; TRANSPOSE_CONV v{','.join(map(str, gd['transpose_conv_versions']))}"
-        L.append(f"| {e['path']} | {static} | {'; '.join(measured.get(e.get('dtype'), [])) or '-'} |")
+        L.append(f"| {file_title(e)} | {static} | {'; '.join(measured.get(e.get('dtype'), [])) or '-'} |")
     L += ["", "Measured coverage on the virtual device is simulated (its runner reports delegate lines from the "
               "op table); only a phone row shows real coverage.", ""]
 

@@ -130,7 +130,8 @@ class Pipeline:
 
     def _sh(self, cmd: list[str], grace_s: float | Callable[[], float] = CLEANUP_GRACE_S) -> int:
         """Run a stage's command (echoed first); returns its exit status. A Ctrl-C or SIGTERM of the pipeline
-        reaches the command, which gets ``grace_s`` seconds to clean up (:func:`compress.children.run_until_done`)."""
+        reaches the command, which gets ``grace_s`` seconds to clean up
+        (:func:`compress.children.run_until_done`)."""
         self.echo("+ " + " ".join(cmd))
         return run_until_done(cmd, self.env, grace_s)
 
