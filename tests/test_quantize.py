@@ -376,3 +376,24 @@ def test_robust_int8_files_have_the_io_type_asked_for(tmp_path):
         assert it.get_signature_list() == {"serving_default": {"inputs": ["input"], "outputs": ["output"]}}
     for cls in (Interpreter, RuntimeInterpreter):   # in each runtime the three interfaces compute the same
         assert all(np.array_equal(outputs[io, cls], outputs["int8", cls]) for io in ("uint8", "float32"))
+
+
+def test_the_input_range_is_fixed_not_calibrated(tmp_path):
+    """Issue 15, item 3: representative images that reach only [-0.5, 0.5] still give an int8 input of [-1, 1]
+    (scale 2/255: a darker pixel of a later input is not clipped); with ``input_range=None`` the same calibration
+    gives the calibrated, narrower range, so the check can tell the two apart."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    saved = _tiny_saved_model(tmp_path / "sm")
+    cal = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 3, 8, 8)).astype(np.float32)
+    ranges = {}
+    for name, fixed in (("fixed", (-1.0, 1.0)), ("calibrated", None)):
+        content = quantize_saved_model(saved, cal, input_range=fixed, target_db=0, bias_correction=False,
+                                       clip_norm_ranges=False).content
+        it = Interpreter(model_content=content)
+        scale, zero = it.get_input_details()[0]["quantization"]
+        ranges[name] = ((-128 - zero) * scale, (127 - zero) * scale)
+    lo, hi = ranges["fixed"]
+    assert lo == pytest.approx(-1.0, abs=2 / 255) and hi == pytest.approx(1.0, abs=2 / 255), ranges
+    lo, hi = ranges["calibrated"]
+    assert -0.55 <= lo <= -0.45 and 0.45 <= hi <= 0.55, ranges
