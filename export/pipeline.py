@@ -419,7 +419,8 @@ def _int8_composition(path: Path, fp32_size: int) -> dict:
     return {"label": int8_label(comp), "int8_share": comp["int8_share"],
             "convolutions_float": len(comp["float_convolutions"]) + len(comp["hybrid_ops"]),
             "convolutions_total": comp["convolution_count"], "float_convolutions": comp["float_convolutions"],
-            "hybrid_ops": comp["hybrid_ops"], "float_ops": comp["float_ops"], "conversions": comp["conversions"],
+            "hybrid_ops": comp["hybrid_ops"], "float_ops": comp["float_ops"], "float_op_names": comp["float_op_names"],
+            "conversions": comp["conversions"],
             "weight_bytes": comp["weight_bytes"], "op_count": comp["op_count"],
             "size_ratio_to_fp32": path.stat().st_size / fp32_size}
 

@@ -65,7 +65,8 @@ def describe(model: str | Path | bytes) -> dict:
         {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"float"|"hybrid", "activation_dtype",
         "weight_dtype", "weight_bytes", "macs"}], "convolution_count", "float_convolutions", "hybrid_ops",
         "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; None for a file without convolutions),
-        "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "conversions":
+        "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "float_op_names": ["OP output tensor"]
+        (every op computing in float, in graph order, convolutions included), "conversions":
         {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "input", "output"} with
         "input"/"output" = {"name", "dtype", "shape", "quantization": {"scale", "zero_point"} or None,
         "value_range": [lo, hi] or None}.
@@ -122,7 +123,7 @@ def describe(model: str | Path | bytes) -> dict:
             return dtype(ops[k][1][0]), once(ops[k][1][0], const_bytes(ops[k][1][0]))
         return dtype(t), once(t, const_bytes(t))
 
-    convs, float_ops, conversions = [], {}, {}
+    convs, float_ops, conversions, float_op_names = [], {}, {}, []
     weight_by_dtype: dict[str, int] = {}
     for name, ins, outs in ops:
         if name in CONV_OPS and len(ins) > 1:
@@ -140,6 +141,7 @@ def describe(model: str | Path | bytes) -> dict:
                 kind = "int8"
             if kind != "int8":
                 float_ops[name] = float_ops.get(name, 0) + 1
+                float_op_names.append(f"{name} {tensor(outs[0]).Name().decode()}")
             convs.append({"op": name, "name": tensor(outs[0]).Name().decode(), "kind": kind,
                           "activation_dtype": act_dtype, "weight_dtype": w_dtype,
                           "weight_bytes": w_bytes + bias_bytes,
@@ -148,6 +150,7 @@ def describe(model: str | Path | bytes) -> dict:
             conversions[name] = conversions.get(name, 0) + 1
         elif outs and dtype(outs[0]) in _FLOAT_TYPES:
             float_ops[name] = float_ops.get(name, 0) + 1
+            float_op_names.append(f"{name} {tensor(outs[0]).Name().decode()}")
     total_bytes = sum(c["weight_bytes"] for c in convs)
     total_macs = sum(c["macs"] for c in convs)
     int8_convs = [c for c in convs if c["kind"] == "int8"]
@@ -157,8 +160,8 @@ def describe(model: str | Path | bytes) -> dict:
             "float_convolutions": [c["name"] for c in convs if c["kind"] == "float"],
             "hybrid_ops": [f"{c['op']} {c['name']}" for c in convs if c["kind"] == "hybrid"],
             "int8_share": share, "weight_bytes": dict(sorted(weight_by_dtype.items())),
-            "float_ops": dict(sorted(float_ops.items())), "conversions": dict(sorted(conversions.items())),
-            "op_count": len(ops),
+            "float_ops": dict(sorted(float_ops.items())), "float_op_names": float_op_names,
+            "conversions": dict(sorted(conversions.items())), "op_count": len(ops),
             "input": _io(sg, sg.Inputs(0), dtype, shape), "output": _io(sg, sg.Outputs(0), dtype, shape)}
 
 

@@ -96,6 +96,10 @@ def test_int8_is_really_int8(exported, trained_runs, family):
     assert _psnr(q) >= 30 and _psnr({"psnr_db": q["min_image_psnr_db"]}) >= 27
     eq = q["equalisation"]
     assert eq["onnx_max_abs_diff"] <= 1e-4 and eq["max_abs_change"] <= 1e-4
+    # the ops left in float by name ("OP output-tensor"), as many as the counts say
+    assert len(q["float_op_names"]) == sum(q["float_ops"].values())
+    assert sorted(n.split(" ", 1)[0] for n in q["float_op_names"]) == sorted(
+        op for op, count in q["float_ops"].items() for _ in range(count))
     if family == "cyclegan":  # InstanceNorm ops stay float by name; every convolution feeding one is equalised
         assert eq["instance_norm_inputs"] and {"MEAN", "DIV"} <= set(q["float_ops"])
     else:  # BatchNorm folded: no float MUL/ADD in the file
@@ -539,6 +543,7 @@ def test_quiet_channel_is_equalised_and_float_selection_is_the_labelled_last_res
     assert on["label"] == f"int8 (mixed: {sel['float_convolutions']} of {on['convolutions_total']} convolutions float)"
     assert on["hybrid_ops"] == [] and on["runtimes"]["tflite-runtime"]["ok"]
     assert on["int8_share"]["macs"] < 1.0 and "TRANSPOSE_CONV" in on["float_ops"]
+    assert any(n.startswith("TRANSPOSE_CONV ") for n in on["float_op_names"])  # the float convolution, by name
     assert _psnr(on) >= 30 and _psnr(equalised) > _psnr(off) + 5 and _psnr(on) > _psnr(off) + 5
     assert off["float_nodes"] == [] and off["float_selection"]["trajectory"] == []
     assert export_main([str(run), "--int8-target-db", "-1"]) == 2
