@@ -618,9 +618,10 @@ def test_the_grace_is_asked_when_the_signal_comes(tmp_path, grace, finished):
 
 
 def test_compress_gets_twice_its_longest_step_beyond_the_usual_grace(tmp_path):
-    """The pipeline's compress stage: CLEANUP_GRACE_S + 2 x the longest mean step of metrics.jsonl (a held step
-    must end, then the checkpoint be written); a resumed run's restart and a cut line do not count."""
-    from bench.pipeline.stages import Pipeline, PipelineConfig
+    """The pipeline's compress stage: CLEANUP_GRACE_S + 2 x the longest mean step of metrics.jsonl + its last
+    checkpoint's size at a slow disk's speed (a held step must end, then the checkpoint be written); a resumed
+    run's restart and a cut line do not count."""
+    from bench.pipeline.stages import SLOW_DISK_BYTES_PER_S, Pipeline, PipelineConfig
     from compress.children import CLEANUP_GRACE_S
     from compress.metrics_log import longest_step_seconds
 
@@ -635,6 +636,10 @@ def test_compress_gets_twice_its_longest_step_beyond_the_usual_grace(tmp_path):
     assert longest_step_seconds(run / "metrics.jsonl") == pytest.approx(12.0)
     assert pipe._compress_grace_s() == pytest.approx(CLEANUP_GRACE_S + 24.0)
     assert longest_step_seconds(tmp_path / "none.jsonl") is None
+    (run / "checkpoints").mkdir()  # and the time to write the checkpoint again on a slow disk
+    with open(run / "checkpoints" / "last.pt", "wb") as fh:
+        fh.truncate(int(SLOW_DISK_BYTES_PER_S) * 3)  # sparse: 3 s at that speed
+    assert pipe._compress_grace_s() == pytest.approx(CLEANUP_GRACE_S + 24.0 + 3.0)
 
 
 def test_a_stage_command_killed_by_a_signal_is_a_failure():

@@ -85,6 +85,10 @@ def aside_bench_dir(out: Path, what: str) -> Path:
     return out.with_name(f".{out.name}.{what}")
 
 
+#: A slow disk's write speed (bytes/s; a hard disk or a network folder) for the time a checkpoint write may take.
+SLOW_DISK_BYTES_PER_S = 50e6
+
+
 class StageFailed(RuntimeError):
     """A stage's command failed; the message says which and how. ``exit_code``: 2 when the command refused its
     input (it exited 2: the pipeline then exits 2 too), else 1."""
@@ -137,10 +141,16 @@ class Pipeline:
 
     def _compress_grace_s(self) -> float:
         """Seconds compress gets after a Ctrl-C / SIGTERM: it finishes the step in progress, then writes a
-        checkpoint; so twice the longest step it has logged (``metrics.jsonl``) on top of the usual grace (a
-        paper-preset step on a CPU can take longer than that grace alone)."""
-        step_s = longest_step_seconds(self.cfg.run_dir / "metrics.jsonl")
-        return CLEANUP_GRACE_S + 2 * (step_s or 0.0)
+        checkpoint. So on top of the usual grace: twice the longest step it has logged (``metrics.jsonl``), and
+        the time to write its last checkpoint again at :data:`SLOW_DISK_BYTES_PER_S` (a paper-preset search
+        checkpoint holds the hypernetwork and its Adam state: gigabytes)."""
+        run = self.cfg.run_dir
+        step_s = longest_step_seconds(run / "metrics.jsonl") or 0.0
+        try:
+            checkpoint_bytes = (run / "checkpoints" / "last.pt").stat().st_size
+        except OSError:
+            checkpoint_bytes = 0
+        return CLEANUP_GRACE_S + 2 * step_s + checkpoint_bytes / SLOW_DISK_BYTES_PER_S
 
     # -- stages ---------------------------------------------------------------------------------------
     def stage_data(self) -> dict[str, Any]:
