@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -56,9 +57,13 @@ def check_out_dir(out_dir: Path) -> None:
                          "new or empty folder, or the --out of an earlier bench run")
 
 
+#: The first line of a bench ``log.txt`` written before :data:`LOG_HEADER` existed (its first record).
+_OLD_FIRST_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO bench: device: ")
+
+
 def _is_bench_log(path: Path) -> bool:
     """Whether ``path`` is the ``log.txt`` of a bench run: beside its ``latency.json``, empty, or starting with
-    :data:`LOG_HEADER`."""
+    :data:`LOG_HEADER` (or with the device record that was a bench log's first line before it)."""
     if (path.parent / "latency.json").is_file():
         return True
     try:
@@ -66,7 +71,7 @@ def _is_bench_log(path: Path) -> bool:
             first = fh.readline()
     except OSError:
         return False
-    return not first or first.rstrip("\n") == LOG_HEADER
+    return not first or first.rstrip("\n") == LOG_HEADER or _OLD_FIRST_LINE.match(first) is not None
 
 
 def _open_backend(device: str, serial: str | None, virtual: bool, runner: str | None, runner_kind: str,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 import signal
 import subprocess
@@ -70,22 +71,19 @@ def run_until_done(cmd: Sequence[str], env: Mapping[str, str] | None = None,
         with _job_control_passed_to(proc):
             rc = proc.wait()
     except KeyboardInterrupt as exc:
-        grace = _grace_seconds(grace_s)
-        print(f"waiting up to {grace:.0f} s for {os.path.basename(cmd[0])} (pid {proc.pid}) to finish and clean up; "
-              "Ctrl-C again stops it at once", file=sys.stderr, flush=True)
-        _stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT, grace)
+        _stop(proc, signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT, grace_s, os.path.basename(cmd[0]))
         raise
     return shell_status(rc)
 
 
 def _grace_seconds(grace_s: float | Callable[[], float]) -> float:
-    if not callable(grace_s):
-        return grace_s
+    """``grace_s``, or its value when it is a function; :data:`CLEANUP_GRACE_S` for a function that raises, and for
+    any value that is not a finite positive number."""
     try:
-        value = float(grace_s())
+        value = float(grace_s() if callable(grace_s) else grace_s)
     except Exception:  # noqa: BLE001 - the signal is being handled: a broken estimate must not lose the child
         return CLEANUP_GRACE_S
-    return value if value > 0 and value != float("inf") else CLEANUP_GRACE_S
+    return value if 0 < value < math.inf else CLEANUP_GRACE_S
 
 
 def shell_status(returncode: int) -> int:
@@ -118,11 +116,18 @@ def _job_control_passed_to(proc: subprocess.Popen) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _stop(proc: subprocess.Popen, signum: int, grace_s: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signum)
+def _stop(proc: subprocess.Popen, signum: int, grace_s: float | Callable[[], float], name: str) -> None:
+    """Pass ``signum`` on first (nothing after it may keep the child from getting it: the grace estimate reads
+    files, the announcement writes to a stderr a Ctrl-C may have closed), then wait up to the grace, then SIGKILL
+    the child's group. A further Ctrl-C during the wait ends it at once."""
     try:
-        proc.wait(grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+        grace = _grace_seconds(grace_s)
+        with contextlib.suppress(OSError):
+            print(f"waiting up to {math.ceil(grace)} s for {name} (pid {proc.pid}) to finish and clean up; "
+                  "Ctrl-C again stops it at once", file=sys.stderr, flush=True)
+        proc.wait(grace)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):  # too slow, or asked again: stop it now
         pass
     finally:

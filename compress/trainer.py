@@ -50,12 +50,12 @@ from compress.hyper.batchnorm import recompute_batchnorm_statistics
 from compress.hyper.materialize import materialization_gap_db
 from compress.io import atomic_torch_save, atomic_write_json, atomic_write_text, ensure_dir, read_json
 from compress.macs import count_params
+from compress.run_files import CHECKPOINT, METRICS
 from compress.samples import save_grid
 from compress.search import SearchController
 from compress.step import StepHooks, gan_step
 
 LOGGER = logging.getLogger("coronetgan.trainer")
-CHECKPOINT = "checkpoints/last.pt"
 
 
 def progress(**kwargs) -> tqdm:
@@ -160,7 +160,7 @@ class Trainer:
             self._check_own_config(self.run_dir / "config.json")
         self.family = get_family(cfg.model, "--model")
         self.recipe: GANRecipe = self.family.recipe(cfg)
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = self.run_dir / METRICS
         self.timings: dict[str, float] = {}
         # read (and check) the checkpoint before the data scan and the networks: a refused file fails fast
         self.checkpoint = self._load_checkpoint() if resume else None

@@ -135,7 +135,11 @@ def _unseen_figures(fig: dict, unseen) -> dict:
 def file_title(entry: dict) -> str:
     """A manifest file entry as it is shown: its path, with its label where that says more than the dtype
     (``generator_int8.tflite (int8 (mixed: 1 of 18 convolutions float))``; issue 15: a mixed file is labelled
-    wherever it is shown)."""
+    wherever it is shown).
+
+    Raises:
+        KeyError: an entry without ``path``.
+    """
     label = entry.get("label") or entry.get("dtype")
     return entry["path"] if label == entry.get("dtype") else f"{entry['path']} ({label})"
 

@@ -57,7 +57,7 @@ from compress.io import atomic_write_json, replace_dir, sha256_file, staging_dir
 from export.inputs import export_input_shape, resolve_input_sets, takes_image_input
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
 from export.options import DTYPES, ExportOptions
-from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, file_figures, gate_failures, io_details
+from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, file_figures, file_title, gate_failures, io_details
 from export.representative import representative_sets
 from quantize.composition import describe, file_bytes, int8_label
 from quantize.litert import run_tflite
@@ -381,7 +381,7 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         if dtype == "int8" and options.fid_count > 0:
             entry["fid"] = _fid_change(run_dir, arch, generator, final, options.fid_count, threads, shape)
         files.append(entry)
-        LOGGER.info("%s (%s): PSNR %s dB, max abs diff %.3g", FILE_NAMES[dtype], entry["label"], figures["psnr_db"],
+        LOGGER.info("%s: PSNR %s dB, max abs diff %.3g", file_title(entry), figures["psnr_db"],
                     figures["max_abs_diff"])
     for entry in files:
         p = staging / entry["path"]

@@ -247,6 +247,9 @@ def test_host_timeout_runner_flags_and_a_foreign_out_folder(tiny_models, tmp_pat
     (out / "latency.json").unlink()  # a bench folder is known by its log.txt's first line, too
     assert (out / "log.txt").read_text().startswith(measure.LOG_HEADER + "\n")
     assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
+    (out / "latency.json").unlink()  # and an interrupted run of the code before LOG_HEADER (its first record)
+    (out / "log.txt").write_text("2026-11-30 10:05:15,088 INFO bench: device: host CPU (LiteRT), serial host\n")
+    assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
 
 
 def test_a_profile_file_without_virtual_props_makes_a_virtual_phone_bench_recognises(tmp_path):

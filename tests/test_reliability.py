@@ -597,11 +597,14 @@ def test_a_stage_command_gets_the_signal_once_and_time_to_clean_up(tmp_path, how
 
 @pytest.mark.parametrize("grace, finished", [("0.3", False), ("8", True), ("1 / 0", True)])
 def test_the_grace_is_asked_when_the_signal_comes(tmp_path, grace, finished):
-    """``grace_s`` as a function: asked at the signal; a cleanup longer than it is cut short (SIGKILL), one
-    shorter finishes; a function that raises means the usual minute. The wait is announced on stderr."""
+    """``grace_s`` as a function, asked at the signal (it reads a file written only just before it): a cleanup
+    longer than the grace is cut short (SIGKILL), one shorter finishes; a function that raises means the usual
+    minute. The wait is announced on stderr."""
     child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
     child.write_text(_STAGE_CHILD)  # its cleanup takes 1 s
-    driver_code = _STAGE_DRIVER.replace("sys.argv[1:]])", f"sys.argv[1:]], grace_s=lambda: {grace})")
+    grace_file = tmp_path / "grace"
+    driver_code = _STAGE_DRIVER.replace(
+        "sys.argv[1:]])", f"sys.argv[1:]], grace_s=lambda: eval(open({str(grace_file)!r}).read()))")
     assert driver_code != _STAGE_DRIVER
     driver = subprocess.Popen([sys.executable, "-c", driver_code, str(child), str(done), str(started)], cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
@@ -609,10 +612,11 @@ def test_the_grace_is_asked_when_the_signal_comes(tmp_path, grace, finished):
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    grace_file.write_text(grace)
     os.kill(driver.pid, signal.SIGTERM)
     _, err = driver.communicate(timeout=90)
     assert driver.returncode == 143, err
-    shown = {"0.3": "0", "8": "8", "1 / 0": "60"}[grace]
+    shown = {"0.3": "1", "8": "8", "1 / 0": "60"}[grace]  # whole seconds, rounded up
     assert f"waiting up to {shown} s for python" in err, err
     assert done.exists() is finished
 
@@ -623,19 +627,27 @@ def test_compress_gets_twice_its_longest_step_beyond_the_usual_grace(tmp_path):
     run's restart and a cut line do not count."""
     from bench.pipeline.stages import SLOW_DISK_BYTES_PER_S, Pipeline, PipelineConfig
     from compress.children import CLEANUP_GRACE_S
-    from compress.metrics_log import longest_step_seconds
+    from compress.run_files import longest_step_seconds
 
     run = tmp_path / "run"
     run.mkdir()
     pipe = Pipeline(PipelineConfig(run_dir=run, preset="small", input_size=None), echo=lambda s: None)
     assert pipe._compress_grace_s() == CLEANUP_GRACE_S  # no metrics yet
     records = [("search", 10, 20.0), ("search", 20, 40.0), ("search", 30, 160.0),  # 2 s, then 12 s a step
-               ("converge", 10, 5.0), ("converge", 20, 9.0)]
+               ("search", 20, 40.0), ("search", 25, 50.0),  # a resume from step 20: back, then 2 s a step
+               ("converge", 10, 5.0), ("converge", 20, 9.0),
+               (["converge"], 30, 900.0), ("converge", True, 900.0), ("converge", 30, float("inf"))]  # not records
     lines = [json.dumps({"stage": st, "step": n, "G": 1.0, "seconds": sec}) for st, n, sec in records]
     (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"stage": "converge", "step": 3')
     assert longest_step_seconds(run / "metrics.jsonl") == pytest.approx(12.0)
     assert pipe._compress_grace_s() == pytest.approx(CLEANUP_GRACE_S + 24.0)
     assert longest_step_seconds(tmp_path / "none.jsonl") is None
+    # only the last RECENT_PAIRS pairs count: a stall (Ctrl-Z for an hour) long ago does not stretch every later wait
+    stalled = [{"stage": "search", "step": 10 * i, "seconds": 2.0 * 10 * i + (3600 if i else 0)} for i in range(12)]
+    (tmp_path / "stalled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stalled))
+    assert longest_step_seconds(tmp_path / "stalled.jsonl") == pytest.approx(2.0)
+    (tmp_path / "stalled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stalled[:11]))
+    assert longest_step_seconds(tmp_path / "stalled.jsonl") == pytest.approx(362.0)
     (run / "checkpoints").mkdir()  # and the time to write the checkpoint again on a slow disk
     with open(run / "checkpoints" / "last.pt", "wb") as fh:
         fh.truncate(int(SLOW_DISK_BYTES_PER_S) * 3)  # sparse: 3 s at that speed

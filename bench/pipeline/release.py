@@ -41,7 +41,7 @@ from bench.tables import format_macs, md_escape
 from compress.errors import InputError
 from compress.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, is_folder_name
 from compress.machine import machine_text
-from compress.metrics_log import read_records
+from compress.run_files import METRICS, read_records
 from export.original import ORIGINAL_DIR, ORIGINAL_RECORD
 from export.parity import file_title
 
@@ -290,7 +290,7 @@ def _fill(run: Path, report: dict, out: Path, name: str) -> None:
     for p in _samples(run):
         _copy(p, out / "samples" / p.name)
         samples.append(f"samples/{p.name}")
-    if _training_plot(run / "metrics.jsonl", out / "training.png", report.get("target_macs_reduction")):
+    if _training_plot(run / METRICS, out / "training.png", report.get("target_macs_reduction")):
         files["training.png"] = "training.png"
     targets = []
     for tname, folder, lat in _bench_targets(run):

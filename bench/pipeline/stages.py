@@ -26,7 +26,7 @@ from bench.virtual_session import VirtualSession
 from compress.children import CLEANUP_GRACE_S, run_until_done
 from compress.errors import InputError
 from compress.io import atomic_write_json, replace_dir, sha256_file
-from compress.metrics_log import longest_step_seconds
+from compress.run_files import CHECKPOINT, METRICS, longest_step_seconds
 from export.original import INIT, original_dir, read_original
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,9 +145,9 @@ class Pipeline:
         the time to write its last checkpoint again at :data:`SLOW_DISK_BYTES_PER_S` (a paper-preset search
         checkpoint holds the hypernetwork and its Adam state: gigabytes)."""
         run = self.cfg.run_dir
-        step_s = longest_step_seconds(run / "metrics.jsonl") or 0.0
+        step_s = longest_step_seconds(run / METRICS) or 0.0
         try:
-            checkpoint_bytes = (run / "checkpoints" / "last.pt").stat().st_size
+            checkpoint_bytes = (run / CHECKPOINT).stat().st_size
         except OSError:
             checkpoint_bytes = 0
         return CLEANUP_GRACE_S + 2 * step_s + checkpoint_bytes / SLOW_DISK_BYTES_PER_S
@@ -214,7 +214,7 @@ class Pipeline:
         want = self.expected_config()
         have = load_json(run / "config.json")
         finished = all((run / n).is_file() for n in ("generator.pt", "architecture.json", "compression_report.json"))
-        started = (run / "checkpoints" / "last.pt").is_file()
+        started = (run / CHECKPOINT).is_file()
         if (finished or started) and have is not None and have != want:
             diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
             raise InputError(f"{run} holds a compress run with another config (differs in {', '.join(diff)}); "
