@@ -370,6 +370,9 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         except RuntimeError as exc:
             raise ExportError(str(exc)) from exc
         io = io_details(final)
+        # what the generator takes and gives, beside what the file's tensors can hold (value_range, int8 only)
+        io["input"]["expected_range"] = [-1, 1] if takes_image_input(arch, generator) else None  # None: N(0,1)
+        io["output"]["expected_range"] = [-1, 1]
         entry = {"path": FILE_NAMES[dtype], "dtype": dtype, "label": dtype, "format": "tflite", "layout": "NHWC",
                  **figures, "gate_db": GATES_DB[dtype], "conversion_s": conv_s,
                  "input": io["input"], "output": io["output"], "gpu_delegate": gpu_delegate_check(final),

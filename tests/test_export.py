@@ -183,6 +183,11 @@ def test_int8_input_and_output_ranges_are_fixed(exported):
         assert -1.01 <= lo <= -0.99 and 0.99 <= hi <= 1.01, (fam, q["input"])
         assert q["fixed_ranges"] == {"input": [-1.0, 1.0], "output": [-1.0, 1.0]}
         assert q["output"]["value_range"] == pytest.approx([-1.0, 127 / 128], abs=1e-6)
+    for fam, run in exported.items():  # every file says what the generator takes and gives
+        for e in run["files"]:
+            if e["dtype"] != "onnx":
+                assert e["input"]["expected_range"] == (None if fam == "dcgan" else [-1, 1]), (fam, e["dtype"])
+                assert e["output"]["expected_range"] == [-1, 1], (fam, e["dtype"])
 
 
 def test_dcgan_calibration_is_noise(exported):
