@@ -28,7 +28,7 @@ from compress.errors import InputError
 from compress.runlock import run_lock
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
 from export.onnx_export import ExportError
-from export.options import DTYPE_CHOICES, ExportOptions, parse_dtypes
+from export.options import DTYPE_CHOICES, INT8_WEIGHTS, ExportOptions, parse_dtypes
 from export.original import INIT, is_original, prepare_original, read_original
 from export.parity import file_title
 from export.pipeline import GateFailure, export_run
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"held-out inputs for the parity gates (default {DEFAULT_HELDOUT_COUNT})")
     p.add_argument("--int8-io", default="int8", choices=IO_DTYPES,
                    help="input/output tensor type of the int8 model (default int8)")
+    p.add_argument("--int8-weights", default=INT8_WEIGHTS[0], choices=INT8_WEIGHTS,
+                   help="int8 weight scales: per-channel (default) or per-tensor (smaller file; one scale per "
+                        "convolution, as some accelerators require)")
     p.add_argument("--int8-mode", default="robust", choices=MODES,
                    help="robust (default): every convolution int8, InstanceNorm/residual element-wise ops and "
                         "LEAKY_RELU in float, bias correction; naive: the converter's full-integer recipe")
@@ -114,7 +117,8 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(
         dtypes=parse_dtypes(args.dtype), out_dir=args.out, accept_gate_failure=args.accept_gate_failure,
         force=args.force, calibration_dir=args.calibration_dir, calibration_count=args.calibration_count,
-        heldout_count=args.heldout_count, int8_io=args.int8_io, int8_mode=args.int8_mode,
+        heldout_count=args.heldout_count, int8_io=args.int8_io, int8_weights=args.int8_weights,
+        int8_mode=args.int8_mode,
         int8_target_db=args.int8_target_db, int8_equalise=not args.no_equalise,
         extra_float_ops=tuple(o.strip() for o in args.extra_float_ops.split(",") if o.strip()),
         fid_count=args.fid, threads=args.threads, input_size=args.input_size)

@@ -62,6 +62,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     noise = sets.description.get("kind") == "noise"
     source = sets.calibration[:len(sets.calibration) - sets.description.get("target_domain_count", 0)]
     result = quantize_saved_model(saved_model, sets.calibration, mode=options.int8_mode, io_dtype=options.int8_io,
+                                  per_channel=options.int8_weights == "per-channel",
                                   float_ops=float_ops, target_db=options.int8_target_db,
                                   input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE,
                                   correction_nchw=source)
@@ -69,7 +70,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     path.write_bytes(result.content)
     detail.update({
         "precision": "int8", "int8_mode": options.int8_mode, "int8_io": options.int8_io,
-        "weight_quantization": "per-channel int8 (convolutions in int8), int32 biases",
+        "weight_quantization": f"{options.int8_weights} int8 (convolutions in int8), int32 biases",
         "float_denylist": list(float_ops) if options.int8_mode == "robust" else [],
         "fixed_ranges": {"input": list(NOISE_RANGE if noise else IMAGE_RANGE), "output": list(IMAGE_RANGE)}
         if options.int8_mode == "robust" else None,

@@ -21,6 +21,8 @@ Dtype = Literal["fp32", "fp16", "int8"]
 DTYPES: tuple[Dtype, ...] = get_args(Dtype)
 #: What ``--dtype`` accepts: a dtype, "all", or a comma list of those.
 DTYPE_CHOICES = (*DTYPES, "all")
+#: Weight scales of the int8 file's convolutions (``--int8-weights``); the first is the default.
+INT8_WEIGHTS = ("per-channel", "per-tensor")
 #: Range of ``--input-size`` (pixels): below 16 the downsamplings of the image generators leave almost nothing;
 #: 4096 is a sanity bound (one 64-channel float32 activation at 4096 x 4096 is 4 GiB).
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096
@@ -63,6 +65,10 @@ class ExportOptions:
         calibration_count: representative inputs for int8 (count, >= 1; default 100).
         heldout_count: held-out inputs of the parity gates (count, >= 1; default 8).
         int8_io: input/output tensor type of the int8 model, one of :data:`quantize.IO_DTYPES`.
+        int8_weights: "per-channel" (default: one scale per output channel) or "per-tensor" (one scale per
+            weight tensor: 12 bytes of quantization parameters per convolution instead of per channel, and what
+            some accelerators require; the equalisation makes the channels' ranges comparable, which is what
+            per-tensor scales need, Nagel et al. 2019). One of :data:`INT8_WEIGHTS`.
         int8_mode: "robust" (every convolution int8; InstanceNorm, residual and LEAKY_RELU element-wise ops in
             float; bias correction) or "naive" (the converter's full-integer recipe), see :mod:`quantize.int8`.
         int8_target_db: robust int8, last resort: validation PSNR (dB, in [0, 100]) below which the convolutions
@@ -94,6 +100,7 @@ class ExportOptions:
     calibration_count: int = DEFAULT_CALIBRATION_COUNT
     heldout_count: int = DEFAULT_HELDOUT_COUNT
     int8_io: Int8Io = "int8"
+    int8_weights: str = "per-channel"
     int8_mode: Int8Mode = "robust"
     int8_target_db: float = DEFAULT_TARGET_DB
     int8_equalise: bool = True
@@ -112,6 +119,8 @@ class ExportOptions:
             object.__setattr__(self, "calibration_dir", Path(self.calibration_dir))
         if self.int8_io not in IO_DTYPES:
             raise InputError(f"--int8-io {self.int8_io!r}; expected one of {', '.join(IO_DTYPES)}")
+        if self.int8_weights not in INT8_WEIGHTS:
+            raise InputError(f"--int8-weights {self.int8_weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
         if self.int8_mode not in MODES:
             raise InputError(f"--int8-mode {self.int8_mode!r}; expected one of {', '.join(MODES)}")
         for flag, value, least in (("--calibration-count", self.calibration_count, 1),

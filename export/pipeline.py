@@ -179,6 +179,7 @@ def _same_source(old: dict | None, source: dict, recorded: dict) -> bool:
 def _options_record(options: ExportOptions) -> dict:
     """The options that change the exported files, as recorded in the manifest (part of skip-if-unchanged)."""
     return {"heldout_count": options.heldout_count, "int8_io": options.int8_io, "int8_mode": options.int8_mode,
+            "int8_weights": options.int8_weights,
             "fid_count": options.fid_count, "extra_float_ops": list(options.extra_float_ops),
             "int8_target_db": float(options.int8_target_db), "calibration_count": options.calibration_count,
             "int8_equalise": options.int8_equalise,
@@ -419,7 +420,7 @@ def _int8_composition(path: Path, fp32_size: int) -> dict:
     """The manifest fields that say what the int8 file really is (:func:`quantize.composition.describe`): its label,
     the int8 share of weight bytes and MACs, the ops left in float by name, hybrid ops, and its size against fp32."""
     comp = describe(path)
-    return {"label": int8_label(comp), "int8_share": comp["int8_share"],
+    return {"label": int8_label(comp), "int8_share": comp["int8_share"], "weight_scales": comp["weight_scales"],
             "convolutions_float": len(comp["float_convolutions"]) + len(comp["hybrid_ops"]),
             "convolutions_total": comp["convolution_count"], "float_convolutions": comp["float_convolutions"],
             "hybrid_ops": comp["hybrid_ops"], "float_ops": comp["float_ops"], "float_op_names": comp["float_op_names"],

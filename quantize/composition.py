@@ -62,9 +62,12 @@ def describe(model: str | Path | bytes) -> dict:
     """The composition of a .tflite (module docstring), JSON-ready.
 
     Returns:
-        {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"float"|"hybrid", "activation_dtype",
+        {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"float"|"hybrid", "weight_scales" (count of
+        the weight tensor's quantization scales: 0 float, 1 per-tensor, C per-channel), "activation_dtype",
         "weight_dtype", "weight_bytes", "macs"}], "convolution_count", "float_convolutions", "hybrid_ops",
         "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; None for a file without convolutions),
+        "weight_scales": "per-channel" | "per-tensor" | "mixed" | None (the int8 convolutions' weight
+        scales, read from the file; None without int8 convolutions),
         "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "float_op_names": ["OP output tensor"]
         (every op computing in float, in graph order, convolutions included), "conversions":
         {"QUANTIZE": n, "DEQUANTIZE": n}, "op_count", "input", "output"} with
@@ -142,7 +145,9 @@ def describe(model: str | Path | bytes) -> dict:
             if kind != "int8":
                 float_ops[name] = float_ops.get(name, 0) + 1
                 float_op_names.append(f"{name} {tensor(outs[0]).Name().decode()}")
-            convs.append({"op": name, "name": tensor(outs[0]).Name().decode(), "kind": kind,
+            q = tensor(w).Quantization()
+            scales = q.ScaleLength() if q is not None else 0
+            convs.append({"op": name, "name": tensor(outs[0]).Name().decode(), "kind": kind, "weight_scales": scales,
                           "activation_dtype": act_dtype, "weight_dtype": w_dtype,
                           "weight_bytes": w_bytes + bias_bytes,
                           "macs": _conv_macs(name, shape(w), shape(act), shape(outs[0]))})
@@ -156,7 +161,9 @@ def describe(model: str | Path | bytes) -> dict:
     int8_convs = [c for c in convs if c["kind"] == "int8"]
     share = {"weight_bytes": sum(c["weight_bytes"] for c in int8_convs) / total_bytes if total_bytes else None,
              "macs": sum(c["macs"] for c in int8_convs) / total_macs if total_macs else None}
-    return {"convolutions": convs, "convolution_count": len(convs),
+    kinds = {"per-channel" if c["weight_scales"] > 1 else "per-tensor" for c in int8_convs}
+    weight_scales = (kinds.pop() if len(kinds) == 1 else "mixed") if kinds else None
+    return {"convolutions": convs, "convolution_count": len(convs), "weight_scales": weight_scales,
             "float_convolutions": [c["name"] for c in convs if c["kind"] == "float"],
             "hybrid_ops": [f"{c['op']} {c['name']}" for c in convs if c["kind"] == "hybrid"],
             "int8_share": share, "weight_bytes": dict(sorted(weight_by_dtype.items())),

@@ -720,3 +720,25 @@ def test_extra_float_ops(trained_runs, tmp_path, capsys):
     assert export_main([str(trained_runs["cyclegan"]), "--extra-float-ops", "conv;rm"]) == 2
     assert "is not a TFLite builtin op name" in capsys.readouterr().err
     assert export_main([str(trained_runs["cyclegan"]), "--int8-mode", "naive", "--extra-float-ops", "TANH"]) == 2
+
+
+def test_per_tensor_int8_weights(exported, trained_runs, tmp_path, capsys):
+    """``--int8-weights per-tensor``: one scale per convolution, read back from the file (``weight_scales``), a
+    smaller file than the per-channel one (fewer quantization parameters) that both runtimes run; the option is
+    recorded, and a value outside the choices is bad input."""
+    out = tmp_path / "pt"
+    status = export_main([str(trained_runs["pix2pix"]), "--dtype", "fp32,int8", "--out", str(out),
+                          "--int8-weights", "per-tensor", "--accept-gate-failure"])
+    assert status == 0
+    man = json.loads((out / "manifest.json").read_text())
+    pt = {e["dtype"]: e for e in man["files"]}["int8"]
+    pc = {e["dtype"]: e for e in exported["pix2pix"]["files"]}["int8"]
+    assert man["options"]["int8_weights"] == "per-tensor" and pt["weight_quantization"].startswith("per-tensor")
+    assert (pt["weight_scales"], pc["weight_scales"]) == ("per-tensor", "per-channel")
+    assert pt["file_bytes"]["quantization_parameters"] < pc["file_bytes"]["quantization_parameters"]
+    assert pt["size_bytes"] < pc["size_bytes"] and pt["runtimes"]["tflite-runtime"]["ok"]
+    assert pt["label"] == "int8" and pt["hybrid_ops"] == []
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        export_main([str(trained_runs["pix2pix"]), "--int8-weights", "per-row"])
+    assert exc.value.code == 2 and "--int8-weights" in capsys.readouterr().err
