@@ -569,22 +569,31 @@ _STAGE_DRIVER = ("import sys\nfrom compress.children import run_until_done\nfrom
                  "sys.exit(run_cli(lambda: run_until_done([sys.executable, *sys.argv[1:]])))\n")
 
 
+def _start_stage_driver(tmp_path: Path, driver_code: str = _STAGE_DRIVER) -> tuple[subprocess.Popen, Path]:
+    """A pipeline-like driver (``driver_code``: run_until_done under run_cli) running ``_STAGE_CHILD``, in a
+    session of its own, once the child has written its pid; returns the driver and the child's ``done`` file."""
+    child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
+    child.write_text(_STAGE_CHILD)
+    # SIG_DFL: a test run in the background of a non-interactive shell inherits SIGINT ignored (see above)
+    driver = subprocess.Popen([sys.executable, "-c", driver_code, str(child), str(done), str(started)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while not (started.exists() and started.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not (started.exists() and started.read_text()):
+        driver.kill()
+        raise AssertionError(f"the stage child did not start: {driver.communicate()[1][-2000:]}")
+    return driver, done
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "terminal Ctrl-C"])
 def test_a_stage_command_gets_the_signal_once_and_time_to_clean_up(tmp_path, how):
     """The pipeline runs each stage's command with run_until_done: SIGTERM and Ctrl-C of the pipeline reach the
     command exactly once (a terminal's Ctrl-C goes to the whole foreground process group) and it finishes its
     cleanup; the pipeline then exits 143 / 130."""
-    child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
-    child.write_text(_STAGE_CHILD)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # SIG_DFL: a test run in the background of a non-interactive shell inherits SIGINT ignored (see above)
-    driver = subprocess.Popen([sys.executable, "-c", _STAGE_DRIVER, str(child), str(done), str(started)], cwd=REPO,
-                              env=env, start_new_session=True, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 30
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert started.exists()
+    driver, done = _start_stage_driver(tmp_path)
     signum = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
     if how == "terminal Ctrl-C":
         os.killpg(driver.pid, signum)  # what a terminal does: every process of the foreground group
@@ -600,18 +609,11 @@ def test_the_grace_is_asked_when_the_signal_comes(tmp_path, grace, finished):
     """``grace_s`` as a function, asked at the signal (it reads a file written only just before it): a cleanup
     longer than the grace is cut short (SIGKILL), one shorter finishes; a function that raises means the usual
     minute. The wait is announced on stderr."""
-    child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
-    child.write_text(_STAGE_CHILD)  # its cleanup takes 1 s
     grace_file = tmp_path / "grace"
     driver_code = _STAGE_DRIVER.replace(
         "sys.argv[1:]])", f"sys.argv[1:]], grace_s=lambda: eval(open({str(grace_file)!r}).read()))")
     assert driver_code != _STAGE_DRIVER
-    driver = subprocess.Popen([sys.executable, "-c", driver_code, str(child), str(done), str(started)], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
-                              stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    driver, done = _start_stage_driver(tmp_path, driver_code)  # the child's cleanup takes 1 s
     grace_file.write_text(grace)
     os.kill(driver.pid, signal.SIGTERM)
     _, err = driver.communicate(timeout=90)
@@ -666,11 +668,8 @@ def test_a_stage_command_killed_by_a_signal_is_a_failure():
 def test_ctrl_z_stops_and_fg_continues_a_stage_command(tmp_path):
     """The stage's command runs in its own process group: the pipeline's Ctrl-Z (SIGTSTP) stops it too, and
     SIGCONT (fg / bg) continues it."""
-    child, done, started = tmp_path / "child.py", tmp_path / "done", tmp_path / "started"
-    child.write_text(_STAGE_CHILD)
-    driver = subprocess.Popen([sys.executable, "-c", _STAGE_DRIVER, str(child), str(done), str(started)], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
-                              stderr=subprocess.PIPE, text=True)
+    driver, done = _start_stage_driver(tmp_path)
+    pid = int((tmp_path / "started").read_text())
 
     def state(pid: int) -> str:
         return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -684,10 +683,6 @@ def test_ctrl_z_stops_and_fg_continues_a_stage_command(tmp_path):
         return False
 
     try:
-        deadline = time.monotonic() + 30
-        while not (started.exists() and started.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pid = int(started.read_text())
         os.kill(driver.pid, signal.SIGTSTP)
         assert wait_for(pid, {"T"}) and wait_for(driver.pid, {"T"})
         os.kill(driver.pid, signal.SIGCONT)
