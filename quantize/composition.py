@@ -29,6 +29,7 @@ int8, else ``int8 (mixed: N of M convolutions float)``.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +127,10 @@ def describe(model: str | Path | bytes) -> dict:
             return dtype(ops[k][1][0]), once(ops[k][1][0], const_bytes(ops[k][1][0]))
         return dtype(t), once(t, const_bytes(t))
 
-    convs, float_ops, conversions, float_op_names = [], {}, {}, []
+    convs, conversions, float_op_names = [], {}, []
     weight_by_dtype: dict[str, int] = {}
     for name, ins, outs in ops:
+        out_name = tensor(outs[0]).Name().decode() if outs else ""
         if name in CONV_OPS and len(ins) > 1:
             act, w = ins[CONV_OPS[name]], ins[1]
             act_dtype, (w_dtype, w_bytes) = dtype(act), stored(w)
@@ -143,19 +145,18 @@ def describe(model: str | Path | bytes) -> dict:
             else:
                 kind = "int8"
             if kind != "int8":
-                float_ops[name] = float_ops.get(name, 0) + 1
-                float_op_names.append(f"{name} {tensor(outs[0]).Name().decode()}")
+                float_op_names.append(f"{name} {out_name}")
             q = tensor(w).Quantization()
             scales = q.ScaleLength() if q is not None else 0
-            convs.append({"op": name, "name": tensor(outs[0]).Name().decode(), "kind": kind, "weight_scales": scales,
+            convs.append({"op": name, "name": out_name, "kind": kind, "weight_scales": scales,
                           "activation_dtype": act_dtype, "weight_dtype": w_dtype,
                           "weight_bytes": w_bytes + bias_bytes,
                           "macs": _conv_macs(name, shape(w), shape(act), shape(outs[0]))})
         elif name in CONVERSION_OPS:
             conversions[name] = conversions.get(name, 0) + 1
         elif outs and dtype(outs[0]) in _FLOAT_TYPES:
-            float_ops[name] = float_ops.get(name, 0) + 1
-            float_op_names.append(f"{name} {tensor(outs[0]).Name().decode()}")
+            float_op_names.append(f"{name} {out_name}")
+    float_ops = Counter(n.split(" ", 1)[0] for n in float_op_names)
     total_bytes = sum(c["weight_bytes"] for c in convs)
     total_macs = sum(c["macs"] for c in convs)
     int8_convs = [c for c in convs if c["kind"] == "int8"]
