@@ -74,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", default="int8", choices=IO_DTYPES,
                    help="input/output tensor type of the int8 model (default int8)")
     p.add_argument("--int8-weights", default=INT8_WEIGHTS[0], choices=INT8_WEIGHTS,
-                   help="int8 weight scales: per-channel (default) or per-tensor (smaller file; one scale per "
-                        "convolution, as some accelerators require)")
+                   help="int8 weight scales: per-channel, per-tensor (smaller file; one scale per convolution, "
+                        "as some accelerators require) or auto (default: per-channel, per-tensor when that alone "
+                        "misses the size gate and per-tensor keeps the validation targets)")
+    p.add_argument("--keep-tensor-names", action="store_true",
+                   help="keep every tensor name in the .tflite files (default: only the input/output names; the "
+                        "manifest keeps the others, by tensor index)")
     p.add_argument("--int8-mode", default="robust", choices=MODES,
                    help="robust (default): every convolution int8, InstanceNorm/residual element-wise ops and "
                         "LEAKY_RELU in float, bias correction; naive: the converter's full-integer recipe")
@@ -121,7 +125,8 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         int8_mode=args.int8_mode,
         int8_target_db=args.int8_target_db, int8_equalise=not args.no_equalise,
         extra_float_ops=tuple(o.strip() for o in args.extra_float_ops.split(",") if o.strip()),
-        fid_count=args.fid, threads=args.threads, input_size=args.input_size)
+        fid_count=args.fid, threads=args.threads, input_size=args.input_size,
+        keep_tensor_names=args.keep_tensor_names)
 
 
 def _fmt(x) -> str:

@@ -9,27 +9,94 @@ plain generator's SavedModel instead (the comparison in docs/export.md).
 
 Input/output ranges are fixed, not calibrated (:func:`quantize.int8.fix_io_ranges`): images [-1, 1]; DCGAN's
 noise input z ~ N(0, 1) gets :data:`NOISE_RANGE`.
+
+Weight scales (``ExportOptions.int8_weights``): per-channel by default; with "auto" (the default) a generator
+above the size gate's parameter count whose per-channel file misses the size gate is quantized per-tensor as well,
+and the per-tensor file is kept when it meets the same validation targets with no more convolutions in float
+(:func:`choose_weight_scales`). At about 0.1 M parameters the per-channel scales' quantization parameters (12 bytes
+per output channel) are what decides the ratio (docs/export.md, "Size, what else was tried").
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from export.finish import finished_size
 from export.onnx_export import check_onnx, export_onnx
 from export.options import ExportOptions
+from export.parity import INT8_SIZE_RATIO, SIZE_GATE_MIN_PARAMS
 from quantize import FLOAT_OPS, quantize_saved_model
 from quantize.equalize import equalise_for_int8
 from quantize.int8 import IMAGE_RANGE
+
+LOGGER = logging.getLogger("coronetgan.export")
 
 #: Fixed int8 range of a N(0, 1) noise input: +-4 sigma (an entry falls outside with probability 6.3e-5).
 NOISE_RANGE = (-4.0, 4.0)
 
 
+def validation_figures(selection: dict) -> dict | None:
+    """The validation PSNR of the file :func:`quantize.quantize_saved_model` made, from its float-selection report:
+    {"validation_psnr_db", "validation_worst_db" (dB against the float model on the first calibration inputs),
+    "float_convolutions" (count), "target_db", "worst_target_db"}; None when nothing was measured (naive mode,
+    ``--int8-target-db 0``)."""
+    trajectory = (selection or {}).get("trajectory") or []
+    if not trajectory:
+        return None
+    last = trajectory[-1]
+    return {"validation_psnr_db": float(last["validation_psnr_db"]),
+            "validation_worst_db": float(last["validation_worst_db"]),
+            "float_convolutions": int(last["float_convolutions"]),
+            "target_db": float(selection["target_db"]), "worst_target_db": float(selection["worst_target_db"])}
+
+
+def choose_weight_scales(candidates: dict[str, dict], params: int) -> tuple[str, str]:
+    """Which int8 weight scales ``--int8-weights auto`` keeps.
+
+    Args:
+        candidates: {"per-channel": figures, and "per-tensor": figures when that file was made}, figures =
+            {"size_ratio_to_fp32" (installed int8 bytes / installed fp32 bytes), "validation": the dict of
+            :func:`validation_figures` or None}.
+        params: the generator's parameter count (the size gate applies above
+            :data:`export.parity.SIZE_GATE_MIN_PARAMS`).
+    Returns:
+        ("per-channel" | "per-tensor", why, in words). Per-tensor only when the per-channel file misses the size
+        gate (:data:`export.parity.INT8_SIZE_RATIO`), the per-tensor file is smaller, reaches the validation
+        targets (pooled and worst input) and keeps no more convolutions in float than the per-channel one.
+    """
+    pc = candidates["per-channel"]
+    if params <= SIZE_GATE_MIN_PARAMS:
+        return "per-channel", f"{params:,} parameters: the size gate does not apply"
+    if pc["size_ratio_to_fp32"] <= INT8_SIZE_RATIO:
+        return "per-channel", f"per-channel meets the size gate ({pc['size_ratio_to_fp32']:.3f} x fp32)"
+    pt = candidates.get("per-tensor")
+    if pt is None:
+        return "per-channel", "per-tensor was not made"
+    v, v_pc = pt["validation"], pc["validation"]
+    miss = f"per-channel misses the size gate ({pc['size_ratio_to_fp32']:.3f} x fp32 > {INT8_SIZE_RATIO})"
+    if v is None or v_pc is None:
+        return "per-channel", f"{miss}, but without validation figures (naive mode or --int8-target-db 0) " \
+                              "per-tensor cannot be judged"
+    if not pt["size_ratio_to_fp32"] < pc["size_ratio_to_fp32"]:
+        return "per-channel", f"{miss}; per-tensor is not smaller ({pt['size_ratio_to_fp32']:.3f} x)"
+    if v["float_convolutions"] > v_pc["float_convolutions"]:
+        return "per-channel", f"{miss}; per-tensor keeps {v['float_convolutions']} convolution(s) in float " \
+                              f"against {v_pc['float_convolutions']}"
+    if v["validation_psnr_db"] < v["target_db"] or v["validation_worst_db"] < v["worst_target_db"]:
+        return "per-channel", f"{miss}; per-tensor misses the validation targets ({v['validation_psnr_db']:.2f} / " \
+                              f"{v['validation_worst_db']:.2f} dB against {v['target_db']:g} / " \
+                              f"{v['worst_target_db']:g} dB)"
+    return "per-tensor", f"{miss}; per-tensor is {pt['size_ratio_to_fp32']:.3f} x and reaches " \
+                         f"{v['validation_psnr_db']:.2f} / {v['validation_worst_db']:.2f} dB on validation " \
+                         f"(targets {v['target_db']:g} / {v['worst_target_db']:g} dB)"
+
+
 def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, sets, options: ExportOptions,
-                    plain_saved_model: Path, sample_data: np.ndarray) -> tuple[Path, float, dict]:
+                    plain_saved_model: Path, sample_data: np.ndarray, fp32_size: int) -> tuple[Path, float, dict]:
     """Make the int8 file in ``staging`` (module docstring).
 
     Args:
@@ -40,6 +107,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         options: the export options (int8 mode, I/O dtype, float ops, target, equalisation).
         plain_saved_model: onnx2tf SavedModel of the plain generator (used when equalisation is off).
         sample_data: onnx2tf's sample-data array (:func:`export.tflite_convert.sample_data_from_inputs`).
+        fp32_size: bytes of the fp32 file as installed (:mod:`export.finish`), for the weight-scale choice.
     Returns:
         (path of the int8 .tflite in staging, seconds spent here, manifest detail dict).
     Raises:
@@ -61,16 +129,42 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     float_ops = tuple(FLOAT_OPS) + tuple(o for o in options.extra_float_ops if o not in FLOAT_OPS)
     noise = sets.description.get("kind") == "noise"
     source = sets.calibration[:len(sets.calibration) - sets.description.get("target_domain_count", 0)]
-    result = quantize_saved_model(saved_model, sets.calibration, mode=options.int8_mode, io_dtype=options.int8_io,
-                                  per_channel=options.int8_weights == "per-channel",
-                                  float_ops=float_ops, target_db=options.int8_target_db,
-                                  input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE,
-                                  correction_nchw=source)
+
+    def quantize(scales: str):
+        return quantize_saved_model(saved_model, sets.calibration, mode=options.int8_mode, io_dtype=options.int8_io,
+                                    per_channel=scales == "per-channel",
+                                    float_ops=float_ops, target_db=options.int8_target_db,
+                                    input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE,
+                                    correction_nchw=source)
+
+    scales, choice = options.int8_weights, None
+    result = quantize("per-channel" if scales == "auto" else scales)
+    if scales == "auto":
+        from compress.macs import count_params
+
+        params = int(count_params(generator))
+
+        def figures(content: bytes, selection: dict) -> dict:
+            size = finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names)
+            return {"size_ratio_to_fp32": size / fp32_size, "validation": validation_figures(selection)}
+
+        candidates = {"per-channel": figures(result.content, result.selection)}
+        if params > SIZE_GATE_MIN_PARAMS and candidates["per-channel"]["size_ratio_to_fp32"] > INT8_SIZE_RATIO:
+            LOGGER.info("int8: the per-channel file is %.3f x fp32 (size gate %.2f x): making the per-tensor one",
+                        candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
+            per_tensor = quantize("per-tensor")
+            candidates["per-tensor"] = figures(per_tensor.content, per_tensor.selection)
+        scales, why = choose_weight_scales(candidates, params)
+        if scales == "per-tensor":
+            result = per_tensor
+        LOGGER.info("int8: %s weight scales (%s)", scales, why)
+        choice = {"chosen": scales, "why": why, "candidates": candidates}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({
         "precision": "int8", "int8_mode": options.int8_mode, "int8_io": options.int8_io,
-        "weight_quantization": f"{options.int8_weights} int8 (convolutions in int8), int32 biases",
+        "weight_quantization": f"{scales} int8 (convolutions in int8), int32 biases",
+        "weight_scales_choice": choice,
         "float_denylist": list(float_ops) if options.int8_mode == "robust" else [],
         "fixed_ranges": {"input": list(NOISE_RANGE if noise else IMAGE_RANGE), "output": list(IMAGE_RANGE)}
         if options.int8_mode == "robust" else None,

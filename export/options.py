@@ -22,7 +22,7 @@ DTYPES: tuple[Dtype, ...] = get_args(Dtype)
 #: What ``--dtype`` accepts: a dtype, "all", or a comma list of those.
 DTYPE_CHOICES = (*DTYPES, "all")
 #: Weight scales of the int8 file's convolutions (``--int8-weights``); the first is the default.
-INT8_WEIGHTS = ("per-channel", "per-tensor")
+INT8_WEIGHTS = ("auto", "per-channel", "per-tensor")
 #: Range of ``--input-size`` (pixels): below 16 the downsamplings of the image generators leave almost nothing;
 #: 4096 is a sanity bound (one 64-channel float32 activation at 4096 x 4096 is 4 GiB).
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096
@@ -65,10 +65,12 @@ class ExportOptions:
         calibration_count: representative inputs for int8 (count, >= 1; default 100).
         heldout_count: held-out inputs of the parity gates (count, >= 1; default 8).
         int8_io: input/output tensor type of the int8 model, one of :data:`quantize.IO_DTYPES`.
-        int8_weights: "per-channel" (default: one scale per output channel) or "per-tensor" (one scale per
-            weight tensor: 12 bytes of quantization parameters per convolution instead of per channel, and what
-            some accelerators require; the equalisation makes the channels' ranges comparable, which is what
-            per-tensor scales need, Nagel et al. 2019). One of :data:`INT8_WEIGHTS`.
+        int8_weights: "per-channel" (one scale per output channel), "per-tensor" (one scale per weight tensor:
+            12 bytes of quantization parameters per convolution instead of per channel, and what some accelerators
+            require; the equalisation makes the channels' ranges comparable, which is what per-tensor scales
+            need, Nagel et al. 2019) or "auto" (default: per-channel, and per-tensor instead when the per-channel
+            file misses the size gate and the per-tensor one keeps the validation targets,
+            :func:`export.int8_file.choose_weight_scales`). One of :data:`INT8_WEIGHTS`.
         int8_mode: "robust" (every convolution int8; InstanceNorm, residual and LEAKY_RELU element-wise ops in
             float; bias correction) or "naive" (the converter's full-integer recipe), see :mod:`quantize.int8`.
         int8_target_db: robust int8, last resort: validation PSNR (dB, in [0, 100]) below which the convolutions
@@ -82,6 +84,8 @@ class ExportOptions:
         fid_count: when > 0 (count, >= 2) and int8 is exported, also the FID change of int8 on up to this many
             test inputs (DCGAN: samples) under ``python -m compress.evaluate``'s protocol; 0 = off.
         threads: LiteRT threads for the parity runs (count).
+        keep_tensor_names: keep every tensor name in the .tflite files (``--keep-tensor-names``); by default
+            only the input/output names stay and the manifest keeps the rest (:mod:`export.compact`).
         input_size: side S (pixels) of the exported S x S input (``--input-size``), for generators whose input
             is an image (fully convolutional: pix2pix, CycleGAN); the parity gates and the int8 calibration
             then use the held-out / calibration images resized to S x S (:mod:`export.inputs`). None: the
@@ -100,7 +104,7 @@ class ExportOptions:
     calibration_count: int = DEFAULT_CALIBRATION_COUNT
     heldout_count: int = DEFAULT_HELDOUT_COUNT
     int8_io: Int8Io = "int8"
-    int8_weights: str = "per-channel"
+    int8_weights: str = "auto"
     int8_mode: Int8Mode = "robust"
     int8_target_db: float = DEFAULT_TARGET_DB
     int8_equalise: bool = True
@@ -108,6 +112,7 @@ class ExportOptions:
     fid_count: int = 0
     threads: int = 2
     input_size: int | None = None
+    keep_tensor_names: bool = False
 
     def __post_init__(self) -> None:
         # frozen: normalised values are set through object.__setattr__

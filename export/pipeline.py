@@ -68,7 +68,7 @@ FILE_NAMES = {"onnx": "generator.onnx", "fp32": "generator_fp32.tflite", "fp16":
               "int8": "generator_int8.tflite"}
 MANIFEST = "manifest.json"
 #: Format of manifest.json; an export of another version is redone rather than skipped.
-MANIFEST_VERSION = 3
+MANIFEST_VERSION = 4
 
 #: The packages whose code writes the exported files and the manifest: a change to any of them redoes an export
 #: that would otherwise be skipped as unchanged (its files or manifest fields may differ).
@@ -179,7 +179,7 @@ def _same_source(old: dict | None, source: dict, recorded: dict) -> bool:
 def _options_record(options: ExportOptions) -> dict:
     """The options that change the exported files, as recorded in the manifest (part of skip-if-unchanged)."""
     return {"heldout_count": options.heldout_count, "int8_io": options.int8_io, "int8_mode": options.int8_mode,
-            "int8_weights": options.int8_weights,
+            "int8_weights": options.int8_weights, "keep_tensor_names": options.keep_tensor_names,
             "fid_count": options.fid_count, "extra_float_ops": list(options.extra_float_ops),
             "int8_target_db": float(options.int8_target_db), "calibration_count": options.calibration_count,
             "int8_equalise": options.int8_equalise,
@@ -320,8 +320,8 @@ def _gate_and_install(folder: Path, manifest: dict, missed_dir: Path, out_dir: P
 
 def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple, sets, reference: np.ndarray,
                options: ExportOptions) -> dict:
+    from export.finish import finish_tflite, finished_size
     from export.gpu_check import gpu_delegate_check
-    from export.gpu_compat import unfuse_transpose_conv_activations
     from export.int8_file import build_int8_file
     from export.photos import unseen_inputs
     from export.tflite_convert import run_onnx2tf, sample_data_from_inputs
@@ -348,9 +348,12 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
     if "fp16" in wanted:
         products["fp16"] = (converted["fp16"], timings["onnx2tf_s"],
                             {"precision": "float16 weights (DEQUANTIZE to float32 at run time)"})
+    # the size gate compares with the fp32 file as installed (after export.finish), exported now or not
+    fp32_size = finished_size(converted["fp32"].read_bytes(), staging / "fp32_size_probe.tflite",
+                              options.keep_tensor_names) if "int8" in wanted else None
     if "int8" in wanted:
         path, seconds, detail = build_int8_file(staging, generator, shape, sets, options, converted["saved_model"],
-                                                sample_data)
+                                                sample_data, fp32_size)
         timings["int8_s"] = seconds
         products["int8"] = (path, seconds + (0.0 if options.int8_equalise else timings["onnx2tf_s"]), detail)
 
@@ -359,12 +362,15 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
     if unseen is not None:
         with torch.no_grad():
             unseen_reference = generator(torch.from_numpy(unseen.inputs)).numpy()
-    fp32_size = converted["fp32"].stat().st_size
     for dtype, (path, conv_s, detail) in products.items():
         final = staging / FILE_NAMES[dtype]
         os.replace(path, final)
-        detail = {**detail, "unfused_transpose_conv_activations": unfuse_transpose_conv_activations(final)}
-        if dtype == "fp32":  # the size gate compares with the fp32 file as installed (after that rewrite)
+        detail = {**detail, **finish_tflite(final, options.keep_tensor_names)}
+        # ops and convolutions are named by their output tensors, whose names the compaction moved to the manifest
+        composition = describe(final, detail["tensor_names"]) if dtype == "int8" else None
+        if detail["compaction"]["tensor_names_kept"]:
+            del detail["tensor_names"]   # they are in the file
+        if dtype == "fp32":
             fp32_size = final.stat().st_size
         try:
             figures = file_figures(final, sets.heldout, reference, unseen, unseen_reference, threads)
@@ -381,7 +387,7 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         if dtype in MIN_IMAGE_GATES_DB:
             entry["min_image_gate_db"] = MIN_IMAGE_GATES_DB[dtype]
         if dtype == "int8":
-            entry.update(_int8_composition(final, fp32_size))
+            entry.update(_int8_composition(final, composition, fp32_size))
         if dtype == "int8" and options.fid_count > 0:
             entry["fid"] = _fid_change(run_dir, arch, generator, final, options.fid_count, threads, shape)
         files.append(entry)
@@ -416,10 +422,11 @@ def _signatures(files: list[dict]) -> dict:
             for e in files if e.get("format") == "tflite" and isinstance(e.get("input"), dict)}
 
 
-def _int8_composition(path: Path, fp32_size: int) -> dict:
-    """The manifest fields that say what the int8 file really is (:func:`quantize.composition.describe`): its label,
-    the int8 share of weight bytes and MACs, the ops left in float by name, hybrid ops, and its size against fp32."""
-    comp = describe(path)
+def _int8_composition(path: Path, comp: dict, fp32_size: int) -> dict:
+    """The manifest fields that say what the int8 file at ``path`` really is, from ``comp``
+    (:func:`quantize.composition.describe` of it before its tensor names were dropped): its label, the int8 share
+    of weight bytes and MACs, the ops left in float by name, hybrid ops, and its size against fp32 (both as
+    installed)."""
     return {"label": int8_label(comp), "int8_share": comp["int8_share"], "weight_scales": comp["weight_scales"],
             "convolutions_float": len(comp["float_convolutions"]) + len(comp["hybrid_ops"]),
             "convolutions_total": comp["convolution_count"], "float_convolutions": comp["float_convolutions"],

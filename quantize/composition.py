@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -59,8 +60,13 @@ def _conv_macs(op: str, weight: list[int], act_in: list[int], out: list[int]) ->
     return int(np.prod(act_in[:-1])) * weight[0] * weight[1] if len(weight) == 2 else 0  # FULLY_CONNECTED
 
 
-def describe(model: str | Path | bytes) -> dict:
+def describe(model: str | Path | bytes, tensor_names: Sequence[str] | None = None) -> dict:
     """The composition of a .tflite (module docstring), JSON-ready.
+
+    Args:
+        model: the file (path or content).
+        tensor_names: names of the first subgraph's tensors by index, for a file whose names were dropped
+            (``export.compact``); None: the names in the file.
 
     Returns:
         {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"float"|"hybrid", "weight_scales" (count of
@@ -87,6 +93,9 @@ def describe(model: str | Path | bytes) -> dict:
 
     def tensor(t: int):
         return sg.Tensors(t)
+
+    def tensor_name(t: int) -> str:
+        return tensor_names[t] if tensor_names is not None else (tensor(t).Name() or b"").decode()
 
     def dtype(t: int) -> str:
         return types.get(tensor(t).Type(), str(tensor(t).Type()))
@@ -130,7 +139,7 @@ def describe(model: str | Path | bytes) -> dict:
     convs, conversions, float_op_names = [], {}, []
     weight_by_dtype: dict[str, int] = {}
     for name, ins, outs in ops:
-        out_name = tensor(outs[0]).Name().decode() if outs else ""
+        out_name = tensor_name(outs[0]) if outs else ""
         if name in CONV_OPS and len(ins) > 1:
             act, w = ins[CONV_OPS[name]], ins[1]
             act_dtype, (w_dtype, w_bytes) = dtype(act), stored(w)
@@ -219,7 +228,7 @@ def file_bytes(model: str | Path | bytes) -> dict:
 def _io(sg, t: int, dtype, shape) -> dict:
     ten = sg.Tensors(t)
     q = ten.Quantization()
-    out = {"name": ten.Name().decode(), "dtype": dtype(t), "shape": shape(t), "quantization": None,
+    out = {"name": (ten.Name() or b"").decode(), "dtype": dtype(t), "shape": shape(t), "quantization": None,
            "value_range": None}
     if q is not None and q.ScaleLength() == 1 and dtype(t) not in _FLOAT_TYPES:
         scale, zero = float(q.Scale(0)), int(q.ZeroPoint(0))

@@ -106,6 +106,9 @@ def test_int8_is_really_int8(exported, trained_runs, family):
         assert eq["folded_batch_norms"] and eq["cross_layer"]
         assert not {"MUL", "ADD"} & set(q["float_ops"])
     assert q["bias_correction"]["corrected"]
+    # auto weight scales: these files meet the size gate (or are exempt) per-channel, so nothing else is made
+    assert q["weight_scales_choice"]["chosen"] == q["weight_scales"] == "per-channel"
+    assert set(q["weight_scales_choice"]["candidates"]) == {"per-channel"}
     # where the bytes go (the size gate's message): the parts add up to the file, int8 data = int8 weights
     assert q["file_bytes"]["constant_data"]["int8"] == q["weight_bytes"]["int8"]
     assert q["file_bytes"]["operators"] == q["op_count"]
@@ -115,6 +118,9 @@ def test_int8_is_really_int8(exported, trained_runs, family):
             continue
         fb = e["file_bytes"]
         assert fb["total"] == e["size_bytes"] and 0 < fb["graph"] < fb["total"] / 2
+        # compacted (export.compact): only the input/output names stay in the file, the manifest keeps the rest
+        assert e["compaction"]["bytes_after"] == e["size_bytes"] < e["compaction"]["bytes_before"]
+        assert len(e["tensor_names"]) == fb["tensors"] and sum(map(bool, e["tensor_names"])) > 2
         # the names as the runtime reads them (a second reader of the same flatbuffer)
         details = make_interpreter(out / e["path"], 1).get_tensor_details()
         assert fb["tensor_names"] == sum(len(t["name"].encode()) for t in details) > 0
@@ -742,3 +748,52 @@ def test_per_tensor_int8_weights(exported, trained_runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         export_main([str(trained_runs["pix2pix"]), "--int8-weights", "per-row"])
     assert exc.value.code == 2 and "--int8-weights" in capsys.readouterr().err
+
+
+def test_weight_scale_choice_rules():
+    """``--int8-weights auto`` (export.int8_file.choose_weight_scales): per-tensor only when per-channel misses the
+    size gate above its parameter count and per-tensor is smaller, meets both validation targets and keeps no more
+    convolutions in float."""
+    from export.int8_file import choose_weight_scales
+    from export.parity import INT8_SIZE_RATIO, SIZE_GATE_MIN_PARAMS
+
+    def fig(ratio, pooled=31.0, worst=28.0, floats=0):
+        return {"size_ratio_to_fp32": ratio, "validation": {"validation_psnr_db": pooled, "validation_worst_db": worst,
+                                                            "float_convolutions": floats, "target_db": 30.0,
+                                                            "worst_target_db": 27.0}}
+
+    big, miss, meet = SIZE_GATE_MIN_PARAMS + 1, INT8_SIZE_RATIO + 0.02, INT8_SIZE_RATIO - 0.001
+    assert choose_weight_scales({"per-channel": fig(miss), "per-tensor": fig(meet)}, big)[0] == "per-tensor"
+    for candidates, params, why in [
+            ({"per-channel": fig(miss), "per-tensor": fig(meet)}, SIZE_GATE_MIN_PARAMS, "does not apply"),
+            ({"per-channel": fig(meet), "per-tensor": fig(meet - 0.01)}, big, "meets the size gate"),
+            ({"per-channel": fig(miss)}, big, "not made"),
+            ({"per-channel": fig(miss), "per-tensor": fig(miss + 0.01)}, big, "not smaller"),
+            ({"per-channel": fig(miss), "per-tensor": fig(meet, pooled=29.9)}, big, "misses the validation"),
+            ({"per-channel": fig(miss), "per-tensor": fig(meet, worst=26.9)}, big, "misses the validation"),
+            ({"per-channel": fig(miss), "per-tensor": fig(meet, floats=1)}, big, "in float"),
+            ({"per-channel": fig(miss), "per-tensor": {**fig(meet), "validation": None}}, big, "cannot be judged")]:
+        chosen, reason = choose_weight_scales(candidates, params)
+        assert chosen == "per-channel" and why in reason, (candidates, params, reason)
+
+
+def test_auto_weight_scales_make_and_keep_per_tensor(trained_runs, tmp_path, monkeypatch):
+    """When the per-channel file misses the size gate, ``auto`` makes the per-tensor file too and installs it; the
+    size it judged is the installed file's. (The tiny CycleGAN meets the real gate, so the test lowers the gate's
+    ratio and parameter count as the choice sees them; the export's own gates are unchanged.)"""
+    import export.int8_file as int8_file
+
+    monkeypatch.setattr(int8_file, "INT8_SIZE_RATIO", 0.01)
+    monkeypatch.setattr(int8_file, "SIZE_GATE_MIN_PARAMS", 0)
+    out = tmp_path / "auto"
+    man = export_run(trained_runs["cyclegan"], ExportOptions(dtypes="fp32,int8", out_dir=out))
+    q = {e["dtype"]: e for e in man["files"]}["int8"]
+    choice = q["weight_scales_choice"]
+    assert man["options"]["int8_weights"] == "auto"
+    assert set(choice["candidates"]) == {"per-channel", "per-tensor"}
+    pc, pt = choice["candidates"]["per-channel"], choice["candidates"]["per-tensor"]
+    assert choice["chosen"] == q["weight_scales"] == "per-tensor" and q["weight_quantization"].startswith("per-tensor")
+    assert pt["size_ratio_to_fp32"] < pc["size_ratio_to_fp32"]
+    assert q["size_ratio_to_fp32"] == pytest.approx(pt["size_ratio_to_fp32"], abs=1e-12)
+    assert pt["validation"]["validation_psnr_db"] >= pt["validation"]["target_db"]
+    assert q["label"] == "int8" and man["gates_passed"]
