@@ -156,7 +156,7 @@ def print_figures(files: list[dict], stream=None) -> None:
             ratio = e.get("size_ratio_to_fp32")
             print(f"  int8 share: {pct['weight_bytes']} of the weight bytes, {pct['macs']} of the MACs; "
                   f"{e['convolutions_total'] - e['convolutions_float']} of {e['convolutions_total']} convolutions "
-                  f"int8" + (f"; {ratio:.2f} x the fp32 file" if ratio else ""), file=stream)
+                  f"int8" + (f"; {ratio:.4f} x the fp32 file" if ratio else ""), file=stream)
             if e.get("float_ops"):
                 print("  ops left in float: " + ", ".join(f"{k} x{v}" for k, v in e["float_ops"].items()),
                       file=stream)

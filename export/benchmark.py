@@ -267,7 +267,7 @@ def to_markdown(rows: list[dict]) -> str:
             if "error" in v:
                 errors.setdefault(v["error"], []).append(f"{r['family']} {r['model']} {r['code']} {r['label']}")
         lines.append(f"| {r['family']} | {r['model']} | {r['code']} | {r['label']} | {r['size_bytes']:,} | "
-                     f"{r['size_ratio_to_fp32']:.2f} | {_share(r['int8_share'])} | {_float_ops(r)} | "
+                     f"{r['size_ratio_to_fp32']:.4f} | {_share(r['int8_share'])} | {_float_ops(r)} | "
                      f"{_db(r['heldout'], 'psnr_db')} / {_db(r['heldout'], 'min_image_psnr_db')} | "
                      f"{_db(r['unseen'], 'psnr_db')} / {_db(r['unseen'], 'min_image_psnr_db')} | "
                      f"{_db(r.get('unseen_tflite_runtime'), 'psnr_db')} / "

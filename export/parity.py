@@ -169,7 +169,7 @@ def gate_failures(files: list[dict], params: int, onnx_max_abs_diff: float) -> l
             ratio = e.get("size_ratio_to_fp32")
             if ratio is not None and params > SIZE_GATE_MIN_PARAMS and not ratio <= INT8_SIZE_RATIO:
                 detail = _size_detail(e.get("file_bytes"))
-                failures.append(f"{name}: {ratio:.2f} x the fp32 file > {INT8_SIZE_RATIO:.2f} x"
+                failures.append(f"{name}: {ratio:.4f} x the fp32 file > {INT8_SIZE_RATIO:.2f} x"
                                 + (f" ({detail[2:]})" if detail else ""))
     return failures
 

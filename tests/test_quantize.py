@@ -196,7 +196,7 @@ def test_gate_failures_name_every_miss():
     text = "\n".join(fails)
     assert "worst unseen photos image (edges:moon) 20.50 dB < gate 27 dB" in text
     assert "does not run in tflite-runtime 2.14.0" in text and "hybrid ops" in text
-    assert ("generator_int8.tflite (int8 (mixed: 1 of 12 convolutions float)): 0.40 x the fp32 file > 0.30 x "
+    assert ("generator_int8.tflite (int8 (mixed: 1 of 12 convolutions float)): 0.4000 x the fp32 file > 0.30 x "
             "(int8 data 110,619 B, other constants 2,704 B, quantization parameters 10,968 B, tensor names 8,773 B, "
             "graph 29,952 B (196 ops, 257 tensors))") in text
     # a mixed file is labelled in every line about it (issue 15: "labelled everywhere it is shown")
@@ -204,7 +204,7 @@ def test_gate_failures_name_every_miss():
                          for f in fails), fails
     # an entry written before file_bytes existed: the size message without the breakdown
     assert gate_failures([_entry(size_ratio_to_fp32=0.4)], params=500_000, onnx_max_abs_diff=1e-4) == [
-        "generator_int8.tflite: 0.40 x the fp32 file > 0.30 x"]
+        "generator_int8.tflite: 0.4000 x the fp32 file > 0.30 x"]
     # tflite-runtime is held to the same gates on both sets (its own figures, not LiteRT's)
     rt = {"ok": True, "version": "2.14.0", "psnr_db": 35.0, "min_image_psnr_db": 31.0, "max_abs_diff": 0.1,
           "unseen": {"psnr_db": 29.5, "min_image_psnr_db": 25.0, "worst_image": "photo:moon", "max_abs_diff": 1.0}}
