@@ -10,10 +10,10 @@ plain generator's SavedModel instead (the comparison in docs/export.md).
 Input/output ranges are fixed, not calibrated (:func:`quantize.int8.fix_io_ranges`): images [-1, 1]; DCGAN's
 noise input z ~ N(0, 1) gets :data:`NOISE_RANGE`.
 
-Weight scales (``ExportOptions.int8_weights``): per-channel by default; with "auto" (the default) a generator
-above the size gate's parameter count whose per-channel file misses the size gate is quantized per-tensor as well,
-and the per-tensor file is kept when it meets the same validation targets with no more convolutions in float
-(:func:`choose_weight_scales`). At about 0.1 M parameters the per-channel scales' quantization parameters (12 bytes
+Weight scales (``ExportOptions.int8_weights``): "auto" (the default) makes the per-channel file and, for a
+generator above the size gate's parameter count whose per-channel file misses the size gate, the per-tensor file
+as well, which is kept when it meets the same validation targets with no more convolutions in float
+(:func:`choose_weight_scales`); "per-channel" and "per-tensor" make that file alone. At about 0.1 M parameters the per-channel scales' quantization parameters (12 bytes
 per output channel) are what decides the ratio (docs/export.md, "Size, what else was tried").
 """
 from __future__ import annotations
@@ -72,17 +72,17 @@ def choose_weight_scales(candidates: dict[str, dict], params: int) -> tuple[str,
     if params <= SIZE_GATE_MIN_PARAMS:
         return "per-channel", f"{params:,} parameters: the size gate does not apply"
     if pc["size_ratio_to_fp32"] <= INT8_SIZE_RATIO:
-        return "per-channel", f"per-channel meets the size gate ({pc['size_ratio_to_fp32']:.3f} x fp32)"
+        return "per-channel", f"per-channel meets the size gate ({pc['size_ratio_to_fp32']:.4f} x fp32)"
     pt = candidates.get("per-tensor")
     if pt is None:
         return "per-channel", "per-tensor was not made"
     v, v_pc = pt["validation"], pc["validation"]
-    miss = f"per-channel misses the size gate ({pc['size_ratio_to_fp32']:.3f} x fp32 > {INT8_SIZE_RATIO})"
+    miss = f"per-channel misses the size gate ({pc['size_ratio_to_fp32']:.4f} x fp32 > {INT8_SIZE_RATIO})"
     if v is None or v_pc is None:
         return "per-channel", f"{miss}, but without validation figures (naive mode or --int8-target-db 0) " \
                               "per-tensor cannot be judged"
     if not pt["size_ratio_to_fp32"] < pc["size_ratio_to_fp32"]:
-        return "per-channel", f"{miss}; per-tensor is not smaller ({pt['size_ratio_to_fp32']:.3f} x)"
+        return "per-channel", f"{miss}; per-tensor is not smaller ({pt['size_ratio_to_fp32']:.4f} x)"
     if v["float_convolutions"] > v_pc["float_convolutions"]:
         return "per-channel", f"{miss}; per-tensor keeps {v['float_convolutions']} convolution(s) in float " \
                               f"against {v_pc['float_convolutions']}"
@@ -90,7 +90,7 @@ def choose_weight_scales(candidates: dict[str, dict], params: int) -> tuple[str,
         return "per-channel", f"{miss}; per-tensor misses the validation targets ({v['validation_psnr_db']:.2f} / " \
                               f"{v['validation_worst_db']:.2f} dB against {v['target_db']:g} / " \
                               f"{v['worst_target_db']:g} dB)"
-    return "per-tensor", f"{miss}; per-tensor is {pt['size_ratio_to_fp32']:.3f} x and reaches " \
+    return "per-tensor", f"{miss}; per-tensor is {pt['size_ratio_to_fp32']:.4f} x and reaches " \
                          f"{v['validation_psnr_db']:.2f} / {v['validation_worst_db']:.2f} dB on validation " \
                          f"(targets {v['target_db']:g} / {v['worst_target_db']:g} dB)"
 
@@ -150,7 +150,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
 
         candidates = {"per-channel": figures(result.content, result.selection)}
         if params > SIZE_GATE_MIN_PARAMS and candidates["per-channel"]["size_ratio_to_fp32"] > INT8_SIZE_RATIO:
-            LOGGER.info("int8: the per-channel file is %.3f x fp32 (size gate %.2f x): making the per-tensor one",
+            LOGGER.info("int8: the per-channel file is %.4f x fp32 (size gate %.2f x): making the per-tensor one",
                         candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
             per_tensor = quantize("per-tensor")
             candidates["per-tensor"] = figures(per_tensor.content, per_tensor.selection)
