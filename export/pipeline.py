@@ -365,11 +365,11 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
     for dtype, (path, conv_s, detail) in products.items():
         final = staging / FILE_NAMES[dtype]
         os.replace(path, final)
-        detail = {**detail, **finish_tflite(final, options.keep_tensor_names)}
+        finished = finish_tflite(final, options.keep_tensor_names)
+        names = finished.pop("tensor_names")
+        detail = {**detail, **finished, **({} if options.keep_tensor_names else {"tensor_names": names})}
         # ops and convolutions are named by their output tensors, whose names the compaction moved to the manifest
-        composition = describe(final, detail["tensor_names"]) if dtype == "int8" else None
-        if detail["compaction"]["tensor_names_kept"]:
-            del detail["tensor_names"]   # they are in the file
+        composition = describe(final, names) if dtype == "int8" else None
         if dtype == "fp32":
             fp32_size = final.stat().st_size
         try:

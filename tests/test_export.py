@@ -750,6 +750,30 @@ def test_per_tensor_int8_weights(exported, trained_runs, tmp_path, capsys):
     assert exc.value.code == 2 and "--int8-weights" in capsys.readouterr().err
 
 
+def test_keep_tensor_names(exported, trained_runs, tmp_path):
+    """``--keep-tensor-names``: every tensor keeps its name in the file (the manifest then lists none), the other
+    compaction steps still run, and the int8 composition names its float ops the same way as the default export."""
+    out = tmp_path / "named"
+    assert export_main([str(trained_runs["cyclegan"]), "--dtype", "fp32,int8", "--out", str(out),
+                        "--keep-tensor-names"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["options"]["keep_tensor_names"] is True
+    default = {e["dtype"]: e for e in exported["cyclegan"]["files"]}
+    for e in man["files"]:
+        if e["dtype"] == "onnx":
+            continue
+        assert "tensor_names" not in e and e["compaction"]["tensor_names_kept"] is True
+        assert e["compaction"]["bytes_after"] <= e["compaction"]["bytes_before"]
+        assert e["size_bytes"] > default[e["dtype"]]["size_bytes"]   # the names are the difference
+        named = [t["name"] for t in make_interpreter(out / e["path"], 1).get_tensor_details()]
+        # the same conversion: as many named tensors as the default export's manifest lists (it keeps them there)
+        assert sum(map(bool, named)) == sum(map(bool, default[e["dtype"]]["tensor_names"])) > 2
+    q = {e["dtype"]: e for e in man["files"]}["int8"]
+    assert [n.split(" ", 1)[0] for n in q["float_op_names"]] == [
+        n.split(" ", 1)[0] for n in default["int8"]["float_op_names"]]
+    assert all(n.split(" ", 1)[1] for n in q["float_op_names"] + default["int8"]["float_op_names"])
+
+
 def test_weight_scale_choice_rules():
     """``--int8-weights auto`` (export.int8_file.choose_weight_scales): per-tensor only when per-channel misses the
     size gate above its parameter count and per-tensor is smaller, meets both validation targets and keeps no more
