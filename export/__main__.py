@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input/output tensor type of the int8 model (default int8)")
     p.add_argument("--int8-weights", default=INT8_WEIGHTS[0], choices=INT8_WEIGHTS,
                    help="int8 weight scales: per-channel, per-tensor (smaller file; one scale per convolution, "
-                        "as some accelerators require) or auto (default: per-channel, per-tensor when that alone "
-                        "misses the size gate and per-tensor keeps the validation targets)")
+                        "as some accelerators require) or auto (default: per-channel, and per-tensor instead when "
+                        "the per-channel file misses the size gate and the per-tensor one meets it and the int8 "
+                        "gates on validation inputs)")
     p.add_argument("--keep-tensor-names", action="store_true",
                    help="keep every tensor name in the .tflite files (default: only the input/output names; the "
                         "manifest keeps the others, by tensor index)")

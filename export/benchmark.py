@@ -125,12 +125,15 @@ def measure_files(out: Path, run: Path, runs: int, threads: int = 2) -> list[dic
         reference = generator(torch.from_numpy(sets.heldout)).numpy()
         unseen_ref = generator(torch.from_numpy(unseen.inputs)).numpy() if unseen is not None else None
     fp32_size = (out / DTYPE_FILES["fp32"]).stat().st_size
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    # the names an export moved out of its compacted files (export/compact.py); None: read them from the file
+    saved_names = {e.get("path"): e.get("tensor_names") for e in manifest.get("files", [])}
     rows = []
     for dtype, name in DTYPE_FILES.items():
         path = out / name
         if not path.is_file():
             continue
-        comp = describe(path)
+        comp = describe(path, saved_names.get(name))
         figures = file_figures(path, sets.heldout, reference, unseen, unseen_ref, threads)
         rows.append({"dtype": dtype, "label": int8_label(comp) if dtype == "int8" else dtype,
                      "size_bytes": path.stat().st_size, "size_ratio_to_fp32": path.stat().st_size / fp32_size,

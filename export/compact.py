@@ -5,7 +5,8 @@ What the converter (TF 2.19 via onnx2tf) writes beside the weights and the graph
 * **tensor names** of every tensor but the graph's inputs and outputs (8-9 kB for a ResNet-6 generator: the
   converter's op paths such as ``model_68/tf.math.reduce_mean_3/Mean``). The runtime addresses tensors by index;
   the signature (``serving_default``) and the input/output names stay, so the file is run exactly as before.
-  The names are returned so the manifest can keep them (a phone profiler's node N is tensor list entry N).
+  The names are returned so the manifest can keep them: a profiler's operator N is named by its output tensor,
+  whose index the file still holds, and ``tensor_names[index]`` is the name the converter gave it.
 * **empty quantization tables**: the converter gives every float tensor a ``QuantizationParameters`` table with
   no scale (``quantization=None`` reads the same in the runtime, ``InterpreterBuilder::ParseQuantization``).
 * **one buffer per identical constant**: tensors whose constant data is byte-for-byte the same (the zero int32
@@ -33,18 +34,28 @@ def compact_tflite(content: bytes, keep_tensor_names: bool = False) -> tuple[byt
     Returns:
         (compacted bytes, names of the first subgraph's tensors by index before compaction, UTF-8 decoded).
     Raises:
-        ValueError: ``content`` is not a TFLite flatbuffer.
+        ValueError: ``content`` is not a TFLite flatbuffer, or one this cannot rewrite without loss: 2 GiB or more,
+            constants stored outside the flatbuffer (``Buffer.offset``, the converter's large-model layout), or a
+            buffer 0 that holds data (the schema reserves it as the empty buffer).
     """
     from tensorflow.lite.tools import flatbuffer_utils
 
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
+    if len(content) >= 2 ** 31:
+        raise ValueError(f"{len(content):,} bytes: the flatbuffer object API writes at most 2 GiB")
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    buffers = model.buffers or []
+    if any((b.offset or 0) > 1 or (b.size or 0) > 0 for b in buffers):
+        raise ValueError("constants stored outside the flatbuffer (buffer offsets): not compacted")
+    if not buffers or (buffers[0].data is not None and len(buffers[0].data)):
+        raise ValueError("buffer 0 is missing or holds data; the schema reserves it as the empty buffer")
     names = [(t.name or b"").decode("utf-8", "replace") for t in model.subgraphs[0].tensors] \
         if model.subgraphs else []
     by_digest: dict[str, int] = {}
     for subgraph in model.subgraphs:
-        graph_io = set(subgraph.inputs) | set(subgraph.outputs)
+        graph_io = set(subgraph.inputs if subgraph.inputs is not None else []) | set(
+            subgraph.outputs if subgraph.outputs is not None else [])
         for index, tensor in enumerate(subgraph.tensors):
             if not keep_tensor_names and index not in graph_io:
                 tensor.name = None

@@ -8,10 +8,13 @@ int8 weight-scale choice (:mod:`export.int8_file`) measures its candidates the s
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from export.compact import compact_file
 from export.gpu_compat import unfuse_transpose_conv_activations
+
+LOGGER = logging.getLogger("coronetgan.export")
 
 
 def finish_tflite(path: str | Path, keep_tensor_names: bool = False) -> dict:
@@ -19,14 +22,22 @@ def finish_tflite(path: str | Path, keep_tensor_names: bool = False) -> dict:
 
     Returns:
         {"unfused_transpose_conv_activations": ops rewritten (count), "compaction": {"bytes_before",
-        "bytes_after", "tensor_names_kept"}, "tensor_names": the file's tensor names by index before compaction}.
+        "bytes_after", "tensor_names_kept"} or {"skipped": why} for a file the compaction cannot rewrite without
+        loss (:func:`export.compact.compact_tflite`), "tensor_names": the names the compaction took out of the
+        file, by tensor index, or None when the file keeps them}.
     Raises:
-        OSError: the file cannot be read or replaced; ValueError: not a TFLite flatbuffer.
+        OSError: the file cannot be read or replaced; ValueError: not a TFLite flatbuffer (GPU rewrite).
     """
     unfused = unfuse_transpose_conv_activations(path)
-    compaction = compact_file(path, keep_tensor_names)
+    try:
+        compaction = compact_file(path, keep_tensor_names)
+    except ValueError as exc:
+        LOGGER.warning("%s: not compacted: %s", path, exc)
+        return {"unfused_transpose_conv_activations": unfused, "compaction": {"skipped": str(exc)},
+                "tensor_names": None}
     names = compaction.pop("tensor_names")
-    return {"unfused_transpose_conv_activations": unfused, "compaction": compaction, "tensor_names": names}
+    return {"unfused_transpose_conv_activations": unfused, "compaction": compaction,
+            "tensor_names": None if keep_tensor_names else names}
 
 
 def finished_size(content: bytes, work_path: str | Path, keep_tensor_names: bool = False) -> int:

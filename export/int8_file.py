@@ -11,10 +11,11 @@ Input/output ranges are fixed, not calibrated (:func:`quantize.int8.fix_io_range
 noise input z ~ N(0, 1) gets :data:`NOISE_RANGE`.
 
 Weight scales (``ExportOptions.int8_weights``): "auto" (the default) makes the per-channel file and, for a
-generator above the size gate's parameter count whose per-channel file misses the size gate, the per-tensor file
-as well, which is kept when it meets the same validation targets with no more convolutions in float
-(:func:`choose_weight_scales`); "per-channel" and "per-tensor" make that file alone. At about 0.1 M parameters the per-channel scales' quantization parameters (12 bytes
-per output channel) are what decides the ratio (docs/export.md, "Size, what else was tried").
+generator above :data:`export.parity.SIZE_GATE_MIN_PARAMS` parameters whose finished per-channel file misses the
+size gate, the per-tensor file as well; the per-tensor file is kept when it meets the size gate and the int8 gates
+on the validation inputs with no more convolutions in float (:func:`choose_weight_scales`). "per-channel" and
+"per-tensor" make that file alone. At about 0.1 M parameters the per-channel scales' quantization parameters
+(12 bytes per output channel) decide the ratio (docs/export.md, "Size, what else was tried").
 """
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ import torch
 from export.finish import finished_size
 from export.onnx_export import check_onnx, export_onnx
 from export.options import ExportOptions
-from export.parity import INT8_SIZE_RATIO, SIZE_GATE_MIN_PARAMS
+from export.parity import GATES_DB, INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB, SIZE_GATE_MIN_PARAMS
 from quantize import FLOAT_OPS, quantize_saved_model
+from quantize.composition import describe
 from quantize.equalize import equalise_for_int8
 from quantize.int8 import IMAGE_RANGE
+from quantize.litert import run_tflite
+from quantize.metrics import psnr_db
+from quantize.sensitivity import DEFAULT_VALIDATION_COUNT
 
 LOGGER = logging.getLogger("coronetgan.export")
 
@@ -39,19 +44,25 @@ LOGGER = logging.getLogger("coronetgan.export")
 NOISE_RANGE = (-4.0, 4.0)
 
 
-def validation_figures(selection: dict) -> dict | None:
-    """The validation PSNR of the file :func:`quantize.quantize_saved_model` made, from its float-selection report:
-    {"validation_psnr_db", "validation_worst_db" (dB against the float model on the first calibration inputs),
-    "float_convolutions" (count), "target_db", "worst_target_db"}; None when nothing was measured (naive mode,
-    ``--int8-target-db 0``)."""
-    trajectory = (selection or {}).get("trajectory") or []
-    if not trajectory:
-        return None
-    last = trajectory[-1]
-    return {"validation_psnr_db": float(last["validation_psnr_db"]),
-            "validation_worst_db": float(last["validation_worst_db"]),
-            "float_convolutions": int(last["float_convolutions"]),
-            "target_db": float(selection["target_db"]), "worst_target_db": float(selection["worst_target_db"])}
+def validation_figures(content: bytes, inputs_nchw: np.ndarray, reference_nchw: np.ndarray,
+                       threads: int = 2) -> dict:
+    """How an int8 candidate file does on the validation inputs (calibration inputs, never the gate sets).
+
+    Args:
+        content: the .tflite bytes.
+        inputs_nchw: validation inputs (N, C, H, W) float32 in the generator's scaling.
+        reference_nchw: the PyTorch generator's outputs for them (N, C, H, W).
+        threads: LiteRT threads.
+    Returns:
+        {"validation_psnr_db" (pooled), "validation_worst_db" (worst input), in dB against the generator over
+        the [-1, 1] range (:func:`quantize.metrics.psnr_db`), "float_convolutions": convolutions computing in
+        float or hybrid (count, :func:`quantize.composition.describe`)}.
+    """
+    out = run_tflite(content, inputs_nchw, threads)
+    comp = describe(content)
+    return {"validation_psnr_db": psnr_db(reference_nchw, out),
+            "validation_worst_db": min(psnr_db(r, o) for r, o in zip(reference_nchw, out)),
+            "float_convolutions": len(comp["float_convolutions"]) + len(comp["hybrid_ops"])}
 
 
 def choose_weight_scales(candidates: dict[str, dict], params: int) -> tuple[str, str]:
@@ -60,13 +71,14 @@ def choose_weight_scales(candidates: dict[str, dict], params: int) -> tuple[str,
     Args:
         candidates: {"per-channel": figures, and "per-tensor": figures when that file was made}, figures =
             {"size_ratio_to_fp32" (installed int8 bytes / installed fp32 bytes), "validation": the dict of
-            :func:`validation_figures` or None}.
+            :func:`validation_figures`, or None when not measured}.
         params: the generator's parameter count (the size gate applies above
             :data:`export.parity.SIZE_GATE_MIN_PARAMS`).
     Returns:
         ("per-channel" | "per-tensor", why, in words). Per-tensor only when the per-channel file misses the size
-        gate (:data:`export.parity.INT8_SIZE_RATIO`), the per-tensor file is smaller, reaches the validation
-        targets (pooled and worst input) and keeps no more convolutions in float than the per-channel one.
+        gate (:data:`export.parity.INT8_SIZE_RATIO`) and the per-tensor file meets it, reaches the int8 gates
+        (:data:`export.parity.GATES_DB`, :data:`export.parity.MIN_IMAGE_GATES_DB`: 30 dB pooled, 27 dB worst
+        input) on the validation inputs and keeps no more convolutions in float than the per-channel one.
     """
     pc = candidates["per-channel"]
     if params <= SIZE_GATE_MIN_PARAMS:
@@ -76,23 +88,24 @@ def choose_weight_scales(candidates: dict[str, dict], params: int) -> tuple[str,
     pt = candidates.get("per-tensor")
     if pt is None:
         return "per-channel", "per-tensor was not made"
-    v, v_pc = pt["validation"], pc["validation"]
     miss = f"per-channel misses the size gate ({pc['size_ratio_to_fp32']:.4f} x fp32 > {INT8_SIZE_RATIO})"
+    v, v_pc = pt["validation"], pc["validation"]
     if v is None or v_pc is None:
-        return "per-channel", f"{miss}, but without validation figures (naive mode or --int8-target-db 0) " \
-                              "per-tensor cannot be judged"
-    if not pt["size_ratio_to_fp32"] < pc["size_ratio_to_fp32"]:
-        return "per-channel", f"{miss}; per-tensor is not smaller ({pt['size_ratio_to_fp32']:.4f} x)"
+        return "per-channel", f"{miss}; the candidates were not measured on validation inputs"
+    if pt["size_ratio_to_fp32"] > INT8_SIZE_RATIO:
+        return "per-channel", f"{miss}; per-tensor misses it too ({pt['size_ratio_to_fp32']:.4f} x): the " \
+                              "better-quality file is kept"
     if v["float_convolutions"] > v_pc["float_convolutions"]:
         return "per-channel", f"{miss}; per-tensor keeps {v['float_convolutions']} convolution(s) in float " \
                               f"against {v_pc['float_convolutions']}"
-    if v["validation_psnr_db"] < v["target_db"] or v["validation_worst_db"] < v["worst_target_db"]:
-        return "per-channel", f"{miss}; per-tensor misses the validation targets ({v['validation_psnr_db']:.2f} / " \
-                              f"{v['validation_worst_db']:.2f} dB against {v['target_db']:g} / " \
-                              f"{v['worst_target_db']:g} dB)"
+    pooled, worst = GATES_DB["int8"], MIN_IMAGE_GATES_DB["int8"]
+    if v["validation_psnr_db"] < pooled or v["validation_worst_db"] < worst:
+        return "per-channel", f"{miss}; per-tensor misses the int8 gates on validation ({v['validation_psnr_db']:.2f}" \
+                              f" / {v['validation_worst_db']:.2f} dB against {pooled:g} / {worst:g} dB)"
     return "per-tensor", f"{miss}; per-tensor is {pt['size_ratio_to_fp32']:.4f} x and reaches " \
                          f"{v['validation_psnr_db']:.2f} / {v['validation_worst_db']:.2f} dB on validation " \
-                         f"(targets {v['target_db']:g} / {v['worst_target_db']:g} dB)"
+                         f"(gates {pooled:g} / {worst:g} dB; per-channel {v_pc['validation_psnr_db']:.2f} / " \
+                         f"{v_pc['validation_worst_db']:.2f} dB)"
 
 
 def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, sets, options: ExportOptions,
@@ -144,21 +157,30 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
 
         params = int(count_params(generator))
 
-        def figures(content: bytes, selection: dict) -> dict:
-            size = finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names)
-            return {"size_ratio_to_fp32": size / fp32_size, "validation": validation_figures(selection)}
+        def ratio(content: bytes) -> float:
+            return finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names) / fp32_size
 
-        candidates = {"per-channel": figures(result.content, result.selection)}
+        candidates = {"per-channel": {"size_ratio_to_fp32": ratio(result.content), "validation": None}}
+        kept = result
         if params > SIZE_GATE_MIN_PARAMS and candidates["per-channel"]["size_ratio_to_fp32"] > INT8_SIZE_RATIO:
             LOGGER.info("int8: the per-channel file is %.4f x fp32 (size gate %.2f x): making the per-tensor one",
                         candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
             per_tensor = quantize("per-tensor")
-            candidates["per-tensor"] = figures(per_tensor.content, per_tensor.selection)
+            validation = sets.calibration[:DEFAULT_VALIDATION_COUNT]
+            with torch.no_grad():
+                reference = generator(torch.from_numpy(validation)).numpy()
+            candidates["per-channel"]["validation"] = validation_figures(result.content, validation, reference,
+                                                                         options.threads)
+            candidates["per-tensor"] = {"size_ratio_to_fp32": ratio(per_tensor.content),
+                                        "validation": validation_figures(per_tensor.content, validation, reference,
+                                                                         options.threads)}
+            if choose_weight_scales(candidates, params)[0] == "per-tensor":
+                kept = per_tensor
         scales, why = choose_weight_scales(candidates, params)
-        if scales == "per-tensor":
-            result = per_tensor
+        result = kept
         LOGGER.info("int8: %s weight scales (%s)", scales, why)
-        choice = {"chosen": scales, "why": why, "candidates": candidates}
+        choice = {"chosen": scales, "why": why, "candidates": candidates,
+                  "validation_count": int(min(len(sets.calibration), DEFAULT_VALIDATION_COUNT))}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({

@@ -68,9 +68,10 @@ class ExportOptions:
         int8_weights: "per-channel" (one scale per output channel), "per-tensor" (one scale per weight tensor:
             12 bytes of quantization parameters per convolution instead of per channel, and what some accelerators
             require; the equalisation makes the channels' ranges comparable, which is what per-tensor scales
-            need, Nagel et al. 2019) or "auto" (default: per-channel, and per-tensor instead when the per-channel
-            file misses the size gate and the per-tensor one keeps the validation targets,
-            :func:`export.int8_file.choose_weight_scales`). One of :data:`INT8_WEIGHTS`.
+            need, Nagel et al. 2019) or "auto" (default: per-channel; for a generator above 0.1 M parameters
+            per-tensor instead when the per-channel file misses the size gate and the per-tensor one meets it and
+            the int8 gates on validation inputs, :func:`export.int8_file.choose_weight_scales`). One of
+            :data:`INT8_WEIGHTS`.
         int8_mode: "robust" (every convolution int8; InstanceNorm, residual and LEAKY_RELU element-wise ops in
             float; bias correction) or "naive" (the converter's full-integer recipe), see :mod:`quantize.int8`.
         int8_target_db: robust int8, last resort: validation PSNR (dB, in [0, 100]) below which the convolutions

@@ -366,8 +366,8 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
         final = staging / FILE_NAMES[dtype]
         os.replace(path, final)
         finished = finish_tflite(final, options.keep_tensor_names)
-        names = finished.pop("tensor_names")
-        detail = {**detail, **finished, **({} if options.keep_tensor_names else {"tensor_names": names})}
+        names = finished.pop("tensor_names")   # None: the file keeps them
+        detail = {**detail, **finished, **({} if names is None else {"tensor_names": names})}
         # ops and convolutions are named by their output tensors, whose names the compaction moved to the manifest
         composition = describe(final, names) if dtype == "int8" else None
         if dtype == "fp32":
