@@ -161,7 +161,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             return finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names) / fp32_size
 
         candidates = {"per-channel": {"size_ratio_to_fp32": ratio(result.content), "validation": None}}
-        kept = result
+        per_tensor = None
         if params > SIZE_GATE_MIN_PARAMS and candidates["per-channel"]["size_ratio_to_fp32"] > INT8_SIZE_RATIO:
             LOGGER.info("int8: the per-channel file is %.4f x fp32 (size gate %.2f x): making the per-tensor one",
                         candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
@@ -174,10 +174,9 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             candidates["per-tensor"] = {"size_ratio_to_fp32": ratio(per_tensor.content),
                                         "validation": validation_figures(per_tensor.content, validation, reference,
                                                                          options.threads)}
-            if choose_weight_scales(candidates, params)[0] == "per-tensor":
-                kept = per_tensor
         scales, why = choose_weight_scales(candidates, params)
-        result = kept
+        if scales == "per-tensor":
+            result = per_tensor
         LOGGER.info("int8: %s weight scales (%s)", scales, why)
         choice = {"chosen": scales, "why": why, "candidates": candidates,
                   "validation_count": int(min(len(sets.calibration), DEFAULT_VALIDATION_COUNT))}

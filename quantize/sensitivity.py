@@ -98,7 +98,7 @@ def _graph(model_content: bytes):
         op = sg.Operators(o)
         ops.append((codes[op.OpcodeIndex()], [int(i) for i in op.InputsAsNumpy()],
                     [int(i) for i in op.OutputsAsNumpy()]))
-    tensor_names = [sg.Tensors(t).Name().decode() for t in range(sg.TensorsLength())]
+    tensor_names = [(sg.Tensors(t).Name() or b"").decode() for t in range(sg.TensorsLength())]
     shapes = [[int(s) for s in sg.Tensors(t).ShapeAsNumpy()] if sg.Tensors(t).ShapeLength() else []
               for t in range(sg.TensorsLength())]
     return ops, tensor_names, shapes
