@@ -29,13 +29,12 @@ import torch
 from export.finish import finished_size
 from export.onnx_export import check_onnx, export_onnx
 from export.options import ExportOptions
-from export.parity import GATES_DB, INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB, SIZE_GATE_MIN_PARAMS
+from export.parity import GATES_DB, INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB, SIZE_GATE_MIN_PARAMS, parity
 from quantize import FLOAT_OPS, quantize_saved_model
 from quantize.composition import describe
 from quantize.equalize import equalise_for_int8
 from quantize.int8 import IMAGE_RANGE
 from quantize.litert import run_tflite
-from quantize.metrics import psnr_db
 from quantize.sensitivity import DEFAULT_VALIDATION_COUNT
 
 LOGGER = logging.getLogger("coronetgan.export")
@@ -55,13 +54,12 @@ def validation_figures(content: bytes, inputs_nchw: np.ndarray, reference_nchw: 
         threads: LiteRT threads.
     Returns:
         {"validation_psnr_db" (pooled), "validation_worst_db" (worst input), in dB against the generator over
-        the [-1, 1] range (:func:`quantize.metrics.psnr_db`), "float_convolutions": convolutions computing in
+        the [-1, 1] range (:func:`export.parity.parity`), "float_convolutions": convolutions computing in
         float or hybrid (count, :func:`quantize.composition.describe`)}.
     """
-    out = run_tflite(content, inputs_nchw, threads)
+    fig = parity(reference_nchw, run_tflite(content, inputs_nchw, threads))
     comp = describe(content)
-    return {"validation_psnr_db": psnr_db(reference_nchw, out),
-            "validation_worst_db": min(psnr_db(r, o) for r, o in zip(reference_nchw, out)),
+    return {"validation_psnr_db": fig["psnr_db"], "validation_worst_db": fig["min_image_psnr_db"],
             "float_convolutions": len(comp["float_convolutions"]) + len(comp["hybrid_ops"])}
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from export.compact import compact_file, compact_tflite
-from quantize.litert import RUNTIMES, make_interpreter
+from quantize.litert import RUNTIMES, make_interpreter, run_tflite
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +51,6 @@ def converter_files(tmp_path_factory):
     return files
 
 
-def _run(path, runtime, x):
-    it = make_interpreter(path, 1, runtime)
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    if i["dtype"] != np.float32:
-        scale, zero = i["quantization"]
-        x = np.clip(np.round(x / scale + zero), -128, 127).astype(i["dtype"])
-    it.set_tensor(i["index"], x)
-    it.invoke()
-    return it.get_tensor(o["index"])
-
-
 @pytest.mark.parametrize("dtype", ["fp32", "int8"])
 def test_compacted_file_computes_the_same_bits(converter_files, tmp_path, dtype):
     src = converter_files[dtype]
@@ -71,9 +60,9 @@ def test_compacted_file_computes_the_same_bits(converter_files, tmp_path, dtype)
     report = compact_file(dest)
     compacted = dest.read_bytes()
     assert report["bytes_before"] == len(original) > report["bytes_after"] == len(compacted)
-    x = np.random.default_rng(1).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
     for runtime in RUNTIMES:
-        assert np.array_equal(_run(src, runtime, x), _run(dest, runtime, x)), runtime
+        assert np.array_equal(run_tflite(src, x, 1, runtime), run_tflite(dest, x, 1, runtime)), runtime
     before, after = make_interpreter(src, 1), make_interpreter(dest, 1)
     # the names are gone from the file but kept by index in the report; the graph's inputs/outputs keep theirs
     names = [t["name"] for t in sorted(before.get_tensor_details(), key=lambda t: t["index"])]
@@ -125,10 +114,10 @@ def test_identical_constants_share_one_buffer(converter_files, tmp_path):
     # and the shared file computes what the unshared one did, bit for bit, in both runtimes
     (tmp_path / "unshared.tflite").write_bytes(unshared)
     (tmp_path / "shared.tflite").write_bytes(compacted)
-    x = np.random.default_rng(2).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
     for runtime in RUNTIMES:
-        assert np.array_equal(_run(tmp_path / "unshared.tflite", runtime, x),
-                              _run(tmp_path / "shared.tflite", runtime, x)), runtime
+        assert np.array_equal(run_tflite(tmp_path / "unshared.tflite", x, 1, runtime),
+                              run_tflite(tmp_path / "shared.tflite", x, 1, runtime)), runtime
 
 
 def test_names_can_be_kept_and_bad_content_is_refused(converter_files):
