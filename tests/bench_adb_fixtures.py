@@ -32,6 +32,19 @@ def tiny_models(request) -> dict:
     return bench_models.make_models(request.config.cache.mkdir("bench_tflite_models"))
 
 
+@pytest.fixture(scope="session")
+def adb_key(tmp_path_factory) -> str:
+    """An adb public key made for the tests (``adb keygen``), for virtual devices that need one to trust but no
+    server: the default key (``~/.android/adbkey.pub``) exists only where an adb server once ran."""
+    import subprocess
+
+    from bench.adb_server import adb_binary
+
+    path = tmp_path_factory.mktemp("adbkey") / "adbkey"
+    subprocess.run([adb_binary(), "keygen", str(path)], check=True, capture_output=True, timeout=60)
+    return f"{path}.pub"
+
+
 @pytest.fixture(scope="module")
 def adb_server():
     """A private adb server (own port and HOME) for the module's tests."""

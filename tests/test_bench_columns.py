@@ -14,7 +14,7 @@ from bench import measure, profiles, tables
 from bench.adb_server import adb_connect
 from bench.virtual_device import VirtualDevice
 from bench.virtual_device.benchmark_model import write_runner
-from bench_adb_fixtures import (adb_server, report, run_cli, tiny_models, vdev, vdev_module)  # noqa: F401
+from bench_adb_fixtures import (adb_key, adb_server, report, run_cli, tiny_models, vdev, vdev_module)  # noqa: F401
 
 
 def _md_row(md: str, model: str, dtype: str) -> list[str]:
@@ -252,13 +252,13 @@ def test_host_timeout_runner_flags_and_a_foreign_out_folder(tiny_models, tmp_pat
     assert cli.main([*host, "--runs", "2", "--out", str(out)]) == 0
 
 
-def test_a_profile_file_without_virtual_props_makes_a_virtual_phone_bench_recognises(tmp_path):
+def test_a_profile_file_without_virtual_props_makes_a_virtual_phone_bench_recognises(tmp_path, adb_key):
     """A profile written for a real phone (``match`` only, no ``virtual`` section) started with --virtual: the
     virtual device reports the plain values of the match patterns, so bench selects it as that phone."""
     path = tmp_path / "myphone.json"
     path.write_text(json.dumps({"name": "My Phone", "soc": "SM8450",
                                 "match": {"ro.soc.model": ["SM8450"], "ro.board.platform": ["taro*"]}}))
-    dev = VirtualDevice(profile=str(path))
+    dev = VirtualDevice(profile=str(path), adb_key=adb_key)
     try:
         props = dev.props()
     finally:
@@ -267,7 +267,7 @@ def test_a_profile_file_without_virtual_props_makes_a_virtual_phone_bench_recogn
     assert profiles.matches(profiles.get_profile(str(path)), props)
 
 
-def test_virtual_device_and_overhead_commands_name_bad_input(tmp_path):
+def test_virtual_device_and_overhead_commands_name_bad_input(tmp_path, adb_key):
     """``python -m bench.virtual_device`` and ``python -m bench.overhead`` (documented in docs/bench.md): a port
     out of range or taken, a sandbox that is a file, an unknown profile, no trials, a model bench refuses: one
     line naming the flag, exit 2, no traceback."""
@@ -281,7 +281,7 @@ def test_virtual_device_and_overhead_commands_name_bad_input(tmp_path):
     (tmp_path / "afile").write_text("x")
     cases = [
         (["bench.virtual_device", "--port", "99999"], "error: --port 99999: expected a TCP port 0-65535"),
-        (["bench.virtual_device", "--port", str(taken.getsockname()[1])],
+        (["bench.virtual_device", "--port", str(taken.getsockname()[1]), "--adb-key", adb_key],
          f"error: --port {taken.getsockname()[1]}: already in use on 127.0.0.1; expected a free port"),
         (["bench.virtual_device", "--sandbox", str(tmp_path / "afile")], "error: --sandbox"),
         (["bench.virtual_device", "--profile", "nope"], "error: --profile 'nope': unknown device profile"),
