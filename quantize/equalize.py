@@ -63,7 +63,7 @@ class ChannelEpsInstanceNorm(nn.Module):
 
     def __init__(self, eps: torch.Tensor):
         super().__init__()
-        self.register_buffer("eps", eps.detach().reshape(1, -1, 1, 1).clone().float())
+        self.register_buffer("eps", eps.detach().reshape(1, -1, 1, 1).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=(2, 3), keepdim=True)
@@ -163,13 +163,19 @@ def _channel_amplitudes(generator: nn.Module, names: list[str], inputs: np.ndarr
     handles = [mods[n].register_forward_hook(hook(n)) for n in names]
     try:
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+            x = _as_input(generator, inputs)
             for i in range(0, len(x), batch):
                 generator(x[i:i + batch])
     finally:
         for h in handles:
             h.remove()
     return amps
+
+
+def _as_input(generator: nn.Module, inputs: np.ndarray) -> torch.Tensor:
+    """``inputs`` as a tensor of the generator's parameter dtype (float32 for export; float64 where a test checks
+    that the rewrites are exact)."""
+    return torch.from_numpy(np.ascontiguousarray(inputs)).to(next(generator.parameters()).dtype)
 
 
 def _spread(values: torch.Tensor) -> float:
@@ -208,9 +214,9 @@ def equalise_instance_norm_inputs(generator: nn.Module, inputs: np.ndarray) -> l
         scale = torch.ones_like(a)
         if live.any():
             scale[live] = a[live].max() / a[live]
-        _scale_output_channels(conv, scale.float())
+        _scale_output_channels(conv, scale.to(conv.weight.dtype))
         eps = torch.full_like(scale, float(norm.eps)) * scale ** 2
-        _set_module(generator, pc.norm, ChannelEpsInstanceNorm(eps.float()))
+        _set_module(generator, pc.norm, ChannelEpsInstanceNorm(eps.to(conv.weight.dtype)))
         report.append({"conv": pc.name, "norm": pc.norm, "channels": int(len(a)),
                        "range_spread_before": _spread(before[pc.name]), "bias_removed": conv.bias is not None,
                        "range_spread_after": _spread((a * scale)[live]) if live.any() else 1.0})
@@ -293,9 +299,9 @@ def cross_layer_equalise(generator: nn.Module, inputs: np.ndarray | None = None,
             s = torch.ones(n, dtype=torch.float64)
             s[ok] = torch.sqrt(r1[ok] / r2[ok])
             worst = max(worst, float(s.log().abs().max()))
-            _scale_output_channels(mods[prod], (1.0 / s).float())
+            _scale_output_channels(mods[prod], (1.0 / s).to(mods[prod].weight.dtype))
             for name, off in consumers:
-                _scale_input_channels(mods[name], off, s.float())
+                _scale_input_channels(mods[name], off, s.to(mods[name].weight.dtype))
         if worst < 1e-3:
             break
     last_a = _channel_amplitudes(generator, names, inputs) if inputs is not None else None
@@ -331,7 +337,7 @@ def equalise_for_int8(generator: nn.Module, inputs: np.ndarray) -> tuple[nn.Modu
     norms = equalise_instance_norm_inputs(out, inputs)
     cle = cross_layer_equalise(out, inputs)
     with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(inputs[:8], dtype=np.float32))
+        x = _as_input(out, inputs[:8])
         change = float((generator.eval()(x) - out(x)).abs().max())
     LOGGER.info("equalisation: %d BatchNorm folded, %d InstanceNorm inputs, %d cross-layer links; max |output "
                 "change| %.2g", len(folded), len(norms), len(cle), change)

@@ -90,16 +90,27 @@ def _inputs(family: str, gen, n: int = 4, size: int = 32) -> np.ndarray:
                                            ("dcgan", {"ngf": 8, "nz": 16})])
 def test_equalisation_keeps_the_float_function(family, kwargs):
     """BatchNorm folding, InstanceNorm-input equalisation and cross-layer equalisation change the weights, not the
-    function: the float output moves by <= 1e-5 on inputs the equalisation never saw."""
+    function, on inputs the equalisation never saw: done in float64 the output is unchanged to 1e-12 (the rewrites
+    are exact), and the float32 equalised generator (what is exported) is within 1e-5 of that exact output.
+
+    (Not |float32 original - float32 equalised| <= 1e-5: the InstanceNorms of this deliberately uneven generator
+    amplify the float32 original's own rounding to about 9e-6 of the exact output on some CPUs, so that
+    difference of two rounded results can reach 1.01e-5 while the equalised one is the closer of the two.)"""
+    import copy
+
     import torch
 
     from quantize.equalize import ChannelEpsInstanceNorm, equalise_for_int8
 
     gen = _randomised(family, **kwargs)
     eq, report = equalise_for_int8(gen, _inputs(family, gen, 8))
+    gen64 = copy.deepcopy(gen).double()
+    eq64, _ = equalise_for_int8(gen64, _inputs(family, gen, 8).astype(np.float64))
     x = torch.from_numpy(_inputs(family, gen, 4) * 1.1)
     with torch.no_grad():
-        assert float((gen(x) - eq(x)).abs().max()) <= 1e-5
+        exact = gen64(x.double())
+        assert float((eq64(x.double()) - exact).abs().max()) <= 1e-12
+        assert float((eq(x).double() - exact).abs().max()) <= 1e-5
     mods = dict(eq.named_modules())
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)) for m in eq.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in gen.modules()) == bool(report["folded_batch_norms"])
@@ -113,7 +124,7 @@ def test_equalisation_keeps_the_float_function(family, kwargs):
         assert report["cross_layer"] and not report["instance_norm_inputs"]
         for rec in report["cross_layer"]:
             assert rec["weight_range_spread_after"] <= rec["weight_range_spread_before"] + 1e-6
-    assert report["max_abs_change"] <= 1e-5
+    assert report["max_abs_change"] <= 2e-5   # two float32 results, each within 1e-5 of the exact output
 
 
 def test_batch_norm_folds_into_transposed_convolution_output_channels():
