@@ -182,14 +182,23 @@ def describe(model: str | Path | bytes, tensor_names: Sequence[str] | None = Non
             "input": _io(sg, sg.Inputs(0), dtype, shape), "output": _io(sg, sg.Outputs(0), dtype, shape)}
 
 
+def _vector_start(table, slot: int) -> int | None:
+    """Byte position of the vector in vtable slot ``slot`` of a generated flatbuffer table (None if absent): two
+    tables that share one vector (:mod:`export.compact`) give the same position. QuantizationParameters' slots:
+    min 4, max 6, scale 8, zero_point 10 (the schema's field order)."""
+    offset = table._tab.Offset(slot)
+    return table._tab.Vector(offset) if offset else None
+
+
 def file_bytes(model: str | Path | bytes) -> dict:
     """Where the bytes of a .tflite go, read from the flatbuffer (:func:`quantize.litert.flatbuffer_schema`).
 
     Returns:
         {"total": file size, "constant_data": {dtype: bytes} (each buffer counted once, under the dtype of the
         first tensor that uses it), "quantization_parameters": bytes of the scale (float32), zero point (int64),
-        min and max (float32) vectors of every tensor, "tensor_names": bytes of the tensor names, "graph": the
-        rest (operator and tensor tables, shapes, buffer and opcode tables, signatures, metadata, alignment),
+        min and max (float32) vectors of every tensor (a vector shared by several tensors counted once),
+        "tensor_names": bytes of the tensor names, "graph": the rest (operator and tensor tables, shapes, buffer
+        and opcode tables, signatures, metadata, alignment),
         "tensors", "operators", "buffers": counts}. All sizes in bytes.
     Raises:
         OSError: the path cannot be read; struct.error / IndexError: not a TFLite flatbuffer (empty, truncated).
@@ -201,6 +210,7 @@ def file_bytes(model: str | Path | bytes) -> dict:
     types = _type_names()
     data: dict[str, int] = {}
     seen: set[int] = set()
+    seen_vectors: set[int | None] = set()
     quant = names = tensors = operators = 0
     for g in range(root.SubgraphsLength()):
         sg = root.Subgraphs(g)
@@ -211,7 +221,12 @@ def file_bytes(model: str | Path | bytes) -> dict:
             names += len(ten.Name() or b"")
             q = ten.Quantization()
             if q is not None:
-                quant += 4 * (q.ScaleLength() + q.MinLength() + q.MaxLength()) + 8 * q.ZeroPointLength()
+                for slot, length, width in ((4, q.MinLength(), 4), (6, q.MaxLength(), 4), (8, q.ScaleLength(), 4),
+                                            (10, q.ZeroPointLength(), 8)):
+                    start = _vector_start(q, slot)
+                    if length and start not in seen_vectors:   # a vector shared by several tensors counts once
+                        seen_vectors.add(start)
+                        quant += width * length
             b = ten.Buffer()
             buf = root.Buffers(b)
             size = int(buf.DataLength() or buf.Size()) if buf is not None else 0

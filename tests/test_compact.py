@@ -151,3 +151,66 @@ def test_files_it_cannot_rewrite_are_refused_and_left_alone(converter_files, tmp
     model.buffers[0].data = np.ones(4, np.uint8)
     with pytest.raises(ValueError, match="buffer 0"):
         compact_tflite(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_identical_vectors_are_written_once(converter_files, dtype):
+    """Tensors with the same shape point at one shape vector, int8 tensors with the same zero points at one zero
+    point vector; composition.file_bytes counts a shared quantization vector once."""
+    from quantize.composition import _vector_start, file_bytes
+    from quantize.litert import flatbuffer_schema
+
+    content = converter_files[dtype].read_bytes()
+    names_kept, _ = compact_tflite(content, keep_tensor_names=True)
+    compacted, _ = compact_tflite(content)
+    sg = flatbuffer_schema().Model.GetRootAsModel(compacted, 0).Subgraphs(0)
+    tensors = [sg.Tensors(i) for i in range(sg.TensorsLength())]
+    shapes: dict[tuple, set] = {}
+    for t in tensors:   # Tensor.shape is vtable slot 4
+        shapes.setdefault(tuple(t.ShapeAsNumpy().tolist()), set()).add(_vector_start(t, 4))
+    assert len(shapes) < len(tensors) and all(len(starts) == 1 for starts in shapes.values()), shapes
+    quantized = [t.Quantization() for t in tensors if t.Quantization() is not None and t.Quantization().ScaleLength()]
+    if dtype == "int8":
+        zero_points = {tuple(q.ZeroPointAsNumpy().tolist()): _vector_start(q, 10) for q in quantized}
+        assert len({_vector_start(q, 10) for q in quantized}) == len(zero_points) < len(quantized)
+        distinct = {(slot, _vector_start(q, slot)): width * length for q in quantized
+                    for slot, width, length in ((8, 4, q.ScaleLength()), (10, 8, q.ZeroPointLength()))}
+        assert file_bytes(compacted)["quantization_parameters"] == sum(distinct.values())
+    # the sharing alone saves bytes: the same model written by TFLite's object API, a vector per use, is larger
+    for shared in (compacted, names_kept):
+        assert len(flatbuffer_utils_pack(shared)) > len(shared)
+
+
+def flatbuffer_utils_pack(content: bytes) -> bytes:
+    """``content`` rewritten by TFLite's own object API (every vector written where it is used)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.convert_bytearray_to_object(
+        bytearray(content))))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_equal_option_and_quantization_tables_are_written_once(converter_files, dtype):
+    """Operators with equal options (the first and last convolutions: stride 1, SAME, no activation) point at one
+    option table, the middle one (fused ReLU) at its own; equal quantization tables are shared the same way."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from export.compact import _value_key
+    from quantize.litert import flatbuffer_schema
+
+    compacted, _ = compact_tflite(converter_files[dtype].read_bytes())
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(compacted))
+    sg = flatbuffer_schema().Model.GetRootAsModel(compacted, 0).Subgraphs(0)
+    tables: dict = {}
+    for i, op in enumerate(model.subgraphs[0].operators):
+        if op.builtinOptions is not None:
+            tables.setdefault(_value_key(op.builtinOptions), set()).add(sg.Operators(i).BuiltinOptions().Pos)
+    assert all(len(positions) == 1 for positions in tables.values()), tables
+    assert sum(len(p) for p in tables.values()) < sum(op.builtinOptions is not None
+                                                     for op in model.subgraphs[0].operators)
+    if dtype == "int8":
+        quant: dict = {}
+        for i, t in enumerate(model.subgraphs[0].tensors):
+            if t.quantization is not None:
+                quant.setdefault(_value_key(t.quantization), set()).add(sg.Tensors(i).Quantization()._tab.Pos)
+        assert all(len(positions) == 1 for positions in quant.values()), quant
