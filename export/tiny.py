@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -49,6 +49,20 @@ def _cyclegan_target(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([0.8 * g, 0.6 * g - 0.3 * x[:, :1], 0.5 * g + 0.4 * x[:, 2:3]], 1).clamp(-1, 1)
 
 
+def stand_in_spec(family: str, generator: Mapping[str, Any] | None = None,
+                  image_size: int | None = None) -> dict[str, Any]:
+    """The stand-in of ``family`` (:data:`DEFAULT_SPECS`) with ``generator`` arguments and ``image_size`` over
+    its own. Raises KeyError for an unknown family."""
+    spec = DEFAULT_SPECS[family]
+    return {**spec, "generator": {**spec["generator"], **(generator or {})},
+            "image_size": image_size or spec["image_size"]}
+
+
+def stand_in_params(family: str, width: float, generator: Mapping[str, Any] | None = None) -> int:
+    """Parameters (count) of the stand-in :func:`train_tiny_run` would train with these arguments."""
+    return sum(p.numel() for p in _build(family, width, stand_in_spec(family, generator)).parameters())
+
+
 def _build(family: str, width: float, spec: dict) -> nn.Module:
     gen = build_generator({"family": family, "generator": spec["generator"]})
     if width != 1.0:
@@ -59,7 +73,8 @@ def _build(family: str, width: float, spec: dict) -> nn.Module:
 
 
 def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, steps: int = 300,
-                   width: float = 1.0, seed: int = 0, n_images: int = 64, lr: float = 2e-3) -> dict:
+                   width: float = 1.0, seed: int = 0, n_images: int = 64, lr: float = 2e-3,
+                   generator: Mapping[str, Any] | None = None, image_size: int | None = None) -> dict:
     """Train a narrow generator of ``family`` briefly and write ``generator.pt`` + ``architecture.json``.
 
     Args:
@@ -71,12 +86,16 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
         seed: torch seed.
         n_images: training images held in memory (image families).
         lr: Adam learning rate.
+        generator: constructor arguments over the family's stand-in ones (:data:`DEFAULT_SPECS`), e.g.
+            ``{"n_blocks": 9}``.
+        image_size: training side in pixels instead of the stand-in's (image families; a U-Net needs a multiple
+            of ``2 ** num_downs``).
     Returns:
         the architecture dict written.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    spec = DEFAULT_SPECS[family]
+    spec = stand_in_spec(family, generator, image_size)
     data_root = Path(data_root)
     gen = _build(family, width, spec)
     size = spec["image_size"]
