@@ -16,7 +16,7 @@ only the rest (``--restart``: all of them). The log goes to ``OUT/size_sweep.log
 
 Usage: ``python -m export.size_sweep --out build/size-sweep [--min-params 100001] [--steps 150] [--only NAME,...]
 [--md table.md] [--restart]``. Exit status: 0 when every int8 file met the size gate, 1 when one missed it,
-2 for bad input.
+2 for bad input (one line naming the flag or file), 130 on Ctrl-C (the finished rows are kept).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from compress.cli_errors import run_cli
 from compress.data.fetch import ENV_MIRROR
 from compress.errors import InputError
 from compress.io import atomic_write_json, atomic_write_text
@@ -151,23 +152,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--md", default=None, help="also write the markdown table to this file")
     p.add_argument("--restart", action="store_true", help="measure every architecture again")
     args = p.parse_args(argv)
+    return run_cli(lambda: _checked_sweep(args))
+
+
+def _checked_sweep(args: argparse.Namespace) -> int:
+    """Check the flags (InputError naming the flag), then run :func:`_sweep` with the log in ``--out``."""
     names = list(SWEEP) if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in SWEEP]
-    try:
-        if unknown or not names:
-            raise InputError(f"--only {args.only!r}: unknown {unknown or 'empty'}; expected names of "
-                             f"{', '.join(SWEEP)}")
-        if args.min_params < 1 or args.steps < 1:
-            raise InputError(f"--min-params {args.min_params} / --steps {args.steps}: expected whole numbers >= 1")
-        data_root = Path(args.data or os.environ.get(ENV_MIRROR) or REPO.parent / "shared" / "data")
-        if not data_root.is_dir():
-            raise InputError(f"--data {data_root}: not a folder; expected the data mirror (../shared/data)")
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out {out}: a file; expected a folder for the sweep's runs and results")
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if unknown or not names:
+        raise InputError(f"--only {args.only!r}: unknown {unknown or 'empty'}; expected names of {', '.join(SWEEP)}")
+    if args.min_params < 1 or args.steps < 1:
+        raise InputError(f"--min-params {args.min_params} / --steps {args.steps}: expected whole numbers >= 1")
+    data_root = Path(args.data or os.environ.get(ENV_MIRROR) or REPO.parent / "shared" / "data")
+    if not data_root.is_dir():
+        raise InputError(f"--data {data_root}: not a folder; expected the data mirror (../shared/data)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: a file; expected a folder for the sweep's runs and results")
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "size_sweep.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -177,9 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     project.setLevel(logging.INFO)
     try:
         return _sweep(names, out, data_root, args)
-    except InputError as exc:   # a bad partial file, a data mirror without a family's dataset
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         project.removeHandler(handler)
         project.setLevel(level)
