@@ -42,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
+from compress.data.fetch import mirror_root
 from compress.errors import first_line
 from compress.families import FAMILIES
 from compress.io import atomic_write_text
@@ -315,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from compress.errors import InputError
 
-    data = Path(args.data or os.environ.get("CORONETGAN_DATA_MIRROR") or REPO.parent / "shared" / "data")
+    data = mirror_root(args.data)
     out = Path(args.out)
     try:
         pairs = {fam: (a, b) for fam, a, b in map(parse_pair, args.pair)}

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from compress.cli_errors import run_cli
-from compress.data.fetch import ENV_MIRROR
+from compress.data.fetch import mirror_root
 from compress.errors import InputError
 from compress.io import atomic_write_json, atomic_write_text
 
@@ -53,7 +52,6 @@ SWEEP: dict[str, tuple[str, dict[str, Any], int]] = {
     "dcgan": ("dcgan", {"ngf": 16}, 32),
 }
 PARTIAL = "size_sweep.partial.json"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def narrowest_width(family: str, generator: dict[str, Any], min_params: int) -> tuple[float, int]:
@@ -163,7 +161,7 @@ def _checked_sweep(args: argparse.Namespace) -> int:
         raise InputError(f"--only {args.only!r}: unknown {unknown or 'empty'}; expected names of {', '.join(SWEEP)}")
     if args.min_params < 1 or args.steps < 1:
         raise InputError(f"--min-params {args.min_params} / --steps {args.steps}: expected whole numbers >= 1")
-    data_root = Path(args.data or os.environ.get(ENV_MIRROR) or REPO.parent / "shared" / "data")
+    data_root = mirror_root(args.data)
     if not data_root.is_dir():
         raise InputError(f"--data {data_root}: not a folder; expected the data mirror (../shared/data)")
     out = Path(args.out)

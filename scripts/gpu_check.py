@@ -365,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.make_data:
-            mirror = args.mirror or Path(os.environ.get("CORONETGAN_DATA_MIRROR") or REPO.parent / "shared" / "data")
+            from compress.data.fetch import mirror_root
+
+            mirror = mirror_root(args.mirror)
             info = make_data(args.make_data, mirror)
             print(f"{args.make_data}: {info['files']} files, {info['bytes'] / 2**20:.1f} MiB from {mirror}")
             return 0

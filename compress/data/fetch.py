@@ -25,6 +25,14 @@ from compress.io import replace_dir
 
 LOGGER = logging.getLogger("coronetgan.data")
 ENV_MIRROR = "CORONETGAN_DATA_MIRROR"
+#: The checkout's neighbour folder of real datasets (README, "Data"), used when neither a flag nor $ENV_MIRROR names one.
+SHARED_MIRROR = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def mirror_root(flag: str | os.PathLike | None = None) -> Path:
+    """The real-data mirror a command reads: its flag's value, else ``$CORONETGAN_DATA_MIRROR``, else
+    :data:`SHARED_MIRROR` (``../shared/data`` beside the checkout). Not checked here."""
+    return Path(flag or os.environ.get(ENV_MIRROR) or SHARED_MIRROR)
 DEFAULT_DEST = Path("data")
 
 
