@@ -24,8 +24,16 @@ float function (each is exact algebra; float rounding aside):
    channel ``c`` of every consumer multiplied by it, with ``s_c = sqrt(r1_c / r2_c)`` where ``r1_c`` is the range
    of the producer's output-channel weights and ``r2_c`` the largest range of that input channel's weights over
    the consumers, so that both become ``sqrt(r1_c r2_c)``; repeated over all links until the scales settle.
+4. **Concatenation range matching** (:func:`match_concatenation_ranges`): TFLite's int8 CONCATENATION takes its
+   inputs and output at one scale and zero point (TFLite 8-bit quantization specification), so the quantizer gives
+   every part of a skip concatenation the union of the parts' ranges, and the quieter part is rounded on the
+   louder part's grid. Where a part is written by a convolution with a cross-layer link (rewrite 3: read only
+   through positively homogeneous operations), that convolution's output is multiplied by one positive scalar
+   ``alpha_p`` and every input channel that reads it divided by it, so that the parts' largest ``|value|`` over the
+   representative inputs meet (their geometric mean; the largest fixed part's where a part cannot be scaled, such
+   as the model input). Run after rewrite 3, whose weight-range balance a scalar would otherwise undo.
 
-:func:`equalise_for_int8` applies the three to a copy of the generator and reports what it did.
+:func:`equalise_for_int8` applies the four to a copy of the generator and reports what it did.
 """
 from __future__ import annotations
 
@@ -317,16 +325,89 @@ def cross_layer_equalise(generator: nn.Module, inputs: np.ndarray | None = None,
     return report
 
 
+def _amplitudes(generator: nn.Module, names: list[str], inputs: np.ndarray) -> dict[str, float]:
+    """Largest |value| of each named module's output over ``inputs`` (N, C, H, W), all channels together."""
+    return {n: float(a.max()) for n, a in _channel_amplitudes(generator, names, inputs).items()}
+
+
+def match_concatenation_ranges(generator: nn.Module, inputs: np.ndarray) -> list[dict]:
+    """Concatenation range matching (module docstring, rewrite 4), in place; run after :func:`cross_layer_equalise`.
+
+    For every convolution that reads a concatenation of several latents (``in_latents``), each part written by the
+    producer of a cross-layer link (:func:`_cle_links`; each producer is scaled once, by the first concatenation
+    that reads it) is scaled by ``alpha_p = A / a_p``: ``a_p`` the largest ``|value|`` of the producer's output
+    over ``inputs``, ``A`` the geometric mean of the scalable parts' ``a_p``, or the largest ``a_p`` of the parts
+    that cannot be scaled (the model input, a residual trunk) when there are any. The producer's weights and bias
+    are multiplied by ``alpha_p``, the matching input channels of every reader of its output divided by it: the float
+    function is unchanged (positive homogeneity of what lies between).
+
+    Args:
+        generator: a ``compress.models`` network, eval mode.
+        inputs: representative inputs (N, C, H, W) in the generator's input scaling.
+    Returns:
+        one record per concatenation: {"reader", "parts": [{"latent", "producer" (None: not scalable),
+        "amplitude" (before, units of the activation), "scale"}], "amplitude_spread_before",
+        "amplitude_spread_after"} (largest/smallest part amplitude); empty when the family has no cross-layer
+        links or no concatenation.
+    """
+    links = dict(_cle_links(generator))
+    if not links:
+        return []
+    mods = _modules(generator)
+    producer = {pc.out_latent: pc.name for pc in generator.prunable_convs() if pc.name in links}
+    readers = [pc for pc in generator.prunable_convs() if len(pc.in_latents) > 1]
+    writers = sorted({pc.name for pc in generator.prunable_convs()})
+    before = _amplitudes(generator, writers, inputs)
+    by_latent = {pc.out_latent: before[pc.name] for pc in generator.prunable_convs() if pc.name in before}
+    by_latent["input"] = float(np.abs(inputs).max())
+    scaled: set[str] = set()
+    plans = []
+    for reader in readers:
+        parts = []
+        for latent in reader.in_latents:
+            name = producer.get(latent)
+            ok = name is not None and name not in scaled and by_latent.get(latent, 0.0) > 0
+            parts.append({"latent": latent, "producer": name if ok else None, "amplitude": by_latent.get(latent)})
+        free = [p["amplitude"] for p in parts if p["producer"]]
+        fixed = [p["amplitude"] for p in parts if not p["producer"] and p["amplitude"] is not None]
+        if not free or len(free) + len(fixed) < 2:
+            continue
+        target = max(fixed) if fixed else float(np.exp(np.mean(np.log(free))))
+        for p in parts:
+            p["scale"] = target / p["amplitude"] if p["producer"] else 1.0
+            if p["producer"]:
+                scaled.add(p["producer"])
+                by_latent[p["latent"]] = target  # what a later concatenation of the same latent sees
+                alpha = torch.full((generator.channels[p["latent"]],), p["scale"], dtype=torch.float64)
+                _scale_output_channels(mods[p["producer"]], alpha.to(mods[p["producer"]].weight.dtype))
+                for name, off in links[p["producer"]]:
+                    _scale_input_channels(mods[name], off, (1.0 / alpha).to(mods[name].weight.dtype))
+        plans.append((reader.name, parts))
+    if not plans:
+        return []
+    after = _amplitudes(generator, writers, inputs)
+    after_latent = {pc.out_latent: after[pc.name] for pc in generator.prunable_convs() if pc.name in after}
+    after_latent["input"] = by_latent["input"]
+    report = []
+    for reader, parts in plans:
+        amps = [p["amplitude"] for p in parts if p["amplitude"] is not None]
+        amps_after = [after_latent[p["latent"]] for p in parts if p["latent"] in after_latent]
+        report.append({"reader": reader, "parts": parts,
+                       "amplitude_spread_before": max(amps) / min(amps),
+                       "amplitude_spread_after": max(amps_after) / min(amps_after)})
+    return report
+
+
 def equalise_for_int8(generator: nn.Module, inputs: np.ndarray) -> tuple[nn.Module, dict]:
-    """A copy of ``generator`` with BatchNorm folded, InstanceNorm inputs equalised and cross-layer equalisation
-    applied (module docstring); the original is not modified.
+    """A copy of ``generator`` with BatchNorm folded, InstanceNorm inputs equalised, cross-layer equalisation applied
+    and concatenation ranges matched (module docstring); the original is not modified.
 
     Args:
         generator: a ``compress.models`` network (eval mode is set on the copy).
         inputs: representative inputs (N, C, H, W) float32 in the generator's input scaling.
     Returns:
         (equalised copy in eval mode, report {"folded_batch_norms": [...], "instance_norm_inputs": [...],
-        "cross_layer": [...], "max_abs_change": largest |output change| on ``inputs``}).
+        "cross_layer": [...], "concatenations": [...], "max_abs_change": largest |output change| on ``inputs``}).
     Raises:
         ValueError: empty ``inputs``.
     """
@@ -336,10 +417,11 @@ def equalise_for_int8(generator: nn.Module, inputs: np.ndarray) -> tuple[nn.Modu
     folded = fold_batch_norms(out)
     norms = equalise_instance_norm_inputs(out, inputs)
     cle = cross_layer_equalise(out, inputs)
+    concatenations = match_concatenation_ranges(out, inputs)
     with torch.no_grad():
         x = _as_input(out, inputs[:8])
         change = float((generator.eval()(x) - out(x)).abs().max())
-    LOGGER.info("equalisation: %d BatchNorm folded, %d InstanceNorm inputs, %d cross-layer links; max |output "
-                "change| %.2g", len(folded), len(norms), len(cle), change)
+    LOGGER.info("equalisation: %d BatchNorm folded, %d InstanceNorm inputs, %d cross-layer links, %d concatenations "
+                "matched; max |output change| %.2g", len(folded), len(norms), len(cle), len(concatenations), change)
     return out, {"folded_batch_norms": folded, "instance_norm_inputs": norms, "cross_layer": cle,
-                 "max_abs_change": change}
+                 "concatenations": concatenations, "max_abs_change": change}

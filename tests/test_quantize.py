@@ -89,8 +89,8 @@ def _inputs(family: str, gen, n: int = 4, size: int = 32) -> np.ndarray:
                                            ("cyclegan", {"ngf": 8, "n_blocks": 2}),
                                            ("dcgan", {"ngf": 8, "nz": 16})])
 def test_equalisation_keeps_the_float_function(family, kwargs):
-    """BatchNorm folding, InstanceNorm-input equalisation and cross-layer equalisation change the weights, not the
-    function, on inputs the equalisation never saw: done in float64 the output is unchanged to 1e-12 (the rewrites
+    """BatchNorm folding, InstanceNorm-input equalisation, cross-layer equalisation and concatenation range matching
+    change the weights, not the function, on inputs the equalisation never saw: done in float64 the output is unchanged to 1e-12 (the rewrites
     are exact), and the float32 equalised generator (what is exported) is within 1e-5 of that exact output.
 
     (Not |float32 original - float32 equalised| <= 1e-5: the InstanceNorms of this deliberately uneven generator
@@ -124,6 +124,12 @@ def test_equalisation_keeps_the_float_function(family, kwargs):
         assert report["cross_layer"] and not report["instance_norm_inputs"]
         for rec in report["cross_layer"]:
             assert rec["weight_range_spread_after"] <= rec["weight_range_spread_before"] + 1e-6
+    # every skip concatenation of the U-Net gets parts of one amplitude (TFLite gives them one int8 scale)
+    assert bool(report["concatenations"]) == (family == "pix2pix")
+    assert len(report["concatenations"]) == kwargs.get("num_downs", 1) - 1
+    for rec in report["concatenations"]:
+        assert rec["amplitude_spread_before"] > 1.2 and rec["amplitude_spread_after"] == pytest.approx(1.0, abs=1e-4)
+        assert all(p["producer"] for p in rec["parts"])
     assert report["max_abs_change"] <= 2e-5   # two float32 results, each within 1e-5 of the exact output
 
 
