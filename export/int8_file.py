@@ -4,7 +4,9 @@ The fp32/fp16 files are the generator as trained (``generator.onnx``). The int8 
 preserving rewrite of it (:func:`quantize.equalize.equalise_for_int8`: BatchNorm folded, InstanceNorm inputs and
 cross-layer ranges equalised on the representative dataset), exported and converted on its own; its ONNX is
 checked against the *original* PyTorch generator with the ONNX gate (onnxruntime, max abs diff <= 1e-4), so an
-equalisation that changed the function stops the export. ``ExportOptions.int8_equalise = False`` quantizes the
+equalisation that changed the function stops the export. A generator with skip concatenations (the U-Net) gets two
+equalised versions, with and without the concatenation range matching, and keeps the int8 file that measures
+closer to the gates on the validation inputs (:func:`choose_concatenation_matching`). ``ExportOptions.int8_equalise = False`` quantizes the
 plain generator's SavedModel instead (the comparison in docs/export.md).
 
 Input/output ranges are fixed, not calibrated (:func:`quantize.int8.fix_io_ranges`): images [-1, 1]; DCGAN's
@@ -106,6 +108,33 @@ def choose_weight_scales(candidates: dict[str, dict], params: int) -> tuple[str,
                          f"{v_pc['validation_worst_db']:.2f} dB)"
 
 
+def gate_margin(figures: dict) -> float:
+    """The smaller margin (dB) of a candidate's validation figures (:func:`validation_figures`) to the int8 gates:
+    ``min(pooled - 30, worst input - 27)`` (:data:`export.parity.GATES_DB`, :data:`export.parity.MIN_IMAGE_GATES_DB`);
+    negative when a gate is missed."""
+    return min(figures["validation_psnr_db"] - GATES_DB["int8"],
+               figures["validation_worst_db"] - MIN_IMAGE_GATES_DB["int8"])
+
+
+def choose_concatenation_matching(figures: dict[str, dict]) -> bool:
+    """Whether the int8 file keeps the concatenation range matching (:func:`quantize.equalize.match_concatenation_ranges`).
+
+    Matching the parts of a skip concatenation gives the quieter part the resolution the shared int8 scale took from
+    it, but how much that is worth depends on the generator (docs/export.md, "Concatenation range matching":
+    +7 dB pooled on one pruned U-Net, -4.5 dB on a narrow one), so both files are made and measured.
+
+    Args:
+        figures: {"matched": ..., "unmatched": ...}, each the dict of :func:`validation_figures` on the same
+            validation inputs.
+    Returns:
+        True when the matched file keeps fewer convolutions in float, or as many and a larger :func:`gate_margin`.
+    """
+    def key(v: dict) -> tuple[int, float]:
+        return -v["float_convolutions"], gate_margin(v)
+
+    return key(figures["matched"]) > key(figures["unmatched"])
+
+
 def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, sets, options: ExportOptions,
                     plain_saved_model: Path, sample_data: np.ndarray, fp32_size: int) -> tuple[Path, float, dict]:
     """Make the int8 file in ``staging`` (module docstring).
@@ -127,29 +156,51 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     from export.tflite_convert import run_onnx2tf
 
     t0 = time.perf_counter()
-    detail: dict = {"equalisation": None}
-    saved_model = plain_saved_model
-    if options.int8_equalise:
-        work = staging / "int8_work"
-        work.mkdir(parents=True, exist_ok=True)
-        equalised, report = equalise_for_int8(generator, sets.calibration)
-        onnx_path = export_onnx(equalised, shape, work / "generator_equalised.onnx")
-        report["onnx_max_abs_diff"] = check_onnx(onnx_path, generator, sets.heldout)["max_abs_diff"]
-        saved_model = run_onnx2tf(onnx_path, work / "onnx2tf", work / "cwd", sample_data)["saved_model"]
-        detail["equalisation"] = report
+    detail: dict = {"equalisation": None, "concatenation_matching": None}
     float_ops = tuple(FLOAT_OPS) + tuple(o for o in options.extra_float_ops if o not in FLOAT_OPS)
     noise = sets.description.get("kind") == "noise"
     source = sets.calibration[:len(sets.calibration) - sets.description.get("target_domain_count", 0)]
 
-    def quantize(scales: str):
+    def quantize(scales: str, saved_model: Path):
         return quantize_saved_model(saved_model, sets.calibration, mode=options.int8_mode, io_dtype=options.int8_io,
                                     per_channel=scales == "per-channel",
                                     float_ops=float_ops, target_db=options.int8_target_db,
                                     input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE,
                                     correction_nchw=source)
 
+    def equalised_saved_model(match: bool, folder: Path) -> tuple[Path, dict]:
+        equalised, report = equalise_for_int8(generator, sets.calibration, match_concatenations=match)
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx_path = export_onnx(equalised, shape, folder / "generator_equalised.onnx")
+        report["onnx_max_abs_diff"] = check_onnx(onnx_path, generator, sets.heldout)["max_abs_diff"]
+        return run_onnx2tf(onnx_path, folder / "onnx2tf", folder / "cwd", sample_data)["saved_model"], report
+
     scales, choice = options.int8_weights, None
-    result = quantize("per-channel" if scales == "auto" else scales)
+    first_scales = "per-channel" if scales == "auto" else scales
+    validation = sets.calibration[:DEFAULT_VALIDATION_COUNT]
+    saved_model = plain_saved_model
+    if options.int8_equalise:
+        work = staging / "int8_work"
+        saved_model, report = equalised_saved_model(True, work)
+        detail["equalisation"] = report
+    result = quantize(first_scales, saved_model)
+    if options.int8_equalise and report["concatenations"]:
+        with torch.no_grad():
+            reference = generator(torch.from_numpy(validation)).numpy()
+        unmatched_model, unmatched_report = equalised_saved_model(False, work / "unmatched")
+        unmatched = quantize(first_scales, unmatched_model)
+        figures = {"matched": validation_figures(result.content, validation, reference, options.threads),
+                   "unmatched": validation_figures(unmatched.content, validation, reference, options.threads)}
+        kept = choose_concatenation_matching(figures)
+        LOGGER.info("int8: concatenation ranges %s (validation %.2f / %.2f dB matched, %.2f / %.2f dB unmatched)",
+                    "matched" if kept else "left as they are", figures["matched"]["validation_psnr_db"],
+                    figures["matched"]["validation_worst_db"], figures["unmatched"]["validation_psnr_db"],
+                    figures["unmatched"]["validation_worst_db"])
+        detail["concatenation_matching"] = {"kept": kept, "validation": figures,
+                                            "validation_count": int(len(validation)),
+                                            "concatenations": report["concatenations"]}
+        if not kept:
+            saved_model, result, detail["equalisation"] = unmatched_model, unmatched, unmatched_report
     if scales == "auto":
         from compress.macs import count_params
 
@@ -163,8 +214,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         if params > SIZE_GATE_MIN_PARAMS and candidates["per-channel"]["size_ratio_to_fp32"] > INT8_SIZE_RATIO:
             LOGGER.info("int8: the per-channel file is %.4f x fp32 (size gate %.2f x): making the per-tensor one",
                         candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
-            per_tensor = quantize("per-tensor")
-            validation = sets.calibration[:DEFAULT_VALIDATION_COUNT]
+            per_tensor = quantize("per-tensor", saved_model)
             with torch.no_grad():
                 reference = generator(torch.from_numpy(validation)).numpy()
             candidates["per-channel"]["validation"] = validation_figures(result.content, validation, reference,

@@ -398,13 +398,16 @@ def match_concatenation_ranges(generator: nn.Module, inputs: np.ndarray) -> list
     return report
 
 
-def equalise_for_int8(generator: nn.Module, inputs: np.ndarray) -> tuple[nn.Module, dict]:
+def equalise_for_int8(generator: nn.Module, inputs: np.ndarray,
+                      match_concatenations: bool = True) -> tuple[nn.Module, dict]:
     """A copy of ``generator`` with BatchNorm folded, InstanceNorm inputs equalised, cross-layer equalisation applied
     and concatenation ranges matched (module docstring); the original is not modified.
 
     Args:
         generator: a ``compress.models`` network (eval mode is set on the copy).
         inputs: representative inputs (N, C, H, W) float32 in the generator's input scaling.
+        match_concatenations: apply rewrite 4 (:func:`match_concatenation_ranges`); the export makes the int8 file
+            with and without it and keeps the one that measures better (:mod:`export.int8_file`).
     Returns:
         (equalised copy in eval mode, report {"folded_batch_norms": [...], "instance_norm_inputs": [...],
         "cross_layer": [...], "concatenations": [...], "max_abs_change": largest |output change| on ``inputs``}).
@@ -417,7 +420,7 @@ def equalise_for_int8(generator: nn.Module, inputs: np.ndarray) -> tuple[nn.Modu
     folded = fold_batch_norms(out)
     norms = equalise_instance_norm_inputs(out, inputs)
     cle = cross_layer_equalise(out, inputs)
-    concatenations = match_concatenation_ranges(out, inputs)
+    concatenations = match_concatenation_ranges(out, inputs) if match_concatenations else []
     with torch.no_grad():
         x = _as_input(out, inputs[:8])
         change = float((generator.eval()(x) - out(x)).abs().max())

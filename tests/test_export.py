@@ -21,6 +21,7 @@ from compress.io import sha256_file
 from compress.families import FAMILIES
 from export import ExportOptions, export_run
 from export.__main__ import latest_run, main as export_main
+from export.int8_file import choose_concatenation_matching
 from export.pipeline import GateFailure
 from export.tiny import train_tiny_run
 from quantize.litert import make_interpreter
@@ -105,6 +106,15 @@ def test_int8_is_really_int8(exported, trained_runs, family):
     else:  # BatchNorm folded: no float MUL/ADD in the file
         assert eq["folded_batch_norms"] and eq["cross_layer"]
         assert not {"MUL", "ADD"} & set(q["float_ops"])
+    # the U-Net's skip concatenations: the file with matched ranges and the one without were both measured, and
+    # the one kept is the one the rule picks; no concatenation elsewhere
+    matching = q["concatenation_matching"]
+    if family == "pix2pix":
+        assert matching["concatenations"] and set(matching["validation"]) == {"matched", "unmatched"}
+        assert matching["kept"] == choose_concatenation_matching(matching["validation"])
+        assert bool(eq["concatenations"]) == matching["kept"]
+    else:
+        assert matching is None and not eq["concatenations"]
     assert q["bias_correction"]["corrected"]
     # auto weight scales: these files meet the size gate (or are exempt) per-channel, so nothing else is made
     assert q["weight_scales_choice"]["chosen"] == q["weight_scales"] == "per-channel"
@@ -800,6 +810,23 @@ def test_weight_scale_choice_rules():
             ({"per-channel": fig(miss), "per-tensor": {**fig(meet), "validation": None}}, big, "not measured")]:
         chosen, reason = choose_weight_scales(candidates, params)
         assert chosen == "per-channel" and why in reason, (candidates, params, reason)
+
+
+def test_concatenation_matching_choice_rules():
+    """export.int8_file.choose_concatenation_matching: fewer convolutions in float first, then the larger of the
+    two files' smaller margins to the int8 gates (30 dB pooled, 27 dB worst input); a tie keeps the unmatched one."""
+    from export.int8_file import gate_margin
+
+    def fig(pooled, worst, floats=0):
+        return {"validation_psnr_db": pooled, "validation_worst_db": worst, "float_convolutions": floats}
+
+    assert gate_margin(fig(35.0, 28.0)) == pytest.approx(1.0) and gate_margin(fig(29.0, 40.0)) == pytest.approx(-1.0)
+    # the session-14 pix2pix 75% generator's kind of case: the worst input decides
+    assert choose_concatenation_matching({"matched": fig(33.0, 31.0), "unmatched": fig(36.0, 28.0)})
+    assert not choose_concatenation_matching({"matched": fig(31.0, 29.0), "unmatched": fig(33.0, 30.5)})
+    assert not choose_concatenation_matching({"matched": fig(34.0, 30.0), "unmatched": fig(34.0, 30.0)})
+    assert choose_concatenation_matching({"matched": fig(30.5, 27.5), "unmatched": fig(45.0, 44.0, floats=1)})
+    assert not choose_concatenation_matching({"matched": fig(45.0, 44.0, floats=2), "unmatched": fig(30.5, 27.5, 1)})
 
 
 def test_auto_weight_scales_make_and_keep_per_tensor(exported, trained_runs, tmp_path, monkeypatch):
