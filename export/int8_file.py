@@ -45,6 +45,28 @@ LOGGER = logging.getLogger("coronetgan.export")
 NOISE_RANGE = (-4.0, 4.0)
 
 
+def validation_inputs(sets) -> tuple[np.ndarray, int]:
+    """The inputs the export's choices between int8 files are measured on (never the gate sets).
+
+    Args:
+        sets: :class:`export.inputs.InputSets` whose calibration set is the representative dataset: source-domain
+            inputs first, then ``description["target_domain_count"]`` target-domain images (pix2pix: the photos of
+            the same training pairs; :mod:`export.representative`).
+    Returns:
+        ((N, C, H, W) float32, how many of them are target-domain images), N <=
+        :data:`quantize.sensitivity.DEFAULT_VALIDATION_COUNT` (16): the first source inputs and, when the set has
+        target-domain images, the first of those as half of them, so that a choice sees both kinds of input the
+        unseen gates measure (edge maps and photos).
+    """
+    cal = sets.calibration
+    target = int(sets.description.get("target_domain_count", 0) or 0)
+    if not 0 < target < len(cal):
+        return cal[:DEFAULT_VALIDATION_COUNT], 0
+    photos = min(DEFAULT_VALIDATION_COUNT // 2, target)
+    return np.concatenate([cal[:len(cal) - target][:DEFAULT_VALIDATION_COUNT - photos],
+                           cal[len(cal) - target:][:photos]]), photos
+
+
 def validation_figures(content: bytes, inputs_nchw: np.ndarray, reference_nchw: np.ndarray,
                        threads: int = 2) -> dict:
     """How an int8 candidate file does on the validation inputs (calibration inputs, never the gate sets).
@@ -177,7 +199,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
 
     scales, choice = options.int8_weights, None
     first_scales = "per-channel" if scales == "auto" else scales
-    validation = sets.calibration[:DEFAULT_VALIDATION_COUNT]
+    validation, validation_targets = validation_inputs(sets)
     saved_model = plain_saved_model
     if options.int8_equalise:
         work = staging / "int8_work"
@@ -198,6 +220,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
                     figures["unmatched"]["validation_worst_db"])
         detail["concatenation_matching"] = {"kept": kept, "validation": figures,
                                             "validation_count": int(len(validation)),
+                                            "validation_target_domain_count": validation_targets,
                                             "concatenations": report["concatenations"]}
         if not kept:
             saved_model, result, detail["equalisation"] = unmatched_model, unmatched, unmatched_report
@@ -227,7 +250,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             result = per_tensor
         LOGGER.info("int8: %s weight scales (%s)", scales, why)
         choice = {"chosen": scales, "why": why, "candidates": candidates,
-                  "validation_count": int(min(len(sets.calibration), DEFAULT_VALIDATION_COUNT))}
+                  "validation_count": int(len(validation)), "validation_target_domain_count": validation_targets}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({

@@ -111,6 +111,9 @@ def test_int8_is_really_int8(exported, trained_runs, family):
     matching = q["concatenation_matching"]
     if family == "pix2pix":
         assert matching["concatenations"] and set(matching["validation"]) == {"matched", "unmatched"}
+        # measured on edge maps and on the pair photos (export.int8_file.validation_inputs)
+        assert matching["validation_target_domain_count"] == min(8, exported[family]["inputs"]["target_domain_count"])
+        assert matching["validation_target_domain_count"] > 0
         assert matching["kept"] == choose_concatenation_matching(matching["validation"])
         assert bool(eq["concatenations"]) == matching["kept"]
     else:
@@ -827,6 +830,25 @@ def test_concatenation_matching_choice_rules():
     assert not choose_concatenation_matching({"matched": fig(34.0, 30.0), "unmatched": fig(34.0, 30.0)})
     assert choose_concatenation_matching({"matched": fig(30.5, 27.5), "unmatched": fig(45.0, 44.0, floats=1)})
     assert not choose_concatenation_matching({"matched": fig(45.0, 44.0, floats=2), "unmatched": fig(30.5, 27.5, 1)})
+
+
+def test_validation_inputs_take_both_kinds_of_a_representative_set():
+    """export.int8_file.validation_inputs: a choice between int8 files sees the target-domain photos of a pix2pix
+    representative set as well as its edge maps (half each), and only the first inputs otherwise."""
+    from types import SimpleNamespace
+
+    from export.int8_file import validation_inputs
+
+    cal = np.arange(130, dtype=np.float32).reshape(130, 1, 1, 1)   # input i holds the value i
+    pix2pix = SimpleNamespace(calibration=cal, description={"target_domain_count": 100})
+    inputs, photos = validation_inputs(pix2pix)
+    assert photos == 8 and inputs.ravel().tolist() == list(range(8)) + list(range(30, 38))
+    few = SimpleNamespace(calibration=cal[:33], description={"target_domain_count": 3})
+    inputs, photos = validation_inputs(few)
+    assert photos == 3 and inputs.ravel().tolist() == list(range(13)) + [30, 31, 32]
+    for description in ({}, {"target_domain_count": 0}, {"kind": "noise"}):
+        inputs, photos = validation_inputs(SimpleNamespace(calibration=cal, description=description))
+        assert photos == 0 and inputs.ravel().tolist() == list(range(16))
 
 
 def test_auto_weight_scales_make_and_keep_per_tensor(exported, trained_runs, tmp_path, monkeypatch):
