@@ -6,8 +6,9 @@ cross-layer ranges equalised on the representative dataset), exported and conver
 checked against the *original* PyTorch generator with the ONNX gate (onnxruntime, max abs diff <= 1e-4), so an
 equalisation that changed the function stops the export. A generator with skip concatenations (the U-Net) gets two
 equalised versions, with and without the concatenation range matching, and keeps the int8 file that measures
-closer to the gates on the validation inputs (:func:`choose_concatenation_matching`). ``ExportOptions.int8_equalise = False`` quantizes the
-plain generator's SavedModel instead (the comparison in docs/export.md).
+closer to the gates on the validation inputs (:func:`choose_concatenation_matching`).
+``ExportOptions.int8_equalise = False`` quantizes the plain generator's SavedModel instead (the comparison in
+docs/export.md).
 
 Input/output ranges are fixed, not calibrated (:func:`quantize.int8.fix_io_ranges`): images [-1, 1]; DCGAN's
 noise input z ~ N(0, 1) gets :data:`NOISE_RANGE`.
@@ -21,6 +22,7 @@ on the validation inputs with no more convolutions in float (:func:`choose_weigh
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -139,7 +141,8 @@ def gate_margin(figures: dict) -> float:
 
 
 def choose_concatenation_matching(figures: dict[str, dict]) -> bool:
-    """Whether the int8 file keeps the concatenation range matching (:func:`quantize.equalize.match_concatenation_ranges`).
+    """Whether the int8 file keeps the concatenation range matching
+    (:func:`quantize.equalize.match_concatenation_ranges`).
 
     Matching the parts of a skip concatenation gives the quieter part the resolution the shared int8 scale took from
     it, but how much that is worth depends on the generator (docs/export.md, "Concatenation range matching":
@@ -206,13 +209,17 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         saved_model, report = equalised_saved_model(True, work)
         detail["equalisation"] = report
     result = quantize(first_scales, saved_model)
-    if options.int8_equalise and report["concatenations"]:
+
+    @functools.cache
+    def reference() -> np.ndarray:  # the PyTorch generator on the validation inputs, computed once
         with torch.no_grad():
-            reference = generator(torch.from_numpy(validation)).numpy()
+            return generator(torch.from_numpy(validation)).numpy()
+
+    if options.int8_equalise and report["concatenations"]:
         unmatched_model, unmatched_report = equalised_saved_model(False, work / "unmatched")
         unmatched = quantize(first_scales, unmatched_model)
-        figures = {"matched": validation_figures(result.content, validation, reference, options.threads),
-                   "unmatched": validation_figures(unmatched.content, validation, reference, options.threads)}
+        figures = {"matched": validation_figures(result.content, validation, reference(), options.threads),
+                   "unmatched": validation_figures(unmatched.content, validation, reference(), options.threads)}
         kept = choose_concatenation_matching(figures)
         LOGGER.info("int8: concatenation ranges %s (validation %.2f / %.2f dB matched, %.2f / %.2f dB unmatched)",
                     "matched" if kept else "left as they are", figures["matched"]["validation_psnr_db"],
@@ -238,12 +245,10 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             LOGGER.info("int8: the per-channel file is %.4f x fp32 (size gate %.2f x): making the per-tensor one",
                         candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
             per_tensor = quantize("per-tensor", saved_model)
-            with torch.no_grad():
-                reference = generator(torch.from_numpy(validation)).numpy()
-            candidates["per-channel"]["validation"] = validation_figures(result.content, validation, reference,
+            candidates["per-channel"]["validation"] = validation_figures(result.content, validation, reference(),
                                                                          options.threads)
             candidates["per-tensor"] = {"size_ratio_to_fp32": ratio(per_tensor.content),
-                                        "validation": validation_figures(per_tensor.content, validation, reference,
+                                        "validation": validation_figures(per_tensor.content, validation, reference(),
                                                                          options.threads)}
         scales, why = choose_weight_scales(candidates, params)
         if scales == "per-tensor":

@@ -90,8 +90,9 @@ def _inputs(family: str, gen, n: int = 4, size: int = 32) -> np.ndarray:
                                            ("dcgan", {"ngf": 8, "nz": 16})])
 def test_equalisation_keeps_the_float_function(family, kwargs):
     """BatchNorm folding, InstanceNorm-input equalisation, cross-layer equalisation and concatenation range matching
-    change the weights, not the function, on inputs the equalisation never saw: done in float64 the output is unchanged to 1e-12 (the rewrites
-    are exact), and the float32 equalised generator (what is exported) is within 1e-5 of that exact output.
+    change the weights, not the function, on inputs the equalisation never saw: done in float64 the output is
+    unchanged to 1e-12 (the rewrites are exact), and the float32 equalised generator (what is exported) is within
+    1e-5 of that exact output.
 
     (Not |float32 original - float32 equalised| <= 1e-5: the InstanceNorms of this deliberately uneven generator
     amplify the float32 original's own rounding to about 9e-6 of the exact output on some CPUs, so that
