@@ -60,13 +60,18 @@ def validation_inputs(sets) -> tuple[np.ndarray, int]:
         target-domain images, the first of those as half of them, so that a choice sees both kinds of input the
         unseen gates measure (edge maps and photos).
     """
-    cal = sets.calibration
+    source, target = _representative_parts(sets)
+    if len(target) == 0 or len(source) == 0:
+        return sets.calibration[:DEFAULT_VALIDATION_COUNT], 0
+    photos = min(DEFAULT_VALIDATION_COUNT // 2, len(target))
+    return np.concatenate([source[:DEFAULT_VALIDATION_COUNT - photos], target[:photos]]), photos
+
+
+def _representative_parts(sets) -> tuple[np.ndarray, np.ndarray]:
+    """(source-domain inputs, target-domain images) of a representative dataset (:func:`validation_inputs`)."""
     target = int(sets.description.get("target_domain_count", 0) or 0)
-    if not 0 < target < len(cal):
-        return cal[:DEFAULT_VALIDATION_COUNT], 0
-    photos = min(DEFAULT_VALIDATION_COUNT // 2, target)
-    return np.concatenate([cal[:len(cal) - target][:DEFAULT_VALIDATION_COUNT - photos],
-                           cal[len(cal) - target:][:photos]]), photos
+    split = max(len(sets.calibration) - target, 0)
+    return sets.calibration[:split], sets.calibration[split:]
 
 
 def validation_figures(content: bytes, inputs_nchw: np.ndarray, reference_nchw: np.ndarray,
@@ -184,7 +189,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     detail: dict = {"equalisation": None, "concatenation_matching": None}
     float_ops = tuple(FLOAT_OPS) + tuple(o for o in options.extra_float_ops if o not in FLOAT_OPS)
     noise = sets.description.get("kind") == "noise"
-    source = sets.calibration[:len(sets.calibration) - sets.description.get("target_domain_count", 0)]
+    source = _representative_parts(sets)[0]
 
     def quantize(scales: str, saved_model: Path):
         return quantize_saved_model(saved_model, sets.calibration, mode=options.int8_mode, io_dtype=options.int8_io,

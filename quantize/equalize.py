@@ -325,9 +325,12 @@ def cross_layer_equalise(generator: nn.Module, inputs: np.ndarray | None = None,
     return report
 
 
-def _amplitudes(generator: nn.Module, names: list[str], inputs: np.ndarray) -> dict[str, float]:
-    """Largest |value| of each named module's output over ``inputs`` (N, C, H, W), all channels together."""
-    return {n: float(a.max()) for n, a in _channel_amplitudes(generator, names, inputs).items()}
+def _latent_amplitudes(generator: nn.Module, inputs: np.ndarray) -> dict[str, float]:
+    """Largest |value| of each latent over ``inputs`` (N, C, H, W), all channels together: the model input's, and
+    each prunable convolution's output under its ``out_latent``."""
+    convs = generator.prunable_convs()
+    amps = _channel_amplitudes(generator, [pc.name for pc in convs], inputs)
+    return {"input": float(np.abs(inputs).max()), **{pc.out_latent: float(amps[pc.name].max()) for pc in convs}}
 
 
 def match_concatenation_ranges(generator: nn.Module, inputs: np.ndarray) -> list[dict]:
@@ -356,10 +359,7 @@ def match_concatenation_ranges(generator: nn.Module, inputs: np.ndarray) -> list
     mods = _modules(generator)
     producer = {pc.out_latent: pc.name for pc in generator.prunable_convs() if pc.name in links}
     readers = [pc for pc in generator.prunable_convs() if len(pc.in_latents) > 1]
-    writers = sorted({pc.name for pc in generator.prunable_convs()})
-    before = _amplitudes(generator, writers, inputs)
-    by_latent = {pc.out_latent: before[pc.name] for pc in generator.prunable_convs() if pc.name in before}
-    by_latent["input"] = float(np.abs(inputs).max())
+    by_latent = _latent_amplitudes(generator, inputs)
     scaled: set[str] = set()
     plans = []
     for reader in readers:
@@ -385,9 +385,7 @@ def match_concatenation_ranges(generator: nn.Module, inputs: np.ndarray) -> list
         plans.append((reader.name, parts))
     if not plans:
         return []
-    after = _amplitudes(generator, writers, inputs)
-    after_latent = {pc.out_latent: after[pc.name] for pc in generator.prunable_convs() if pc.name in after}
-    after_latent["input"] = by_latent["input"]
+    after_latent = _latent_amplitudes(generator, inputs)
     report = []
     for reader, parts in plans:
         amps = [p["amplitude"] for p in parts if p["amplitude"] is not None]
