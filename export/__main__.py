@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "LEAKY_RELU in float, bias correction; naive: the converter's full-integer recipe")
     p.add_argument("--int8-target-db", type=float, default=DEFAULT_TARGET_DB, metavar="DB",
                    help="robust int8, last resort: when int8 misses DB against float on calibration inputs, keep "
-                        "InstanceNorm-feeding convolutions in float, the one that measurably helps most first, "
-                        "until it does and the worst input reaches DB - 3 (the file is then labelled mixed; "
+                        "convolutions in float (InstanceNorm-feeding ones first), the one that measurably helps "
+                        "most first, within the size gate, until it does and the worst input reaches DB - 3 (the "
+                        "file is then labelled mixed; "
                         f"default {DEFAULT_TARGET_DB:g}; 0 = off)")
     p.add_argument("--no-equalise", action="store_true",
                    help="int8 from the generator as trained, without the equalisation that folds BatchNorm and "
@@ -164,7 +165,7 @@ def print_figures(files: list[dict], stream=None) -> None:
         sel = e.get("float_selection") or {}
         if sel.get("float_convolutions"):
             traj = sel["trajectory"]
-            print(f"  last resort: {sel['float_convolutions']} of {len(sel['candidates'])} InstanceNorm-feeding "
+            print(f"  last resort: {sel['float_convolutions']} of {len(sel['candidates'])} candidate "
                   f"convolutions kept in float; validation PSNR {_fmt(traj[0]['validation_psnr_db'])} -> "
                   f"{_fmt(traj[sel['float_convolutions']]['validation_psnr_db'])} dB (target {sel['target_db']:g}; "
                   f"{sel.get('quantizations', '?')} files measured)", file=stream)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compress.macs import count_params
 from export.finish import finished_size
 from export.onnx_export import check_onnx, export_onnx
 from export.options import ExportOptions
@@ -157,10 +158,14 @@ def choose_concatenation_matching(figures: dict[str, dict]) -> bool:
         figures: {"matched": ..., "unmatched": ...}, each the dict of :func:`validation_figures` on the same
             validation inputs.
     Returns:
-        True when the matched file keeps fewer convolutions in float, or as many and a larger :func:`gate_margin`.
+        True when only the matched file meets the gates on validation (:func:`gate_margin` >= 0); when both do,
+        when it keeps fewer convolutions in float, or as many and has a larger margin; when neither does, when its
+        margin is larger (a file with no float convolution that misses the gates is no better than one that
+        reaches them with one in float: docs/export.md, "Session 16"). A tie keeps the unmatched file.
     """
-    def key(v: dict) -> tuple[int, float]:
-        return -v["float_convolutions"], gate_margin(v)
+    def key(v: dict) -> tuple[bool, int, float]:
+        meets = gate_margin(v) >= 0
+        return meets, -v["float_convolutions"] if meets else 0, gate_margin(v)
 
     return key(figures["matched"]) > key(figures["unmatched"])
 
@@ -191,12 +196,23 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     noise = sets.description.get("kind") == "noise"
     source = _representative_parts(sets)[0]
 
+    params = int(count_params(generator))
+    validation, validation_targets = validation_inputs(sets)
+
+    def ratio(content: bytes) -> float:
+        return finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names) / fp32_size
+
+    def over_size_gate(content: bytes) -> str | None:  # a float convolution must not cost the size gate
+        if params <= SIZE_GATE_MIN_PARAMS or (r := ratio(content)) <= INT8_SIZE_RATIO:
+            return None
+        return f"{r:.4f} x the fp32 file > size gate {INT8_SIZE_RATIO}"
+
     def quantize(scales: str, saved_model: Path):
         return quantize_saved_model(saved_model, sets.calibration, mode=options.int8_mode, io_dtype=options.int8_io,
                                     per_channel=scales == "per-channel",
                                     float_ops=float_ops, target_db=options.int8_target_db,
                                     input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE,
-                                    correction_nchw=source)
+                                    correction_nchw=source, validation_nchw=validation, reject=over_size_gate)
 
     def equalised_saved_model(match: bool, folder: Path) -> tuple[Path, dict]:
         equalised, report = equalise_for_int8(generator, sets.calibration, match_concatenations=match)
@@ -207,7 +223,6 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
 
     scales, choice = options.int8_weights, None
     first_scales = "per-channel" if scales == "auto" else scales
-    validation, validation_targets = validation_inputs(sets)
     saved_model = plain_saved_model
     if options.int8_equalise:
         work = staging / "int8_work"
@@ -237,13 +252,6 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         if not kept:
             saved_model, result, detail["equalisation"] = unmatched_model, unmatched, unmatched_report
     if scales == "auto":
-        from compress.macs import count_params
-
-        params = int(count_params(generator))
-
-        def ratio(content: bytes) -> float:
-            return finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names) / fp32_size
-
         candidates = {"per-channel": {"size_ratio_to_fp32": ratio(result.content), "validation": None}}
         per_tensor = None
         if params > SIZE_GATE_MIN_PARAMS and candidates["per-channel"]["size_ratio_to_fp32"] > INT8_SIZE_RATIO:

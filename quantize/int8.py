@@ -23,9 +23,9 @@ Modes (``--int8-mode``):
   for the convolution outputs that feed an InstanceNorm (:mod:`quantize.norm_ranges`, kept when they measure
   better); only as a **last resort**, when the int8 model still misses ``target_db`` (30 dB: the
   int8 gate) against the float one on calibration inputs, :func:`quantize.sensitivity.select_float_nodes` keeps in
-  float, by node name, the InstanceNorm-feeding convolutions whose float version measurably helps most, one at a
-  time; their weights are made float again (:func:`restore_float_weights`: no hybrid op), and the file's label
-  says how many (:func:`quantize.composition.int8_label`).
+  float, by node name, the convolutions (InstanceNorm-feeding ones first) whose float version measurably helps
+  most, one at a time; their weights are made float again (:func:`restore_float_weights`: no hybrid op), and the
+  file's label says how many (:func:`quantize.composition.int8_label`).
 
 ``io_dtype`` ("int8", "uint8" or "float32") sets the model's input and output tensor type; integer I/O
 carries the scale/zero point in the tensor's quantization parameters (the input of [-1, 1] images has scale
@@ -279,7 +279,8 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
                          input_range: tuple[float, float] | None = IMAGE_RANGE,
                          output_range: tuple[float, float] | None = IMAGE_RANGE,
                          bias_correction: bool = True, correction_nchw: np.ndarray | None = None,
-                         clip_norm_ranges: bool = True) -> QuantizedModel:
+                         clip_norm_ranges: bool = True, validation_nchw: np.ndarray | None = None,
+                         reject: Callable[[bytes], str | None] | None = None) -> QuantizedModel:
     """Quantize the SavedModel to int8 (module docstring) and return a :class:`QuantizedModel`.
 
     Args:
@@ -289,13 +290,19 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
         io_dtype: "int8", "uint8" or "float32" input/output tensors.
         float_ops: TFLite op names kept in float in robust mode.
         per_channel: per-channel weight scales (True, the default) or per-tensor.
-        target_db: robust mode: validation PSNR (dB) the float selection of InstanceNorm-feeding convolutions
-            aims for; <= 0 turns the selection off (only ``float_ops`` in float).
-        validation_count: calibration inputs the selection validates on (the first ones).
+        target_db: robust mode: validation PSNR (dB) the float selection of convolutions aims for; <= 0 turns
+            the selection off (only ``float_ops`` in float).
+        validation_count: without ``validation_nchw``, calibration inputs the choices validate on (the first).
+        validation_nchw: (V, C, H, W) float32 inputs the InstanceNorm-range choice and the float selection
+            validate on (the export: :func:`export.int8_file.validation_inputs`).
+        reject: ``.tflite bytes -> why it cannot be kept, or None`` for the float selection's trial files
+            (:func:`quantize.sensitivity.select_float_nodes`; the export's size gate).
         input_range, output_range: fixed value range of the model's input/output tensor (robust mode;
             :func:`fix_io_ranges`); None keeps the calibrated range (DCGAN's noise input).
         bias_correction: robust mode: empirical bias correction (:mod:`quantize.bias_correction`) of every
-            int8 file made, the float selection's included.
+            int8 file made: the final file on the first :data:`DEFAULT_CORRECTION_COUNT` of ``correction_nchw``,
+            the trial files of the choices on its last :data:`SELECTION_CORRECTION_COUNT`, so that a correction
+            is not scored on the inputs it was fitted to (the validation inputs are the first ones).
         correction_nchw: inputs the bias correction measures on (default: ``calibration_nchw``); the export
             gives the run's source-domain images only.
         clip_norm_ranges: robust mode: MSE-best clipping ranges for the convolution outputs that feed an
@@ -330,24 +337,28 @@ def quantize_saved_model(saved_model_dir: str | Path, calibration_nchw: np.ndarr
     float_ops = list(float_ops)
     correction_nchw = calibration_nchw if correction_nchw is None else correction_nchw
     corrections: dict = {}
+    validation_nchw = calibration_nchw[:validation_count] if validation_nchw is None else validation_nchw
+    trial_correction = correction_nchw[-SELECTION_CORRECTION_COUNT:]
 
-    def quantize(model: bytes, nodes: list[str], correction_count: int = DEFAULT_CORRECTION_COUNT) -> bytes:
+    def quantize(model: bytes, nodes: list[str], trial: bool = False) -> bytes:
         content = restore_float_weights(tfl_convert.mlir_quantize(
             model, disable_per_channel=not per_channel, fully_quantize=True,
             input_data_type=_tf_dtype("int8"), output_data_type=_tf_dtype("int8"),   # io_dtype: set_io_type
             denylisted_ops=float_ops, denylisted_nodes=list(nodes)))
         if bias_correction:
-            content, corrections["last"] = correct_biases(content, calibrated, correction_nchw, correction_count)
+            inputs, count = (trial_correction, SELECTION_CORRECTION_COUNT) if trial else \
+                (correction_nchw, DEFAULT_CORRECTION_COUNT)
+            content, corrections["last"] = correct_biases(content, calibrated, inputs, count)
         return content
 
     ranged, norm_ranges = calibrated, None
     if clip_norm_ranges:
         LOGGER.info("int8: choosing InstanceNorm-input ranges (expected error under the norm; two trial files)")
-        ranged, norm_ranges = _choose_norm_ranges(calibrated, calibration_nchw, calibration_nchw[:validation_count],
-                                                  lambda model: quantize(model, [], SELECTION_CORRECTION_COUNT))
+        ranged, norm_ranges = _choose_norm_ranges(calibrated, calibration_nchw, validation_nchw,
+                                                  lambda model: quantize(model, [], trial=True))
     nodes, selection = select_float_nodes(
-        ranged, calibration_nchw, lambda nodes: quantize(ranged, nodes, SELECTION_CORRECTION_COUNT),
-        target_db=target_db, validation_count=validation_count)
+        ranged, calibration_nchw, lambda nodes: quantize(ranged, nodes, trial=True),
+        target_db=target_db, validation_nchw=validation_nchw, reject=reject)
     LOGGER.info("int8: the file (%d node(s) kept in float)%s", len(nodes),
                 f", bias correction on {min(len(correction_nchw), DEFAULT_CORRECTION_COUNT)} inputs"
                 if bias_correction else "")

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from quantize.litert import inspecting_interpreter
-from quantize.sensitivity import NormInput, norm_inputs
+from quantize.sensitivity import FloatCandidate, norm_inputs
 
 #: Range factors tried (1 = the calibrated min/max).
 FACTORS = tuple(np.round(np.arange(1.0, 0.0999, -0.025), 3))
@@ -40,7 +40,7 @@ FACTORS = tuple(np.round(np.arange(1.0, 0.0999, -0.025), 3))
 BINS = 2048
 
 
-def _histograms(calibrated: bytes, candidates: Sequence[NormInput], inputs_nhwc: np.ndarray,
+def _histograms(calibrated: bytes, candidates: Sequence[FloatCandidate], inputs_nhwc: np.ndarray,
                 ranges: dict[int, tuple[float, float]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per-channel value histograms (C, BINS) and mean per-input spatial variances (C,) of each candidate's
     convolution output, over ``ranges[tensor]``."""

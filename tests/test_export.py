@@ -546,7 +546,11 @@ def test_quiet_channel_is_equalised_and_float_selection_is_the_labelled_last_res
     assert up2["range_spread_before"] > 30 and up2["range_spread_after"] == pytest.approx(1.0, abs=1e-3)
     # MSE ranges under the norm: one per InstanceNorm-feeding convolution, kept only when measured better
     ranges = equalised["norm_input_ranges"]
-    assert len(ranges["tensors"]) == len(equalised["float_selection"]["candidates"]) > 0
+    norm_candidates = [c for c in equalised["float_selection"]["candidates"] if c["feeds_instance_norm"]]
+    assert len(ranges["tensors"]) == len(norm_candidates) > 0
+    # every other convolution is a candidate too, after them (the first and last of the ResNet generator)
+    assert len(equalised["float_selection"]["candidates"]) == equalised["convolutions_total"]
+    assert equalised["float_selection"]["candidates"][:len(norm_candidates)] == norm_candidates
     assert all(0 < t["factor"] <= 1 and t["error_ratio"] <= 1 for t in ranges["tensors"])
     if ranges["validation_psnr_db"]:
         assert ranges["kept"] == (ranges["validation_psnr_db"]["clipped"] > ranges["validation_psnr_db"]["calibrated"])
@@ -816,8 +820,9 @@ def test_weight_scale_choice_rules():
 
 
 def test_concatenation_matching_choice_rules():
-    """export.int8_file.choose_concatenation_matching: fewer convolutions in float first, then the larger of the
-    two files' smaller margins to the int8 gates (30 dB pooled, 27 dB worst input); a tie keeps the unmatched one."""
+    """export.int8_file.choose_concatenation_matching: a file that meets the int8 gates on validation (30 dB pooled,
+    27 dB worst input) first; between two that do, fewer convolutions in float, then the larger of the two files'
+    smaller margins to the gates; between two that miss, the larger margin; a tie keeps the unmatched one."""
     from export.int8_file import gate_margin
 
     def fig(pooled, worst, floats=0):
@@ -830,6 +835,11 @@ def test_concatenation_matching_choice_rules():
     assert not choose_concatenation_matching({"matched": fig(34.0, 30.0), "unmatched": fig(34.0, 30.0)})
     assert choose_concatenation_matching({"matched": fig(30.5, 27.5), "unmatched": fig(45.0, 44.0, floats=1)})
     assert not choose_concatenation_matching({"matched": fig(45.0, 44.0, floats=2), "unmatched": fig(30.5, 27.5, 1)})
+    # the 95%-pruned pix2pix's case (session 16): all-int8 misses, one float convolution meets the gates
+    assert choose_concatenation_matching({"matched": fig(38.9, 35.6, floats=1), "unmatched": fig(28.7, 27.4)})
+    assert choose_concatenation_matching({"matched": fig(28.0, 26.0), "unmatched": fig(29.0, 20.0, floats=1)})
+    assert not choose_concatenation_matching({"matched": fig(26.0, 20.0), "unmatched": fig(29.5, 26.5, floats=2)})
+    assert choose_concatenation_matching({"matched": fig(29.5, 26.5, floats=3), "unmatched": fig(29.0, 26.0)})
 
 
 def test_validation_inputs_take_both_kinds_of_a_representative_set():
