@@ -145,7 +145,7 @@ def norm_inputs(model_content: bytes) -> list[FloatCandidate]:
             continue
         conv_out = ops[k][2][0]
         found[tensor] = FloatCandidate(op=ops[k][0], nodes=[names[conv_out]] + [names[t] for t in reversed(chain)],
-                                  shape=shapes[tensor], _tensor=tensor, _conv_tensor=conv_out)
+                                       shape=shapes[tensor], _tensor=tensor, _conv_tensor=conv_out)
     return list(found.values())
 
 
