@@ -68,6 +68,36 @@ def validation_inputs(sets) -> tuple[np.ndarray, int]:
     return np.concatenate([source[:DEFAULT_VALIDATION_COUNT - photos], target[:photos]]), photos
 
 
+def choice_inputs(sets) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The representative dataset and the source inputs without the validation inputs of
+    :func:`validation_inputs`: what the files the export's choices are measured on are calibrated and
+    bias-corrected on (``choice_calibration_nchw``, ``choice_correction_nchw`` of
+    :func:`quantize.quantize_saved_model`), so that a choice is not scored on inputs that set the ranges.
+
+    Args:
+        sets: :class:`export.inputs.InputSets` as for :func:`validation_inputs`.
+    Returns:
+        ((N - V, C, H, W) float32 calibration inputs, (S - V_s, C, H, W) float32 source inputs), or (None, None)
+        when fewer than :data:`quantize.sensitivity.DEFAULT_VALIDATION_COUNT` source inputs would be left (the
+        choices then calibrate on every input, as the final file does; the manifest's
+        ``float_selection.choice_calibration_count`` says which).
+    """
+    source, target = _representative_parts(sets)
+    validation, photos = validation_inputs(sets)
+    edges = len(validation) - photos
+    if len(source) - edges < DEFAULT_VALIDATION_COUNT:
+        return None, None
+    rest = source[edges:]
+    return np.concatenate([rest, target[photos:]]) if len(target) else rest, rest
+
+
+def _calibrated_on(choice_calibration: np.ndarray | None) -> str:
+    """What the files a choice measured were calibrated on, for the manifest."""
+    if choice_calibration is None:
+        return "every representative input (too few to hold the validation inputs back)"
+    return f"the {len(choice_calibration)} representative inputs that are not validation inputs"
+
+
 def _representative_parts(sets) -> tuple[np.ndarray, np.ndarray]:
     """(source-domain inputs, target-domain images) of a representative dataset (:func:`validation_inputs`)."""
     target = int(sets.description.get("target_domain_count", 0) or 0)
@@ -198,6 +228,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
 
     params = int(count_params(generator))
     validation, validation_targets = validation_inputs(sets)
+    choice_calibration, choice_correction = choice_inputs(sets)
 
     def ratio(content: bytes) -> float:
         return finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names) / fp32_size
@@ -212,7 +243,12 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
                                     per_channel=scales == "per-channel",
                                     float_ops=float_ops, target_db=options.int8_target_db,
                                     input_range=NOISE_RANGE if noise else IMAGE_RANGE, output_range=IMAGE_RANGE,
-                                    correction_nchw=source, validation_nchw=validation, reject=over_size_gate)
+                                    correction_nchw=source, validation_nchw=validation, reject=over_size_gate,
+                                    choice_calibration_nchw=choice_calibration,
+                                    choice_correction_nchw=choice_correction)
+
+    def judged(q) -> bytes:  # the file a choice measures: calibrated without the validation inputs when it can be
+        return q.content if q.choice_content is None else q.choice_content
 
     def equalised_saved_model(match: bool, folder: Path) -> tuple[Path, dict]:
         equalised, report = equalise_for_int8(generator, sets.calibration, match_concatenations=match)
@@ -238,8 +274,8 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     if options.int8_equalise and report["concatenations"]:
         unmatched_model, unmatched_report = equalised_saved_model(False, work / "unmatched")
         unmatched = quantize(first_scales, unmatched_model)
-        figures = {"matched": validation_figures(result.content, validation, reference(), options.threads),
-                   "unmatched": validation_figures(unmatched.content, validation, reference(), options.threads)}
+        figures = {"matched": validation_figures(judged(result), validation, reference(), options.threads),
+                   "unmatched": validation_figures(judged(unmatched), validation, reference(), options.threads)}
         kept = choose_concatenation_matching(figures)
         LOGGER.info("int8: concatenation ranges %s (validation %.2f / %.2f dB matched, %.2f / %.2f dB unmatched)",
                     "matched" if kept else "left as they are", figures["matched"]["validation_psnr_db"],
@@ -248,6 +284,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         detail["concatenation_matching"] = {"kept": kept, "validation": figures,
                                             "validation_count": int(len(validation)),
                                             "validation_target_domain_count": validation_targets,
+                                            "files_calibrated_on": _calibrated_on(choice_calibration),
                                             "concatenations": report["concatenations"]}
         if not kept:
             saved_model, result, detail["equalisation"] = unmatched_model, unmatched, unmatched_report
@@ -258,17 +295,18 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             LOGGER.info("int8: the per-channel file is %.4f x fp32 (size gate %.2f x): making the per-tensor one",
                         candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
             per_tensor = quantize("per-tensor", saved_model)
-            candidates["per-channel"]["validation"] = validation_figures(result.content, validation, reference(),
+            candidates["per-channel"]["validation"] = validation_figures(judged(result), validation, reference(),
                                                                          options.threads)
             candidates["per-tensor"] = {"size_ratio_to_fp32": ratio(per_tensor.content),
-                                        "validation": validation_figures(per_tensor.content, validation, reference(),
+                                        "validation": validation_figures(judged(per_tensor), validation, reference(),
                                                                          options.threads)}
         scales, why = choose_weight_scales(candidates, params)
         if scales == "per-tensor":
             result = per_tensor
         LOGGER.info("int8: %s weight scales (%s)", scales, why)
         choice = {"chosen": scales, "why": why, "candidates": candidates,
-                  "validation_count": int(len(validation)), "validation_target_domain_count": validation_targets}
+                  "validation_count": int(len(validation)), "validation_target_domain_count": validation_targets,
+                  "files_calibrated_on": _calibrated_on(choice_calibration)}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({

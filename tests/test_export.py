@@ -861,6 +861,29 @@ def test_validation_inputs_take_both_kinds_of_a_representative_set():
         assert photos == 0 and inputs.ravel().tolist() == list(range(16))
 
 
+def test_choice_inputs_hold_the_validation_inputs_back():
+    """export.int8_file.choice_inputs: the files a choice is measured on are calibrated on every representative
+    input except the validation inputs, and bias-corrected on the source inputs except those; with too few source
+    inputs left the choices calibrate on everything (None)."""
+    from types import SimpleNamespace
+
+    from export.int8_file import choice_inputs, validation_inputs
+
+    cal = np.arange(130, dtype=np.float32).reshape(130, 1, 1, 1)   # input i holds the value i; 30 source inputs
+    for description in ({"target_domain_count": 100}, {}):
+        sets = SimpleNamespace(calibration=cal, description=description)
+        calibration, correction = choice_inputs(sets)
+        validation = set(validation_inputs(sets)[0].ravel().tolist())
+        assert set(calibration.ravel().tolist()) == set(range(130)) - validation
+        source = 30 if description else 130
+        assert correction.ravel().tolist() == [v for v in range(source) if v not in validation]
+    assert choice_inputs(SimpleNamespace(calibration=cal[:23], description={"target_domain_count": 0})) == (None,
+                                                                                                            None)
+    # 8 edge maps are validation inputs, 15 source inputs would be left: too few
+    assert choice_inputs(SimpleNamespace(calibration=cal[:33], description={"target_domain_count": 10})) == (None,
+                                                                                                            None)
+
+
 def test_auto_weight_scales_make_and_keep_per_tensor(exported, trained_runs, tmp_path, monkeypatch):
     """When the per-channel file misses the size gate, ``auto`` makes the per-tensor file too and installs it; the
     size it judged is the installed file's. (The tiny CycleGAN meets the real gate, so the test moves the gate, as

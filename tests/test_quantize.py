@@ -413,6 +413,37 @@ def test_robust_int8_files_have_the_io_type_asked_for(tmp_path):
         assert all(np.array_equal(outputs[io, cls], outputs["int8", cls]) for io in ("uint8", "float32"))
 
 
+def test_choice_files_are_calibrated_without_the_validation_inputs(tmp_path):
+    """``choice_calibration_nchw``: the file a choice is measured on (``choice_content``) takes its activation
+    ranges from the representative inputs without the validation inputs, the final file from all of them. Here the
+    validation inputs are the only loud ones, so the hidden tensor's range of the choice file is the narrower; the
+    two files share everything else (ops, float nodes, I/O)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from quantize.composition import describe
+
+    saved = _tiny_saved_model(tmp_path / "sm")
+    rng = np.random.default_rng(0)
+    loud = rng.uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
+    quiet = rng.uniform(-0.2, 0.2, (8, 3, 8, 8)).astype(np.float32)
+    result = quantize_saved_model(saved, np.concatenate([loud, quiet]), validation_nchw=loud, target_db=30,
+                                  choice_calibration_nchw=quiet, choice_correction_nchw=quiet)
+    assert result.choice_content is not None and result.selection["choice_calibration_count"] == len(quiet)
+
+    def hidden_range(content: bytes) -> float:   # the int8 ReLU output between the two convolutions
+        it = Interpreter(model_content=content)
+        io = {it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]}
+        scales = [t["quantization"][0] for t in it.get_tensor_details()
+                  if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["index"] not in io]
+        return max(scales) * 255
+
+    assert hidden_range(result.choice_content) < 0.5 * hidden_range(result.content)
+    assert describe(result.choice_content)["float_ops"] == describe(result.content)["float_ops"]
+    without = quantize_saved_model(saved, np.concatenate([loud, quiet]), validation_nchw=loud, target_db=30)
+    assert without.choice_content is None
+    assert without.selection["choice_calibration_count"] == len(loud) + len(quiet)
+
+
 def test_the_input_range_is_fixed_not_calibrated(tmp_path):
     """Issue 15, item 3: representative images that reach only [-0.5, 0.5] still give an int8 input of [-1, 1]
     (scale 2/255: a darker pixel of a later input is not clipped); with ``input_range=None`` the same calibration
