@@ -30,7 +30,7 @@ from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
 from export.onnx_export import ExportError
 from export.options import DTYPE_CHOICES, INT8_WEIGHTS, ExportOptions, parse_dtypes
 from export.original import INIT, is_original, prepare_original, read_original
-from export.parity import file_title
+from export.parity import file_title, int8_target_hint
 from export.pipeline import GateFailure, export_run
 from quantize import DEFAULT_TARGET_DB, IO_DTYPES, MODES
 
@@ -239,6 +239,8 @@ def _run(argv: Sequence[str] | None) -> int:
     print_figures(asked)
     if manifest.get("gate_failures"):
         print("gate failures accepted: " + "; ".join(manifest["gate_failures"]))
+        for hint in filter(None, map(int8_target_hint, asked)):
+            print(f"to try: {hint}")
     print(f"wrote {out / 'manifest.json'}")
     return 0
 

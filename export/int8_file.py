@@ -6,7 +6,8 @@ cross-layer ranges equalised on the representative dataset), exported and conver
 checked against the *original* PyTorch generator with the ONNX gate (onnxruntime, max abs diff <= 1e-4), so an
 equalisation that changed the function stops the export. A generator with skip concatenations (the U-Net) gets two
 equalised versions, with and without the concatenation range matching, and keeps the int8 file that measures
-closer to the gates on the validation inputs (:func:`choose_concatenation_matching`).
+closer to the gates on the validation inputs (:func:`choose_concatenation_matching`). Every choice measures files
+calibrated without those validation inputs (:func:`choice_inputs`); the installed file is calibrated on all.
 ``ExportOptions.int8_equalise = False`` quantizes the plain generator's SavedModel instead (the comparison in
 docs/export.md).
 
@@ -49,7 +50,8 @@ NOISE_RANGE = (-4.0, 4.0)
 
 
 def validation_inputs(sets) -> tuple[np.ndarray, int]:
-    """The inputs the export's choices between int8 files are measured on (never the gate sets).
+    """The inputs the export's choices between int8 files are measured on (never the gate sets). They are
+    representative inputs, but the files a choice measures are calibrated without them (:func:`choice_inputs`).
 
     Args:
         sets: :class:`export.inputs.InputSets` whose calibration set is the representative dataset: source-domain

@@ -57,7 +57,8 @@ from compress.io import atomic_write_json, replace_dir, sha256_file, staging_dir
 from export.inputs import export_input_shape, resolve_input_sets, takes_image_input
 from export.onnx_export import INPUT_NAME, ORT_MAX_ABS_DIFF, OUTPUT_NAME, ExportError, check_onnx, export_onnx
 from export.options import DTYPES, ExportOptions
-from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, file_figures, file_title, gate_failures, io_details
+from export.parity import (GATES_DB, MIN_IMAGE_GATES_DB, file_figures, file_title, gate_failures, int8_target_hint,
+                            io_details)
 from export.representative import representative_sets
 from quantize.composition import describe, file_bytes, int8_label
 from quantize.litert import run_tflite
@@ -306,9 +307,10 @@ def _gate_and_install(folder: Path, manifest: dict, missed_dir: Path, out_dir: P
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             atomic_write_json(folder / MANIFEST, manifest)
             replace_dir(folder, missed_dir)  # kept aside: a rerun that accepts the miss installs these files
+        hints = [h for e in manifest["files"] if (h := int8_target_hint(e))]
         raise GateFailure("quality gate(s) missed" + (" (the same export as before)" if again else "") + ": "
                           + "; ".join(failures) + " (pass --accept-gate-failure to install anyway: the files wait "
-                          f"in {missed_dir})", manifest["files"], failures)
+                          f"in {missed_dir})" + "".join(f". To try: {h}" for h in hints), manifest["files"], failures)
     if again:
         LOGGER.info("installing the export kept in %s (same run, options and tools; no conversion)", missed_dir)
     manifest["gate_failures_accepted"] = bool(failures)

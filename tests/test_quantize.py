@@ -526,3 +526,30 @@ def test_float_candidates_are_every_convolution(tmp_path):
     assert [c.shape[-1] for c in found] == [4, 3] and all(len(c.nodes) == 1 for c in found)
     as_json = json.loads(json.dumps([c.to_json() for c in found], allow_nan=False))
     assert as_json[0]["sensitivity"] is None and as_json[0]["feeds_instance_norm"] is False
+
+
+def test_int8_target_hint_asks_for_the_drop_the_gate_inputs_showed():
+    """export.parity.int8_target_hint: a file that met the selection's targets on validation and missed a gate gets
+    a higher --int8-target-db, enough for the measured drop from validation to the gate inputs (numbers of the
+    session-17 95%-pruned pix2pix: validation 30.50 / 29.57 dB, worst unseen edge map 22.85 dB -> 27 + 3 + 6.72 =
+    36.72, so 37); none for a file that passed, for a selection that fell short of its own target, or when off."""
+    from export.parity import int8_target_hint
+
+    def entry(unseen=(28.58, 22.85), val=(30.50, 29.57), target=30.0, dtype="int8"):
+        runtime = {"ok": True, "psnr_db": 31.7, "min_image_psnr_db": 29.98,
+                   "unseen": {"psnr_db": unseen[0], "min_image_psnr_db": unseen[1]}}
+        return {"dtype": dtype, "path": "generator_int8.tflite", "label": "int8", "psnr_db": 31.7,
+                "min_image_psnr_db": 29.98, "unseen": {"psnr_db": unseen[0] + 0.01, "min_image_psnr_db": unseen[1]},
+                "runtimes": {"litert": runtime, "tflite-runtime": {**runtime, "psnr_db": 31.75}},
+                "float_selection": {"target_db": target, "float_convolutions": 0, "trajectory": [
+                    {"float_convolutions": 0, "validation_psnr_db": val[0], "validation_worst_db": val[1]}]}}
+
+    hint = int8_target_hint(entry())
+    assert hint is not None and "--int8-target-db 37 " in hint and "28.58 / 22.85 dB" in hint
+    # a pooled miss alone: 30 + (34.0 - 29.0) = 35
+    assert "--int8-target-db 35 " in int8_target_hint(entry(unseen=(29.0, 28.0), val=(34.0, 31.0)))
+    assert int8_target_hint(entry(unseen=(30.2, 27.5))) is None          # every gate met
+    assert int8_target_hint(entry(val=(29.0, 28.0))) is None             # short of its own target: stopped early
+    assert int8_target_hint(entry(target=0.0)) is None                   # selection off
+    assert "--int8-target-db 52 " in int8_target_hint(entry(val=(45.0, 44.0), target=45.0))  # 30 + 45 - 28.58
+    assert int8_target_hint(entry(dtype="fp16")) is None
