@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: from the preset)")
     p.add_argument("--converge-steps", type=int, help="override: converging steps whatever the search took "
                    "(default 0: the rest of the total budget; for search-only benchmarks)")
+    p.add_argument("--qat-steps", type=int, help="the last N converging steps train with the int8 file's activation "
+                   "rounding simulated (quantization-aware training, compress/qat.py; default 0: none). Measured on "
+                   "the small preset's 95%% pix2pix: no reliable int8 gain (docs/export.md, session 18)")
     p.add_argument("--min-channel-fraction", type=float,
                    help="floor of every layer as a fraction of its channels (default 0: DHP's 4 channels only)")
     p.add_argument("--check-interval", type=int, help="batches between MACs checks (DHP: 100)")
@@ -85,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Count flags: a value the user gives must be >= 1 (leaving the flag out keeps the preset's value).
-_COUNT_FLAGS = ("steps", "search_steps", "converge_steps", "max_train_images", "check_interval", "batch_size",
-                "sample_interval", "checkpoint_interval", "image_size")
+_COUNT_FLAGS = ("steps", "search_steps", "converge_steps", "qat_steps", "max_train_images", "check_interval",
+                "batch_size", "sample_interval", "checkpoint_interval", "image_size")
 
 
 def _key_values(items: list[str], flag: str) -> dict:

@@ -74,6 +74,7 @@ class RunConfig:
     search_steps: int = 0                  # the most the search may take of it (0: from search_epochs)
     search_epochs: float = 100.0
     converge_steps: int = 0                # override: converging steps (0: the rest of the total budget)
+    qat_steps: int = 0                     # last converging steps with int8 activations simulated (compress/qat.py)
     decay_fraction: float = 0.5            # last half of the converging stage decays linearly to 0
     lambda_l1: float = 100.0               # pix2pix
     lambda_cycle: float = 10.0             # cyclegan
@@ -147,6 +148,7 @@ class RunConfig:
                 raise InputError(f"{flag_of(name)} {getattr(self, name)}: expected an integer >= 1")
         for name, zero in (("steps", "the budget from --epochs"), ("search_steps", "from --search-epochs"),
                            ("converge_steps", "the rest of the total budget"), ("max_train_images", "all"),
+                           ("qat_steps", "no quantization-aware training"),
                            ("pool_size", "no image pool"), ("num_workers", "load in the main process")):
             if getattr(self, name) < 0:
                 raise InputError(f"{flag_of(name)} {getattr(self, name)}: expected an integer >= 0 (0: {zero})")
@@ -190,7 +192,7 @@ class RunConfig:
 
 #: Fields that ``python -m compress`` sets from a flag of the same name (``image_size`` -> ``--image-size``).
 CLI_FIELDS = ("model", "dataset", "direction", "target", "tolerance", "steps", "epochs", "search_steps",
-              "converge_steps", "min_channel_fraction", "check_interval", "image_size", "batch_size", "lr",
+              "converge_steps", "qat_steps", "min_channel_fraction", "check_interval", "image_size", "batch_size", "lr",
               "latent_lr", "regularization", "compress_discriminator", "max_train_images", "sample_interval",
               "checkpoint_interval", "seed", "device", "skip_bad", "precision", "channels_last", "data_on_device",
               "compile")

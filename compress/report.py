@@ -46,7 +46,9 @@ def compression_report(cfg: RunConfig, original: dict, generator: PrunableNetwor
                      for n in original["channels"]},
         "layers": layers,
         "budget": {"search_steps_used": search["steps"], "converge_steps_done": converge_steps,
-                   "batch_size": cfg.batch_size},
+                   "batch_size": cfg.batch_size,
+                   # the last converging steps trained with int8 activations simulated (compress/qat.py)
+                   "qat_steps": min(cfg.qat_steps, converge_steps)},
         "baseline": cfg.baseline or None,
         "seconds": dict(timings),
         "machine": f"{machine_text(describe_machine())}, torch {torch.__version__}",
@@ -81,7 +83,9 @@ def report_markdown(r: dict) -> str:
         f"achieved **{r['achieved_macs_reduction']:.1%}** after {r['search']['steps']} search steps "
         f"({r['seconds'].get('search', 0):.0f} s).",
         f"- Converging stage: {r['seconds'].get('converge', 0):.0f} s "
-        f"({r['budget']['converge_steps_done']} steps; the search counts against one total budget).",
+        f"({r['budget']['converge_steps_done']} steps; the search counts against one total budget)"
+        + (f"; the last {r['budget']['qat_steps']} with int8 activations simulated (quantization-aware, --qat-steps)"
+           if r["budget"].get("qat_steps") else "") + ".",
         f"- Materialisation gap (search network vs materialised generator on real test images): "
         f"{_gap_text(r)}.",
         f"- Machine: {r['machine']}.", f"- {r['macs_convention']}.", "",

@@ -53,9 +53,14 @@ from compress.macs import count_params
 from compress.run_files import CHECKPOINT, METRICS
 from compress.samples import save_grid
 from compress.search import SearchController
+from compress.qat import (IMAGE_RANGE, RECALIBRATION_INTERVAL as QAT_RECALIBRATION_INTERVAL, QuantizationSimulation,
+                          representative_batches)
 from compress.step import StepHooks, gan_step
 
 LOGGER = logging.getLogger("coronetgan.trainer")
+#: Training items whose activations set the simulated int8 ranges of ``--qat-steps`` (the export calibrates on 100
+#: source images by default, ``--calibration-count``).
+QAT_CALIBRATION_ITEMS = 100
 
 
 def progress(**kwargs) -> tqdm:
@@ -147,6 +152,8 @@ class Trainer:
         self.accel = Accel.for_run(cfg, self.device)
         self.hooks = StepHooks(self.accel.autocast, self.dist.reduce_gradients if self.dist.active else None)
         self.resume = resume
+        self.qat: QuantizationSimulation | None = None   # --qat-steps: the int8 simulation of the converging stage
+        self._qat_state: dict | None = None
         ckpt = self.run_dir / CHECKPOINT
         if resume and not ckpt.is_file():
             raise InputError(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
@@ -485,6 +492,7 @@ class Trainer:
                 opt_D.load_state_dict(state["opt_D"])
                 self.search_summary = dict(state["search_summary"])
                 converge_budget = int(state["budget"])
+                self._qat_state = state.get("qat")
                 self._continue_from(state)
             LOGGER.info("resumed the converging stage at step %d", step)
 
@@ -596,7 +604,8 @@ class Trainer:
                                "G_config": G.config(), "D_config": D.config(),
                                "extra": {k: v.state_dict() for k, v in extra.items()},
                                "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                               "search_summary": self.search_summary, "budget": budget}, [G, D, *extra.values()])
+                               "search_summary": self.search_summary, "budget": budget,
+                               "qat": self.qat.state() if self.qat is not None else None}, [G, D, *extra.values()])
 
     def _lr_at(self, step: int, budget: int) -> float:
         """Constant, then linear decay to 0 over the last ``decay_fraction`` of the budget (reference schedule)."""
@@ -605,9 +614,46 @@ class Trainer:
             return self.cfg.lr
         return self.cfg.lr * max(0.0, 1 - (step - decay_start) / max(1, budget - decay_start))
 
+    def _qat_start(self, budget: int) -> int:
+        """The converging step from which the int8 activations are simulated (``--qat-steps``; ``budget``: none)."""
+        return max(0, budget - self.cfg.qat_steps) if self.cfg.qat_steps else budget
+
+    def _qat_simulation(self, G) -> QuantizationSimulation:
+        """The int8 simulation of the converging generator, with the ranges a resumed checkpoint saved."""
+        sim = QuantizationSimulation(G, None if self.family.noise_input else IMAGE_RANGE)
+        saved, self._qat_state = self._qat_state, None
+        if saved is not None:
+            with self._restoring():
+                sim.load_state(saved)
+        return sim
+
+    def _qat_inputs(self) -> list[torch.Tensor]:
+        """The representative inputs of the simulated ranges: the first :data:`QAT_CALIBRATION_ITEMS` training
+        items (generator input, plus the target-domain images where the export's representative dataset has
+        them), drawn with their own seeded RNG so that the training's random stream is untouched."""
+        cfg = self.cfg
+        saved = rng_state()
+        try:
+            torch.manual_seed(cfg.seed)
+            random.seed(cfg.seed)
+            np.random.seed(cfg.seed % 2**32)
+            ds = self.family.dataset(cfg, train=True)
+            items = [ds[i] for i in range(min(QAT_CALIBRATION_ITEMS, len(ds)))]
+            batches = [to_device(torch.utils.data.default_collate(items[i:i + 16]), self.device)
+                       for i in range(0, len(items), 16)]
+            target = ("B",) if self.family.calibrates_with_target_domain else ()
+            return representative_batches(batches, self.recipe.generator_input, target)   # DCGAN draws noise
+        finally:
+            set_rng_state(saved)
+
     def _converge(self, G, D, extra, opt_G, opt_D, step, budget, batches) -> None:
         cfg = self.cfg
         nets = [G, D, *extra.values()]
+        qat_start = self._qat_start(budget)
+        if qat_start < budget and step <= qat_start:
+            LOGGER.info("int8 activations simulated from converging step %d to %d (--qat-steps %d)", qat_start,
+                        budget, cfg.qat_steps)
+        qat_inputs = None
         self.dist.start_stage(nets, cfg.seed, "converge", step)
         t0 = time.perf_counter() - self.timings.get("converge", 0.0)
         first, in_step = step, False
@@ -622,7 +668,19 @@ class Trainer:
                     for opt in (opt_G, opt_D):
                         for g in opt.param_groups:
                             g["lr"] = lr
-                    logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
+                    simulate = step >= qat_start
+                    if simulate:
+                        if self.qat is None:
+                            self.qat = self._qat_simulation(G)
+                        if (step - qat_start) % QAT_RECALIBRATION_INTERVAL == 0 or not self.qat.calibrated:
+                            qat_inputs = qat_inputs if qat_inputs is not None else self._qat_inputs()
+                            try:
+                                self.qat.calibrate(qat_inputs)
+                            except ValueError as exc:   # a non-finite activation: the weights are broken
+                                raise TrainingError(f"converge step {step}: {exc}; training stopped. {self._kept()}"
+                                                    "; start again in another --run-dir with a lower --lr") from None
+                    with self.qat if simulate else contextlib.nullcontext():
+                        logs = gan_step(self.recipe, next(batches), G, D, extra, opt_G, opt_D, hooks=self.hooks)
                     step += 1
                     self._check_finite_logs("converge", step, logs)
                     in_step = False

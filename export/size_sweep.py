@@ -14,8 +14,9 @@ the unseen photos of :mod:`export.photos`.
 Each architecture's row is kept in ``OUT/size_sweep.partial.json`` as it finishes: the same command again measures
 only the rest (``--restart``: all of them). The log goes to ``OUT/size_sweep.log``.
 
-Usage: ``python -m export.size_sweep --out build/size-sweep [--min-params 100001] [--steps 150] [--only NAME,...]
-[--md table.md] [--restart]``. Exit status: 0 when every int8 file met the size gate, 1 when one missed it,
+Usage: ``python -m export.size_sweep --out build/size-sweep [--min-params 100001] [--steps 150] [--qat-steps N]
+[--only NAME,...] [--md table.md] [--restart]`` (``--qat-steps``: the stand-ins' last N steps train with the int8
+activations simulated, :mod:`compress.qat`). Exit status: 0 when every int8 file met the size gate, 1 when one missed it,
 2 for bad input (one line naming the flag or file), 130 on Ctrl-C (the finished rows are kept).
 """
 from __future__ import annotations
@@ -78,7 +79,8 @@ def narrowest_width(family: str, generator: dict[str, Any], min_params: int) -> 
     return high, stand_in_params(family, high, generator)
 
 
-def measure(name: str, out: Path, data_root: Path, min_params: int, steps: int) -> dict[str, Any]:
+def measure(name: str, out: Path, data_root: Path, min_params: int, steps: int, qat_steps: int = 0
+            ) -> dict[str, Any]:
     """Train, export and measure one architecture of :data:`SWEEP` under ``out/<slug>``; returns its row.
 
     Row: {"name", "family", "generator", "image_size", "width", "params", "macs", "fp32_bytes", "int8_bytes",
@@ -96,7 +98,8 @@ def measure(name: str, out: Path, data_root: Path, min_params: int, steps: int) 
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     run = out / slug
     t0 = time.perf_counter()
-    train_tiny_run(family, run, data_root, steps=steps, width=width, generator=generator, image_size=size)
+    train_tiny_run(family, run, data_root, steps=steps, width=width, generator=generator, image_size=size,
+                   qat_steps=qat_steps)
     manifest = export_run(run, ExportOptions(dtypes=("fp32", "int8"), out_dir=run / "export",
                                              accept_gate_failure=True, force=True))
     files = {f["dtype"]: f for f in manifest["files"]}
@@ -118,7 +121,11 @@ def _db(value: float | None) -> str:
 
 def _other_misses(row: dict[str, Any]) -> str:
     """The row's quality-gate misses, without the file name and the size gate (a column of its own)."""
-    misses = [m.split(": ", 1)[-1] for m in row["gate_failures"] if "x the fp32 file" not in m]
+    # a failure starts with its file's title, and a mixed file's title holds a colon of its own
+    titles = [f"generator_int8.tflite ({row['label']}): ", "generator_int8.tflite: ", "generator_fp32.tflite: ",
+              "generator.onnx: "]
+    misses = [next((m[len(t):] for t in titles if m.startswith(t)), m)
+              for m in row["gate_failures"] if "x the fp32 file" not in m]
     return "; ".join(misses) if misses else "none"
 
 
@@ -146,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-params", type=int, default=100_001,
                    help="parameters (count) each generator reaches (default: just above the gate's 0.1 M)")
     p.add_argument("--steps", type=int, default=150, help="training steps of each stand-in")
+    p.add_argument("--qat-steps", type=int, default=0, help="the last N training steps with the int8 activations "
+                   "simulated (compress/qat.py; default 0: none)")
     p.add_argument("--only", default=None, help=f"comma-separated names of {', '.join(SWEEP)}")
     p.add_argument("--md", default=None, help="also write the markdown table to this file")
     p.add_argument("--restart", action="store_true", help="measure every architecture again")
@@ -161,6 +170,8 @@ def _checked_sweep(args: argparse.Namespace) -> int:
         raise InputError(f"--only {args.only!r}: unknown {unknown or 'empty'}; expected names of {', '.join(SWEEP)}")
     if args.min_params < 1 or args.steps < 1:
         raise InputError(f"--min-params {args.min_params} / --steps {args.steps}: expected whole numbers >= 1")
+    if not 0 <= args.qat_steps <= args.steps:
+        raise InputError(f"--qat-steps {args.qat_steps}: expected a whole number from 0 to --steps ({args.steps})")
     data_root = mirror_root(args.data)
     if not data_root.is_dir():
         raise InputError(f"--data {data_root}: not a folder; expected the data mirror (../shared/data)")
@@ -184,7 +195,7 @@ def _checked_sweep(args: argparse.Namespace) -> int:
 
 def _sweep(names: list[str], out: Path, data_root: Path, args: argparse.Namespace) -> int:
     """The rows of ``names`` (kept or measured), the table, and the exit status of :func:`main`."""
-    settings = {"min_params": args.min_params, "steps": args.steps}
+    settings = {"min_params": args.min_params, "steps": args.steps, "qat_steps": args.qat_steps}
     partial = out / PARTIAL
     done: dict[str, dict] = {}
     if partial.is_file() and not args.restart:
@@ -202,7 +213,7 @@ def _sweep(names: list[str], out: Path, data_root: Path, args: argparse.Namespac
             print(f"[{i}/{len(names)}] {name}: kept from {partial}")
             continue
         print(f"[{i}/{len(names)}] {name}: training and exporting ...", flush=True)
-        done[name] = measure(name, out, data_root, args.min_params, args.steps)
+        done[name] = measure(name, out, data_root, args.min_params, args.steps, args.qat_steps)
         r = done[name]
         line = (f"{name}: {r['params']:,} params, int8 {r['int8_bytes']:,} B = {r['ratio']:.4f} x fp32 "
                 f"({r['weight_scales']}), {r['seconds']:.0f} s")

@@ -18,6 +18,7 @@ C_in x C_out) used when no real compress run is available.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +32,7 @@ from compress.data.codec import uint8_to_float
 from compress.data.images import list_images
 from compress.families.calibration import load_images
 from compress.models import FIXED_LATENTS
+from compress.qat import IMAGE_RANGE, RECALIBRATION_INTERVAL, QuantizationSimulation
 
 DEFAULT_SPECS: dict[str, dict[str, Any]] = {
     "pix2pix": {"generator": {"ngf": 8, "num_downs": 6}, "image_size": 64, "dataset": "edges2shoes_subset"},
@@ -74,7 +76,8 @@ def _build(family: str, width: float, spec: dict) -> nn.Module:
 
 def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, steps: int = 300,
                    width: float = 1.0, seed: int = 0, n_images: int = 64, lr: float = 2e-3,
-                   generator: Mapping[str, Any] | None = None, image_size: int | None = None) -> dict:
+                   generator: Mapping[str, Any] | None = None, image_size: int | None = None,
+                   qat_steps: int = 0) -> dict:
     """Train a narrow generator of ``family`` briefly and write ``generator.pt`` + ``architecture.json``.
 
     Args:
@@ -90,6 +93,8 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
             ``{"n_blocks": 9}``.
         image_size: training side in pixels instead of the stand-in's (image families; a U-Net needs a multiple
             of ``2 ** num_downs``).
+        qat_steps: the last ``qat_steps`` steps train with the int8 activations simulated (:mod:`compress.qat`,
+            as ``python -m compress --qat-steps``), ranges from the training inputs (pix2pix: and their photos).
     Returns:
         the architecture dict written.
     """
@@ -99,35 +104,40 @@ def train_tiny_run(family: str, run_dir: str | Path, data_root: str | Path, *, s
     data_root = Path(data_root)
     gen = _build(family, width, spec)
     size = spec["image_size"]
-    dataset = _STAND_INS[family](gen, data_root, size, steps, n_images, lr)
+    dataset = _STAND_INS[family](gen, data_root, size, steps, n_images, lr, qat_steps)
     gen.eval()
     return save_generator(run_dir, gen, size, dataset)
 
 
-def _stand_in_pix2pix(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float) -> dict:
+def _stand_in_pix2pix(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float,
+                      qat_steps: int = 0) -> dict:
     """L1 regression of the edge maps A to the photos B of edges2shoes_subset; returns the dataset entry."""
     root = data_root / "edges2shoes_subset"
     files = list_images(root / "train", "training folder")[:n_images]
     a = torch.from_numpy(load_images(files, (size, size), True, "AtoB"))
     b = torch.from_numpy(load_images(files, (size, size), True, "BtoA"))
-    _train_l1(gen, a, b, steps, lr)
+    _train_l1(gen, a, b, steps, lr, qat=_QATSchedule(gen, steps, qat_steps, [a, b]))
     return {"name": "edges2shoes_subset", "root": str(root), "source_dir": "train", "test_dir": "val",
             "layout": "side_by_side", "direction": "AtoB"}
 
 
-def _stand_in_cyclegan(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float) -> dict:
+def _stand_in_cyclegan(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float,
+                       qat_steps: int = 0) -> dict:
     """L1 regression of horse2zebra trainA to :func:`_cyclegan_target`; returns the dataset entry."""
     root = data_root / "horse2zebra"
     files = list_images(root / "trainA", "training folder")[-n_images:]  # calibration takes the first 100
     a = torch.from_numpy(load_images(files, (size, size)))
-    _train_l1(gen, a, _cyclegan_target(a), steps, lr)
+    _train_l1(gen, a, _cyclegan_target(a), steps, lr, qat=_QATSchedule(gen, steps, qat_steps, [a]))
     return {"name": "horse2zebra", "root": str(root), "source_dir": "trainA", "test_dir": "testA",
             "direction": "AtoB"}
 
 
-def _stand_in_dcgan(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float) -> dict:
+def _stand_in_dcgan(gen: nn.Module, data_root: Path, size: int, steps: int, n_images: int, lr: float,
+                    qat_steps: int = 0) -> dict:
     """GAN training on the partial CIFAR-10 (at DCGAN's lr 2e-4 whatever ``lr``); returns the dataset entry."""
-    _train_dcgan(gen, data_root / "cifar10_partial" / "cifar10_partial.npz", steps, lr=2e-4)
+    z = torch.randn(100, gen.channels["input"], 1, 1, generator=torch.Generator().manual_seed(1))
+    _train_dcgan(gen, data_root / "cifar10_partial" / "cifar10_partial.npz", steps, lr=2e-4,
+                 qat=_QATSchedule(gen, steps, qat_steps, [z], noise=True))
     return {"name": "cifar10_partial", "root": str(data_root / "cifar10_partial")}
 
 
@@ -135,25 +145,47 @@ def _stand_in_dcgan(gen: nn.Module, data_root: Path, size: int, steps: int, n_im
 _STAND_INS = {"pix2pix": _stand_in_pix2pix, "cyclegan": _stand_in_cyclegan, "dcgan": _stand_in_dcgan}
 
 
-def _train_l1(gen: nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, lr: float, batch: int = 8) -> None:
+class _QATSchedule:
+    """The int8 simulation of a stand-in's last ``qat_steps`` training steps (:mod:`compress.qat`), its ranges
+    recalibrated every :data:`compress.qat.RECALIBRATION_INTERVAL` steps on ``inputs`` (tensors of generator inputs
+    in batches of 16; ``noise``: the input is noise, its range calibrated)."""
+
+    def __init__(self, gen: nn.Module, steps: int, qat_steps: int, inputs: list[torch.Tensor], noise: bool = False):
+        self.start = max(0, steps - qat_steps) if qat_steps else steps
+        self.sim = QuantizationSimulation(gen, None if noise else IMAGE_RANGE) if qat_steps else None
+        self.batches = [t[i:i + 16] for t in inputs for i in range(0, t.shape[0], 16)]
+
+    def at(self, step: int):
+        """The context of training step ``step`` (0-based): the simulation from ``start`` on, else nothing."""
+        if self.sim is None or step < self.start:
+            return contextlib.nullcontext()
+        if (step - self.start) % RECALIBRATION_INTERVAL == 0:
+            self.sim.calibrate(self.batches)
+        return self.sim
+
+
+def _train_l1(gen: nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, lr: float, batch: int = 8,
+              qat: _QATSchedule | None = None) -> None:
     opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen.train()
     g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.randint(0, a.shape[0], (batch,), generator=g)
         x, y = a[idx], b[idx]
         flip = torch.rand(()) < 0.5
         if flip:
             x, y = x.flip(3), y.flip(3)
-        loss = (gen(x) - y).abs().mean()
+        with qat.at(step) if qat is not None else contextlib.nullcontext():
+            loss = (gen(x) - y).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
 
 
-def _train_dcgan(gen: nn.Module, npz: Path, steps: int, lr: float, batch: int = 32) -> None:
+def _train_dcgan(gen: nn.Module, npz: Path, steps: int, lr: float, batch: int = 32,
+                 qat: _QATSchedule | None = None) -> None:
     from compress.models import DCGANDiscriminator
 
     with np.load(npz) as data:
@@ -166,10 +198,11 @@ def _train_dcgan(gen: nn.Module, npz: Path, steps: int, lr: float, batch: int = 
     gen.train()
     disc.train()
     g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
+    for step in range(steps):
         real = real_all[torch.randint(0, real_all.shape[0], (batch,), generator=g)]
         z = torch.randn(batch, gen.channels["input"], 1, 1, generator=g)
-        fake = gen(z)
+        with qat.at(step) if qat is not None else contextlib.nullcontext():
+            fake = gen(z)
         loss_d = bce(disc(real), torch.ones(batch)) + bce(disc(fake.detach()), torch.zeros(batch))
         opt_d.zero_grad()
         loss_d.backward()

@@ -1,6 +1,7 @@
 """Resume gives the result of the uninterrupted run (issue 14 item 6): a run killed with kill -9 during the search
 or during the converging stage and resumed ends with the same masks, MACs and (to float tolerance) weights as a
-run of the same seed that was never interrupted, and its metrics.jsonl has every step once."""
+run of the same seed that was never interrupted, and its metrics.jsonl has every step once. The converging stage
+trains with the int8 simulation (``--qat-steps``), whose ranges the checkpoint carries."""
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ ARGS = ["--model", "cyclegan", "--preset", "small", "--dataset", "horse2zebra", 
         "--image-size", "32", "--ngf", "8", "--generator", "n_blocks=2", "--discriminator", "ndf=8",
         "--max-train-images", "12", "--latent-lr", "0.05", "--steps", "44", "--search-steps", "30",
         "--check-interval", "2", "--checkpoint-interval", "4", "--sample-interval", "1000", "--device", "cpu",
-        "--seed", "3"]
+        "--seed", "3",
+        # the whole converging stage simulates int8 (compress/qat.py): its ranges come back from the checkpoint
+        "--qat-steps", "44"]
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,8 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_run(uninterrupted, stag
     run = tmp_path / "run"
     saved = _kill_when(run, env, stage, min_step)
     assert saved["stage"] == stage
+    if stage == "converge":   # killed inside the simulated stage, with the ranges of its calibration
+        assert torch.isfinite(saved["qat"]["ranges"]).all()
     proc = subprocess.run([sys.executable, "-m", "compress", "--resume", "--run-dir", str(run)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -96,6 +101,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_run(uninterrupted, stag
     assert report["pruned"]["macs"] == ref_report["pruned"]["macs"]
     assert report["achieved_macs_reduction"] == ref_report["achieved_macs_reduction"]
     assert report["search"]["steps"] == ref_report["search"]["steps"]
+    assert report["budget"]["qat_steps"] == report["budget"]["converge_steps_done"] > 0   # all of it simulated
     assert weights.keys() == ref_weights.keys()
     for k, v in ref_weights.items():
         torch.testing.assert_close(weights[k], v, rtol=1e-5, atol=1e-6, msg=k)

@@ -51,3 +51,23 @@ def test_dcgan_row_measured_and_kept(shared_data, tmp_path, capsys):
     assert main(args) == 0
     assert "kept from" in capsys.readouterr().out
     assert to_markdown([{**row, "ratio": 0.31}]).count("**missed**") == 1
+
+
+def test_table_names_the_misses_of_a_mixed_file_without_its_title():
+    # a mixed file's title holds a colon ("mixed: 2 of 12"): the column must still show the misses whole
+    label = "int8 (mixed: 2 of 12 convolutions float)"
+    row = {"name": "pix2pix U-Net num_downs 6", "width": 0.461, "image_size": 64, "params": 100_899,
+           "fp32_bytes": 409_632, "int8_bytes": 113_240, "ratio": 0.2764, "gate": 0.30, "weight_scales": "per-channel",
+           "label": label, "heldout_db": 26.11, "heldout_worst_db": 23.14, "unseen_db": 26.44, "unseen_worst_db": 20.79,
+           "gate_failures": [f"generator_int8.tflite ({label}): PSNR 26.11 dB on the held-out inputs < gate 30 dB",
+                             f"generator_int8.tflite ({label}): worst unseen photos image (edges:moon) 20.79 dB < "
+                             "gate 27 dB"]}
+    last = to_markdown([row]).splitlines()[-1].rstrip(" |").rsplit(" | ", 1)[-1]
+    assert last == ("PSNR 26.11 dB on the held-out inputs < gate 30 dB; worst unseen photos image (edges:moon) "
+                    "20.79 dB < gate 27 dB")
+
+
+def test_qat_steps_beyond_the_training_steps_exit_2(capsys, tmp_path):
+    assert main(["--steps", "150", "--qat-steps", "151", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --qat-steps 151") and "--steps (150)" in err and "Traceback" not in err

@@ -51,6 +51,8 @@ class Family(ABC):
         unseen_input_kinds: the unseen inputs the export measures every file on (:mod:`export.photos`):
             ``"edges"`` (edge maps drawn from the photos) and/or ``"photos"``; ``()`` (the default) for a generator
             whose input is not an image.
+        noise_input: the generator's input is noise (DCGAN's z), not an image: its int8 range is calibrated,
+            not fixed to [-1, 1] (:mod:`compress.qat`).
         calibrates_with_target_domain: the int8 representative dataset adds the target-domain images of the
             calibration pairs (:mod:`export.representative`: an edges -> photo generator meets photos too).
         between_convs: what sits between the generator's convolutions besides the norms, when all of it is
@@ -72,6 +74,7 @@ class Family(ABC):
     generator_options: ClassVar[Mapping[str, Option] | None] = None
     discriminator_options: ClassVar[Mapping[str, Option] | None] = None
     unseen_input_kinds: ClassVar[tuple[str, ...]] = ()
+    noise_input: ClassVar[bool] = False
     calibrates_with_target_domain: ClassVar[bool] = False
     between_convs: ClassVar[str | None] = None
     paper_params_remaining: ClassVar[Mapping[float, float]] = {}

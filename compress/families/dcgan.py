@@ -76,6 +76,7 @@ class DCGAN(Family):
     }
     real_sets = ("train", "test", "train+test")
     default_real_set = "train"
+    noise_input = True
     between_convs = "ReLU"
     default_num_samples = DCGAN_DEFAULT_SAMPLES
     sample_count = 16
