@@ -26,11 +26,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from compress.families import get_family
 from compress.macs import count_params
 from export.finish import finished_size
 from export.onnx_export import check_onnx, export_onnx
@@ -49,25 +52,81 @@ LOGGER = logging.getLogger("coronetgan.export")
 NOISE_RANGE = (-4.0, 4.0)
 
 
-def validation_inputs(sets) -> tuple[np.ndarray, int]:
-    """The inputs the export's choices between int8 files are measured on (never the gate sets). They are
-    representative inputs, but the files a choice measures are calibrated without them (:func:`choice_inputs`).
+@dataclass(frozen=True)
+class ValidationInputs:
+    """The inputs the export's choices between int8 files are measured on (:func:`validation_inputs`).
+
+    Attributes:
+        inputs: (N, C, H, W) float32 in the generator's scaling, in this order: ``source_count`` source inputs,
+            ``target_count`` target-domain photos, then ``drawn_count`` inputs drawn from those photos.
+        source_count, target_count: how many come from each part of the representative dataset.
+        drawn_count: inputs drawn from the target-domain photos with :func:`export.photos.drawn_inputs` (not
+            representative inputs: no file is calibrated on them).
+        drawn_kinds: the kinds drawn (``("edges",)`` for pix2pix), in order.
+    """
+
+    inputs: np.ndarray
+    source_count: int
+    target_count: int
+    drawn_count: int = 0
+    drawn_kinds: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        """Counts for the manifest."""
+        return {"validation_count": int(len(self.inputs)), "validation_target_domain_count": self.target_count,
+                "validation_drawn_count": self.drawn_count, "validation_drawn_kinds": list(self.drawn_kinds)}
+
+
+def drawn_validation_kinds(family: str | None) -> tuple[str, ...]:
+    """The unseen input kinds a family's validation inputs draw from its target-domain training photos: the kinds
+    of its registry entry's ``unseen_input_kinds`` other than ``"photos"`` (pix2pix: ``("edges",)``), when its
+    representative dataset holds such photos (``calibrates_with_target_domain``); ``()`` otherwise or for None.
+
+    Raises InputError for an unregistered family name.
+    """
+    if family is None:
+        return ()
+    entry = get_family(family, "architecture family")
+    if not entry.calibrates_with_target_domain:
+        return ()
+    return tuple(k for k in entry.unseen_input_kinds if k != "photos")
+
+
+def validation_inputs(sets, drawn_kinds: Sequence[str] = ()) -> ValidationInputs:
+    """The inputs the export's choices between int8 files are measured on (never the gate sets). The source inputs
+    and photos among them are representative inputs, but the files a choice measures are calibrated without them
+    (:func:`choice_inputs`).
+
+    Why drawn inputs: the unseen gates of pix2pix measure edge maps that :mod:`export.photos` draws from photos with
+    Canny, unlike the dataset's edge maps, and the worst of 15 of them; validated on 16 training inputs, the choices
+    stopped at a file that missed that gate by 4 dB (docs/export.md, "Session 19"). The same recipe applied to the
+    run's own training photos gives many inputs of that kind without touching a gate input, and no file is
+    calibrated on them.
 
     Args:
         sets: :class:`export.inputs.InputSets` whose calibration set is the representative dataset: source-domain
             inputs first, then ``description["target_domain_count"]`` target-domain images (pix2pix: the photos of
             the same training pairs; :mod:`export.representative`).
+        drawn_kinds: kinds of :func:`export.photos.drawn_inputs` to draw from the validation photos
+            (:func:`drawn_validation_kinds`); ignored when the set has no target-domain images.
     Returns:
-        ((N, C, H, W) float32, how many of them are target-domain images), N <=
-        :data:`quantize.sensitivity.DEFAULT_VALIDATION_COUNT` (16): the first source inputs and, when the set has
-        target-domain images, the first of those as half of them, so that a choice sees both kinds of input the
-        unseen gates measure (edge maps and photos).
+        :class:`ValidationInputs`: the first source inputs and, when the set has target-domain images, the first
+        of those as half of :data:`quantize.sensitivity.DEFAULT_VALIDATION_COUNT` (16), so that a choice sees both
+        kinds of input the unseen gates measure (edge maps and photos), then, per drawn kind, one input drawn from
+        every target-domain image of the set (pix2pix: 100), since a worst-input gate is a tail statistic that 8
+        inputs do not reach (docs/export.md, "Session 19").
     """
+    from export.photos import drawn_inputs
+
     source, target = _representative_parts(sets)
     if len(target) == 0 or len(source) == 0:
-        return sets.calibration[:DEFAULT_VALIDATION_COUNT], 0
+        inputs = sets.calibration[:DEFAULT_VALIDATION_COUNT]
+        return ValidationInputs(inputs, len(inputs), 0)
     photos = min(DEFAULT_VALIDATION_COUNT // 2, len(target))
-    return np.concatenate([source[:DEFAULT_VALIDATION_COUNT - photos], target[:photos]]), photos
+    edges = min(DEFAULT_VALIDATION_COUNT - photos, len(source))
+    drawn = [drawn_inputs(kind, target) for kind in drawn_kinds]
+    inputs = np.concatenate([source[:edges], target[:photos], *drawn]).astype(np.float32)
+    return ValidationInputs(inputs, edges, photos, len(target) * len(drawn), tuple(drawn_kinds))
 
 
 def choice_inputs(sets) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -82,11 +141,12 @@ def choice_inputs(sets) -> tuple[np.ndarray | None, np.ndarray | None]:
         ((N - V, C, H, W) float32 calibration inputs, (S - V_s, C, H, W) float32 source inputs), or (None, None)
         when fewer than :data:`quantize.sensitivity.DEFAULT_VALIDATION_COUNT` source inputs would be left (the
         choices then calibrate on every input, as the final file does; the manifest's
-        ``float_selection.choice_calibration_count`` says which).
+        ``float_selection.choice_calibration_count`` says which). Drawn validation inputs are not representative
+        inputs, so there is nothing of them to hold back.
     """
     source, target = _representative_parts(sets)
-    validation, photos = validation_inputs(sets)
-    edges = len(validation) - photos
+    validation = validation_inputs(sets)
+    edges, photos = validation.source_count, validation.target_count
     if len(source) - edges < DEFAULT_VALIDATION_COUNT:
         return None, None
     rest = source[edges:]
@@ -203,7 +263,8 @@ def choose_concatenation_matching(figures: dict[str, dict]) -> bool:
 
 
 def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, sets, options: ExportOptions,
-                    plain_saved_model: Path, sample_data: np.ndarray, fp32_size: int) -> tuple[Path, float, dict]:
+                    plain_saved_model: Path, sample_data: np.ndarray, fp32_size: int,
+                    family: str | None = None) -> tuple[Path, float, dict]:
     """Make the int8 file in ``staging`` (module docstring).
 
     Args:
@@ -215,6 +276,8 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         plain_saved_model: onnx2tf SavedModel of the plain generator (used when equalisation is off).
         sample_data: onnx2tf's sample-data array (:func:`export.tflite_convert.sample_data_from_inputs`).
         fp32_size: bytes of the fp32 file as installed (:mod:`export.finish`), for the weight-scale choice.
+        family: the generator's family (registry name): which inputs the validation set draws
+            (:func:`drawn_validation_kinds`); None draws none.
     Returns:
         (path of the int8 .tflite in staging, seconds spent here, manifest detail dict).
     Raises:
@@ -229,7 +292,8 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     source = _representative_parts(sets)[0]
 
     params = int(count_params(generator))
-    validation, validation_targets = validation_inputs(sets)
+    checked = validation_inputs(sets, drawn_validation_kinds(family))
+    validation = checked.inputs
     choice_calibration, choice_correction = choice_inputs(sets)
 
     def ratio(content: bytes) -> float:
@@ -284,8 +348,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
                     figures["matched"]["validation_worst_db"], figures["unmatched"]["validation_psnr_db"],
                     figures["unmatched"]["validation_worst_db"])
         detail["concatenation_matching"] = {"kept": kept, "validation": figures,
-                                            "validation_count": int(len(validation)),
-                                            "validation_target_domain_count": validation_targets,
+                                            **checked.to_json(),
                                             "files_calibrated_on": _calibrated_on(choice_calibration),
                                             "concatenations": report["concatenations"]}
         if not kept:
@@ -307,7 +370,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             result = per_tensor
         LOGGER.info("int8: %s weight scales (%s)", scales, why)
         choice = {"chosen": scales, "why": why, "candidates": candidates,
-                  "validation_count": int(len(validation)), "validation_target_domain_count": validation_targets,
+                  **checked.to_json(),
                   "files_calibrated_on": _calibrated_on(choice_calibration)}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
@@ -321,6 +384,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         "float_nodes": result.float_nodes, "float_selection": result.selection,
         "bias_correction": result.bias_correction, "norm_input_ranges": result.norm_ranges,
         "calibration_count": int(len(sets.calibration)),
+        "validation_inputs": {**checked.to_json(), "files_calibrated_on": _calibrated_on(choice_calibration)},
         "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, x / 127.5 - 1; "
                                "N(0,1) noise for dcgan), no mean/std"})
     return path, time.perf_counter() - t0, detail

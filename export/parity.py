@@ -178,9 +178,9 @@ def int8_target_hint(entry: dict) -> str | None:
     """What to try when an int8 file missed a quality gate although its validation inputs met the float selection's
     targets: a higher ``--int8-target-db``.
 
-    The validation inputs are training images of the run (:func:`export.int8_file.validation_inputs`); the gate
-    inputs are images the generator never saw, and the unseen edge maps are not even of the training kind, so a
-    file can meet the selection's targets on validation and miss the gates (docs/export.md, "Session 17": 1.6-5.7 dB
+    The validation inputs are training images of the run and, for pix2pix, edge maps drawn from its training photos
+    (:func:`export.int8_file.validation_inputs`); the gate inputs are images the generator never saw, so a file can
+    meet the selection's targets on validation and miss the gates (docs/export.md, "Session 17": 1.6-5.7 dB
     lower on the gate inputs). Assuming the same drop, the selection reaches the gates with the target
     ``T = max(G + d_pooled, W + A + d_worst)``: G = 30 dB and W = 27 dB the int8 gates
     (:data:`GATES_DB`, :data:`MIN_IMAGE_GATES_DB`), A = 3 dB the selection's worst-input allowance

@@ -20,7 +20,7 @@ from importlib.metadata import version
 import numpy as np
 from PIL import Image
 
-from compress.data.codec import uint8_to_float
+from compress.data.codec import float_to_uint8, uint8_to_float
 from compress.families import get_family
 
 #: The photographs of ``skimage/data`` (file names): natural scenes, people, animals, objects, astronomy and
@@ -70,6 +70,27 @@ def _to_input(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
 #: How each kind of the registry's ``unseen_input_kinds`` is made from a photo, with its name prefix and words.
 _KINDS = {"edges": ("edges", _edge_map, "edge maps (Canny, black on white)"),
           "photos": ("photo", lambda photo: photo, "photos")}
+
+
+def drawn_inputs(kind: str, images_nchw: np.ndarray) -> np.ndarray:
+    """Inputs of one drawn unseen kind made with this module's recipe from other images (the export's validation
+    inputs draw edge maps from the run's own target-domain training photos: :func:`export.int8_file.validation_inputs`).
+
+    Args:
+        kind: a kind of :data:`_KINDS` other than ``"photos"`` (``"edges"``: Canny, :func:`_edge_map`).
+        images_nchw: (N, 3, H, W) float32 images in [-1, 1] (values outside are clamped).
+    Returns:
+        (N, 3, H, W) float32 in [-1, 1], the same H x W.
+    Raises:
+        ValueError: an unknown kind, or ``"photos"`` (nothing to draw).
+    """
+    if kind not in _KINDS or kind == "photos":
+        raise ValueError(f"unseen input kind {kind!r}; expected one of {sorted(set(_KINDS) - {'photos'})}")
+    draw = _KINDS[kind][1]
+    size = tuple(images_nchw.shape[2:])
+    pictures = float_to_uint8(np.asarray(images_nchw, np.float32))  # (N, H, W, 3)
+    return np.stack([_to_input(draw(Image.fromarray(p)), size) for p in pictures]).astype(np.float32) \
+        if len(pictures) else np.zeros_like(images_nchw, np.float32)
 
 
 def unseen_inputs(family: str, size: tuple[int, int]) -> UnseenSet | None:

@@ -355,7 +355,7 @@ def _export_in(staging: Path, run_dir: Path, generator, arch: dict, shape: tuple
                               options.keep_tensor_names) if "int8" in wanted else None
     if "int8" in wanted:
         path, seconds, detail = build_int8_file(staging, generator, shape, sets, options, converted["saved_model"],
-                                                sample_data, fp32_size)
+                                                sample_data, fp32_size, family=arch["family"])
         timings["int8_s"] = seconds
         products["int8"] = (path, seconds + (0.0 if options.int8_equalise else timings["onnx2tf_s"]), detail)
 

@@ -118,6 +118,13 @@ def test_int8_is_really_int8(exported, trained_runs, family):
         assert bool(eq["concatenations"]) == matching["kept"]
     else:
         assert matching is None and not eq["concatenations"]
+    # pix2pix's validation inputs add an edge map drawn from every training photo of its representative set
+    checked = q["validation_inputs"]
+    drawn = exported[family]["inputs"]["target_domain_count"] if family == "pix2pix" else 0
+    assert (drawn > 0) == (family == "pix2pix")
+    assert checked["validation_drawn_count"] == drawn
+    assert checked["validation_drawn_kinds"] == (["edges"] if family == "pix2pix" else [])
+    assert q["float_selection"]["validation_count"] in (0, checked["validation_count"])
     assert q["bias_correction"]["corrected"]
     # auto weight scales: these files meet the size gate (or are exempt) per-channel, so nothing else is made
     assert q["weight_scales_choice"]["chosen"] == q["weight_scales"] == "per-channel"
@@ -851,14 +858,48 @@ def test_validation_inputs_take_both_kinds_of_a_representative_set():
 
     cal = np.arange(130, dtype=np.float32).reshape(130, 1, 1, 1)   # input i holds the value i
     pix2pix = SimpleNamespace(calibration=cal, description={"target_domain_count": 100})
-    inputs, photos = validation_inputs(pix2pix)
-    assert photos == 8 and inputs.ravel().tolist() == list(range(8)) + list(range(30, 38))
-    few = SimpleNamespace(calibration=cal[:33], description={"target_domain_count": 3})
-    inputs, photos = validation_inputs(few)
-    assert photos == 3 and inputs.ravel().tolist() == list(range(13)) + [30, 31, 32]
+    v = validation_inputs(pix2pix)
+    assert (v.source_count, v.target_count, v.drawn_count) == (8, 8, 0)
+    assert v.inputs.ravel().tolist() == list(range(8)) + list(range(30, 38))
+    v = validation_inputs(SimpleNamespace(calibration=cal[:33], description={"target_domain_count": 3}))
+    assert (v.source_count, v.target_count) == (13, 3) and v.inputs.ravel().tolist() == list(range(13)) + [30, 31, 32]
     for description in ({}, {"target_domain_count": 0}, {"kind": "noise"}):
-        inputs, photos = validation_inputs(SimpleNamespace(calibration=cal, description=description))
-        assert photos == 0 and inputs.ravel().tolist() == list(range(16))
+        v = validation_inputs(SimpleNamespace(calibration=cal, description=description), ("edges",))
+        assert (v.source_count, v.target_count, v.drawn_count) == (16, 0, 0)
+        assert v.inputs.ravel().tolist() == list(range(16))
+
+
+def test_validation_inputs_draw_the_unseen_kinds_from_the_training_photos():
+    """pix2pix's validation inputs add Canny edge maps drawn (export.photos' recipe) from every target-domain
+    training photo of its representative set, the kind of input its unseen gates measure; no other family draws
+    any, and nothing is drawn from a gate photo (the drawn maps are those of the training photos, pixel for
+    pixel)."""
+    from types import SimpleNamespace
+
+    from export.int8_file import choice_inputs, drawn_validation_kinds, validation_inputs
+    from export.photos import drawn_inputs
+
+    assert drawn_validation_kinds("pix2pix") == ("edges",)
+    assert drawn_validation_kinds("cyclegan") == drawn_validation_kinds("dcgan") == drawn_validation_kinds(None) == ()
+    yy, xx = np.mgrid[0:32, 0:32]
+    disc = np.where((yy - 16) ** 2 + (xx - 16) ** 2 < 100, 1.0, -1.0).astype(np.float32)   # a white disc on black
+    photos = np.stack([np.stack([np.roll(disc, 4 * i, axis=1)] * 3) for i in range(10)])
+    cal = np.concatenate([np.zeros((30, 3, 32, 32), np.float32), photos])
+    sets = SimpleNamespace(calibration=cal, description={"target_domain_count": 10})
+    v = validation_inputs(sets, drawn_validation_kinds("pix2pix"))
+    assert (v.source_count, v.target_count, v.drawn_count, v.drawn_kinds) == (8, 8, 10, ("edges",))
+    assert v.inputs.shape == (26, 3, 32, 32) and v.inputs.dtype == np.float32
+    drawn = v.inputs[16:]
+    np.testing.assert_array_equal(drawn, drawn_inputs("edges", photos))
+    # black edges on white: white at the disc's centre and far from it, darker along its rim (row 6 of photo 0)
+    assert drawn[0, :, 16, 16].min() == drawn[0, :, 16, 30].min() == 1.0 and drawn[0, :, 6, 16].max() < 0.95
+    assert (drawn == 1.0).mean() > 0.6 and all(d.min() < 0.95 for d in drawn)
+    assert v.to_json() == {"validation_count": 26, "validation_target_domain_count": 8,
+                           "validation_drawn_count": 10, "validation_drawn_kinds": ["edges"]}
+    calibration, _ = choice_inputs(sets)   # the drawn maps are no representative inputs: nothing more held back
+    assert calibration is None or len(calibration) == len(cal) - 16
+    with pytest.raises(ValueError, match="photos"):
+        drawn_inputs("photos", photos)
 
 
 def test_choice_inputs_hold_the_validation_inputs_back():
@@ -873,7 +914,7 @@ def test_choice_inputs_hold_the_validation_inputs_back():
     for description in ({"target_domain_count": 100}, {}):
         sets = SimpleNamespace(calibration=cal, description=description)
         calibration, correction = choice_inputs(sets)
-        validation = set(validation_inputs(sets)[0].ravel().tolist())
+        validation = set(validation_inputs(sets).inputs.ravel().tolist())
         assert set(calibration.ravel().tolist()) == set(range(130)) - validation
         source = 30 if description else 130
         assert correction.ravel().tolist() == [v for v in range(source) if v not in validation]
