@@ -60,16 +60,19 @@ class ValidationInputs:
         inputs: (N, C, H, W) float32 in the generator's scaling, in this order: ``source_count`` source inputs,
             ``target_count`` target-domain photos, then ``drawn_count`` inputs drawn from those photos.
         source_count, target_count: how many come from each part of the representative dataset.
-        drawn_count: inputs drawn from the target-domain photos with :func:`export.photos.drawn_inputs` (not
-            representative inputs: no file is calibrated on them).
         drawn_kinds: the kinds drawn (``("edges",)`` for pix2pix), in order.
     """
 
     inputs: np.ndarray
     source_count: int
     target_count: int
-    drawn_count: int = 0
     drawn_kinds: tuple[str, ...] = ()
+
+    @property
+    def drawn_count(self) -> int:
+        """Inputs drawn from the target-domain photos with :func:`export.photos.drawn_inputs` (not representative
+        inputs: no file is calibrated on them)."""
+        return len(self.inputs) - self.source_count - self.target_count
 
     def to_json(self) -> dict:
         """Counts for the manifest."""
@@ -126,7 +129,7 @@ def validation_inputs(sets, drawn_kinds: Sequence[str] = ()) -> ValidationInputs
     edges = min(DEFAULT_VALIDATION_COUNT - photos, len(source))
     drawn = [drawn_inputs(kind, target) for kind in drawn_kinds]
     inputs = np.concatenate([source[:edges], target[:photos], *drawn]).astype(np.float32)
-    return ValidationInputs(inputs, edges, photos, len(target) * len(drawn), tuple(drawn_kinds))
+    return ValidationInputs(inputs, edges, photos, tuple(drawn_kinds))
 
 
 def choice_inputs(sets) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -295,6 +298,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     checked = validation_inputs(sets, drawn_validation_kinds(family))
     validation = checked.inputs
     choice_calibration, choice_correction = choice_inputs(sets)
+    calibrated_on = _calibrated_on(choice_calibration)
 
     def ratio(content: bytes) -> float:
         return finished_size(content, staging / "int8_size_probe.tflite", options.keep_tensor_names) / fp32_size
@@ -348,8 +352,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
                     figures["matched"]["validation_worst_db"], figures["unmatched"]["validation_psnr_db"],
                     figures["unmatched"]["validation_worst_db"])
         detail["concatenation_matching"] = {"kept": kept, "validation": figures,
-                                            **checked.to_json(),
-                                            "files_calibrated_on": _calibrated_on(choice_calibration),
+                                            **checked.to_json(), "files_calibrated_on": calibrated_on,
                                             "concatenations": report["concatenations"]}
         if not kept:
             saved_model, result, detail["equalisation"] = unmatched_model, unmatched, unmatched_report
@@ -370,8 +373,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             result = per_tensor
         LOGGER.info("int8: %s weight scales (%s)", scales, why)
         choice = {"chosen": scales, "why": why, "candidates": candidates,
-                  **checked.to_json(),
-                  "files_calibrated_on": _calibrated_on(choice_calibration)}
+                  **checked.to_json(), "files_calibrated_on": calibrated_on}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({
@@ -384,7 +386,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         "float_nodes": result.float_nodes, "float_selection": result.selection,
         "bias_correction": result.bias_correction, "norm_input_ranges": result.norm_ranges,
         "calibration_count": int(len(sets.calibration)),
-        "validation_inputs": {**checked.to_json(), "files_calibrated_on": _calibrated_on(choice_calibration)},
+        "validation_inputs": {**checked.to_json(), "files_calibrated_on": calibrated_on},
         "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, x / 127.5 - 1; "
                                "N(0,1) noise for dcgan), no mean/std"})
     return path, time.perf_counter() - t0, detail
