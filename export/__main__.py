@@ -28,7 +28,7 @@ from compress.errors import InputError
 from compress.runlock import run_lock
 from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
 from export.onnx_export import ExportError
-from export.options import DTYPE_CHOICES, INT8_WEIGHTS, ExportOptions, parse_dtypes
+from export.options import DTYPE_CHOICES, INT8_ACTIVATIONS, INT8_WEIGHTS, ExportOptions, parse_dtypes
 from export.original import INIT, is_original, prepare_original, read_original
 from export.parity import file_title, int8_target_hint
 from export.pipeline import GateFailure, export_run
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "as some accelerators require) or auto (default: per-channel, and per-tensor instead when "
                         "the per-channel file misses the size gate and the per-tensor one meets it and the int8 "
                         "gates on validation inputs)")
+    p.add_argument("--int8-activations", default=INT8_ACTIVATIONS[0], choices=INT8_ACTIVATIONS,
+                   help="activation precision of the int8 file: int8; int16 (a 16x8 file: int8 weights, int16 "
+                        "activations; CPU kernels only, no GPU delegate, labelled 'int8 (16x8: int16 "
+                        "activations)'); auto (default: int8, and 16x8 only when the int8 file misses the int8 "
+                        "gates on validation inputs even with convolutions in float and the 16x8 file meets them)")
     p.add_argument("--keep-tensor-names", action="store_true",
                    help="keep every tensor name in the .tflite files (default: only the input/output names; the "
                         "manifest keeps the others, by tensor index)")
@@ -124,6 +129,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         dtypes=parse_dtypes(args.dtype), out_dir=args.out, accept_gate_failure=args.accept_gate_failure,
         force=args.force, calibration_dir=args.calibration_dir, calibration_count=args.calibration_count,
         heldout_count=args.heldout_count, int8_io=args.int8_io, int8_weights=args.int8_weights,
+        int8_activations=args.int8_activations,
         int8_mode=args.int8_mode,
         int8_target_db=args.int8_target_db, int8_equalise=not args.no_equalise,
         extra_float_ops=tuple(o.strip() for o in args.extra_float_ops.split(",") if o.strip()),
@@ -156,9 +162,12 @@ def print_figures(files: list[dict], stream=None) -> None:
         if share:
             pct = {k: "-" if v is None else f"{100 * v:.0f}%" for k, v in share.items()}
             ratio = e.get("size_ratio_to_fp32")
+            int16 = share.get("macs_int16_activations")
             print(f"  int8 share: {pct['weight_bytes']} of the weight bytes, {pct['macs']} of the MACs; "
                   f"{e['convolutions_total'] - e['convolutions_float']} of {e['convolutions_total']} convolutions "
-                  f"int8" + (f"; {ratio:.4f} x the fp32 file" if ratio else ""), file=stream)
+                  f"int8" + (f" ({pct['macs_int16_activations']} of the MACs with int16 activations: 16x8)"
+                             if int16 else "")
+                  + (f"; {ratio:.4f} x the fp32 file" if ratio else ""), file=stream)
             if e.get("float_ops"):
                 print("  ops left in float: " + ", ".join(f"{k} x{v}" for k, v in e["float_ops"].items()),
                       file=stream)

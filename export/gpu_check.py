@@ -89,18 +89,41 @@ def parse_analyzer(text: str) -> dict:
     return {"analyzer_compatible": compatible, "analyzer_warnings": warnings}
 
 
+def int16_activation_tensors(path: str | Path) -> int:
+    """Number of int16 tensors that an op of the model writes (16x8 activations, :mod:`quantize.int16x8`)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    written = set()
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        for o in range(sg.OperatorsLength()):
+            op = sg.Operators(o)
+            written.update((s, int(t)) for t in (op.OutputsAsNumpy() if op.OutputsLength() else []))
+    return sum(1 for s, t in written
+               if model.Subgraphs(s).Tensors(t).Type() == schema.TensorType.INT16)
+
+
 def gpu_delegate_check(path: str | Path) -> dict:
     """GPU-delegate readiness of ``path`` (module docstring). Returns a JSON-ready dict:
     {"gpu_ready", "analyzer_compatible", "analyzer_warnings", "ops": [{"op", "version", "count"}],
-     "version_problems": [...], "transpose_conv_versions": [...], "checker": "..."}."""
+     "version_problems": [...], "transpose_conv_versions": [...], "int16_activations": count, "checker": "..."}.
+
+    int16 activations (a 16x8 file) make it not ready whatever the analyzer says (TensorFlow 2.19's analyzer passes
+    them): the GPU delegate reads int8/uint8 quantized tensors only, and TensorFlow's 16x8 guide ("Post-training
+    integer quantization with int16 activations", Disadvantages) states that no hardware delegate runs 16x8."""
     result = parse_analyzer(analyzer_report(path))
     ops = op_table(path)
     problems = [f"{o['op']} version {o['version']} > {GPU_MAX_OP_VERSION[o['op']]} (GPU delegate maximum)"
                 for o in ops if o["op"] in GPU_MAX_OP_VERSION and o["version"] > GPU_MAX_OP_VERSION[o["op"]]]
+    int16 = int16_activation_tensors(path)
+    if int16:
+        problems.append(f"{int16} int16 activation tensors (16x8): the GPU delegate has no int16 kernels")
     result.update({
         "ops": ops,
         "version_problems": problems,
         "transpose_conv_versions": sorted({o["version"] for o in ops if o["op"] == "TRANSPOSE_CONV"}),
+        "int16_activations": int16,
         "gpu_ready": bool(result["analyzer_compatible"] and not problems),
         "checker": "tf.lite.experimental.Analyzer(gpu_compatibility=True) + flatbuffer op versions "
                    "vs model_builder.cc CheckMaxSupportedOpVersion",

@@ -20,6 +20,13 @@ size gate, the per-tensor file as well; the per-tensor file is kept when it meet
 on the validation inputs with no more convolutions in float (:func:`choose_weight_scales`). "per-channel" and
 "per-tensor" make that file alone. At about 0.1 M parameters the per-channel scales' quantization parameters
 (12 bytes per output channel) decide the ratio (docs/export.md, "Size, what else was tried").
+
+Activations (``ExportOptions.int8_activations``): "auto" (the default) installs the int8 file unless its float
+selection ended short of its targets and the finished file misses the int8 gates on the validation inputs; then
+it makes the 16x8 file (:mod:`quantize.int16x8`: int8 weights, int16 activations) from the same equalised
+SavedModel, calibrated without the validation inputs, and installs it (calibrated on all) when it meets the gates
+there within the size gate (:func:`choose_activations`); its label is ``int8 (16x8: int16 activations)`` and the
+GPU delegate cannot run it (docs/export.md, "Session 20"). "int16" makes only the 16x8 file; "int8" never makes it.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ from quantize import FLOAT_OPS, quantize_saved_model
 from quantize.composition import describe
 from quantize.equalize import equalise_for_int8
 from quantize.int8 import IMAGE_RANGE
+from quantize.int16x8 import quantize_16x8
 from quantize.litert import run_tflite
 from quantize.sensitivity import DEFAULT_VALIDATION_COUNT
 
@@ -265,6 +273,55 @@ def choose_concatenation_matching(figures: dict[str, dict]) -> bool:
     return key(figures["matched"]) > key(figures["unmatched"])
 
 
+def selection_missed(selection: dict | None) -> bool:
+    """Whether the float selection (:func:`quantize.sensitivity.select_float_nodes` report) ended short of its
+    targets: the trial file it chose misses the pooled or the worst-input target on the validation inputs. False
+    when it did not run (``--int8-target-db 0``, or nothing to choose from)."""
+    steps = (selection or {}).get("trajectory") or []
+    if not steps:
+        return False
+    chosen = steps[min(int(selection.get("float_convolutions", 0)), len(steps) - 1)]
+    pooled, worst = chosen["validation_psnr_db"], chosen["validation_worst_db"]
+    as_float = lambda v: float("inf") if v == "inf" else float(v)  # noqa: E731 (JSON "inf")
+    return as_float(pooled) < selection["target_db"] or as_float(worst) < selection["worst_target_db"]
+
+
+def choose_activations(int8: dict, int16x8: dict | None, params: int) -> tuple[str, str]:
+    """Which file ``--int8-activations auto`` installs when the int8 file's float selection missed its targets.
+
+    Args:
+        int8: :func:`validation_figures` of the int8 file (float selection included).
+        int16x8: :func:`validation_figures` of the 16x8 file (:mod:`quantize.int16x8`) with its
+            ``size_ratio_to_fp32`` (installed bytes / installed fp32 bytes), or None when it could not be made.
+        params: the generator's parameter count (the size gate applies above
+            :data:`export.parity.SIZE_GATE_MIN_PARAMS`).
+    Returns:
+        ("int8" | "int16x8", why, in words). The 16x8 file only when the int8 file misses the int8 gates on the
+        validation inputs (:func:`gate_margin` < 0) and the 16x8 file meets them within the size gate: it runs on
+        the CPU kernels only (no XNNPACK, no GPU delegate), so it is worth installing only where int8 cannot do.
+    """
+    m8 = gate_margin(int8)
+    if m8 >= 0:
+        return "int8", f"the int8 file meets the int8 gates on validation (margin {m8:.2f} dB)"
+    if int16x8 is None:
+        return "int8", "the 16x8 file could not be made"
+    m16 = gate_margin(int16x8)
+    figures = f"{int16x8['validation_psnr_db']:.2f} / {int16x8['validation_worst_db']:.2f} dB against " \
+              f"{int8['validation_psnr_db']:.2f} / {int8['validation_worst_db']:.2f} dB for int8"
+    if m16 < 0:
+        return "int8", f"the 16x8 file misses the int8 gates on validation too ({figures})"
+    if params > SIZE_GATE_MIN_PARAMS and int16x8["size_ratio_to_fp32"] > INT8_SIZE_RATIO:
+        return "int8", f"the 16x8 file meets the gates on validation ({figures}) but misses the size gate " \
+                       f"({int16x8['size_ratio_to_fp32']:.4f} x fp32 > {INT8_SIZE_RATIO})"
+    return "int16x8", f"the int8 file misses the int8 gates on validation even with its float selection; the 16x8 " \
+                      f"file meets them ({figures}, {int16x8['size_ratio_to_fp32']:.4f} x fp32)"
+
+
+def _io_16x8(int8_io: str) -> str | None:
+    """The 16x8 file's I/O type for ``--int8-io``: int8 -> int16, float32 -> float32, uint8 -> None (none)."""
+    return {"int8": "int16", "float32": "float32"}.get(int8_io)
+
+
 def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, sets, options: ExportOptions,
                     plain_saved_model: Path, sample_data: np.ndarray, fp32_size: int,
                     family: str | None = None) -> tuple[Path, float, dict]:
@@ -334,12 +391,19 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         work = staging / "int8_work"
         saved_model, report = equalised_saved_model(True, work)
         detail["equalisation"] = report
-    result = quantize(first_scales, saved_model)
 
     @functools.cache
     def reference() -> np.ndarray:  # the PyTorch generator on the validation inputs, computed once
         with torch.no_grad():
             return generator(torch.from_numpy(validation)).numpy()
+
+    input_range = NOISE_RANGE if noise else IMAGE_RANGE
+    io16 = _io_16x8(options.int8_io)
+    if options.int8_activations == "int16":   # asked for: no int8 file is made
+        content = quantize_16x8(saved_model, sets.calibration, input_range=input_range, io_dtype=io16)
+        detail["activations_choice"] = {"mode": "int16", "chosen": "int16x8", "why": "--int8-activations int16"}
+        return _install_16x8(staging, content, detail, options, input_range, sets, io16, t0)
+    result = quantize(first_scales, saved_model)
 
     if options.int8_equalise and report["concatenations"]:
         unmatched_model, unmatched_report = equalised_saved_model(False, work / "unmatched")
@@ -374,6 +438,40 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         LOGGER.info("int8: %s weight scales (%s)", scales, why)
         choice = {"chosen": scales, "why": why, "candidates": candidates,
                   **checked.to_json(), "files_calibrated_on": calibrated_on}
+    if options.int8_activations == "auto" and options.int8_mode == "robust" and selection_missed(result.selection):
+        int8_figures = validation_figures(judged(result), validation, reference(), options.threads)
+        trial, fig16, error = None, None, None
+        if gate_margin(int8_figures) < 0:
+            if io16 is None:
+                error = f"--int8-io {options.int8_io}: a 16x8 file has int16 or float32 I/O"
+            else:
+                LOGGER.info("int8: the float selection missed its targets (validation %.2f / %.2f dB): making "
+                            "the 16x8 file", int8_figures["validation_psnr_db"], int8_figures["validation_worst_db"])
+                try:   # a converter without a 16x8 kernel for an op, or an input range it cannot fix
+                    trial = quantize_16x8(saved_model, sets.calibration if choice_calibration is None
+                                          else choice_calibration, input_range=input_range, io_dtype=io16)
+                    fig16 = {**validation_figures(trial, validation, reference(), options.threads),
+                             "size_ratio_to_fp32": ratio(trial)}
+                except Exception as exc:  # noqa: BLE001 - recorded; the int8 file stays
+                    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+                    error = f"{type(exc).__name__}: {first_line}"
+                    LOGGER.warning("int8: no 16x8 file (%s)", error)
+        chosen, why = choose_activations(int8_figures, fig16, params)
+        if error:
+            why = f"{why} ({error})"
+        LOGGER.info("int8: %s activations (%s)", "int16" if chosen == "int16x8" else "int8", why)
+        detail["activations_choice"] = {"mode": "auto", "chosen": chosen, "why": why, "int8": int8_figures,
+                                        "int16x8": fig16, **checked.to_json(), "files_calibrated_on": calibrated_on}
+        if chosen == "int16x8":
+            detail["float_selection_int8"] = result.selection
+            content = trial if choice_calibration is None else \
+                quantize_16x8(saved_model, sets.calibration, input_range=input_range, io_dtype=io16)
+            detail["weight_scales_choice"] = choice
+            return _install_16x8(staging, content, detail, options, input_range, sets, io16, t0)
+    else:
+        detail["activations_choice"] = {"mode": options.int8_activations, "chosen": "int8",
+                                        "why": "the float selection met its targets on validation"
+                                        if options.int8_activations == "auto" else "--int8-activations int8"}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({
@@ -387,6 +485,27 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         "bias_correction": result.bias_correction, "norm_input_ranges": result.norm_ranges,
         "calibration_count": int(len(sets.calibration)),
         "validation_inputs": {**checked.to_json(), "files_calibrated_on": calibrated_on},
+        "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, x / 127.5 - 1; "
+                               "N(0,1) noise for dcgan), no mean/std"})
+    return path, time.perf_counter() - t0, detail
+
+
+def _install_16x8(staging: Path, content: bytes, detail: dict, options: ExportOptions, input_range: tuple,
+                  sets, io16: str | None, t0: float) -> tuple[Path, float, dict]:
+    """Write the 16x8 file to ``staging/int8.tflite`` and complete ``detail`` (manifest fields of
+    :func:`build_int8_file`)."""
+    path = staging / "int8.tflite"
+    path.write_bytes(content)
+    detail.update({
+        "precision": "int8 weights, int16 activations (16x8)", "int8_mode": options.int8_mode, "int8_io": io16,
+        "weight_quantization": "per-channel int8 (convolutions), int64 biases; activations int16, symmetric",
+        "weight_scales_choice": detail.get("weight_scales_choice"), "float_denylist": [],
+        "fixed_ranges": {"input": list(input_range), "output": list(IMAGE_RANGE),
+                         "how": "symmetric int16: the input scale is checked to be max |range| / 32767; the TANH "
+                                "output has its fixed scale 1/32768"},
+        "float_nodes": [], "float_selection": None, "bias_correction": None, "norm_input_ranges": None,
+        "calibration_count": int(len(sets.calibration)),
+        "converter": "TFLiteConverter, supported_ops = [EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]",
         "calibration_scaling": "NHWC float32 in the generator's input range ([-1, 1] images, x / 127.5 - 1; "
                                "N(0,1) noise for dcgan), no mean/std"})
     return path, time.perf_counter() - t0, detail

@@ -23,6 +23,8 @@ DTYPES: tuple[Dtype, ...] = get_args(Dtype)
 DTYPE_CHOICES = (*DTYPES, "all")
 #: Weight scales of the int8 file's convolutions (``--int8-weights``); the first is the default.
 INT8_WEIGHTS = ("auto", "per-channel", "per-tensor")
+#: Activation precision of the int8 file (``--int8-activations``): see :class:`ExportOptions`.
+INT8_ACTIVATIONS = ("auto", "int8", "int16")
 #: Range of ``--input-size`` (pixels): below 16 the downsamplings of the image generators leave almost nothing;
 #: 4096 is a sanity bound (one 64-channel float32 activation at 4096 x 4096 is 4 GiB).
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096
@@ -72,6 +74,11 @@ class ExportOptions:
             per-tensor instead when the per-channel file misses the size gate and the per-tensor one meets it and
             the int8 gates on validation inputs, :func:`export.int8_file.choose_weight_scales`). One of
             :data:`INT8_WEIGHTS`.
+        int8_activations: "int8" (int8 activations only), "int16" (a 16x8 file: int8 weights, int16 activations,
+            :mod:`quantize.int16x8`; runs on the CPU kernels only, no GPU delegate) or "auto" (default: int8, and the
+            16x8 file instead only when the int8 file, float selection included, misses the int8 gates on the
+            validation inputs and the 16x8 file meets them within the size gate,
+            :func:`export.int8_file.choose_activations`). One of :data:`INT8_ACTIVATIONS`.
         int8_mode: "robust" (every convolution int8; InstanceNorm, residual and LEAKY_RELU element-wise ops in
             float; bias correction) or "naive" (the converter's full-integer recipe), see :mod:`quantize.int8`.
         int8_target_db: robust int8, last resort: validation PSNR (dB, in [0, 100]) below which the convolutions
@@ -106,6 +113,7 @@ class ExportOptions:
     heldout_count: int = DEFAULT_HELDOUT_COUNT
     int8_io: Int8Io = "int8"
     int8_weights: str = "auto"
+    int8_activations: str = "auto"
     int8_mode: Int8Mode = "robust"
     int8_target_db: float = DEFAULT_TARGET_DB
     int8_equalise: bool = True
@@ -127,6 +135,12 @@ class ExportOptions:
             raise InputError(f"--int8-io {self.int8_io!r}; expected one of {', '.join(IO_DTYPES)}")
         if self.int8_weights not in INT8_WEIGHTS:
             raise InputError(f"--int8-weights {self.int8_weights!r}; expected one of {', '.join(INT8_WEIGHTS)}")
+        if self.int8_activations not in INT8_ACTIVATIONS:
+            raise InputError(f"--int8-activations {self.int8_activations!r}; expected one of "
+                             f"{', '.join(INT8_ACTIVATIONS)}")
+        if self.int8_activations == "int16" and self.int8_io == "uint8":
+            raise InputError("--int8-activations int16 with --int8-io uint8: a 16x8 file has int16 or float32 "
+                             "input/output tensors; use --int8-io int8 (int16 I/O) or float32")
         if self.int8_mode not in MODES:
             raise InputError(f"--int8-mode {self.int8_mode!r}; expected one of {', '.join(MODES)}")
         for flag, value, least in (("--calibration-count", self.calibration_count, 1),

@@ -190,10 +190,12 @@ def int8_target_hint(entry: dict) -> str | None:
     Args:
         entry: an int8 file's manifest entry (``float_selection``, held-out, ``unseen``, ``runtimes``).
     Returns:
-        One line naming the flag and T (rounded up to a whole dB), or None: not int8, no quality gate missed, the
-        selection off (target <= 0) or without a measurement, or the selection short of its own target (the size
-        gate or the candidates stopped it: a higher target does not help). With the targets met and a gate missed,
-        T is always above the target used.
+        One line naming the flag and T (rounded up to a whole dB), and for a file that is not 16x8
+        ``--int8-activations int16`` as the other way (:mod:`quantize.int16x8`); or None: not int8, no quality gate
+        missed, the selection off (target <= 0) or without a measurement, or the selection short of its own target
+        (the size gate or the candidates stopped it: a higher target does not help) unless the file was made with
+        ``--int8-activations int8`` (then the line names int16 alone). With the targets met and a gate missed, T is
+        always above the target used.
     """
     from quantize.sensitivity import WORST_IMAGE_ALLOWANCE_DB
 
@@ -210,8 +212,16 @@ def int8_target_hint(entry: dict) -> str | None:
     if pooled >= GATES_DB["int8"] and worst >= MIN_IMAGE_GATES_DB["int8"]:
         return None
     val_pooled, val_worst = _float(chosen[0]["validation_psnr_db"]), _float(chosen[0]["validation_worst_db"])
+    sixteen = "" if "16x8" in entry.get("label", "") else \
+        "; or --int8-activations int16 (a 16x8 file: int16 activations, CPU kernels only, no GPU delegate)"
     if val_pooled < target or val_worst < target - WORST_IMAGE_ALLOWANCE_DB:
-        return None   # the selection fell short of its target (size gate, candidates): a higher one does not help
+        # the selection fell short of its target (size gate, candidates): a higher one does not help; int16
+        # activations may, unless auto already measured them
+        choice = entry.get("activations_choice") or {}
+        if sixteen and choice.get("mode") == "int8":
+            return f"{file_title(entry)}: the float selection fell short of its targets on validation " \
+                   f"({val_pooled:.2f} / {val_worst:.2f} dB){sixteen}"
+        return None
     needed = max(GATES_DB["int8"] + val_pooled - pooled,
                  MIN_IMAGE_GATES_DB["int8"] + WORST_IMAGE_ALLOWANCE_DB + val_worst - worst)
     if not math.isfinite(needed):   # an infinite validation figure (identical outputs): no drop to scale
@@ -219,7 +229,7 @@ def int8_target_hint(entry: dict) -> str | None:
     suggested = min(math.ceil(needed), 100)
     return (f"{file_title(entry)}: its validation inputs measured {val_pooled:.2f} / {val_worst:.2f} dB (pooled / "
             f"worst), the gate inputs {pooled:.2f} / {worst:.2f} dB; --int8-target-db {suggested} asks the float "
-            f"selection for that much more (now {target:g}; the size gate still applies)")
+            f"selection for that much more (now {target:g}; the size gate still applies){sixteen}")
 
 
 def _set_failures(name: str, entry: dict, figures: dict, where: str) -> list[str]:

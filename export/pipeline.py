@@ -180,7 +180,8 @@ def _same_source(old: dict | None, source: dict, recorded: dict) -> bool:
 def _options_record(options: ExportOptions) -> dict:
     """The options that change the exported files, as recorded in the manifest (part of skip-if-unchanged)."""
     return {"heldout_count": options.heldout_count, "int8_io": options.int8_io, "int8_mode": options.int8_mode,
-            "int8_weights": options.int8_weights, "keep_tensor_names": options.keep_tensor_names,
+            "int8_weights": options.int8_weights, "int8_activations": options.int8_activations,
+            "keep_tensor_names": options.keep_tensor_names,
             "fid_count": options.fid_count, "extra_float_ops": list(options.extra_float_ops),
             "int8_target_db": float(options.int8_target_db), "calibration_count": options.calibration_count,
             "int8_equalise": options.int8_equalise,

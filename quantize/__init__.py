@@ -6,7 +6,8 @@ Before ONNX export the generator is made int8-friendly without changing its func
 (BatchNorm folding, InstanceNorm-input and cross-layer equalisation); after quantization
 :mod:`quantize.bias_correction` removes the mean error per channel, and :mod:`quantize.composition` says what a
 file really is (int8 share of weights and MACs, ops left in float, its label). The last-resort float selection is
-:mod:`quantize.sensitivity`. LiteRT/tflite-runtime helpers live in :mod:`quantize.litert`, PSNR in
+:mod:`quantize.sensitivity`; where int8 activations cannot reach the gates, :mod:`quantize.int16x8` makes the 16x8
+file (int8 weights, int16 activations). LiteRT/tflite-runtime helpers live in :mod:`quantize.litert`, PSNR in
 :mod:`quantize.metrics`. This package imports nothing from ``export`` or ``bench``.
 """
 from quantize.int8 import FLOAT_OPS, IO_DTYPES, MODES, Int8Io, Int8Mode, QuantizedModel, quantize_saved_model

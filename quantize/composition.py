@@ -7,15 +7,17 @@ figures describe the file that ships, not the converter's intent:
   its activation input and of its stored weights: ``int8`` (integer activations, int8 weights), ``float`` (float
   activations and float weights; fp16 weights behind a DEQUANTIZE count as float) or ``hybrid`` (float
   activations against int8 weights: "dynamic range" kernels, which tflite-runtime 2.14 refuses for
-  TRANSPOSE_CONV and which a file labelled int8 must not contain).
+  TRANSPOSE_CONV and which a file labelled int8 must not contain); ``int16x8`` (int16 activations, int8 weights:
+  the 16x8 files of :mod:`quantize.int16x8`).
 * **Weight bytes**: the constant filter and bias bytes of every convolution; the int8 share is the part that
-  belongs to int8 convolutions (int8 filters, int32 biases).
+  belongs to convolutions with int8 filters and integer arithmetic (int32 biases; int64 in a 16x8 file).
 * **MACs** per convolution from the tensor shapes (CONV_2D: output elements x kh x kw x C_in / groups;
   TRANSPOSE_CONV: input elements x kh x kw x C_out; DEPTHWISE: output elements x kh x kw; FULLY_CONNECTED:
   C_in x C_out per row); the int8 share is the part computed by int8 convolutions. These are the multiplies the
   file does: :mod:`compress.macs` (the manifest's and the tables' MACs) counts a transposed convolution at its
   output resolution, the published convention, i.e. stride**2 times more for those layers; a share is a ratio
-  within this module's count.
+  within this module's count. ``macs_int16_activations`` is the part of those computed with int16 activations
+  (16x8), counted in the int8 share too (int8 weights).
 * **Float ops**: every op that computes in float (a float or hybrid convolution, any other op with a float output),
   by op name with counts (QUANTIZE/DEQUANTIZE are counted apart as conversions).
 * **I/O**: dtype, scale/zero point and the value range an integer tensor can represent,
@@ -25,7 +27,7 @@ figures describe the file that ships, not the converter's intent:
   signatures, alignment). At about 0.1 M parameters the graph, not the weights, decides the int8 / fp32 size ratio.
 
 :func:`int8_label` turns it into the label shown everywhere a file is listed: ``int8`` when every convolution is
-int8, else ``int8 (mixed: N of M convolutions float)``.
+int8, else ``int8 (mixed: N of M convolutions float)``; ``int8 (16x8: int16 activations)`` for a 16x8 file.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ CONV_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0, "TRANSPOSE_CONV": 2, "FULLY_CO
 #: Ops that only convert between float and integer representations.
 CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 _FLOAT_TYPES = ("float32", "float16", "float64")
+#: Convolution kinds with int8 weights and integer arithmetic (int8 or int16 activations).
+INTEGER_KINDS = ("int8", "int16x8")
 
 
 def _type_names() -> dict[int, str]:
@@ -69,10 +73,11 @@ def describe(model: str | Path | bytes, tensor_names: Sequence[str] | None = Non
             (``export.compact``); None: the names in the file.
 
     Returns:
-        {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"float"|"hybrid", "weight_scales" (count of
+        {"convolutions": [{"op", "name" (output tensor), "kind": "int8"|"int16x8"|"float"|"hybrid", "weight_scales" (count of
         the weight tensor's quantization scales: 0 float, 1 per-tensor, C per-channel), "activation_dtype",
         "weight_dtype", "weight_bytes", "macs"}], "convolution_count", "float_convolutions", "hybrid_ops",
-        "int8_share": {"weight_bytes", "macs"} (fractions in [0, 1]; None for a file without convolutions),
+        "int8_share": {"weight_bytes", "macs", "macs_int16_activations"} (fractions in [0, 1]; None for a file
+        without convolutions),
         "weight_scales": "per-channel" | "per-tensor" | "mixed" | None (the int8 convolutions' weight
         scales, read from the file; None without int8 convolutions),
         "weight_bytes": {dtype: bytes}, "float_ops": {op name: count}, "float_op_names": ["OP output tensor"]
@@ -152,8 +157,8 @@ def describe(model: str | Path | bytes, tensor_names: Sequence[str] | None = Non
             if act_dtype in _FLOAT_TYPES:
                 kind = "hybrid" if w_dtype in ("int8", "int4", "uint8") else "float"
             else:
-                kind = "int8"
-            if kind != "int8":
+                kind = "int16x8" if act_dtype == "int16" else "int8"
+            if kind in ("float", "hybrid"):
                 float_op_names.append(f"{name} {out_name}")
             q = tensor(w).Quantization()
             scales = q.ScaleLength() if q is not None else 0
@@ -168,9 +173,11 @@ def describe(model: str | Path | bytes, tensor_names: Sequence[str] | None = Non
     float_ops = Counter(n.split(" ", 1)[0] for n in float_op_names)
     total_bytes = sum(c["weight_bytes"] for c in convs)
     total_macs = sum(c["macs"] for c in convs)
-    int8_convs = [c for c in convs if c["kind"] == "int8"]
+    int8_convs = [c for c in convs if c["kind"] in INTEGER_KINDS]   # int8 weights, integer arithmetic
+    int16x8 = [c for c in convs if c["kind"] == "int16x8"]
     share = {"weight_bytes": sum(c["weight_bytes"] for c in int8_convs) / total_bytes if total_bytes else None,
-             "macs": sum(c["macs"] for c in int8_convs) / total_macs if total_macs else None}
+             "macs": sum(c["macs"] for c in int8_convs) / total_macs if total_macs else None,
+             "macs_int16_activations": sum(c["macs"] for c in int16x8) / total_macs if total_macs else None}
     kinds = {"per-channel" if c["weight_scales"] > 1 else "per-tensor" for c in int8_convs}
     weight_scales = (kinds.pop() if len(kinds) == 1 else "mixed") if kinds else None
     return {"convolutions": convs, "convolution_count": len(convs), "weight_scales": weight_scales,
@@ -255,7 +262,11 @@ def _io(sg, t: int, dtype, shape) -> dict:
 
 def int8_label(composition: dict) -> str:
     """``int8`` when every convolution of the file is int8, else ``int8 (mixed: N of M convolutions float)`` (hybrid
-    convolutions count as float: their arithmetic is float)."""
+    convolutions count as float: their arithmetic is float); a file with int16 activations (16x8,
+    :mod:`quantize.int16x8`) is ``int8 (16x8: int16 activations)``, with the mixed part after it if any."""
     total = composition["convolution_count"]
-    not_int8 = sum(1 for c in composition["convolutions"] if c["kind"] != "int8")
-    return "int8" if not_int8 == 0 else f"int8 (mixed: {not_int8} of {total} convolutions float)"
+    kinds = [c["kind"] for c in composition["convolutions"]]
+    not_integer = sum(1 for k in kinds if k not in INTEGER_KINDS)
+    parts = (["16x8: int16 activations"] if "int16x8" in kinds else []) + \
+        ([f"mixed: {not_integer} of {total} convolutions float"] if not_integer else [])
+    return f"int8 ({', '.join(parts)})" if parts else "int8"

@@ -89,7 +89,7 @@ def test_int8_is_really_int8(exported, trained_runs, family):
     out = trained_runs[family] / "export"
     q = by_dtype["int8"]
     assert q["label"] == "int8" and q["convolutions_float"] == 0 and q["hybrid_ops"] == []
-    assert q["int8_share"] == {"weight_bytes": 1.0, "macs": 1.0}
+    assert q["int8_share"] == {"weight_bytes": 1.0, "macs": 1.0, "macs_int16_activations": 0.0}
     if exported[family]["params"] > 100_000:  # the size gate's scope (export/parity.py)
         assert q["size_ratio_to_fp32"] <= 0.30
     else:  # the tiny CycleGAN (69 k parameters): exempt, its file is mostly graph; still far below fp32
@@ -626,7 +626,8 @@ def test_benchmark_measures_the_files(exported, trained_runs):
     rows = measure_files(run / "export", run, runs=20)
     assert [r["dtype"] for r in rows] == ["fp32", "fp16", "int8"]
     by = {r["dtype"]: r for r in rows}
-    assert by["int8"]["label"] == "int8" and by["int8"]["int8_share"] == {"weight_bytes": 1.0, "macs": 1.0}
+    assert by["int8"]["label"] == "int8" and by["int8"]["int8_share"] == {"weight_bytes": 1.0, "macs": 1.0,
+                                                                           "macs_int16_activations": 0.0}
     assert by["fp32"]["size_ratio_to_fp32"] == 1.0 and by["int8"]["size_ratio_to_fp32"] < 0.5
     manifest = {e["dtype"]: e for e in exported["cyclegan"]["files"]}
     assert by["int8"]["heldout"]["psnr_db"] == pytest.approx(manifest["int8"]["psnr_db"])
@@ -948,3 +949,34 @@ def test_auto_weight_scales_make_and_keep_per_tensor(exported, trained_runs, tmp
     assert pt["validation"]["validation_psnr_db"] >= 30 and pt["validation"]["validation_worst_db"] >= 27
     assert pc["validation"]["float_convolutions"] == pt["validation"]["float_convolutions"] == 0
     assert q["label"] == "int8" and man["gates_passed"]
+
+
+def test_int16_activations_make_a_labelled_16x8_file(exported, trained_runs, tmp_path, capsys):
+    """``--int8-activations int16``: the int8 file is a 16x8 file (int8 weights, int16 activations,
+    :mod:`quantize.int16x8`), labelled so in the manifest, the CLI and the bench tables, with int16 I/O over [-1, 1],
+    nothing in float, both runtimes running it and the gates met at least as well as by the int8 file; the GPU check
+    says the delegate cannot take it. uint8 I/O cannot go with it (exit 2)."""
+    out = tmp_path / "x16"
+    assert export_main([str(trained_runs["pix2pix"]), "--dtype", "fp32,int8", "--out", str(out),
+                        "--int8-activations", "int16"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    q = {e["dtype"]: e for e in man["files"]}["int8"]
+    label = "int8 (16x8: int16 activations)"
+    assert man["options"]["int8_activations"] == "int16" and man["gates_passed"]
+    assert q["label"] == label and q["precision"] == "int8 weights, int16 activations (16x8)"
+    assert q["activations_choice"]["chosen"] == "int16x8" and q["int8_io"] == "int16"
+    assert q["int8_share"]["macs_int16_activations"] == 1.0 and q["int8_share"]["weight_bytes"] == 1.0
+    assert q["float_op_names"] == [] and q["hybrid_ops"] == [] and q["convolutions_float"] == 0
+    assert q["input"]["dtype"] == "int16" and q["input"]["value_range"][1] == pytest.approx(1.0, rel=1e-4)
+    assert q["gpu_delegate"]["gpu_ready"] is False and q["gpu_delegate"]["int16_activations"] > 0
+    assert all(r["ok"] for r in q["runtimes"].values()) and set(q["runtimes"]) == {"litert", "tflite-runtime"}
+    default = {e["dtype"]: e for e in exported["pix2pix"]["files"]}["int8"]
+    assert _psnr(q) >= _psnr(default) and q["unseen"]["min_image_psnr_db"] >= default["unseen"]["min_image_psnr_db"]
+    assert label in capsys.readouterr().out
+    from bench.models import parse_model_args
+
+    assert {s.dtype: s for s in parse_model_args([str(out)])}["int8"].dtype_label == label
+    # the default export measured its int8 file against the targets and never made a 16x8 one
+    assert default["activations_choice"]["mode"] == "auto" and default["activations_choice"]["chosen"] == "int8"
+    assert export_main([str(trained_runs["pix2pix"]), "--int8-activations", "int16", "--int8-io", "uint8"]) == 2
+    assert "--int8-activations int16 with --int8-io uint8" in capsys.readouterr().err

@@ -241,6 +241,10 @@ def test_int8_label():
     convs = [{"kind": "int8"}, {"kind": "int8"}, {"kind": "float"}, {"kind": "hybrid"}]
     assert int8_label({"convolution_count": 2, "convolutions": convs[:2]}) == "int8"
     assert int8_label({"convolution_count": 4, "convolutions": convs}) == "int8 (mixed: 2 of 4 convolutions float)"
+    sixteen = [{"kind": "int16x8"}, {"kind": "int16x8"}]
+    assert int8_label({"convolution_count": 2, "convolutions": sixteen}) == "int8 (16x8: int16 activations)"
+    assert int8_label({"convolution_count": 3, "convolutions": sixteen + convs[2:3]}) == \
+        "int8 (16x8: int16 activations, mixed: 1 of 3 convolutions float)"
 
 
 def _additive_measure(base: float, gains: dict, worst_gap: float = 2.0):
@@ -553,3 +557,101 @@ def test_int8_target_hint_asks_for_the_drop_the_gate_inputs_showed():
     assert int8_target_hint(entry(target=0.0)) is None                   # selection off
     assert "--int8-target-db 52 " in int8_target_hint(entry(val=(45.0, 44.0), target=45.0))  # 30 + 45 - 28.58
     assert int8_target_hint(entry(dtype="fp16")) is None
+    # int16 activations are the other way, unless the file is 16x8 already
+    assert "--int8-activations int16" in hint
+    assert "--int8-activations" not in int8_target_hint({**entry(), "label": "int8 (16x8: int16 activations)"})
+    # short of its own target: nothing under auto (it measured 16x8 already), int16 when activations were int8 only
+    assert int8_target_hint({**entry(val=(29.0, 28.0)), "activations_choice": {"mode": "auto"}}) is None
+    only = int8_target_hint({**entry(val=(29.0, 28.0)), "activations_choice": {"mode": "int8"}})
+    assert "--int8-activations int16" in only and "--int8-target-db" not in only
+
+
+def _edge_like(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 3, 8, 8) inputs in [-1, 1] that reach both ends, as edge maps and photos do."""
+    x = np.random.default_rng(seed).uniform(-1, 1, (n, 3, 8, 8)).astype(np.float32)
+    x[:, :, 0, 0], x[:, :, 0, 1] = -1.0, 1.0
+    return x
+
+
+def test_16x8_file_is_int16_activations_int8_weights_in_both_runtimes(tmp_path):
+    """quantize.int16x8: every convolution reads int16 activations against int8 weights (composition kind
+    ``int16x8``, label ``int8 (16x8: int16 activations)``, nothing in float), the I/O is int16 over exactly [-1, 1],
+    both runtimes run it, its error against the float model is far below the int8 file's from the same
+    calibration on inputs quieter than the loudest, and the GPU check says the delegate cannot take it."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.gpu_check import gpu_delegate_check
+    from quantize.composition import describe, int8_label
+    from quantize.int16x8 import quantize_16x8
+    from quantize.litert import run_tflite
+
+    saved = _tiny_saved_model(tmp_path / "sm")
+    # one loud input sets the ranges, the rest are quiet: the case int8 activations lose (docs/export.md, "Session 20")
+    cal, test = _edge_like(8), 0.1 * _edge_like(4, seed=1)
+    cal[1:] *= 0.1
+    content = quantize_16x8(saved, cal, input_range=(-1.0, 1.0))
+    comp = describe(content)
+    assert {c["kind"] for c in comp["convolutions"]} == {"int16x8"} and comp["float_op_names"] == []
+    assert comp["int8_share"] == {"weight_bytes": 1.0, "macs": 1.0, "macs_int16_activations": 1.0}
+    assert int8_label(comp) == "int8 (16x8: int16 activations)"
+    assert comp["input"]["dtype"] == comp["output"]["dtype"] == "int16"
+    assert comp["input"]["value_range"][1] == pytest.approx(1.0, rel=1e-4)
+    model = tf.saved_model.load(saved).signatures["serving_default"]
+    ref = np.stack([model(input=tf.constant(x.transpose(1, 2, 0)[None]))["output"].numpy()[0].transpose(2, 0, 1)
+                    for x in test])
+    int8 = quantize_saved_model(saved, cal, target_db=0, bias_correction=False, clip_norm_ranges=False).content
+    err16 = {rt: np.abs(run_tflite(content, test, 1, rt) - ref).max() for rt in ("litert", "tflite-runtime")}
+    err8 = np.abs(run_tflite(int8, test, 1) - ref).max()
+    assert max(err16.values()) < err8 / 4, (err16, err8)
+    path = tmp_path / "g.tflite"
+    path.write_bytes(content)
+    check = gpu_delegate_check(path)
+    assert not check["gpu_ready"] and check["int16_activations"] > 0
+    assert any("int16" in p for p in check["version_problems"])
+    Interpreter(model_content=content).allocate_tensors()
+
+
+def test_16x8_refuses_an_input_range_its_calibration_did_not_reach(tmp_path):
+    """The 16x8 quantizer takes the symmetric input range from calibration; a set that never reaches the fixed
+    range's ends would clip later inputs, so the file is refused, naming the range, and the I/O types are checked."""
+    from quantize.int16x8 import input_scale_ok, quantize_16x8
+
+    saved = _tiny_saved_model(tmp_path / "sm")
+    quiet = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"fixed input range \[-1.0, 1.0\]"):
+        quantize_16x8(saved, quiet, input_range=(-1.0, 1.0))
+    with pytest.raises(ValueError, match="I/O dtype"):
+        quantize_16x8(saved, quiet, input_range=(-1.0, 1.0), io_dtype="uint8")
+    assert input_scale_ok(1 / 32767, (-1.0, 1.0)) and input_scale_ok(4 / 32767, (-4.0, 4.0))
+    assert not input_scale_ok(0.5 / 32767, (-1.0, 1.0))
+
+
+def test_activation_choice_rules():
+    """export.int8_file.choose_activations: the 16x8 file only when the int8 file misses the gates on validation and
+    the 16x8 one meets them within the size gate; selection_missed reads the float selection's report."""
+    from export.int8_file import choose_activations, selection_missed
+
+    def fig(pooled, worst, ratio=0.28):
+        return {"validation_psnr_db": pooled, "validation_worst_db": worst, "float_convolutions": 0,
+                "size_ratio_to_fp32": ratio}
+
+    assert choose_activations(fig(31, 28), fig(45, 40), 200_000)[0] == "int8"          # int8 meets them
+    assert choose_activations(fig(28, 22), None, 200_000)[0] == "int8"                 # no 16x8 file
+    assert choose_activations(fig(28, 22), fig(29, 40), 200_000)[0] == "int8"          # 16x8 misses too
+    chosen, why = choose_activations(fig(28, 22), fig(45, 40, ratio=0.31), 200_000)
+    assert chosen == "int8" and "size gate" in why
+    assert choose_activations(fig(28, 22), fig(45, 40, ratio=0.31), 50_000)[0] == "int16x8"  # below the size gate
+    chosen, why = choose_activations(fig(28, 22), fig(45, 40), 200_000)
+    assert chosen == "int16x8" and "45.00 / 40.00 dB" in why and "28.00 / 22.00 dB" in why
+
+    def report(steps, k, target=30.0):
+        return {"target_db": target, "worst_target_db": target - 3, "float_convolutions": k, "trajectory": [
+            {"float_convolutions": i, "validation_psnr_db": p, "validation_worst_db": w} for i, (p, w) in
+            enumerate(steps)]}
+
+    assert not selection_missed(None) and not selection_missed(report([], 0))
+    assert not selection_missed(report([(31, 28)], 0))
+    assert selection_missed(report([(26, 20), (28, 22)], 1))
+    assert not selection_missed(report([(26, 20), (31, 27.5)], 1))
+    assert not selection_missed(report([("inf", "inf")], 0))
