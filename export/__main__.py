@@ -168,6 +168,10 @@ def print_figures(files: list[dict], stream=None) -> None:
                   f"int8" + (f" ({pct['macs_int16_activations']} of the MACs with int16 activations: 16x8)"
                              if int16 else "")
                   + (f"; {ratio:.4f} x the fp32 file" if ratio else ""), file=stream)
+            choice = e.get("activations_choice") or {}
+            if choice.get("chosen") == "int16x8":
+                print(f"  16x8 ({choice.get('why')}): int16 activations run on TFLite's reference CPU kernels only, "
+                      "no XNNPACK and no GPU delegate (--int8-activations int8 keeps int8 activations)", file=stream)
             if e.get("float_ops"):
                 print("  ops left in float: " + ", ".join(f"{k} x{v}" for k, v in e["float_ops"].items()),
                       file=stream)

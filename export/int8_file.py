@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from compress.errors import first_line
 from compress.families import get_family
 from compress.macs import count_params
 from export.finish import finished_size
@@ -453,8 +454,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
                     fig16 = {**validation_figures(trial, validation, reference(), options.threads),
                              "size_ratio_to_fp32": ratio(trial)}
                 except Exception as exc:  # noqa: BLE001 - recorded; the int8 file stays
-                    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-                    error = f"{type(exc).__name__}: {first_line}"
+                    error = f"{type(exc).__name__}: {first_line(exc, 300)}"
                     LOGGER.warning("int8: no 16x8 file (%s)", error)
         chosen, why = choose_activations(int8_figures, fig16, params)
         if error:
@@ -469,9 +469,11 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             detail["weight_scales_choice"] = choice
             return _install_16x8(staging, content, detail, options, input_range, sets, io16, t0)
     else:
-        detail["activations_choice"] = {"mode": options.int8_activations, "chosen": "int8",
-                                        "why": "the float selection met its targets on validation"
-                                        if options.int8_activations == "auto" else "--int8-activations int8"}
+        why = "--int8-activations int8" if options.int8_activations == "int8" else \
+            "--int8-mode naive: no float selection, no 16x8 file" if options.int8_mode != "robust" else \
+            "the float selection is off (--int8-target-db 0)" if not (result.selection or {}).get("trajectory") \
+            else "the float selection met its targets on validation"
+        detail["activations_choice"] = {"mode": options.int8_activations, "chosen": "int8", "why": why}
     path = staging / "int8.tflite"
     path.write_bytes(result.content)
     detail.update({

@@ -4,7 +4,7 @@ generator whose int8 activations cannot reach the gates.
 Why. An int8 activation tensor has 256 steps over one range per tensor. A pix2pix generator must cover the photos
 of its representative dataset as well as edge maps (:mod:`export.representative`), and in a narrow U-Net the photos
 reach activations about ten times the edge maps' (docs/export.md, "Session 20": the second down convolution's
-output spans [-35.6, 12.2] on the representative inputs and [-3.9, 2.7] on the unseen edge maps). Simulated in
+output spans [-32.7, 12.2] on the representative inputs and [-3.9, 2.7] on the unseen edge maps). Simulated in
 PyTorch, rounding every activation tensor of the 600-step U-Net-6 stand-in to 8 bits gave 27.3 / 19.7 dB (pooled /
 worst unseen input), 10 bits 39.5 / 31.3 dB, 16 bits 61.3 / 50.2 dB; no single tensor kept in float lifted the worst
 input by more than 1.7 dB, so keeping convolutions in float (:mod:`quantize.sensitivity`) cannot reach the gates,
