@@ -466,7 +466,6 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             detail["float_selection_int8"] = result.selection
             content = trial if choice_calibration is None else \
                 quantize_16x8(saved_model, sets.calibration, input_range=input_range, io_dtype=io16)
-            detail["weight_scales_choice"] = choice
             return _install_16x8(staging, content, detail, options, input_range, sets, io16, t0)
     else:
         why = "--int8-activations int8" if options.int8_activations == "int8" else \
@@ -501,7 +500,7 @@ def _install_16x8(staging: Path, content: bytes, detail: dict, options: ExportOp
     detail.update({
         "precision": "int8 weights, int16 activations (16x8)", "int8_mode": options.int8_mode, "int8_io": io16,
         "weight_quantization": "per-channel int8 (convolutions), int64 biases; activations int16, symmetric",
-        "weight_scales_choice": detail.get("weight_scales_choice"), "float_denylist": [],
+        "weight_scales_choice": None, "float_denylist": [],   # 16x8 weights are per-channel, no choice
         "fixed_ranges": {"input": list(input_range), "output": list(IMAGE_RANGE),
                          "how": "symmetric int16: the input scale is checked to be max |range| / 32767; the TANH "
                                 "output has its fixed scale 1/32768"},
