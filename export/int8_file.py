@@ -46,7 +46,8 @@ from compress.macs import count_params
 from export.finish import finished_size
 from export.onnx_export import check_onnx, export_onnx
 from export.options import ExportOptions
-from export.parity import GATES_DB, INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB, SIZE_GATE_MIN_PARAMS, parity
+from export.parity import (GATES_DB, INT8_SIZE_RATIO, MIN_IMAGE_GATES_DB, SIZE_GATE_MIN_PARAMS, float_from_json,
+                           parity)
 from quantize import FLOAT_OPS, quantize_saved_model
 from quantize.composition import describe
 from quantize.equalize import equalise_for_int8
@@ -282,9 +283,8 @@ def selection_missed(selection: dict | None) -> bool:
     if not steps:
         return False
     chosen = steps[min(int(selection.get("float_convolutions", 0)), len(steps) - 1)]
-    pooled, worst = chosen["validation_psnr_db"], chosen["validation_worst_db"]
-    as_float = lambda v: float("inf") if v == "inf" else float(v)  # noqa: E731 (JSON "inf")
-    return as_float(pooled) < selection["target_db"] or as_float(worst) < selection["worst_target_db"]
+    return float_from_json(chosen["validation_psnr_db"]) < selection["target_db"] or \
+        float_from_json(chosen["validation_worst_db"]) < selection["worst_target_db"]
 
 
 def choose_activations(int8: dict, int16x8: dict | None, params: int) -> tuple[str, str]:
@@ -398,6 +398,10 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         with torch.no_grad():
             return generator(torch.from_numpy(validation)).numpy()
 
+    @functools.cache
+    def measured(content: bytes) -> dict:  # a file's validation figures, once per file whatever choice asks
+        return validation_figures(content, validation, reference(), options.threads)
+
     input_range = NOISE_RANGE if noise else IMAGE_RANGE
     io16 = _io_16x8(options.int8_io)
     if options.int8_activations == "int16":   # asked for: no int8 file is made
@@ -409,8 +413,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
     if options.int8_equalise and report["concatenations"]:
         unmatched_model, unmatched_report = equalised_saved_model(False, work / "unmatched")
         unmatched = quantize(first_scales, unmatched_model)
-        figures = {"matched": validation_figures(judged(result), validation, reference(), options.threads),
-                   "unmatched": validation_figures(judged(unmatched), validation, reference(), options.threads)}
+        figures = {"matched": measured(judged(result)), "unmatched": measured(judged(unmatched))}
         kept = choose_concatenation_matching(figures)
         LOGGER.info("int8: concatenation ranges %s (validation %.2f / %.2f dB matched, %.2f / %.2f dB unmatched)",
                     "matched" if kept else "left as they are", figures["matched"]["validation_psnr_db"],
@@ -428,11 +431,9 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
             LOGGER.info("int8: the per-channel file is %.4f x fp32 (size gate %.2f x): making the per-tensor one",
                         candidates["per-channel"]["size_ratio_to_fp32"], INT8_SIZE_RATIO)
             per_tensor = quantize("per-tensor", saved_model)
-            candidates["per-channel"]["validation"] = validation_figures(judged(result), validation, reference(),
-                                                                         options.threads)
+            candidates["per-channel"]["validation"] = measured(judged(result))
             candidates["per-tensor"] = {"size_ratio_to_fp32": ratio(per_tensor.content),
-                                        "validation": validation_figures(judged(per_tensor), validation, reference(),
-                                                                         options.threads)}
+                                        "validation": measured(judged(per_tensor))}
         scales, why = choose_weight_scales(candidates, params)
         if scales == "per-tensor":
             result = per_tensor
@@ -440,7 +441,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
         choice = {"chosen": scales, "why": why, "candidates": candidates,
                   **checked.to_json(), "files_calibrated_on": calibrated_on}
     if options.int8_activations == "auto" and options.int8_mode == "robust" and selection_missed(result.selection):
-        int8_figures = validation_figures(judged(result), validation, reference(), options.threads)
+        int8_figures = measured(judged(result))
         trial, fig16, error = None, None, None
         if gate_margin(int8_figures) < 0:
             if io16 is None:
@@ -451,8 +452,7 @@ def build_int8_file(staging: Path, generator: torch.nn.Module, shape: tuple, set
                 try:   # a converter without a 16x8 kernel for an op, or an input range it cannot fix
                     trial = quantize_16x8(saved_model, sets.calibration if choice_calibration is None
                                           else choice_calibration, input_range=input_range, io_dtype=io16)
-                    fig16 = {**validation_figures(trial, validation, reference(), options.threads),
-                             "size_ratio_to_fp32": ratio(trial)}
+                    fig16 = {**measured(trial), "size_ratio_to_fp32": ratio(trial)}
                 except Exception as exc:  # noqa: BLE001 - recorded; the int8 file stays
                     error = f"{type(exc).__name__}: {first_line(exc, 300)}"
                     LOGGER.warning("int8: no 16x8 file (%s)", error)

@@ -47,7 +47,8 @@ def json_float(x: float) -> float | str:
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
-def _float(x) -> float:
+def float_from_json(x) -> float:
+    """The float of a JSON figure written by :func:`json_float` ("inf" / "-inf" strings back to infinities)."""
     return float(x) if not isinstance(x, str) else (math.inf if x == "inf" else -math.inf)
 
 
@@ -207,11 +208,11 @@ def int8_target_hint(entry: dict) -> str | None:
         return None
     sets = [entry] + [r for r in (entry.get("runtimes") or {}).values() if r.get("ok")]
     sets += [s["unseen"] for s in list(sets) if s.get("unseen")]
-    pooled = min(_float(s["psnr_db"]) for s in sets if s.get("psnr_db") is not None)
-    worst = min(_float(s["min_image_psnr_db"]) for s in sets if s.get("min_image_psnr_db") is not None)
+    pooled = min(float_from_json(s["psnr_db"]) for s in sets if s.get("psnr_db") is not None)
+    worst = min(float_from_json(s["min_image_psnr_db"]) for s in sets if s.get("min_image_psnr_db") is not None)
     if pooled >= GATES_DB["int8"] and worst >= MIN_IMAGE_GATES_DB["int8"]:
         return None
-    val_pooled, val_worst = _float(chosen[0]["validation_psnr_db"]), _float(chosen[0]["validation_worst_db"])
+    val_pooled, val_worst = float_from_json(chosen[0]["validation_psnr_db"]), float_from_json(chosen[0]["validation_worst_db"])
     sixteen = "" if "16x8" in entry.get("label", "") else \
         "; or --int8-activations int16 (a 16x8 file: int16 activations, CPU kernels only, no GPU delegate)"
     if val_pooled < target or val_worst < target - WORST_IMAGE_ALLOWANCE_DB:
@@ -243,14 +244,14 @@ def _set_failures(name: str, entry: dict, figures: dict, where: str) -> list[str
     out = []
     for label, fig in [("held-out", figures)] + ([("unseen photos", figures["unseen"])] if figures.get("unseen")
                                                  else []):
-        psnr = _float(fig["psnr_db"])
+        psnr = float_from_json(fig["psnr_db"])
         if not psnr >= gate:
             diff = "" if where else f" (max abs diff {fig['max_abs_diff']:.3g})"
             out.append(f"{name}: PSNR {psnr:.2f} dB on the {label} inputs{where} < gate {gate:.0f} dB{diff}")
         if worst_gate is not None and fig.get("min_image_psnr_db") is not None \
-                and not _float(fig["min_image_psnr_db"]) >= worst_gate:
+                and not float_from_json(fig["min_image_psnr_db"]) >= worst_gate:
             which = f" ({fig['worst_image']})" if fig.get("worst_image") else ""
-            out.append(f"{name}: worst {label} image{which} {_float(fig['min_image_psnr_db']):.2f} dB{where} < gate "
+            out.append(f"{name}: worst {label} image{which} {float_from_json(fig['min_image_psnr_db']):.2f} dB{where} < gate "
                        f"{worst_gate:.0f} dB")
     return out
 
