@@ -6,6 +6,8 @@
 #   make evaluate [RUN=dir]       FID/KID of the run (latest finished run under runs/ when RUN is not given)
 #   make export DTYPE=fp32|fp16|int8|all [RUN=dir] [SIZE=256] [ORIGINAL=init|runs/baseline|file.pt|none]
 #                                 the compressed generator and the original (unpruned) one at SIZE x SIZE
+#   make check-photos PHOTOS=dir [RUN=dir]
+#                                 the installed export measured on your own photos: the export's gates, both runtimes
 #   make bench [DEVICE=sm8450]    both, on the attached phone if any, else the host CPU and the virtual device
 #   make release [RUN=dir]        release/<run name>/index.md (+ one HTML file) and everything it links to
 #   make gpu-data                 a few MB of the data mirror in gpu_data/ (git-ignored), carried to a GPU machine
@@ -44,6 +46,7 @@ WHAT = --model $(MODEL) --dataset $(DATASET) --target $(TARGET) --preset $(PRESE
 SETUP := $(if $(filter .venv/bin/python,$(PY)),setup)
 
 .PHONY: all setup test test-fast test-slow pipeline data compress evaluate export bench release clean-venv macs \
+	check-photos \
 	gpu-data gpu-check gpu-profile
 
 all: setup pipeline
@@ -91,6 +94,12 @@ export: $(SETUP)
 
 bench: $(SETUP)
 	$(PIPE) bench $(STAGE_RUN)
+
+# The installed export of RUN (else the newest finished run under runs/) measured on the photos of PHOTOS (folders).
+PHOTOS ?=
+check-photos: $(SETUP)
+	$(if $(PHOTOS),,$(error PHOTOS is empty; expected folders of photos: make check-photos PHOTOS=dir [RUN=dir]))
+	$(PY) -m export.check_photos $(or $(RUN),--latest runs) --photos $(PHOTOS)
 
 release: $(SETUP)
 	$(PIPE) release $(STAGE_RUN)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import version
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -93,22 +94,49 @@ def drawn_inputs(kind: str, images_nchw: np.ndarray) -> np.ndarray:
         if len(pictures) else np.zeros_like(images_nchw, np.float32)
 
 
-def unseen_inputs(family: str, size: tuple[int, int]) -> UnseenSet | None:
-    """The unseen inputs of a generator family (module docstring) at input size (H, W): the kinds its registry
-    entry names (``unseen_input_kinds`` of :class:`compress.families.Family`), in that order.
+def square_photo(img: Image.Image) -> Image.Image:
+    """A photo as every unseen input starts: RGB (greyscale and alpha dropped), centre-cropped to a square."""
+    return _square(img.convert("RGB"))
 
-    Returns None for a family whose input is not an image (dcgan). Raises InputError for an unregistered family,
-    ImportError when scikit-image is not installed (it is a dependency of the project).
+
+def photo_set(family: str, photos: Sequence[tuple[str, Image.Image]], size: tuple[int, int],
+              source: dict) -> UnseenSet | None:
+    """The inputs a generator family is measured on, made from named photos with this module's recipe: the kinds
+    its registry entry names (``unseen_input_kinds`` of :class:`compress.families.Family`), in that order, each
+    input named ``KIND:PHOTO`` (``edges:retina``, ``photo:retina``).
+
+    Args:
+        family: a registered family name.
+        photos: (name, RGB square image) pairs (:func:`square_photo`), any size.
+        size: (H, W) of the generator's input (pixels).
+        source: what the photos are (``"set"``, ``"files"``), copied into the description.
+    Returns:
+        (N * kinds, 3, H, W) float32 inputs in [-1, 1] with names and a JSON-ready description, or None for a
+        family whose input is not an image (dcgan).
+    Raises:
+        InputError: an unregistered family.
     """
     wanted = get_family(family, "architecture family").unseen_input_kinds
     if not wanted:
         return None
-    photos = [(name.rsplit(".", 1)[0], _photo(name)) for name in PHOTOS]
     items = [(f"{_KINDS[k][0]}:{n}", _KINDS[k][1](p)) for k in wanted for n, p in photos]
-    kinds = [_KINDS[k][2] for k in wanted]
-    inputs = np.stack([_to_input(img, size) for _, img in items]).astype(np.float32)
+    inputs = np.stack([_to_input(img, size) for _, img in items]).astype(np.float32) if items else \
+        np.zeros((0, 3, *size), np.float32)
     return UnseenSet(inputs, [n for n, _ in items], {
-        "set": f"scikit-image {version('scikit-image')} skimage/data photographs", "files": list(PHOTOS),
-        "kinds": kinds, "count": int(len(items)), "size_hw": list(size), "crop": "centre square",
-        "resize": "bicubic", "scaling": "x / 127.5 - 1",
+        **source, "kinds": [_KINDS[k][2] for k in wanted], "count": int(len(items)), "size_hw": list(size),
+        "crop": "centre square", "resize": "bicubic", "scaling": "x / 127.5 - 1",
         **({"edges": f"Canny sigma {EDGE_SIGMA:g} at {EDGE_SIZE} px"} if "edges" in wanted else {})})
+
+
+def unseen_inputs(family: str, size: tuple[int, int]) -> UnseenSet | None:
+    """The unseen inputs of a generator family (module docstring) at input size (H, W): :func:`photo_set` of
+    :data:`PHOTOS`.
+
+    Returns None for a family whose input is not an image (dcgan). Raises InputError for an unregistered family,
+    ImportError when scikit-image is not installed (it is a dependency of the project).
+    """
+    if not get_family(family, "architecture family").unseen_input_kinds:
+        return None
+    photos = [(name.rsplit(".", 1)[0], _photo(name)) for name in PHOTOS]
+    return photo_set(family, photos, size, {
+        "set": f"scikit-image {version('scikit-image')} skimage/data photographs", "files": list(PHOTOS)})

@@ -119,8 +119,9 @@ def _source_info(run_dir: Path) -> dict:
             "export_code_sha256": export_code_sha256()}
 
 
-def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
-    """(manifest, None), or (None, what is wrong with the file at ``path``)."""
+def read_manifest(path: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None), or (None, what is wrong with the file at ``path``: unreadable, not JSON, or an entry of
+    ``files`` without the ``dtype`` / ``path`` / ``sha256`` / ``size_bytes`` that skip, merge and install read)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 errors
@@ -145,7 +146,7 @@ def _load_manifest(out_dir: Path, force: bool) -> dict | None:
     path = out_dir / MANIFEST
     if not path.exists():
         return None
-    data, problem = _read_manifest(path)
+    data, problem = read_manifest(path)
     if problem is None:
         return data
     if not force:
@@ -282,7 +283,7 @@ def _missed_export(missed_dir: Path, source: dict, recorded: dict, wanted: Seque
     is left for the command that asks for them)."""
     if not missed_dir.is_dir():
         return None
-    manifest, problem = _read_manifest(missed_dir / MANIFEST)
+    manifest, problem = read_manifest(missed_dir / MANIFEST)
     if problem is None and _same_source(manifest, source, recorded) \
             and _files_intact(missed_dir, manifest.get("files", [])):
         if {e["dtype"] for e in manifest["files"]} - {"onnx"} == set(wanted):

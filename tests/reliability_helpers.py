@@ -84,6 +84,8 @@ def cli_main(program: str):
         from compress.data.fetch import main
     elif program == "python -m export":
         from export.__main__ import main
+    elif program == "python -m export.check_photos":
+        from export.check_photos import main
     elif program == "python -m bench.pipeline":
         from bench.pipeline.cli import main
     elif program == "python bench/run_adb.py":

@@ -157,6 +157,15 @@ def _corrupt_manifest(paths, monkeypatch):
     assert (paths["run"] / "export" / "generator_int8.tflite").read_bytes() == b"an earlier export"
 
 
+def _finished_with_photo(paths, monkeypatch):
+    from PIL import Image
+
+    finished_run(paths["run"], paths["npz"])
+    (paths["tmp"] / "photos").mkdir()
+    Image.new("RGB", (8, 6), (200, 10, 10)).save(paths["tmp"] / "photos" / "red.png")
+    yield
+
+
 def _finished_with_original(paths, monkeypatch):
     from export.original import prepare_original
 
@@ -177,7 +186,7 @@ SETUP = {
     "export-architecture-form": _bad_architecture('{"family": "dcgan", "generator": {}, "input_shape": "big"}'),
     "bad-image-before-step-1": _bad_image, "bench-out-under-file": _model_file,
     "compress-finished-run": _finished, "compress-reference-run-alone": _finished, "export-out-is-file": _finished,
-    "export-manifest-corrupt": _corrupt_manifest, "export-original-weights-not-torch": _finished_with_original,
+    "export-manifest-corrupt": _corrupt_manifest, "check-photos-no-export": _finished_with_photo, "export-original-weights-not-torch": _finished_with_original,
     "bench-adb-port": _model_file, "bench-host-with-virtual": _model_file, "bench-connect-no-port": _model_file,
     "bench-label-dtype": _model_file, "bench-cooldown-negative": _model_file,
     "disk-full-checkpoint": _disk_full_at_checkpoints,

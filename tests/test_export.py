@@ -981,3 +981,75 @@ def test_int16_activations_make_a_labelled_16x8_file(exported, trained_runs, tmp
     assert default["activations_choice"]["mode"] == "auto" and default["activations_choice"]["chosen"] == "int8"
     assert export_main([str(trained_runs["pix2pix"]), "--int8-activations", "int16", "--int8-io", "uint8"]) == 2
     assert "--int8-activations int16 with --int8-io uint8" in capsys.readouterr().err
+
+
+def _gate_photo_folder(folder: Path) -> Path:
+    """The export's own unseen photos (export.photos.PHOTOS) copied into a folder, as a user would hand them over."""
+    from importlib import resources
+    from export.photos import PHOTOS
+
+    folder.mkdir()
+    for name in PHOTOS:
+        with resources.as_file(resources.files("skimage") / "data" / name) as src:
+            shutil.copy(src, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan"])
+def test_check_photos_on_the_gate_photos_gives_the_exports_unseen_figures(exported, trained_runs, tmp_path, family,
+                                                                          capsys):
+    """The same photos through the user's-photos command give the manifest's unseen figures, file by file and
+    runtime by runtime: one recipe, one measurement."""
+    from export.check_photos import check_photos, main as check_main
+    from export.photos import PHOTOS
+
+    folder = _gate_photo_folder(tmp_path / "photos")
+    report = check_photos(trained_runs[family], [folder])
+    manifest = json.loads((trained_runs[family] / "export" / "manifest.json").read_text())
+    kinds = {"pix2pix": 2, "cyclegan": 1}[family]
+    assert report["photos"]["count"] == kinds * len(PHOTOS)
+    by_path = {e["path"]: e for e in manifest["files"]}
+    assert [f["path"] for f in report["files"]] == [e["path"] for e in manifest["files"] if e["dtype"] != "onnx"]
+    for f in report["files"]:
+        entry = by_path[f["path"]]
+        for rt, r in f["runtimes"].items():
+            expected = entry["unseen"] if rt == "litert" else entry["runtimes"][rt]["unseen"]
+            assert r["ok"] and r["worst_image"] == expected["worst_image"]
+            assert _psnr(r) == pytest.approx(_psnr(expected), abs=1e-6)
+            assert float(r["min_image_psnr_db"]) == pytest.approx(float(expected["min_image_psnr_db"]), abs=1e-6)
+            assert len(r["per_image_psnr_db"]) == kinds * len(PHOTOS)
+            assert min(map(float, r["per_image_psnr_db"].values())) == pytest.approx(float(r["min_image_psnr_db"]))
+    out = tmp_path / "figures.json"
+    status = check_main([str(trained_runs[family]), "--photos", str(folder), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert status == (1 if report["gate_failures"] else 0)
+    assert json.loads(out.read_text())["files"][0]["runtimes"]["litert"]["psnr_db"] == \
+        report["files"][0]["runtimes"]["litert"]["psnr_db"]
+    assert "generator_int8.tflite" in printed and "lowest:" in printed
+
+
+def test_check_photos_fails_loudly_and_refuses_a_foreign_export(exported, trained_runs, tmp_path, monkeypatch, capsys):
+    from export.check_photos import main as check_main
+    from export.parity import GATES_DB
+
+    folder = _gate_photo_folder(tmp_path / "photos")
+    run = trained_runs["pix2pix"]
+    monkeypatch.setitem(GATES_DB, "int8", 99.0)  # a gate no int8 file meets: the command must say so and exit 1
+    assert check_main([str(run), "--photos", str(folder)]) == 1
+    assert "gates MISSED on your photos: generator_int8.tflite" in capsys.readouterr().out
+    monkeypatch.undo()
+    # an export whose file changed after it was written, and one made from other weights: bad input, exit 2
+    copy = _copy_run(run, tmp_path / "run")
+    shutil.copytree(run / "export", copy / "export")
+    (copy / "export" / "generator_fp16.tflite").write_bytes(b"changed")
+    assert check_main([str(copy), "--photos", str(folder)]) == 2
+    assert "generator_fp16.tflite: missing or changed" in capsys.readouterr().err
+    generator = torch.load(copy / "generator.pt", weights_only=True)
+    first = next(iter(generator))
+    generator[first] = generator[first] + 1.0
+    torch.save(generator, copy / "generator.pt")
+    assert check_main([str(copy), "--photos", str(folder)]) == 2
+    assert "made from another generator.pt" in capsys.readouterr().err
+    # DCGAN's input is noise: nothing to measure on photos
+    assert check_main([str(trained_runs["dcgan"]), "--photos", str(folder)]) == 2
+    assert "noise vector" in capsys.readouterr().err
