@@ -57,8 +57,8 @@ def load_photos(folders: Sequence[str | Path], limit: int = DEFAULT_LIMIT) -> li
         folders: folders of image files (:data:`PHOTO_SUFFIXES`; other files are left out).
         limit: at most this many photos, the first by path (count >= 1).
     Returns:
-        (name, image) pairs, name = the file name without its ending (``folder/name`` where two folders share a
-        name).
+        (name, image) pairs, name = the file name without its ending, or the file's path where two photos share
+        that name.
     Raises:
         InputError: a folder that does not exist, no photo in any folder, a photo that cannot be read (named), or
             ``limit`` < 1.
@@ -88,7 +88,7 @@ def load_photos(folders: Sequence[str | Path], limit: int = DEFAULT_LIMIT) -> li
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise InputError(f"{p}: not a readable image ({type(exc).__name__}: {exc}); expected a photo "
                              f"({', '.join(PHOTO_SUFFIXES)})") from None
-    names = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    names = [str(p) if stems.count(p.stem) > 1 else p.stem for p in paths]
     return list(zip(names, photos))
 
 
@@ -140,7 +140,12 @@ def check_photos(run_dir: str | Path, folders: Sequence[str | Path], *, export_d
     export_dir = Path(export_dir) if export_dir is not None else run_dir / "export"
     manifest = _export_manifest(run_dir, export_dir)
     family = manifest.get("family")
-    size = tuple(manifest["input"]["onnx_shape"][2:])
+    shape = (manifest.get("input") or {}).get("onnx_shape")
+    if not (isinstance(family, str) and isinstance(shape, list) and len(shape) == 4):
+        raise InputError(f"{export_dir / MANIFEST}: no 'family' and 'input.onnx_shape' [1, C, H, W]; expected a "
+                         f"manifest of this version of python -m export (export again: python -m export {run_dir} "
+                         "--force)")
+    size = tuple(int(v) for v in shape[2:])
     inputs = photo_set(family, photos, size, {"set": "your photos: " + ", ".join(map(str, folders)),
                                               "files": [n for n, _ in photos]})
     if inputs is None:

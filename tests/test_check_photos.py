@@ -37,7 +37,9 @@ def test_two_folders_sharing_a_name_keep_both(tmp_path):
     for folder in ("x", "y"):
         (tmp_path / folder).mkdir()
         _write(tmp_path / folder / "same.png")
-    assert [n for n, _ in load_photos([tmp_path / "x", tmp_path / "y"])] == ["x/same", "y/same"]
+    _write(tmp_path / "x" / "same.jpg")
+    assert [n for n, _ in load_photos([tmp_path / "x", tmp_path / "y"])] == [
+        str(tmp_path / "x" / "same.jpg"), str(tmp_path / "x" / "same.png"), str(tmp_path / "y" / "same.png")]
 
 
 @pytest.mark.parametrize("case, match", [

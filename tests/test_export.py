@@ -1044,6 +1044,12 @@ def test_check_photos_fails_loudly_and_refuses_a_foreign_export(exported, traine
     (copy / "export" / "generator_fp16.tflite").write_bytes(b"changed")
     assert check_main([str(copy), "--photos", str(folder)]) == 2
     assert "generator_fp16.tflite: missing or changed" in capsys.readouterr().err
+    shutil.copy(run / "export" / "generator_fp16.tflite", copy / "export" / "generator_fp16.tflite")
+    manifest = json.loads((copy / "export" / "manifest.json").read_text())
+    del manifest["input"]
+    (copy / "export" / "manifest.json").write_text(json.dumps(manifest))
+    assert check_main([str(copy), "--photos", str(folder)]) == 2
+    assert "no 'family' and 'input.onnx_shape'" in capsys.readouterr().err
     generator = torch.load(copy / "generator.pt", weights_only=True)
     first = next(iter(generator))
     generator[first] = generator[first] + 1.0
