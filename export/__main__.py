@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +29,7 @@ from export.inputs import DEFAULT_CALIBRATION_COUNT, DEFAULT_HELDOUT_COUNT
 from export.onnx_export import ExportError
 from export.options import DTYPE_CHOICES, INT8_ACTIVATIONS, INT8_WEIGHTS, ExportOptions, parse_dtypes
 from export.original import INIT, is_original, prepare_original, read_original
-from export.parity import file_title, int8_target_hint
+from export.parity import file_title, format_db, int8_target_hint
 from export.pipeline import GateFailure, export_run
 from quantize import DEFAULT_TARGET_DB, IO_DTYPES, MODES
 
@@ -137,12 +136,6 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         keep_tensor_names=args.keep_tensor_names)
 
 
-def _fmt(x) -> str:
-    if isinstance(x, str):
-        return x
-    return "inf" if math.isinf(x) else f"{x:.2f}"
-
-
 def print_figures(files: list[dict], stream=None) -> None:
     """One line per exported file (label, PSNR pooled/worst on the held-out inputs and on the unseen photos, gate,
     max abs diff, size, GPU readiness, runtimes that ran it), plus what the int8 file is made of and the FID change."""
@@ -154,9 +147,9 @@ def print_figures(files: list[dict], stream=None) -> None:
         gate = f"{e['gate_db']:.0f}" if "gate_db" in e else "-"
         gpu = str(e["gpu_delegate"]["gpu_ready"]) if "gpu_delegate" in e else "-"
         runtimes = ", ".join(f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in (e.get("runtimes") or {}).items())
-        print(f"{e['path']:24s} {e.get('label') or e.get('dtype', '-'):40s} {_fmt(e.get('psnr_db', '-')):>8s} "
-              f"{_fmt(e.get('min_image_psnr_db', '-')):>6s} {_fmt(unseen.get('psnr_db', '-')):>7s} "
-              f"{_fmt(unseen.get('min_image_psnr_db', '-')):>6s} {gate:>5s} {e['max_abs_diff']:>9.3g} "
+        print(f"{e['path']:24s} {e.get('label') or e.get('dtype', '-'):40s} {format_db(e.get('psnr_db', '-')):>8s} "
+              f"{format_db(e.get('min_image_psnr_db', '-')):>6s} {format_db(unseen.get('psnr_db', '-')):>7s} "
+              f"{format_db(unseen.get('min_image_psnr_db', '-')):>6s} {gate:>5s} {e['max_abs_diff']:>9.3g} "
               f"{str(e.get('size_bytes', '-')):>10s} {gpu:>5s}  {runtimes or '-'}", file=stream)
         share = e.get("int8_share")
         if share:
@@ -179,9 +172,9 @@ def print_figures(files: list[dict], stream=None) -> None:
         if sel.get("float_convolutions"):
             traj = sel["trajectory"]
             print(f"  last resort: {sel['float_convolutions']} of {len(sel['candidates'])} candidate "
-                  f"convolutions kept in float; validation PSNR {_fmt(traj[0]['validation_psnr_db'])} -> "
-                  f"{_fmt(traj[sel['float_convolutions']]['validation_psnr_db'])} dB (target {sel['target_db']:g}; "
-                  f"{sel.get('quantizations', '?')} files measured)", file=stream)
+                  f"convolutions kept in float; validation PSNR {format_db(traj[0]['validation_psnr_db'])} -> "
+                  f"{format_db(traj[sel['float_convolutions']]['validation_psnr_db'])} dB "
+                  f"(target {sel['target_db']:g}; {sel.get('quantizations', '?')} files measured)", file=stream)
         fid = e.get("fid")
         if fid and "fid_delta" in fid:
             print(f"  FID change of int8 ({fid['n_fake']} outputs vs {fid['n_real']} real, {fid['real_set']}): "

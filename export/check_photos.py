@@ -34,7 +34,8 @@ from PIL import Image, UnidentifiedImageError
 from compress.cli_errors import run_cli
 from compress.errors import InputError
 from compress.io import atomic_write_json, sha256_file
-from export.parity import GATES_DB, MIN_IMAGE_GATES_DB, file_title, json_float, parity
+from export.parity import (GATES_DB, MIN_IMAGE_GATES_DB, figure_failures, file_title, float_from_json,
+                           format_db, json_float, parity)
 from export.photos import photo_set, square_photo
 from export.pipeline import MANIFEST, read_manifest
 from quantize.litert import DEFAULT_RUNTIME, RUNTIMES, run_tflite, runtime_version
@@ -180,20 +181,11 @@ def check_photos(run_dir: str | Path, folders: Sequence[str | Path], *, export_d
                                       "min_image_psnr_db": json_float(fig["min_image_psnr_db"]),
                                       "worst_image": inputs.names[fig["worst_image"]],
                                       "max_abs_diff": fig["max_abs_diff"], "per_image_psnr_db": per_image}
-            where = "" if rt == DEFAULT_RUNTIME else f" in {rt}"
-            if not fig["psnr_db"] >= GATES_DB[dtype]:
-                failures.append(f"{title}: pooled PSNR {fig['psnr_db']:.2f} dB{where} on your photos < gate "
-                                f"{GATES_DB[dtype]:g} dB")
-            if worst_gate is not None and not fig["min_image_psnr_db"] >= worst_gate:
-                failures.append(f"{title}: worst image ({inputs.names[fig['worst_image']]}) "
-                                f"{fig['min_image_psnr_db']:.2f} dB{where} < gate {worst_gate:g} dB")
+            failures += figure_failures(title, record["runtimes"][rt], "--photos", GATES_DB[dtype], worst_gate,
+                                        "" if rt == DEFAULT_RUNTIME else f" in {rt}")
         files.append(record)
     return {"run_dir": str(run_dir), "export_dir": str(export_dir), "photos": inputs.description,
             "files": files, "gate_failures": failures}
-
-
-def _db(x) -> str:
-    return x if isinstance(x, str) else f"{x:.2f}"
 
 
 def print_report(report: dict, stream=None) -> None:
@@ -211,12 +203,11 @@ def print_report(report: dict, stream=None) -> None:
             if not r["ok"]:
                 print(f"{name:60s} {rt:15s} FAILS: {r['error'][:200]}", file=stream)
                 continue
-            print(f"{name:60s} {rt:15s} {_db(r['psnr_db']):>7s} / {_db(r['min_image_psnr_db']):>7s} "
+            print(f"{name:60s} {rt:15s} {format_db(r['psnr_db']):>7s} / {format_db(r['min_image_psnr_db']):>7s} "
                   f"({r['worst_image']})  gate {gate}", file=stream)
             if f["dtype"] == "int8":
-                lowest = sorted(r["per_image_psnr_db"].items(),
-                                key=lambda kv: float(kv[1]) if not isinstance(kv[1], str) else float("inf"))
-                print("    lowest: " + ", ".join(f"{n} {_db(v)}" for n, v in lowest[:LOWEST_SHOWN]), file=stream)
+                lowest = sorted(r["per_image_psnr_db"].items(), key=lambda kv: float_from_json(kv[1]))
+                print("    lowest: " + ", ".join(f"{n} {format_db(v)}" for n, v in lowest[:LOWEST_SHOWN]), file=stream)
     if report["gate_failures"]:
         print("gates MISSED on your photos: " + "; ".join(report["gate_failures"]), file=stream)
     else:

@@ -212,7 +212,8 @@ def int8_target_hint(entry: dict) -> str | None:
     worst = min(float_from_json(s["min_image_psnr_db"]) for s in sets if s.get("min_image_psnr_db") is not None)
     if pooled >= GATES_DB["int8"] and worst >= MIN_IMAGE_GATES_DB["int8"]:
         return None
-    val_pooled, val_worst = float_from_json(chosen[0]["validation_psnr_db"]), float_from_json(chosen[0]["validation_worst_db"])
+    val_pooled = float_from_json(chosen[0]["validation_psnr_db"])
+    val_worst = float_from_json(chosen[0]["validation_worst_db"])
     sixteen = "" if "16x8" in entry.get("label", "") else \
         "; or --int8-activations int16 (a 16x8 file: int16 activations, CPU kernels only, no GPU delegate)"
     if val_pooled < target or val_worst < target - WORST_IMAGE_ALLOWANCE_DB:
@@ -244,16 +245,40 @@ def _set_failures(name: str, entry: dict, figures: dict, where: str) -> list[str
     out = []
     for label, fig in [("held-out", figures)] + ([("unseen photos", figures["unseen"])] if figures.get("unseen")
                                                  else []):
-        psnr = float_from_json(fig["psnr_db"])
-        if not psnr >= gate:
-            diff = "" if where else f" (max abs diff {fig['max_abs_diff']:.3g})"
-            out.append(f"{name}: PSNR {psnr:.2f} dB on the {label} inputs{where} < gate {gate:.0f} dB{diff}")
-        if worst_gate is not None and fig.get("min_image_psnr_db") is not None \
-                and not float_from_json(fig["min_image_psnr_db"]) >= worst_gate:
-            which = f" ({fig['worst_image']})" if fig.get("worst_image") else ""
-            out.append(f"{name}: worst {label} image{which} {float_from_json(fig['min_image_psnr_db']):.2f} dB{where} < gate "
-                       f"{worst_gate:.0f} dB")
+        out += figure_failures(name, fig, label, gate, worst_gate, where)
     return out
+
+
+def figure_failures(name: str, fig: dict, label: str, gate: float, worst_gate: float | None,
+                    where: str = "") -> list[str]:
+    """The gates one set of figures misses, one line each.
+
+    Args:
+        name: the file as shown (:func:`file_title`).
+        fig: {"psnr_db", "max_abs_diff", and optionally "min_image_psnr_db", "worst_image"} of one input set in one
+            runtime (PSNR in dB, JSON form: :func:`json_float`).
+        label: the input set in words (``held-out``, ``unseen photos``, ``--photos``).
+        gate, worst_gate: pooled and worst-image gates (dB); ``worst_gate`` None: none (fp32, fp16).
+        where: `` in RUNTIME`` for a runtime other than the file's own, whose lines leave out the max abs diff.
+    """
+    out = []
+    psnr = float_from_json(fig["psnr_db"])
+    if not psnr >= gate:
+        diff = "" if where else f" (max abs diff {fig['max_abs_diff']:.3g})"
+        out.append(f"{name}: PSNR {psnr:.2f} dB on the {label} inputs{where} < gate {gate:.0f} dB{diff}")
+    if worst_gate is not None and fig.get("min_image_psnr_db") is not None \
+            and not float_from_json(fig["min_image_psnr_db"]) >= worst_gate:
+        which = f" ({fig['worst_image']})" if fig.get("worst_image") else ""
+        out.append(f"{name}: worst {label} image{which} {float_from_json(fig['min_image_psnr_db']):.2f} dB{where} "
+                   f"< gate {worst_gate:.0f} dB")
+    return out
+
+
+def format_db(x) -> str:
+    """A PSNR figure (dB) as printed: two decimals, ``inf``; a string (JSON "inf", a placeholder) as it is."""
+    if isinstance(x, str):
+        return x
+    return "inf" if math.isinf(x) else f"{x:.2f}"
 
 
 def _size_detail(fb: dict | None) -> str:
